@@ -1,0 +1,3 @@
+from caretask.cli import main
+
+raise SystemExit(main())

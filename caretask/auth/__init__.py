@@ -1,0 +1,1 @@
+"""Client credentials, access tokens and SMART scopes: no HTTP and no SQL here."""

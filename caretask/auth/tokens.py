@@ -1,0 +1,60 @@
+"""Signed, expiring access tokens (JWT, HS256) verified without a database round trip.
+
+The signing key lives in the database, so every server sharing it accepts the same
+tokens across restarts; revocation is checked against the client's row.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+import jwt
+
+ISSUER = "caretask"
+AUDIENCE = "caretask-fhir"
+ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    client_id: str
+    scope: str
+    expires_at: int
+
+
+class InvalidToken(Exception):
+    """The token is malformed, forged, expired or not ours."""
+
+
+def issue(key: bytes, client_id: str, scope: str, ttl: int) -> str:
+    now = int(time.time())
+    payload = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": client_id,
+        "scope": scope,
+        "iat": now,
+        "exp": now + ttl,
+        "jti": secrets.token_hex(8),
+    }
+    return jwt.encode(payload, key, algorithm=ALGORITHM)
+
+
+def verify(key: bytes, token: str) -> Claims:
+    try:
+        payload = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+        )
+    except jwt.PyJWTError as error:
+        raise InvalidToken(str(error)) from None
+    scope, sub = payload.get("scope"), payload.get("sub")
+    if not isinstance(scope, str) or not isinstance(sub, str):
+        raise InvalidToken("missing claims")
+    return Claims(client_id=sub, scope=scope, expires_at=int(payload["exp"]))

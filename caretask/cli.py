@@ -1,0 +1,145 @@
+"""The `caretask` command: serve, migrate and manage OAuth clients."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import os
+import sys
+from typing import Any
+
+import orjson
+
+from caretask.auth import scopes, secrets
+from caretask.config import Settings
+from caretask.storage import open_storage, schema
+from caretask.storage.base import ClientRecord, SchemaTooNew
+from caretask.storage.urls import BadDatabaseURL, DatabaseURL
+
+DEFAULT_SCOPE = "system/Task.read system/Task.write"
+
+
+def _database_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database",
+        default=None,
+        help="database URL (default: $CARETASK_DATABASE_URL or sqlite:///./caretask.db)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="caretask", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the FHIR server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    _database_arg(serve)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve.add_argument("--base-url", default=None, help="public URL for Location and fullUrl")
+    serve.add_argument(
+        "--max-body-bytes", type=int, default=None, help="request body limit (default 1 MiB)"
+    )
+    serve.add_argument("--token-ttl", type=int, default=None, help="access token lifetime, s")
+    serve.add_argument("--log-level", default="info")
+
+    migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
+    _database_arg(migrate)
+
+    clients = sub.add_parser("clients", help="manage OAuth clients")
+    csub = clients.add_subparsers(dest="clients_command", required=True)
+    create = csub.add_parser("create", help="create a client; prints its secret once")
+    create.add_argument("name")
+    create.add_argument("--scope", default=DEFAULT_SCOPE)
+    _database_arg(create)
+    revoke = csub.add_parser("revoke", help="revoke a client and every token it holds")
+    revoke.add_argument("client_id")
+    _database_arg(revoke)
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"caretask: {message}", file=sys.stderr)
+    return 2
+
+
+async def _create_client(url: DatabaseURL, name: str, scope: str) -> dict[str, str]:
+    storage = open_storage(url)
+    try:
+        client_id, secret = secrets.new_client_id(), secrets.new_secret()
+        record = ClientRecord(client_id, name, secrets.hash_secret(secret), scope, revoked=False)
+        await storage.create_client(record)
+        return {"client_id": client_id, "client_secret": secret, "scope": scope}
+    finally:
+        await storage.close()
+
+
+async def _revoke_client(url: DatabaseURL, client_id: str) -> bool:
+    storage = open_storage(url)
+    try:
+        return await storage.revoke_client(client_id)
+    finally:
+        await storage.close()
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus caretask's own loggers on the same handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["caretask"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
+    import uvicorn
+
+    defaults = Settings(database_url=url.raw)
+    settings = Settings(
+        database_url=url.raw,
+        base_url=args.base_url.rstrip("/") if args.base_url else None,
+        max_body_bytes=args.max_body_bytes or defaults.max_body_bytes,
+        token_ttl=args.token_ttl or defaults.token_ttl,
+    )
+    os.environ.update(settings.to_env())
+    uvicorn.run(
+        "caretask.http.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        log_config=_log_config(),
+        access_log=False,  # uvicorn's access log prints query strings, which carry PHI
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=30,
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        url = DatabaseURL.parse(args.database)
+        schema.migrate(url)
+        if args.command == "migrate":
+            print(f"database schema at revision {schema.head_revision()}", file=sys.stderr)
+            return 0
+        if args.command == "serve":
+            return _serve(args, url)
+        if args.clients_command == "create":
+            bad = scopes.invalid_scopes(args.scope)
+            if bad or not args.scope.strip():
+                return _fail(f"invalid scope: {' '.join(bad) or '(empty)'}")
+            out = asyncio.run(_create_client(url, args.name, " ".join(args.scope.split())))
+            sys.stdout.write(orjson.dumps(out).decode() + "\n")
+            return 0
+        if not asyncio.run(_revoke_client(url, args.client_id)):
+            return _fail(f"no active client {args.client_id}")
+        print(f"revoked {args.client_id}", file=sys.stderr)
+        return 0
+    except (BadDatabaseURL, SchemaTooNew) as error:
+        return _fail(str(error))

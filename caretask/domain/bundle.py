@@ -1,0 +1,149 @@
+"""Rendering stored Tasks for clients: the permalink, `_elements`, and Bundles."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+from urllib.parse import quote
+
+from caretask.domain.search_params import SearchQuery
+from caretask.domain.task_rules import PERMALINK_EXTENSION
+
+_SUBSETTED = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "SUBSETTED",
+}
+
+
+def permalink(base: str, task_id: str) -> str:
+    token = base64.urlsafe_b64encode(f"Task:{task_id}".encode()).decode()
+    return f"{base}/permalinks/v1/{token}"
+
+
+def permalink_task_id(token: str) -> str | None:
+    """The task id inside a permalink token, or None when it is not one of ours."""
+    try:
+        decoded = base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+    except (ValueError, UnicodeError):
+        return None
+    kind, _, task_id = decoded.partition(":")
+    return task_id if kind == "Task" and task_id else None
+
+
+def render_task(resource: dict[str, Any], base: str) -> dict[str, Any]:
+    """The Task as clients see it: the stored resource plus its generated permalink."""
+    link = {"url": PERMALINK_EXTENSION, "valueString": permalink(base, resource["id"])}
+    return {**resource, "extension": [*resource.get("extension", ()), link]}
+
+
+def apply_elements(resource: dict[str, Any], elements: tuple[str, ...]) -> dict[str, Any]:
+    keep = {"resourceType", "id", "meta", *elements}
+    out = {k: v for k, v in resource.items() if k in keep}
+    meta = dict(out.get("meta", {}))
+    meta["tag"] = [*meta.get("tag", ()), _SUBSETTED]
+    out["meta"] = meta
+    return out
+
+
+def _query_string(pairs: list[tuple[str, str]]) -> str:
+    return "&".join(f"{quote(k, safe=':-_')}={quote(v, safe=':/,|-._')}" for k, v in pairs)
+
+
+def _link(path: str, applied: list[tuple[str, str]], count: int, offset: int) -> str:
+    pairs = [*applied, ("_count", str(count)), ("_offset", str(offset))]
+    return f"{path}?{_query_string(pairs)}"
+
+
+def searchset(
+    query: SearchQuery,
+    total: int | None,
+    resources: list[dict[str, Any]],
+    *,
+    base: str,
+    link_path: str,
+    has_more: bool = False,
+) -> dict[str, Any]:
+    """A searchset Bundle with the seed's paging links (relative, with _count and _offset).
+
+    `total` is None when the client opted out of counting; `has_more` then says
+    whether a next page exists.
+    """
+    count, offset = query.count, query.offset
+    links = [{"relation": "self", "url": _link(link_path, query.applied, count, offset)}]
+    if count > 0:
+        links.append({"relation": "first", "url": _link(link_path, query.applied, count, 0)})
+        if offset > 0:
+            previous = max(offset - count, 0)
+            links.append(
+                {"relation": "previous", "url": _link(link_path, query.applied, count, previous)}
+            )
+        more = has_more if total is None else offset + count < total
+        if more:
+            links.append(
+                {"relation": "next", "url": _link(link_path, query.applied, count, offset + count)}
+            )
+        if total is not None:
+            last = max(total - 1, 0) // count * count
+            links.append({"relation": "last", "url": _link(link_path, query.applied, count, last)})
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = links
+    if resources:
+        entries = []
+        for resource in resources:
+            shown = render_task(resource, base)
+            if query.elements:
+                shown = apply_elements(shown, query.elements)
+            entries.append(
+                {
+                    "fullUrl": f"{base}/Task/{resource['id']}",
+                    "resource": shown,
+                    "search": {"mode": "match"},
+                }
+            )
+        bundle["entry"] = entries
+    return bundle
+
+
+def history(
+    task_id: str,
+    total: int,
+    versions: list[dict[str, Any]],
+    *,
+    base: str,
+    link_path: str,
+    count: int,
+    offset: int,
+) -> dict[str, Any]:
+    """A history Bundle of one Task, newest version first."""
+    path = f"{link_path}/Task/{task_id}/_history"
+    links = [{"relation": "self", "url": f"{path}?_count={count}&_offset={offset}"}]
+    if count > 0 and offset + count < total:
+        links.append({"relation": "next", "url": f"{path}?_count={count}&_offset={offset + count}"})
+    if count > 0 and offset > 0:
+        prev = max(offset - count, 0)
+        links.append({"relation": "previous", "url": f"{path}?_count={count}&_offset={prev}"})
+    entries = []
+    for resource in versions:
+        version = resource["meta"]["versionId"]
+        entries.append(
+            {
+                "fullUrl": f"{base}/Task/{task_id}",
+                "resource": render_task(resource, base),
+                "request": {
+                    "method": "POST" if version == "1" else "PUT",
+                    "url": "Task" if version == "1" else f"Task/{task_id}",
+                },
+                "response": {
+                    "status": "201 Created" if version == "1" else "200 OK",
+                    "etag": f'W/"{version}"',
+                    "lastModified": resource["meta"]["lastUpdated"],
+                },
+            }
+        )
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history", "total": total}
+    bundle["link"] = links
+    if entries:
+        bundle["entry"] = entries
+    return bundle

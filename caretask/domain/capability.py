@@ -1,0 +1,103 @@
+"""The CapabilityStatement: exactly what this server does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from caretask import __version__
+from caretask.domain.search_params import PARAMETERS
+
+_TYPE_DEFINITIONS = {
+    "_id": "http://hl7.org/fhir/SearchParameter/Resource-id",
+    "_lastUpdated": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
+    "owner": "http://hl7.org/fhir/SearchParameter/Task-owner",
+    "patient": "http://hl7.org/fhir/SearchParameter/Task-patient",
+    "requester": "http://hl7.org/fhir/SearchParameter/Task-requester",
+    "status": "http://hl7.org/fhir/SearchParameter/Task-status",
+    "intent": "http://hl7.org/fhir/SearchParameter/Task-intent",
+    "subject": "http://hl7.org/fhir/SearchParameter/Task-subject",
+    "authored-on": "http://hl7.org/fhir/SearchParameter/Task-authored-on",
+}
+
+
+def capability_statement(base: str, software_date: str) -> dict[str, Any]:
+    params = []
+    for name, pdef in PARAMETERS.items():
+        item: dict[str, Any] = {"name": name, "type": pdef.type, "documentation": pdef.description}
+        if name in _TYPE_DEFINITIONS:
+            item["definition"] = _TYPE_DEFINITIONS[name]
+        params.append(item)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": software_date,
+        "kind": "instance",
+        "software": {"name": "caretask", "version": __version__},
+        "implementation": {"description": "caretask FHIR Task server", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [
+            {
+                "mode": "server",
+                "security": {
+                    "cors": False,
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                    "code": "SMART-on-FHIR",
+                                }
+                            ]
+                        }
+                    ],
+                    "extension": [
+                        {
+                            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                            "extension": [{"url": "token", "valueUri": f"{base}/auth/token/"}],
+                        }
+                    ],
+                    "description": "OAuth 2.0 client credentials; SMART system scopes on Task",
+                },
+                "resource": [
+                    {
+                        "type": "Task",
+                        "profile": "http://hl7.org/fhir/StructureDefinition/Task",
+                        "interaction": [
+                            {"code": "read"},
+                            {"code": "vread"},
+                            {"code": "update"},
+                            {"code": "history-instance"},
+                            {"code": "create"},
+                            {"code": "search-type"},
+                        ],
+                        "versioning": "versioned-update",
+                        "readHistory": True,
+                        "updateCreate": False,
+                        "conditionalCreate": False,
+                        "conditionalUpdate": False,
+                        "conditionalDelete": "not-supported",
+                        "searchParam": params,
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def smart_configuration(base: str) -> dict[str, Any]:
+    return {
+        "token_endpoint": f"{base}/auth/token/",
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+        "scopes_supported": [
+            "system/Task.read",
+            "system/Task.write",
+            "system/Task.*",
+            "system/*.*",
+            "system/Task.rs",
+            "system/Task.cu",
+            "system/Task.cruds",
+        ],
+        "capabilities": ["client-confidential-symmetric"],
+    }

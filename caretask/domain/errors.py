@@ -1,0 +1,49 @@
+"""Domain errors. Each carries the FHIR issue code; the HTTP edge picks the status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One OperationOutcome issue."""
+
+    code: str
+    text: str
+    expression: str | None = None
+    severity: str = "error"
+
+
+@dataclass
+class DomainError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+    issues: list[Issue] = field(default_factory=list)
+
+    @classmethod
+    def single(cls, code: str, text: str, expression: str | None = None) -> DomainError:
+        return cls([Issue(code, text, expression)])
+
+    def __str__(self) -> str:
+        return "; ".join(i.text for i in self.issues)
+
+
+class InvalidResource(DomainError):
+    """The body is not an acceptable Task (400)."""
+
+
+class InvalidSearch(DomainError):
+    """A search parameter is unknown or malformed (400)."""
+
+
+class InvalidRequest(DomainError):
+    """Anything else the client got wrong in an otherwise well-routed request (400)."""
+
+
+class NotFound(DomainError):
+    """The addressed resource or version does not exist (404)."""
+
+
+class VersionConflict(DomainError):
+    """If-Match named a version that is not current (412)."""

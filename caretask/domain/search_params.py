@@ -1,0 +1,282 @@
+"""Search-parameter parsing: query pairs in, a typed SearchQuery out.
+
+A pure function of its input. Anything it cannot understand becomes InvalidSearch that
+names the parameter: a silently ignored typo (`patinet=`) would return every patient's
+tasks, so unknown parameters are errors unless the client asked for lenient handling.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from caretask.domain.dates import parse_range
+from caretask.domain.errors import InvalidSearch, Issue
+from caretask.domain.references import ID_PATTERN, split_reference
+from caretask.domain.task_rules import TASK_INTENT, TASK_STATUS
+from caretask.domain.text import normalize
+
+DEFAULT_COUNT = 10
+MAX_COUNT = 100
+MAX_OFFSET = 2**31 - 1
+MAX_VALUES = 100
+
+ParamType = Literal["token", "string", "reference", "date"]
+
+
+@dataclass(frozen=True, slots=True)
+class ParamDef:
+    name: str
+    type: ParamType
+    description: str
+    target: str | None = None  # the one resource type a reference parameter points at
+    codes: frozenset[str] | None = None  # closed code set of a token parameter
+    system: str | None = None  # the code system of those codes
+    sortable: bool = False
+
+
+PARAMETERS: dict[str, ParamDef] = {
+    p.name: p
+    for p in (
+        ParamDef("_id", "token", "A Canvas-issued unique identifier"),
+        ParamDef("label", "string", "A human-readable label for the task"),
+        ParamDef("owner", "reference", "The owner of the task", target="Practitioner"),
+        ParamDef("description", "string", "A description of the task"),
+        ParamDef("patient", "reference", "The patient associated with the task", "Patient"),
+        ParamDef("requester", "reference", "The requester of the task", "Practitioner"),
+        ParamDef(
+            "status",
+            "token",
+            "The status of the task",
+            codes=TASK_STATUS,
+            system="http://hl7.org/fhir/task-status",
+            sortable=True,
+        ),
+        ParamDef(
+            "intent",
+            "token",
+            "The intent of the task",
+            codes=TASK_INTENT,
+            system="http://hl7.org/fhir/task-intent",
+        ),
+        ParamDef("subject", "reference", "The subject (Task.for) of the task"),
+        ParamDef("group", "reference", "The team (task-group extension) of the task", "Group"),
+        ParamDef("authored-on", "date", "When the task was created", sortable=True),
+        ParamDef("due", "date", "The due date (restriction.period.end)", sortable=True),
+        ParamDef("_lastUpdated", "date", "When the task last changed", sortable=True),
+    )
+}
+
+MODIFIERS: dict[ParamType, frozenset[str]] = {
+    "token": frozenset({"missing", "not"}),
+    "string": frozenset({"missing", "exact", "contains"}),
+    "reference": frozenset({"missing"}),
+    "date": frozenset({"missing"}),
+}
+DATE_PREFIXES = frozenset({"eq", "ne", "lt", "gt", "le", "ge", "sa", "eb", "ap"})
+RESULT_PARAMETERS = frozenset(
+    {"_count", "_offset", "_sort", "_total", "_summary", "_elements", "_format", "_pretty"}
+)
+JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCondition:
+    param: str
+    values: tuple[str, ...]
+    negate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StringCondition:
+    param: str
+    mode: Literal["prefix", "exact", "contains"]
+    values: tuple[str, ...]  # normalised for prefix and contains, as given for exact
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceCondition:
+    param: str
+    values: tuple[tuple[str | None, str], ...]  # (type or None for any, id)
+
+
+@dataclass(frozen=True, slots=True)
+class DateCondition:
+    param: str
+    values: tuple[tuple[str, int, int], ...]  # (prefix, low, high) in epoch microseconds
+
+
+@dataclass(frozen=True, slots=True)
+class MissingCondition:
+    param: str
+    missing: bool
+
+
+Condition = TokenCondition | StringCondition | ReferenceCondition | DateCondition | MissingCondition
+
+
+@dataclass(slots=True)
+class SearchQuery:
+    conditions: list[Condition] = field(default_factory=list)
+    count: int = DEFAULT_COUNT
+    offset: int = 0
+    sort: list[tuple[str, bool]] = field(default_factory=list)  # (param, descending)
+    total: Literal["accurate", "estimate", "none"] = "accurate"
+    summary_count: bool = False
+    elements: tuple[str, ...] | None = None
+    # the parameters actually applied, in request order, for the Bundle's links
+    applied: list[tuple[str, str]] = field(default_factory=list)
+
+
+_COMMA = re.compile(r"(?<!\\),")
+
+
+def _split_values(raw: str) -> list[str]:
+    return [v.replace("\\,", ",") for v in _COMMA.split(raw)]
+
+
+def _fail(name: str, text: str) -> InvalidSearch:
+    return InvalidSearch([Issue("invalid", text)])
+
+
+def parse_int(name: str, raw: str, high: int = 10**12) -> int:
+    """A non-negative integer parameter (`_count`, `_offset`)."""
+    if not re.fullmatch(r"\d{1,13}", raw):
+        raise _fail(name, f"{name} must be a non-negative integer, got '{raw[:40]}'")
+    value = int(raw)
+    if value > high:
+        raise _fail(name, f"{name} must be at most {high}")
+    return value
+
+
+def _token_value(pdef: ParamDef, name: str, raw: str) -> str:
+    system, bar, code = raw.rpartition("|")
+    if bar and system and pdef.system and system != pdef.system:
+        raise _fail(name, f"{name}: unknown code system '{system[:80]}'")
+    if bar and system and not pdef.system:
+        raise _fail(name, f"{name} takes plain values, not system|code")
+    if not code:
+        raise _fail(name, f"{name} needs a code")
+    if pdef.codes is not None and code not in pdef.codes:
+        raise _fail(name, f"{name}: '{code[:40]}' is not one of " + ", ".join(sorted(pdef.codes)))
+    if pdef.name == "_id" and not ID_PATTERN.fullmatch(code):
+        raise _fail(name, f"{name}: '{code[:80]}' is not a valid id")
+    return code
+
+
+def _reference_value(pdef: ParamDef, name: str, raw: str, type_modifier: str | None):
+    parsed = split_reference(raw)
+    if parsed is None:
+        if not ID_PATTERN.fullmatch(raw):
+            raise _fail(name, f"{name}: '{raw[:80]}' is neither Type/id nor an id")
+        return (type_modifier or pdef.target, raw)
+    ref_type, ref_id = parsed
+    if type_modifier and type_modifier != ref_type:
+        raise _fail(name, f"{name}: the value's type {ref_type} contradicts :{type_modifier}")
+    return (ref_type, ref_id)
+
+
+def _date_value(name: str, raw: str) -> tuple[str, int, int]:
+    prefix, rest = "eq", raw
+    if raw[:2].isalpha():
+        prefix, rest = raw[:2], raw[2:]
+        if prefix not in DATE_PREFIXES:
+            raise _fail(name, f"{name}: unknown prefix '{prefix}'")
+    bounds = parse_range(rest)
+    if bounds is None:
+        raise _fail(name, f"{name}: '{rest[:40]}' is not a valid FHIR date or dateTime")
+    return (prefix, bounds[0], bounds[1])
+
+
+def _condition(name: str, raw: str, lenient: bool) -> Condition | None:
+    base, _, modifier = name.partition(":")
+    pdef = PARAMETERS.get(base)
+    if pdef is None:
+        if lenient:
+            return None
+        raise _fail(name, f"unknown search parameter '{name[:80]}'")
+    type_modifier = None
+    if modifier:
+        if pdef.type == "reference" and modifier[:1].isupper() and modifier.isalpha():
+            if pdef.target and modifier != pdef.target:
+                raise _fail(name, f"{base} can only point at {pdef.target}")
+            type_modifier = modifier
+        elif modifier not in MODIFIERS[pdef.type]:
+            raise _fail(name, f"modifier ':{modifier[:40]}' is not supported on {base}")
+    if raw == "":
+        raise _fail(name, f"{name} needs a value")
+    if modifier == "missing":
+        if raw not in ("true", "false"):
+            raise _fail(name, f"{name} must be true or false")
+        return MissingCondition(base, raw == "true")
+    values = _split_values(raw)
+    if len(values) > MAX_VALUES:
+        raise _fail(name, f"{name} has more than {MAX_VALUES} values")
+    if any(v == "" for v in values):
+        raise _fail(name, f"{name} has an empty value")
+    if pdef.type == "token":
+        codes = tuple(_token_value(pdef, name, v) for v in values)
+        return TokenCondition(base, codes, negate=modifier == "not")
+    if pdef.type == "string":
+        if modifier == "exact":
+            return StringCondition(base, "exact", tuple(values))
+        mode = "contains" if modifier == "contains" else "prefix"
+        return StringCondition(base, mode, tuple(normalize(v) for v in values))
+    if pdef.type == "reference":
+        refs = tuple(_reference_value(pdef, name, v, type_modifier) for v in values)
+        return ReferenceCondition(base, refs)
+    return DateCondition(base, tuple(_date_value(name, v) for v in values))
+
+
+def _result_parameter(query: SearchQuery, name: str, raw: str) -> None:
+    if name == "_count":
+        query.count = min(parse_int(name, raw), MAX_COUNT)
+    elif name == "_offset":
+        query.offset = parse_int(name, raw, MAX_OFFSET)
+    elif name == "_sort":
+        query.sort = []
+        for key in raw.split(","):
+            descending = key.startswith("-")
+            param = key[1:] if descending else key
+            pdef = PARAMETERS.get(param)
+            if pdef is None or not pdef.sortable:
+                sortable = ", ".join(p for p, d in PARAMETERS.items() if d.sortable)
+                raise _fail(name, f"_sort: cannot sort by '{param[:40]}'; use {sortable}")
+            query.sort.append((param, descending))
+    elif name == "_total":
+        if raw not in ("none", "estimate", "accurate"):
+            raise _fail(name, "_total must be none, estimate or accurate")
+        query.total = raw  # type: ignore[assignment]
+    elif name == "_summary":
+        if raw not in ("count", "false"):
+            raise _fail(name, "_summary supports count and false")
+        query.summary_count = raw == "count"
+    elif name == "_elements":
+        elements = tuple(e.strip() for e in raw.split(",") if e.strip())
+        if not elements or not all(re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,63}", e) for e in elements):
+            raise _fail(name, "_elements takes a comma-separated list of element names")
+        query.elements = elements
+    elif name == "_format" and raw not in JSON_FORMATS:
+        raise _fail(name, "only JSON is supported (_format=json)")
+    # _pretty is accepted and has no effect: responses are compact JSON.
+
+
+def parse(pairs: list[tuple[str, str]], *, lenient: bool = False) -> SearchQuery:
+    """Turn query pairs (in request order) into a SearchQuery, or raise InvalidSearch."""
+    query = SearchQuery()
+    seen_results: set[str] = set()
+    for name, raw in pairs:
+        if name in RESULT_PARAMETERS:
+            if name in seen_results:
+                raise _fail(name, f"{name} may appear only once")
+            seen_results.add(name)
+            _result_parameter(query, name, raw)
+            if name not in ("_count", "_offset"):
+                query.applied.append((name, raw))
+            continue
+        condition = _condition(name, raw, lenient)
+        if condition is not None:
+            query.conditions.append(condition)
+            query.applied.append((name, raw))
+    return query

@@ -1,0 +1,311 @@
+"""What makes a request body an acceptable Task, and what the server adds to it.
+
+Three layers of checks, cheapest first: the JSON itself (nulls, control characters,
+nesting), the FHIR R4 structure (fhir.resources models), then the Canvas rules
+(required elements, code systems, reference targets).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+from fhir.resources.R4B.task import Task as TaskModel
+from pydantic import BaseModel, ValidationError
+
+from caretask.domain.errors import InvalidResource, Issue
+from caretask.domain.references import split_reference
+
+GROUP_EXTENSION = "http://schemas.canvasmedical.com/fhir/extensions/task-group"
+PERMALINK_EXTENSION = "http://schemas.canvasmedical.com/fhir/extensions/task-permalink"
+
+TASK_STATUS = frozenset(
+    [
+        "draft",
+        "requested",
+        "received",
+        "accepted",
+        "rejected",
+        "ready",
+        "cancelled",
+        "in-progress",
+        "on-hold",
+        "failed",
+        "completed",
+        "entered-in-error",
+    ]
+)
+TASK_INTENT = frozenset(
+    [
+        "unknown",
+        "proposal",
+        "plan",
+        "order",
+        "original-order",
+        "reflex-order",
+        "filler-order",
+        "instance-order",
+        "option",
+    ]
+)
+TASK_PRIORITY = frozenset(["routine", "urgent", "asap", "stat"])
+
+MAX_DEPTH = 32
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+Path = tuple[str | int, ...]
+
+
+def fhirpath(path: Path) -> str:
+    """('note', 0, 'time') -> 'Task.note[0].time'."""
+    out = "Task"
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+# --- layer 1: the JSON itself -------------------------------------------------------------
+
+
+def _json_issues(body: dict[str, Any]) -> list[Issue]:
+    """Walk the JSON iteratively: a 1,000-deep body must not exhaust Python's stack."""
+    issues: list[Issue] = []
+    stack: list[tuple[Any, Path]] = [(body, ())]
+    while stack and len(issues) < 20:
+        value, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            issues.append(
+                Issue("too-costly", f"nesting deeper than {MAX_DEPTH} levels", fhirpath(path))
+            )
+            continue
+        if value is None:
+            issues.append(Issue("structure", "null is not a valid FHIR JSON value", fhirpath(path)))
+        elif isinstance(value, str):
+            if _CONTROL.search(value):
+                issues.append(
+                    Issue("invalid", "strings may not contain control characters", fhirpath(path))
+                )
+        elif isinstance(value, dict):
+            if not value and path:
+                issues.append(Issue("structure", "empty objects are not allowed", fhirpath(path)))
+            for key, item in value.items():
+                stack.append((item, (*path, key)))
+        elif isinstance(value, list):
+            if not value:
+                issues.append(Issue("structure", "empty arrays are not allowed", fhirpath(path)))
+            for index, item in enumerate(value):
+                stack.append((item, (*path, index)))
+    issues.reverse()
+    return issues
+
+
+# --- layer 2: FHIR R4 structure ----------------------------------------------------------
+
+
+@cache
+def _aliases(model_class: type[BaseModel]) -> dict[str, str]:
+    return {(f.alias or name): name for name, f in model_class.model_fields.items()}
+
+
+def _shape_issues(raw: dict[str, Any], model: BaseModel, path: Path) -> Iterator[Issue]:
+    """Find complex elements that arrived as JSON strings.
+
+    fhir.resources parses a string holding JSON into a complex type; FHIR JSON does not
+    allow that (the seed's update example sends `restriction` and `note` that way).
+    """
+    names = _aliases(type(model))
+    for key, value in raw.items():
+        name = names.get(key)
+        if name is None:
+            continue
+        attr = getattr(model, name, None)
+        here = (*path, key)
+        if isinstance(value, str) and isinstance(attr, BaseModel | list):
+            kind = "an array" if isinstance(attr, list) else "an object"
+            yield Issue("structure", f"'{key}' must be {kind}, not a string", fhirpath(here))
+        elif isinstance(value, dict) and isinstance(attr, BaseModel):
+            yield from _shape_issues(value, attr, here)
+        elif isinstance(value, list) and isinstance(attr, list):
+            for index, (item, parsed) in enumerate(zip(value, attr, strict=False)):
+                if isinstance(item, str) and isinstance(parsed, BaseModel):
+                    yield Issue(
+                        "structure",
+                        f"'{key}' items must be objects, not strings",
+                        fhirpath((*here, index)),
+                    )
+                elif isinstance(item, dict) and isinstance(parsed, BaseModel):
+                    yield from _shape_issues(item, parsed, (*here, index))
+
+
+def _pydantic_issues(error: ValidationError) -> list[Issue]:
+    issues = []
+    for item in error.errors(include_url=False, include_input=False):
+        path = tuple(p for p in item["loc"] if p != "root")
+        message = item["msg"].removeprefix("Value error, ")
+        kind = "required" if item["type"] == "missing" else "structure"
+        if item["type"] == "extra_forbidden":
+            message = f"unknown element '{path[-1]}'"
+        issues.append(Issue(kind, message, fhirpath(path)))
+    return issues
+
+
+# --- layer 3: the Canvas rules -----------------------------------------------------------
+
+
+def _reference_issue(value: Any, path: Path, target: str) -> Issue | None:
+    if not isinstance(value, dict):
+        return None  # structure errors are reported by layer 2
+    ref = value.get("reference")
+    declared = value.get("type")
+    parsed = split_reference(ref) if isinstance(ref, str) else None
+    if parsed is None:
+        return Issue("invalid", f"must be a reference to {target}/<id>", fhirpath((*path,)))
+    if parsed[0] != target or (declared is not None and declared != target):
+        return Issue("invalid", f"must reference a {target}, not a {parsed[0]}", fhirpath((*path,)))
+    return None
+
+
+def _canvas_issues(body: dict[str, Any]) -> list[Issue]:
+    issues: list[Issue] = []
+    for element in ("status", "description", "requester"):
+        if element not in body:
+            issues.append(Issue("required", f"'{element}' is required", fhirpath((element,))))
+    for element, allowed in (
+        ("status", TASK_STATUS),
+        ("intent", TASK_INTENT),
+        ("priority", TASK_PRIORITY),
+    ):
+        value = body.get(element)
+        if isinstance(value, str) and value not in allowed:
+            issues.append(
+                Issue(
+                    "code-invalid",
+                    f"'{value}' is not a valid {element} code; expected one of: "
+                    + ", ".join(sorted(allowed)),
+                    fhirpath((element,)),
+                )
+            )
+    for element, target in (
+        ("requester", "Practitioner"),
+        ("owner", "Practitioner"),
+        ("for", "Patient"),
+    ):
+        if element in body:
+            issue = _reference_issue(body[element], (element,), target)
+            if issue:
+                issues.append(issue)
+    for index, note in enumerate(body.get("note") or []):
+        if isinstance(note, dict) and "authorReference" in note:
+            issue = _reference_issue(
+                note["authorReference"], ("note", index, "authorReference"), "Practitioner"
+            )
+            if issue:
+                issues.append(issue)
+    for index, ext in enumerate(body.get("extension") or []):
+        if isinstance(ext, dict) and ext.get("url") == GROUP_EXTENSION:
+            if "valueReference" not in ext:
+                issues.append(
+                    Issue(
+                        "required",
+                        "the task-group extension needs a valueReference to a Group",
+                        fhirpath(("extension", index, "valueReference")),
+                    )
+                )
+            else:
+                issue = _reference_issue(
+                    ext["valueReference"], ("extension", index, "valueReference"), "Group"
+                )
+                if issue:
+                    issues.append(issue)
+    return issues
+
+
+# --- entry points ------------------------------------------------------------------------
+
+
+def validate(body: Any) -> dict[str, Any]:
+    """Check a parsed request body; return it (with Canvas defaults) or raise InvalidResource."""
+    if not isinstance(body, dict):
+        raise InvalidResource.single("structure", "the body must be a JSON object", "Task")
+    if body.get("resourceType") != "Task":
+        raise InvalidResource.single("invalid", "resourceType must be 'Task'", "Task.resourceType")
+    issues = _json_issues(body)
+    if issues:
+        raise InvalidResource(issues)
+    if "intent" not in body:
+        # Canvas accepts a Task without intent (its create example has none) and stores
+        # `unknown`; FHIR requires the element, so the default goes in before validation.
+        body = {**body, "intent": "unknown"}
+    try:
+        model = TaskModel.model_validate(body)
+    except ValidationError as error:
+        issues = _pydantic_issues(error)
+    else:
+        issues = list(_shape_issues(body, model, ()))
+    issues = _canvas_issues(body) + issues
+    if issues:
+        raise InvalidResource(_dedupe(issues))
+    return body
+
+
+def _dedupe(issues: list[Issue]) -> list[Issue]:
+    """One issue per element: the Canvas rule's wording wins over the model's."""
+    seen: set[str | None] = set()
+    out = []
+    for issue in issues:
+        key = issue.expression
+        if key not in seen:
+            seen.add(key)
+            out.append(issue)
+    return out
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _note_key(note: dict[str, Any]) -> tuple[Any, ...]:
+    author = note.get("authorReference")
+    return (
+        note.get("text"),
+        author.get("reference") if isinstance(author, dict) else note.get("authorString"),
+    )
+
+
+def stamp(
+    body: dict[str, Any],
+    *,
+    task_id: str,
+    version_id: int,
+    now: str,
+    previous: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build the resource to store: server-managed fields set, Canvas defaults applied.
+
+    `previous` is the current version on update: its `authoredOn` and the times of notes
+    sent again without a time are kept, so that re-sending a note does not re-date it.
+    """
+    meta = dict(body.get("meta") or {})
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = now
+    out: dict[str, Any] = {"resourceType": "Task", "id": task_id, "meta": meta}
+    for key, value in body.items():
+        if key in ("resourceType", "id", "meta"):
+            continue
+        out[key] = value
+    extensions = [e for e in out.get("extension", []) if e.get("url") != PERMALINK_EXTENSION]
+    if extensions:
+        out["extension"] = extensions
+    else:
+        out.pop("extension", None)
+    if "authoredOn" not in out:
+        out["authoredOn"] = (previous or {}).get("authoredOn", now)
+    if "note" in out:
+        known = {_note_key(n): n["time"] for n in (previous or {}).get("note", []) if "time" in n}
+        out["note"] = [
+            n if "time" in n else {**n, "time": known.get(_note_key(n), now)} for n in out["note"]
+        ]
+    return out

@@ -1,0 +1,1 @@
+"""The HTTP edge: routing, auth, content negotiation and error mapping."""

@@ -1,0 +1,106 @@
+"""The ASGI application: routes, lifespan (storage and signing key), error mapping."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from caretask.config import Settings
+from caretask.domain.errors import DomainError
+from caretask.http import errors, metadata, tasks, token_endpoint
+from caretask.storage import open_storage
+from caretask.storage.urls import DatabaseURL
+
+access_log = logging.getLogger("caretask.access")
+
+
+class AccessLog:
+    """One line per request: method, path, status, time. Query values are never logged
+    (they carry patient ids and other PHI), only the parameter names."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: dict) -> None:  # type: ignore[type-arg]
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                query = scope.get("query_string", b"").decode("latin-1")
+                names = sorted({p.split("=", 1)[0] for p in query.split("&") if p})
+                access_log.info(
+                    "%s %s%s %d %.1fms",
+                    scope["method"],
+                    scope["path"][:200],
+                    f" params={','.join(names)[:200]}" if names else "",
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                )
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        storage = open_storage(DatabaseURL.parse(settings.database_url))
+        app.state.storage = storage
+        app.state.signing_key = await storage.signing_key()
+        try:
+            yield
+        finally:
+            await storage.close()
+
+    routes = [
+        Route("/metadata", metadata.metadata, methods=["GET"]),
+        Route("/.well-known/smart-configuration", metadata.smart, methods=["GET"]),
+        Route("/healthz", metadata.healthz, methods=["GET"]),
+        Route("/readyz", metadata.readyz, methods=["GET"]),
+        Route("/auth/token/", token_endpoint.token, methods=["POST"]),
+        Route("/auth/token", token_endpoint.token, methods=["POST"]),
+        Route("/Task", tasks.search_get, methods=["GET"]),
+        Route("/Task", tasks.create, methods=["POST"]),
+        Route("/Task/_search", tasks.search_post, methods=["POST"]),
+        Route("/Task/{id}", tasks.read, methods=["GET"]),
+        Route("/Task/{id}", tasks.update, methods=["PUT"]),
+        Route("/Task/{id}/_history", tasks.history, methods=["GET"]),
+        Route("/Task/{id}/_history/{vid}", tasks.vread, methods=["GET"]),
+        Route("/permalinks/v1/{token}", tasks.permalink, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            DomainError: errors.domain_error,
+            errors.HttpProblem: errors.http_problem,
+            HTTPException: errors.starlette_http_error,
+            Exception: errors.unexpected_error,
+        },
+    )
+    app.state.settings = settings
+    app.state.started_at = datetime.now(UTC).isoformat()
+    app.add_middleware(AccessLog)
+    return app
+
+
+def app_from_env() -> Starlette:
+    """The factory uvicorn calls in each worker process."""
+    return create_app(Settings.from_env())

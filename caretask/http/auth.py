@@ -1,0 +1,52 @@
+"""Bearer tokens on FHIR endpoints: 401 for who-are-you, 403 for not-allowed."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from caretask.auth import scopes, tokens
+from caretask.http.errors import HttpProblem
+from caretask.storage.base import Storage
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="caretask"'}
+_INVALID = {"WWW-Authenticate": 'Bearer realm="caretask", error="invalid_token"'}
+_NEEDS = {
+    scopes.READ: "system/Task.read (or system/Task.r)",
+    scopes.SEARCH: "system/Task.read (or system/Task.s)",
+    scopes.CREATE: "system/Task.write (or system/Task.c)",
+    scopes.UPDATE: "system/Task.write (or system/Task.u)",
+}
+
+
+def _bearer(request: Request) -> str:
+    values = request.headers.getlist("authorization")
+    if not values:
+        raise HttpProblem(401, "login", "an Authorization: Bearer token is required", _CHALLENGE)
+    if len(values) > 1:
+        raise HttpProblem(401, "login", "send exactly one Authorization header", _INVALID)
+    scheme, _, token = values[0].strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise HttpProblem(
+            401, "login", "the Authorization header must be 'Bearer <token>'", _INVALID
+        )
+    return token
+
+
+async def authorize(request: Request, permission: str) -> tokens.Claims:
+    """Check the request's token and that its scopes grant `permission` (a cruds letter)."""
+    state = request.app.state
+    try:
+        claims = tokens.verify(state.signing_key, _bearer(request))
+    except tokens.InvalidToken:
+        raise HttpProblem(
+            401, "login", "the access token is invalid or expired", _INVALID
+        ) from None
+    storage: Storage = state.storage
+    client = await storage.get_client(claims.client_id)
+    if client is None or client.revoked:
+        raise HttpProblem(401, "login", "the access token's client is no longer active", _INVALID)
+    if permission not in scopes.granted(claims.scope):
+        raise HttpProblem(403, "forbidden", f"this needs the scope {_NEEDS[permission]}")
+    request.state.client_id = claims.client_id
+    return claims

@@ -1,0 +1,70 @@
+"""Every failure as an OperationOutcome with the right status; never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from caretask.domain.errors import (
+    DomainError,
+    InvalidRequest,
+    InvalidResource,
+    InvalidSearch,
+    NotFound,
+    VersionConflict,
+)
+from caretask.domain.outcome import operation_outcome, outcome
+from caretask.http.responses import fhir_response
+
+log = logging.getLogger("caretask.http")
+
+_STATUS: dict[type[DomainError], int] = {
+    InvalidResource: 400,
+    InvalidSearch: 400,
+    InvalidRequest: 400,
+    NotFound: 404,
+    VersionConflict: 412,
+}
+
+
+class HttpProblem(Exception):
+    """An error that belongs to HTTP itself (auth, media types, sizes)."""
+
+    def __init__(
+        self, status: int, code: str, text: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(text)
+        self.status, self.code, self.text, self.headers = status, code, text, headers
+
+
+_HTTP_CODES = {404: "not-found", 405: "not-supported", 413: "too-long", 415: "not-supported"}
+
+
+async def domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    return fhir_response(operation_outcome(exc.issues), _STATUS.get(type(exc), 400))
+
+
+async def http_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HttpProblem)
+    return fhir_response(outcome(exc.code, exc.text), exc.status, exc.headers)
+
+
+async def starlette_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    if status == 404:
+        text = f"no route for {request.method} {request.url.path[:200]}"
+    elif status == 405:
+        text = f"method {request.method} is not allowed here"
+    else:
+        text = str(exc.detail)
+    return fhir_response(outcome(_HTTP_CODES.get(status, "processing"), text), status, exc.headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    return fhir_response(outcome("exception", "internal server error"), 500)

@@ -1,0 +1,35 @@
+"""Endpoints that need no token: capabilities, SMART discovery and health checks."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from caretask.domain.capability import capability_statement, smart_configuration
+from caretask.http.errors import HttpProblem
+from caretask.http.responses import fhir_response
+from caretask.http.tasks import base_url
+
+
+async def metadata(request: Request) -> Response:
+    return fhir_response(capability_statement(base_url(request), request.app.state.started_at))
+
+
+async def smart(request: Request) -> Response:
+    return Response(
+        orjson.dumps(smart_configuration(base_url(request))),
+        media_type="application/json",
+    )
+
+
+async def healthz(request: Request) -> Response:
+    return fhir_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    try:
+        await request.app.state.storage.ping()
+    except Exception:
+        raise HttpProblem(503, "transient", "the database is not reachable") from None
+    return fhir_response({"status": "ready"})

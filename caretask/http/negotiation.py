@@ -1,0 +1,85 @@
+"""Request bodies and headers: media types, size limits, JSON, Prefer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from caretask.domain.errors import InvalidRequest
+from caretask.http.errors import HttpProblem
+
+JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
+ACCEPTABLE = JSON_TYPES | {"*/*", "application/*"}
+FORM = "application/x-www-form-urlencoded"
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def check_accept(request: Request) -> None:
+    """406 when the client accepts only formats we do not produce (say, FHIR XML)."""
+    accept = request.headers.get("accept")
+    if not accept:
+        return
+    for part in accept.split(","):
+        kind, _, params = part.strip().partition(";")
+        if kind.strip().lower() in ACCEPTABLE and "q=0" not in params.replace(" ", "").split(";"):
+            return
+    raise HttpProblem(406, "not-supported", "responses are available as application/fhir+json only")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing more than `limit` bytes before reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise HttpProblem(400, "invalid", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise HttpProblem(413, "too-long", f"the body is larger than {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HttpProblem(413, "too-long", f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_json_media_type(request: Request) -> None:
+    kind = media_type(request)
+    if kind not in JSON_TYPES:
+        shown = kind[:80] or "none"
+        raise HttpProblem(
+            415,
+            "not-supported",
+            f"Content-Type must be application/fhir+json or application/json, not {shown}",
+        )
+    charset = request.headers.get("content-type", "").lower().partition("charset=")[2]
+    if charset and charset.strip().strip('"') not in ("utf-8", "utf8"):
+        raise HttpProblem(415, "not-supported", "only the UTF-8 charset is accepted")
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    _check_json_media_type(request)
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        raise InvalidRequest.single("structure", "the request body is empty", "Task")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidRequest.single("structure", f"the body is not valid JSON: {error}") from None
+
+
+def prefer(request: Request) -> dict[str, str]:
+    """The Prefer header's preferences (RFC 7240), e.g. {'return': 'representation'}."""
+    out: dict[str, str] = {}
+    for header in request.headers.getlist("prefer"):
+        for token in header.split(","):
+            name, _, value = token.strip().partition("=")
+            if name:
+                out[name.strip().lower()] = value.strip().strip('"').lower()
+    return out

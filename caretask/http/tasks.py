@@ -1,0 +1,245 @@
+"""The Task endpoints: create, read, vread, update, history and search."""
+
+from __future__ import annotations
+
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from caretask.auth import scopes
+from caretask.domain import bundle, indexing, search_params, task_rules
+from caretask.domain.dates import now_instant, parse_range
+from caretask.domain.errors import InvalidRequest, InvalidSearch, Issue, NotFound, VersionConflict
+from caretask.domain.references import ID_PATTERN
+from caretask.http.auth import authorize
+from caretask.http.errors import HttpProblem
+from caretask.http.negotiation import FORM, check_accept, media_type, prefer, read_body, read_json
+from caretask.http.responses import empty_response, fhir_response
+from caretask.storage.base import StaleVersion, Storage, StoredTask, TaskNotFound
+
+UPDATE_ATTEMPTS = 20
+
+
+def base_url(request: Request) -> str:
+    configured = request.app.state.settings.base_url
+    return configured or str(request.base_url).rstrip("/")
+
+
+def _link_path(base: str) -> str:
+    return urlsplit(base).path.rstrip("/")
+
+
+def _storage(request: Request) -> Storage:
+    return request.app.state.storage
+
+
+def _etag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def _version_headers(task: StoredTask) -> dict[str, str]:
+    headers = {"ETag": _etag(task.version_id)}
+    updated = parse_range(task.resource["meta"]["lastUpdated"])
+    if updated:
+        headers["Last-Modified"] = formatdate(updated[0] / 1e6, usegmt=True)
+    return headers
+
+
+def _parse_etag(value: str, header: str) -> int:
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit() or len(text) > 9:
+        raise InvalidRequest.single("invalid", f'{header} must look like W/"<version>"')
+    return int(text)
+
+
+def _task_id(request: Request) -> str:
+    task_id = request.path_params["id"]
+    if not ID_PATTERN.fullmatch(task_id):
+        raise NotFound.single("not-found", "no Task has this id")
+    return task_id
+
+
+def _written(request: Request, task: StoredTask, status: int) -> Response:
+    base = base_url(request)
+    location = f"{base}/Task/{task.id}"
+    if status != 201:
+        location += f"/_history/{task.version_id}"
+    headers = {**_version_headers(task), "Location": location}
+    if prefer(request).get("return") == "representation":
+        return fhir_response(bundle.render_task(task.resource, base), status, headers)
+    return empty_response(status, headers)
+
+
+async def create(request: Request) -> Response:
+    await authorize(request, scopes.CREATE)
+    check_accept(request)
+    body = task_rules.validate(await read_json(request, request.app.state.settings.max_body_bytes))
+    now, now_us = now_instant()
+    task_id = task_rules.new_id()
+    resource = task_rules.stamp(body, task_id=task_id, version_id=1, now=now)
+    task = await _storage(request).create_task(
+        task_id, resource, indexing.extract(resource), now_us
+    )
+    return _written(request, task, 201)
+
+
+async def read(request: Request) -> Response:
+    await authorize(request, scopes.READ)
+    check_accept(request)
+    task = await _storage(request).read_task(_task_id(request))
+    if task is None:
+        raise NotFound.single("not-found", "no Task has this id")
+    headers = _version_headers(task)
+    if request.headers.get("if-none-match", "").strip() in (headers["ETag"], headers["ETag"][2:]):
+        return empty_response(304, headers)
+    return fhir_response(bundle.render_task(task.resource, base_url(request)), 200, headers)
+
+
+async def vread(request: Request) -> Response:
+    await authorize(request, scopes.READ)
+    check_accept(request)
+    raw_version = request.path_params["vid"]
+    task_id = _task_id(request)
+    task = None
+    if raw_version.isdigit() and len(raw_version) < 10:
+        task = await _storage(request).read_version(task_id, int(raw_version))
+    if task is None:
+        raise NotFound.single("not-found", "no such version of this Task")
+    return fhir_response(
+        bundle.render_task(task.resource, base_url(request)), 200, _version_headers(task)
+    )
+
+
+async def update(request: Request) -> Response:
+    await authorize(request, scopes.UPDATE)
+    check_accept(request)
+    task_id = _task_id(request)
+    if_match = request.headers.get("if-match")
+    wanted = _parse_etag(if_match, "If-Match") if if_match is not None else None
+    body = task_rules.validate(await read_json(request, request.app.state.settings.max_body_bytes))
+    if "id" in body and body["id"] != task_id:
+        raise InvalidRequest(
+            [Issue("invalid", "the id in the body must match the id in the URL", "Task.id")]
+        )
+    storage = _storage(request)
+    for _ in range(UPDATE_ATTEMPTS):
+        current = await storage.read_task(task_id)
+        if current is None:
+            raise NotFound.single("not-found", "no Task has this id")
+        if wanted is not None and wanted != current.version_id:
+            raise _stale(wanted, current.version_id)
+        now, now_us = now_instant()
+        resource = task_rules.stamp(
+            body,
+            task_id=task_id,
+            version_id=current.version_id + 1,
+            now=now,
+            previous=current.resource,
+        )
+        try:
+            task = await storage.update_task(
+                task_id, current.version_id, resource, indexing.extract(resource), now_us
+            )
+        except TaskNotFound:
+            raise NotFound.single("not-found", "no Task has this id") from None
+        except StaleVersion:
+            if wanted is not None:
+                raise _stale(wanted, None) from None
+            continue  # last writer wins without If-Match, but every version is kept
+        return _written(request, task, 200)
+    raise HttpProblem(409, "conflict", "the task changed too often while updating; retry")
+
+
+def _stale(wanted: int, current: int | None) -> VersionConflict:
+    text = f'If-Match W/"{wanted}" is not the current version'
+    if current is not None:
+        text += f' (W/"{current}")'
+    return VersionConflict.single("conflict", text)
+
+
+def _paging(pairs: list[tuple[str, str]], lenient: bool) -> tuple[int, int]:
+    count, offset = search_params.DEFAULT_COUNT, 0
+    for name, raw in pairs:
+        if name == "_count":
+            count = min(search_params.parse_int(name, raw), search_params.MAX_COUNT)
+        elif name == "_offset":
+            offset = search_params.parse_int(name, raw, search_params.MAX_OFFSET)
+        elif name not in ("_format", "_pretty") and not lenient:
+            raise InvalidSearch.single("invalid", f"unknown parameter '{name[:80]}'")
+    return count, offset
+
+
+async def history(request: Request) -> Response:
+    await authorize(request, scopes.READ)
+    check_accept(request)
+    task_id = _task_id(request)
+    lenient = prefer(request).get("handling") == "lenient"
+    count, offset = _paging(request.query_params.multi_items(), lenient)
+    try:
+        total, versions = await _storage(request).history(task_id, count, offset)
+    except TaskNotFound:
+        raise NotFound.single("not-found", "no Task has this id") from None
+    base = base_url(request)
+    body = bundle.history(
+        task_id,
+        total,
+        [v.resource for v in versions],
+        base=base,
+        link_path=_link_path(base),
+        count=count,
+        offset=offset,
+    )
+    return fhir_response(body)
+
+
+async def _search(request: Request, pairs: list[tuple[str, str]]) -> Response:
+    lenient = prefer(request).get("handling") == "lenient"
+    query = search_params.parse(pairs, lenient=lenient)
+    result = await _storage(request).search(query)
+    base = base_url(request)
+    body: dict[str, Any]
+    if query.summary_count:
+        body = {"resourceType": "Bundle", "type": "searchset", "total": result.total}
+    else:
+        body = bundle.searchset(
+            query,
+            result.total,
+            [t.resource for t in result.tasks],
+            base=base,
+            link_path=_link_path(base) + "/Task",
+            has_more=result.has_more,
+        )
+    return fhir_response(body)
+
+
+async def search_get(request: Request) -> Response:
+    await authorize(request, scopes.SEARCH)
+    check_accept(request)
+    return await _search(request, request.query_params.multi_items())
+
+
+async def search_post(request: Request) -> Response:
+    await authorize(request, scopes.SEARCH)
+    check_accept(request)
+    if media_type(request) != FORM:
+        raise HttpProblem(415, "not-supported", f"POST /Task/_search takes a {FORM} body")
+    raw = await read_body(request, request.app.state.settings.max_body_bytes)
+    try:
+        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidSearch.single("invalid", "the form body could not be parsed") from None
+    return await _search(request, [*request.query_params.multi_items(), *form])
+
+
+async def permalink(request: Request) -> Response:
+    """A task's permalink opens the task: a redirect to its read URL (which needs a token)."""
+    task_id = bundle.permalink_task_id(request.path_params["token"])
+    if task_id is None or not ID_PATTERN.fullmatch(task_id):
+        raise NotFound.single("not-found", "unknown permalink")
+    return empty_response(302, {"Location": f"{base_url(request)}/Task/{task_id}"})

@@ -1,0 +1,81 @@
+"""POST /auth/token/: OAuth 2.0 client credentials with RFC 6749 section 5.2 errors."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from urllib.parse import parse_qsl, unquote
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from caretask.auth import scopes, secrets, tokens
+from caretask.http.negotiation import FORM, media_type, read_body
+from caretask.storage.base import Storage
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _oauth(status: int, body: dict[str, object], extra: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body),
+        status_code=status,
+        media_type="application/json",
+        headers={**_NO_STORE, **(extra or {})},
+    )
+
+
+def _error(status: int, error: str, description: str, basic: bool = False) -> Response:
+    extra = {"WWW-Authenticate": 'Basic realm="caretask"'} if basic and status == 401 else None
+    return _oauth(status, {"error": error, "error_description": description}, extra)
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ("", "")
+    client_id, _, secret = decoded.partition(":")
+    return unquote(client_id), unquote(secret)
+
+
+async def token(request: Request) -> Response:
+    if media_type(request) != FORM:
+        return _error(400, "invalid_request", f"the body must be {FORM}")
+    raw = await read_body(request, 64 * 1024)
+    try:
+        form = dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
+    except (UnicodeDecodeError, ValueError):
+        return _error(400, "invalid_request", "the form body could not be parsed")
+    grant = form.get("grant_type")
+    if not grant:
+        return _error(400, "invalid_request", "grant_type is required")
+    if grant != "client_credentials":
+        return _error(400, "unsupported_grant_type", "only client_credentials is supported")
+    basic = _basic_credentials(request)
+    client_id, secret = (
+        basic if basic else (form.get("client_id", ""), form.get("client_secret", ""))
+    )
+    if not client_id or not secret:
+        return _error(401, "invalid_client", "client authentication failed", basic is not None)
+    storage: Storage = request.app.state.storage
+    client = await storage.get_client(client_id[:200])
+    stored = client.secret_hash if client and not client.revoked else None
+    # scrypt takes tens of milliseconds: keep it off the event loop
+    if not await asyncio.to_thread(secrets.verify_secret, secret[:1000], stored):
+        return _error(401, "invalid_client", "client authentication failed", basic is not None)
+    assert client is not None
+    scope = scopes.narrow(form.get("scope"), client.scope)
+    if scope is None:
+        return _error(400, "invalid_scope", "the requested scope exceeds what the client holds")
+    ttl = request.app.state.settings.token_ttl
+    access = tokens.issue(request.app.state.signing_key, client.client_id, scope, ttl)
+    return _oauth(
+        200, {"access_token": access, "token_type": "Bearer", "expires_in": ttl, "scope": scope}
+    )

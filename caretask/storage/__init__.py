@@ -1,0 +1,26 @@
+"""Storage: one interface (base.Storage), an SQLite and a PostgreSQL engine."""
+
+from __future__ import annotations
+
+from caretask.storage.base import Storage
+from caretask.storage.schema import current_revision, head_revision
+from caretask.storage.urls import DatabaseURL
+
+
+class SchemaNotCurrent(Exception):
+    pass
+
+
+def open_storage(url: DatabaseURL) -> Storage:
+    """An engine for a migrated database (call schema.migrate first)."""
+    revision = current_revision(url)
+    if revision != head_revision():
+        raise SchemaNotCurrent(
+            f"the database is at schema revision {revision}, expected {head_revision()}; "
+            "run `caretask migrate`"
+        )
+    if url.is_sqlite:
+        from caretask.storage.sqlite import SQLiteStorage
+
+        return SQLiteStorage(url.sqlite_path)
+    raise NotImplementedError("the PostgreSQL engine is not available yet")

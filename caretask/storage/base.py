@@ -1,0 +1,87 @@
+"""The storage interface every engine implements, and the records it trades in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from caretask.domain.indexing import TaskIndex
+from caretask.domain.search_params import SearchQuery
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTask:
+    id: str
+    version_id: int
+    resource: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    client_id: str
+    name: str
+    secret_hash: str
+    scope: str
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    total: int | None
+    tasks: list[StoredTask]
+    has_more: bool
+
+
+class StaleVersion(Exception):
+    """A conditional write found another version current."""
+
+
+class TaskNotFound(Exception):
+    """The task addressed does not exist."""
+
+
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer caretask than this one."""
+
+
+class Storage(Protocol):
+    """What the HTTP edge needs from a database. Every write commits before returning."""
+
+    async def create_task(
+        self, task_id: str, resource: dict[str, Any], index: TaskIndex, last_updated: int
+    ) -> StoredTask: ...
+
+    async def read_task(self, task_id: str) -> StoredTask | None: ...
+
+    async def read_version(self, task_id: str, version_id: int) -> StoredTask | None: ...
+
+    async def update_task(
+        self,
+        task_id: str,
+        expected_version: int,
+        resource: dict[str, Any],
+        index: TaskIndex,
+        last_updated: int,
+    ) -> StoredTask:
+        """Write version expected_version + 1; raise StaleVersion if another is current."""
+        ...
+
+    async def search(self, query: SearchQuery) -> SearchResult: ...
+
+    async def history(
+        self, task_id: str, count: int, offset: int
+    ) -> tuple[int, list[StoredTask]]: ...
+
+    async def create_client(self, record: ClientRecord) -> None: ...
+
+    async def get_client(self, client_id: str) -> ClientRecord | None: ...
+
+    async def revoke_client(self, client_id: str) -> bool: ...
+
+    async def signing_key(self) -> bytes:
+        """The token signing key shared by every server on this database (made once)."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,87 @@
+"""Creating and migrating the schema (Alembic), and refusing a database newer than us."""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from caretask.storage.base import SchemaTooNew
+from caretask.storage.urls import DatabaseURL
+
+_SCRIPTS = Path(__file__).parent / "migrations"
+
+
+def _config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_SCRIPTS))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _engine(url: DatabaseURL) -> sa.Engine:
+    connect_args = {"timeout": 30} if url.is_sqlite else {}
+    return sa.create_engine(
+        url.sqlalchemy_url(), poolclass=sa.pool.NullPool, connect_args=connect_args
+    )
+
+
+def current_revision(url: DatabaseURL) -> str | None:
+    engine = _engine(url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _file_lock(url: DatabaseURL) -> Iterator[None]:
+    """Serialise migrators of one SQLite file (PostgreSQL uses an advisory lock)."""
+    if not url.is_sqlite:
+        yield
+        return
+    with open(url.sqlite_path + ".migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def migrate(url: DatabaseURL, revision: str = "head") -> None:
+    """Bring the database to `revision`; safe to run from several servers at once."""
+    url.prepare()
+    script = ScriptDirectory.from_config(_config())
+    engine = _engine(url)
+    try:
+        with _file_lock(url), engine.begin() as connection:
+            if url.is_postgresql:
+                # serialise concurrent migrators on one database
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
+            current = MigrationContext.configure(connection).get_current_revision()
+            if current is not None:
+                try:
+                    script.get_revision(current)
+                except Exception:
+                    raise SchemaTooNew(
+                        f"the database is at schema revision {current}, which this caretask "
+                        f"does not know (newest known: {head_revision()}); upgrade caretask"
+                    ) from None
+            config = _config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()

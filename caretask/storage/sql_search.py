@@ -1,0 +1,194 @@
+"""A SearchQuery as SQL, shared by both engines.
+
+Emits `?` placeholders; an engine that needs another style rewrites them. Every value is
+a bound parameter: no text from a request is ever spliced into SQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from caretask.domain.search_params import (
+    Condition,
+    DateCondition,
+    MissingCondition,
+    ReferenceCondition,
+    SearchQuery,
+    StringCondition,
+    TokenCondition,
+)
+
+# single-valued parameters: the tasks column that holds each
+TOKEN_COLUMNS = {"_id": "id", "status": "status", "intent": "intent"}
+REFERENCE_COLUMNS = {
+    "owner": "owner_ref",
+    "requester": "requester_ref",
+    "patient": "subject_ref",
+    "subject": "subject_ref",
+    "group": "group_ref",
+}
+DATE_COLUMNS = {
+    "authored-on": ("authored_lo", "authored_hi"),
+    "due": ("due_lo", "due_hi"),
+    "_lastUpdated": ("last_updated", "last_updated"),
+}
+SORT_COLUMNS = {
+    "authored-on": "t.authored_lo",
+    "due": "t.due_lo",
+    "_lastUpdated": "t.last_updated",
+    "status": "t.status",
+}
+# string parameters: a tasks column, or None when they live in task_strings
+STRING_COLUMNS: dict[str, tuple[str, str] | None] = {
+    "description": ("description", "description_norm"),
+    "label": None,
+}
+DAY = 86_400_000_000
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _prefix_bounds(prefix: str) -> tuple[str, str] | None:
+    """[prefix, next) for an index range scan; None when no upper bound exists."""
+    last = ord(prefix[-1])
+    if last >= 0x10FFFF or 0xD7FF <= last < 0xE000:
+        return None
+    return prefix, prefix[:-1] + chr(last + 1)
+
+
+def _string_match(norm: str, exact: str, mode: str, value: str, params: list[Any]) -> str:
+    if mode == "exact":
+        params.append(value)
+        return f"{exact} = ?"
+    if mode == "contains":
+        params.append(f"%{_escape_like(value)}%")
+        return f"{norm} LIKE ? ESCAPE '\\'"
+    bounds = _prefix_bounds(value)
+    if bounds is None:
+        params.append(f"{_escape_like(value)}%")
+        return f"{norm} LIKE ? ESCAPE '\\'"
+    params.extend(bounds)
+    return f"({norm} >= ? AND {norm} < ?)"
+
+
+def _in(column: str, values: list[Any], params: list[Any]) -> str:
+    params.extend(values)
+    if len(values) == 1:
+        return f"{column} = ?"
+    return f"{column} IN ({', '.join('?' * len(values))})"
+
+
+def _date_match(lo: str, hi: str, prefix: str, slo: int, shi: int, params: list[Any]) -> str:
+    """FHIR R4 search on ranges: the target [lo, hi] against the search value [slo, shi]."""
+    if prefix == "eq":
+        params.extend((slo, shi))
+        return f"({lo} >= ? AND {hi} <= ?)"
+    if prefix == "ne":
+        params.extend((slo, shi))
+        return f"({lo} < ? OR {hi} > ?)"
+    if prefix == "gt":
+        params.append(shi)
+        return f"{hi} > ?"
+    if prefix == "lt":
+        params.append(slo)
+        return f"{lo} < ?"
+    if prefix == "ge":
+        params.extend((shi, slo, shi))
+        return f"({hi} > ? OR ({lo} >= ? AND {hi} <= ?))"
+    if prefix == "le":
+        params.extend((slo, slo, shi))
+        return f"({lo} < ? OR ({lo} >= ? AND {hi} <= ?))"
+    if prefix == "sa":
+        params.append(shi)
+        return f"{lo} > ?"
+    if prefix == "eb":
+        params.append(slo)
+        return f"{hi} < ?"
+    # ap: overlap with the value widened by a tenth of its width, at least a day each way
+    slack = max((shi - slo) // 10, DAY)
+    params.extend((shi + slack, slo - slack))
+    return f"({lo} <= ? AND {hi} >= ?)"
+
+
+def _condition(condition: Condition, params: list[Any]) -> str:
+    param = condition.param
+    if isinstance(condition, MissingCondition):
+        if param in STRING_COLUMNS and STRING_COLUMNS[param] is None:
+            params.append(param)
+            exists = "EXISTS (SELECT 1 FROM task_strings s WHERE s.task_pk = t.pk AND s.param = ?)"
+            return f"NOT {exists}" if condition.missing else exists
+        column = (
+            TOKEN_COLUMNS.get(param)
+            or REFERENCE_COLUMNS.get(param)
+            or (DATE_COLUMNS[param][0] if param in DATE_COLUMNS else None)
+            or STRING_COLUMNS[param][0]  # type: ignore[index]
+        )
+        if param == "patient":
+            clause = "t.subject_ref LIKE 'Patient/%'"
+            return f"NOT ({clause}) OR t.subject_ref IS NULL" if condition.missing else clause
+        return f"t.{column} IS {'' if condition.missing else 'NOT '}NULL"
+    if isinstance(condition, TokenCondition):
+        column = f"t.{TOKEN_COLUMNS[param]}"
+        clause = _in(column, list(condition.values), params)
+        return f"NOT ({clause})" if condition.negate else clause
+    if isinstance(condition, ReferenceCondition):
+        column = f"t.{REFERENCE_COLUMNS[param]}"
+        typed = [f"{kind}/{ident}" for kind, ident in condition.values if kind]
+        bare = [ident for kind, ident in condition.values if not kind]
+        parts = []
+        if typed:
+            parts.append(_in(column, typed, params))
+        if bare:  # only `subject` has no single target type
+            parts.append(_in("t.subject_id", bare, params))
+        return parts[0] if len(parts) == 1 else f"({' OR '.join(parts)})"
+    if isinstance(condition, StringCondition):
+        columns = STRING_COLUMNS[param]
+        if columns is None:
+            params.append(param)
+            ors = [
+                _string_match("s.norm", "s.value", condition.mode, v, params)
+                for v in condition.values
+            ]
+            return (
+                "EXISTS (SELECT 1 FROM task_strings s WHERE s.task_pk = t.pk AND s.param = ? "
+                f"AND ({' OR '.join(ors)}))"
+            )
+        exact, norm = columns
+        ors = [
+            _string_match(f"t.{norm}", f"t.{exact}", condition.mode, v, params)
+            for v in condition.values
+        ]
+        return ors[0] if len(ors) == 1 else f"({' OR '.join(ors)})"
+    assert isinstance(condition, DateCondition)
+    lo, hi = DATE_COLUMNS[param]
+    ors = [
+        _date_match(f"t.{lo}", f"t.{hi}", p, slo, shi, params) for p, slo, shi in condition.values
+    ]
+    return ors[0] if len(ors) == 1 else f"({' OR '.join(ors)})"
+
+
+def where(query: SearchQuery) -> tuple[str, list[Any]]:
+    params: list[Any] = []
+    clauses = [_condition(c, params) for c in query.conditions]
+    return (" WHERE " + " AND ".join(f"({c})" for c in clauses) if clauses else ""), params
+
+
+def order_by(query: SearchQuery) -> str:
+    if not query.sort:
+        return " ORDER BY t.pk"
+    keys = [f"{SORT_COLUMNS[p]} {'DESC' if d else 'ASC'} NULLS LAST" for p, d in query.sort]
+    return " ORDER BY " + ", ".join([*keys, "t.id ASC"])
+
+
+def select_page(query: SearchQuery, columns: str) -> tuple[str, list[Any]]:
+    """The page's rows plus one, so that `has_more` is known without a count."""
+    clause, params = where(query)
+    sql = f"SELECT {columns} FROM tasks t{clause}{order_by(query)} LIMIT ? OFFSET ?"
+    return sql, [*params, query.count + 1, query.offset]
+
+
+def select_count(query: SearchQuery) -> tuple[str, list[Any]]:
+    clause, params = where(query)
+    return f"SELECT COUNT(*) FROM tasks t{clause}", params

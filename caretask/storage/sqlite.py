@@ -1,0 +1,292 @@
+"""The embedded engine: one SQLite file in WAL mode, shared safely by several processes.
+
+Writes go through one thread per process with `BEGIN IMMEDIATE` (SQLite allows one writer
+at a time anyway, and the busy timeout queues writers of other processes); reads use a
+small pool of threads, each with its own connection, so they never wait on writes.
+`synchronous=FULL`: a commit is on disk before the 2xx leaves, even if the machine dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import orjson
+
+from caretask.domain.indexing import TaskIndex
+from caretask.domain.search_params import SearchQuery
+from caretask.storage import sql_search
+from caretask.storage.base import (
+    ClientRecord,
+    SearchResult,
+    StaleVersion,
+    StoredTask,
+    TaskNotFound,
+)
+
+T = TypeVar("T")
+
+_TASK_COLUMNS = (
+    "version_id, last_updated, status, intent, description, description_norm, subject_ref, "
+    "subject_id, owner_ref, requester_ref, group_ref, authored_lo, authored_hi, due_lo, due_hi, "
+    "resource"
+)
+
+
+def _index_values(index: TaskIndex) -> tuple[Any, ...]:
+    return (
+        index.status,
+        index.intent,
+        index.description,
+        index.description_norm,
+        index.subject_ref,
+        index.subject_id,
+        index.owner_ref,
+        index.requester_ref,
+        index.group_ref,
+        index.authored_lo,
+        index.authored_hi,
+        index.due_lo,
+        index.due_hi,
+    )
+
+
+def _task(row: tuple[str, int, str]) -> StoredTask:
+    return StoredTask(id=row[0], version_id=row[1], resource=orjson.loads(row[2]))
+
+
+class SQLiteStorage:
+    def __init__(self, path: str, readers: int = 4) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self._path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, lambda: fn(self._connection()))
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, run)
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_strings(conn: sqlite3.Connection, pk: int, index: TaskIndex) -> None:
+        if index.strings:
+            conn.executemany(
+                "INSERT INTO task_strings (task_pk, param, norm, value) VALUES (?, ?, ?, ?)",
+                [(pk, param, norm, value) for param, norm, value in index.strings],
+            )
+
+    async def create_task(
+        self, task_id: str, resource: dict[str, Any], index: TaskIndex, last_updated: int
+    ) -> StoredTask:
+        body = orjson.dumps(resource).decode()
+
+        def run(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                f"INSERT INTO tasks (id, {_TASK_COLUMNS}) VALUES (?, ?, ?, "
+                + ", ".join("?" * 14)
+                + ")",
+                (task_id, 1, last_updated, *_index_values(index), body),
+            )
+            pk = cur.lastrowid
+            conn.execute(
+                "INSERT INTO task_versions (task_pk, version_id, last_updated, resource) "
+                "VALUES (?, 1, ?, ?)",
+                (pk, last_updated, body),
+            )
+            self._insert_strings(conn, pk, index)  # type: ignore[arg-type]
+
+        await self._write(run)
+        return StoredTask(task_id, 1, resource)
+
+    async def read_task(self, task_id: str) -> StoredTask | None:
+        def run(conn: sqlite3.Connection) -> StoredTask | None:
+            row = conn.execute(
+                "SELECT id, version_id, resource FROM tasks WHERE id = ?", (task_id,)
+            ).fetchone()
+            return _task(row) if row else None
+
+        return await self._read(run)
+
+    async def read_version(self, task_id: str, version_id: int) -> StoredTask | None:
+        def run(conn: sqlite3.Connection) -> StoredTask | None:
+            row = conn.execute(
+                "SELECT t.id, v.version_id, v.resource FROM tasks t JOIN task_versions v "
+                "ON v.task_pk = t.pk WHERE t.id = ? AND v.version_id = ?",
+                (task_id, version_id),
+            ).fetchone()
+            return _task(row) if row else None
+
+        return await self._read(run)
+
+    async def update_task(
+        self,
+        task_id: str,
+        expected_version: int,
+        resource: dict[str, Any],
+        index: TaskIndex,
+        last_updated: int,
+    ) -> StoredTask:
+        body = orjson.dumps(resource).decode()
+        version = expected_version + 1
+
+        def run(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT pk, version_id FROM tasks WHERE id = ?", (task_id,)
+            ).fetchone()
+            if row is None:
+                raise TaskNotFound(task_id)
+            if row[1] != expected_version:
+                raise StaleVersion(task_id)
+            pk = row[0]
+            assignments = ", ".join(f"{c.strip()} = ?" for c in _TASK_COLUMNS.split(","))
+            conn.execute(
+                f"UPDATE tasks SET {assignments} WHERE pk = ?",
+                (version, last_updated, *_index_values(index), body, pk),
+            )
+            conn.execute(
+                "INSERT INTO task_versions (task_pk, version_id, last_updated, resource) "
+                "VALUES (?, ?, ?, ?)",
+                (pk, version, last_updated, body),
+            )
+            conn.execute("DELETE FROM task_strings WHERE task_pk = ?", (pk,))
+            self._insert_strings(conn, pk, index)
+
+        await self._write(run)
+        return StoredTask(task_id, version, resource)
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        def run(conn: sqlite3.Connection) -> SearchResult:
+            tasks: list[StoredTask] = []
+            has_more = False
+            if query.count > 0:
+                sql, params = sql_search.select_page(query, "t.id, t.version_id, t.resource")
+                rows = conn.execute(sql, params).fetchall()
+                has_more = len(rows) > query.count
+                tasks = [_task(r) for r in rows[: query.count]]
+            total = None
+            if query.total != "none" or query.summary_count:
+                if query.offset == 0 and not has_more and query.count > 0:
+                    total = len(tasks)  # the whole result is on this page
+                else:
+                    sql, params = sql_search.select_count(query)
+                    total = conn.execute(sql, params).fetchone()[0]
+            return SearchResult(total=total, tasks=tasks, has_more=has_more)
+
+        return await self._read(run)
+
+    async def history(self, task_id: str, count: int, offset: int) -> tuple[int, list[StoredTask]]:
+        def run(conn: sqlite3.Connection) -> tuple[int, list[StoredTask]]:
+            row = conn.execute(
+                "SELECT pk, version_id FROM tasks WHERE id = ?", (task_id,)
+            ).fetchone()
+            if row is None:
+                raise TaskNotFound(task_id)
+            rows = conn.execute(
+                "SELECT ?, version_id, resource FROM task_versions WHERE task_pk = ? "
+                "ORDER BY version_id DESC LIMIT ? OFFSET ?",
+                (task_id, row[0], count, offset),
+            ).fetchall()
+            return row[1], [_task(r) for r in rows]
+
+        return await self._read(run)
+
+    # --- clients and keys ------------------------------------------------------------------
+
+    async def create_client(self, record: ClientRecord) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO clients (client_id, name, secret_hash, scope, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (record.client_id, record.name, record.secret_hash, record.scope, int(time.time())),
+            )
+
+        await self._write(run)
+
+    async def get_client(self, client_id: str) -> ClientRecord | None:
+        def run(conn: sqlite3.Connection) -> ClientRecord | None:
+            row = conn.execute(
+                "SELECT client_id, name, secret_hash, scope, revoked_at FROM clients "
+                "WHERE client_id = ?",
+                (client_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            return ClientRecord(row[0], row[1], row[2], row[3], revoked=row[4] is not None)
+
+        return await self._read(run)
+
+    async def revoke_client(self, client_id: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE clients SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL",
+                (int(time.time()), client_id),
+            )
+            return cur.rowcount > 0
+
+        return await self._write(run)
+
+    async def signing_key(self) -> bytes:
+        def run(conn: sqlite3.Connection) -> str:
+            fresh = base64.b64encode(secrets.token_bytes(32)).decode()
+            conn.execute(
+                "INSERT INTO signing_keys (name, secret, created_at) VALUES ('access-token', ?, ?)"
+                " ON CONFLICT (name) DO NOTHING",
+                (fresh, int(time.time())),
+            )
+            return conn.execute(
+                "SELECT secret FROM signing_keys WHERE name = 'access-token'"
+            ).fetchone()[0]
+
+        return base64.b64decode(await self._write(run))
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
