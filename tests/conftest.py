@@ -1,0 +1,209 @@
+"""Fixtures that run real `caretask serve` processes on loopback against real databases."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+CARETASK = shutil.which("caretask", path=str(Path(sys.executable).parent)) or "caretask"
+FULL_SCOPE = "system/Task.read system/Task.write"
+
+SEED_CREATE: dict[str, Any] = {
+    "resourceType": "Task",
+    "extension": [
+        {
+            "url": "http://schemas.canvasmedical.com/fhir/extensions/task-group",
+            "valueReference": {
+                "reference": "Group/9bf1d726-8c04-4aed-8b0e-e066f4d54b13",
+                "display": "All Responsibilities",
+            },
+        }
+    ],
+    "status": "requested",
+    "requester": {"reference": "Practitioner/5eede137ecfe4124b8b773040e33be14"},
+    "description": "Ask patient for new insurance information.",
+    "for": {"reference": "Patient/5350cd20de8a470aa570a852859ac87e"},
+    "owner": {"reference": "Practitioner/3640cd20de8a470aa570a852859ac87e"},
+    "authoredOn": "2022-03-20T14:00:00.000Z",
+    "restriction": {"period": {"end": "2022-08-01T04:00:00+00:00"}},
+    "note": [
+        {
+            "text": "Please be sure to scan them in at their next visit.",
+            "time": "2022-03-20T14:00:00.000Z",
+            "authorReference": {"reference": "Practitioner/5eede137ecfe4124b8b773040e33be14"},
+        }
+    ],
+    "input": [{"type": {"text": "label"}, "valueString": "Urgent"}],
+}
+
+
+def seed_task(**changes: Any) -> dict[str, Any]:
+    """The seed's create body, with top-level elements replaced (None removes one)."""
+    body = copy.deepcopy(SEED_CREATE)
+    for key, value in changes.items():
+        key = "for" if key == "for_" else key
+        if value is None:
+            body.pop(key, None)
+        else:
+            body[key] = value
+    return body
+
+
+def new_patient() -> str:
+    """A patient id no other test uses, so that searches see only this test's tasks."""
+    return uuid.uuid4().hex
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [CARETASK, *args], capture_output=True, text=True, cwd=cwd, timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"caretask {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+@dataclass
+class Server:
+    """A running `caretask serve` process."""
+
+    database: str
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    extra: tuple[str, ...] = ()
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        self.log_path = self.workdir / f"server-{self.port}.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 (closed when the process ends)
+        self.process = subprocess.Popen(
+            [CARETASK, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--database", self.database, *self.extra],
+            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/metadata", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not become ready:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def create_client(self, scope: str = FULL_SCOPE, name: str = "tests") -> dict[str, str]:
+        out = run_cli("clients", "create", name, "--scope", scope, "--database", self.database,
+                      cwd=self.workdir)
+        return json.loads(out.stdout)
+
+    def token(self, scope: str = FULL_SCOPE) -> str:
+        creds = self.create_client(scope)
+        response = httpx.post(
+            f"{self.url}/auth/token/",
+            data={"grant_type": "client_credentials", "client_id": creds["client_id"],
+                  "client_secret": creds["client_secret"]},
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["access_token"]
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+ENGINES = ["sqlite"]
+
+
+def database_url(engine: str, workdir: Path) -> str:
+    if engine == "sqlite":
+        return f"sqlite:///{workdir / 'caretask.db'}"
+    raise ValueError(engine)
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def server(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp(f"server-{engine}")
+    srv = Server(database_url(engine, workdir), workdir).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def token(server: Server) -> str:
+    return server.token()
+
+
+@pytest.fixture(scope="session")
+def api(server: Server, token: str) -> Iterator[httpx.Client]:
+    with server.client(token) as client:
+        yield client
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Any]:
+    """Start extra servers (own database unless given one); all stopped after the test."""
+    started: list[Server] = []
+
+    def start(*extra: str, database: str | None = None, workdir: Path | None = None) -> Server:
+        srv = Server(database or database_url("sqlite", tmp_path), workdir or tmp_path,
+                     extra=extra)
+        started.append(srv.start())
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+
+
+def create_task(api: httpx.Client, body: dict[str, Any]) -> str:
+    """Create a task and return its id (from the Location header)."""
+    response = api.post("/Task", json=body)
+    assert response.status_code == 201, response.text
+    return response.headers["location"].rsplit("/", 1)[1]

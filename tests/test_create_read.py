@@ -1,0 +1,147 @@
+"""SPEC 4 and 5: create and read, with the Canvas rules and server-managed fields."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import httpx
+
+from tests.conftest import SEED_CREATE, create_task, new_patient, seed_task
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+PERMALINK = "http://schemas.canvasmedical.com/fhir/extensions/task-permalink"
+
+
+def _instant(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def test_seed_create_returns_201_with_location_etag_and_empty_body(api: httpx.Client) -> None:
+    response = api.post("/Task", json=SEED_CREATE)
+    assert response.status_code == 201
+    assert response.content == b""
+    assert response.headers["etag"] == 'W/"1"'
+    location = response.headers["location"]
+    assert location.startswith(f"{api.base_url}/Task/".replace("//Task", "/Task"))
+    assert UUID.fullmatch(location.rsplit("/", 1)[1])
+
+
+def test_read_returns_every_element_sent_plus_server_fields(api: httpx.Client) -> None:
+    task_id = create_task(api, SEED_CREATE)
+    response = api.get(f"/Task/{task_id}")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/fhir+json; charset=utf-8"
+    assert response.headers["etag"] == 'W/"1"'
+    task = response.json()
+    for key, value in SEED_CREATE.items():
+        if key != "extension":
+            assert task[key] == value, key
+    assert task["id"] == task_id
+    assert task["meta"]["versionId"] == "1"
+    assert abs((_instant(task["meta"]["lastUpdated"]) - datetime.now(UTC)).total_seconds()) < 60
+    assert task["extension"][0] == SEED_CREATE["extension"][0]
+    assert task["intent"] == "unknown"
+
+
+def test_every_returned_task_carries_a_permalink_that_opens_it(api: httpx.Client) -> None:
+    task_id = create_task(api, SEED_CREATE)
+    task = api.get(f"/Task/{task_id}").json()
+    links = [e["valueString"] for e in task["extension"] if e["url"] == PERMALINK]
+    assert len(links) == 1
+    opened = api.get(links[0], follow_redirects=True)
+    assert opened.status_code == 200
+    assert opened.json()["id"] == task_id
+
+
+def test_a_permalink_sent_by_the_client_is_not_stored(api: httpx.Client) -> None:
+    forged = {"url": PERMALINK, "valueString": "https://evil.example/x"}
+    task_id = create_task(api, seed_task(extension=[*SEED_CREATE["extension"], forged]))
+    task = api.get(f"/Task/{task_id}").json()
+    links = [e["valueString"] for e in task["extension"] if e["url"] == PERMALINK]
+    assert links != ["https://evil.example/x"]
+    assert len(links) == 1
+
+
+def test_authored_on_and_note_time_default_to_now(api: httpx.Client) -> None:
+    note = {"text": "call back", "authorReference": SEED_CREATE["requester"]}
+    task_id = create_task(api, seed_task(authoredOn=None, note=[note]))
+    task = api.get(f"/Task/{task_id}").json()
+    now = datetime.now(UTC)
+    assert abs((_instant(task["authoredOn"]) - now).total_seconds()) < 60
+    assert abs((_instant(task["note"][0]["time"]) - now).total_seconds()) < 60
+    assert task["note"][0]["text"] == "call back"
+
+
+def test_an_id_in_the_create_body_is_ignored(api: httpx.Client) -> None:
+    task_id = create_task(api, {**SEED_CREATE, "id": "chosen-by-client"})
+    assert task_id != "chosen-by-client"
+    assert api.get("/Task/chosen-by-client").status_code == 404
+
+
+def test_meta_sent_by_the_client_does_not_override_version(api: httpx.Client) -> None:
+    task_id = create_task(api, {**SEED_CREATE, "meta": {"versionId": "99"}})
+    assert api.get(f"/Task/{task_id}").json()["meta"]["versionId"] == "1"
+
+
+def test_prefer_return_representation_returns_the_stored_task(api: httpx.Client) -> None:
+    response = api.post("/Task", json=SEED_CREATE, headers={"Prefer": "return=representation"})
+    assert response.status_code == 201
+    assert response.headers["content-type"] == "application/fhir+json; charset=utf-8"
+    body = response.json()
+    assert body["resourceType"] == "Task"
+    assert response.headers["location"].endswith(f"/Task/{body['id']}")
+    assert body["meta"]["versionId"] == "1"
+    assert body == api.get(f"/Task/{body['id']}").json()
+
+
+def test_minimal_task_without_optional_elements_is_accepted(api: httpx.Client) -> None:
+    body = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "description": "minimal",
+        "requester": {"reference": "Practitioner/p1"},
+    }
+    task_id = create_task(api, body)
+    task = api.get(f"/Task/{task_id}").json()
+    assert task["intent"] == "order"
+    assert "owner" not in task and "for" not in task
+
+
+def test_any_valid_r4_task_element_round_trips(api: httpx.Client) -> None:
+    extra = {
+        "identifier": [{"system": "urn:example", "value": "T-1"}],
+        "priority": "urgent",
+        "code": {"text": "call"},
+        "businessStatus": {"text": "waiting"},
+        "executionPeriod": {"start": "2024-01-01T00:00:00Z"},
+    }
+    task_id = create_task(api, {**SEED_CREATE, **extra})
+    task = api.get(f"/Task/{task_id}").json()
+    for key, value in extra.items():
+        assert task[key] == value
+
+
+def test_reading_an_unknown_id_is_404_operation_outcome(api: httpx.Client) -> None:
+    response = api.get("/Task/00000000-0000-4000-8000-000000000000")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/fhir+json; charset=utf-8"
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert body["issue"][0]["code"] == "not-found"
+
+
+def test_read_answers_304_when_if_none_match_is_current(api: httpx.Client) -> None:
+    task_id = create_task(api, SEED_CREATE)
+    response = api.get(f"/Task/{task_id}", headers={"If-None-Match": 'W/"1"'})
+    assert response.status_code == 304
+    assert response.headers["etag"] == 'W/"1"'
+
+
+def test_text_comes_back_byte_for_byte(api: httpx.Client) -> None:
+    text = "Ünïcødé ✓ 患者 '; DROP TABLE tasks; -- <script>alert(1)</script> 𝄞"
+    task_id = create_task(api, seed_task(description=text, for_={"reference": f"Patient/{new_patient()}"}))
+    response = api.get(f"/Task/{task_id}")
+    assert response.json()["description"] == text
+    assert text.encode() in response.content
