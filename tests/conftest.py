@@ -75,10 +75,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [CARETASK, *args], capture_output=True, text=True, cwd=cwd, timeout=120,
+        [CARETASK, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
         env={**os.environ, **(env or {})},
     )
     if check and result.returncode != 0:
@@ -105,9 +110,20 @@ class Server:
         self.log_path = self.workdir / f"server-{self.port}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 (closed when the process ends)
         self.process = subprocess.Popen(
-            [CARETASK, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--database", self.database, *self.extra],
-            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
+            [
+                CARETASK,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--database",
+                self.database,
+                *self.extra,
+            ],
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -134,16 +150,27 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def create_client(self, scope: str = FULL_SCOPE, name: str = "tests") -> dict[str, str]:
-        out = run_cli("clients", "create", name, "--scope", scope, "--database", self.database,
-                      cwd=self.workdir)
+        out = run_cli(
+            "clients",
+            "create",
+            name,
+            "--scope",
+            scope,
+            "--database",
+            self.database,
+            cwd=self.workdir,
+        )
         return json.loads(out.stdout)
 
     def token(self, scope: str = FULL_SCOPE) -> str:
         creds = self.create_client(scope)
         response = httpx.post(
             f"{self.url}/auth/token/",
-            data={"grant_type": "client_credentials", "client_id": creds["client_id"],
-                  "client_secret": creds["client_secret"]},
+            data={
+                "grant_type": "client_credentials",
+                "client_id": creds["client_id"],
+                "client_secret": creds["client_secret"],
+            },
         )
         assert response.status_code == 200, response.text
         return response.json()["access_token"]
@@ -192,8 +219,7 @@ def make_server(tmp_path: Path) -> Iterator[Any]:
     started: list[Server] = []
 
     def start(*extra: str, database: str | None = None, workdir: Path | None = None) -> Server:
-        srv = Server(database or database_url("sqlite", tmp_path), workdir or tmp_path,
-                     extra=extra)
+        srv = Server(database or database_url("sqlite", tmp_path), workdir or tmp_path, extra=extra)
         started.append(srv.start())
         return srv
 

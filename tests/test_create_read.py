@@ -141,7 +141,9 @@ def test_read_answers_304_when_if_none_match_is_current(api: httpx.Client) -> No
 
 def test_text_comes_back_byte_for_byte(api: httpx.Client) -> None:
     text = "Ünïcødé ✓ 患者 '; DROP TABLE tasks; -- <script>alert(1)</script> 𝄞"
-    task_id = create_task(api, seed_task(description=text, for_={"reference": f"Patient/{new_patient()}"}))
+    task_id = create_task(
+        api, seed_task(description=text, for_={"reference": f"Patient/{new_patient()}"})
+    )
     response = api.get(f"/Task/{task_id}")
     assert response.json()["description"] == text
     assert text.encode() in response.content

@@ -203,7 +203,9 @@ def _condition(name: str, raw: str, lenient: bool) -> Condition | None:
                 raise _fail(name, f"{base} can only point at {pdef.target}")
             type_modifier = modifier
         elif modifier not in MODIFIERS[pdef.type]:
-            raise _fail(name, f"modifier ':{modifier[:40]}' is not supported on {base}")
+            raise _fail(
+                name, f"{name[:80]}: modifier ':{modifier[:40]}' is not supported on {base}"
+            )
     if raw == "":
         raise _fail(name, f"{name} needs a value")
     if modifier == "missing":

@@ -11,9 +11,11 @@ import re
 import uuid
 from collections.abc import Iterator
 from functools import cache
-from typing import Any
+from typing import Any, get_args
 
+from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.task import Task as TaskModel
+from fhir_core.utils import is_list_type, is_primitive_type
 from pydantic import BaseModel, ValidationError
 
 from caretask.domain.errors import InvalidResource, Issue
@@ -105,39 +107,52 @@ def _json_issues(body: dict[str, Any]) -> list[Issue]:
 # --- layer 2: FHIR R4 structure ----------------------------------------------------------
 
 
+def _flatten(annotation: Any) -> Iterator[Any]:
+    yield annotation
+    for arg in get_args(annotation):
+        yield from _flatten(arg)
+
+
 @cache
-def _aliases(model_class: type[BaseModel]) -> dict[str, str]:
-    return {(f.alias or name): name for name, f in model_class.model_fields.items()}
+def _complex_elements(model_class: type[BaseModel]) -> dict[str, tuple[bool, type | None]]:
+    """JSON name -> (is a list, model class) for the elements that are not primitives."""
+    out: dict[str, tuple[bool, type | None]] = {}
+    for name, info in model_class.model_fields.items():
+        if is_primitive_type(info):
+            continue
+        child = None
+        for arg in _flatten(info.annotation):
+            type_name = getattr(arg, "__name__", "")
+            if type_name.endswith("Type"):
+                try:
+                    child = get_fhir_model_class(type_name[:-4])
+                except KeyError:
+                    child = None
+                break
+        out[info.alias or name] = (is_list_type(info), child)
+    return out
 
 
-def _shape_issues(raw: dict[str, Any], model: BaseModel, path: Path) -> Iterator[Issue]:
+def _shape_issues(raw: dict[str, Any], model_class: type[BaseModel], path: Path) -> Iterator[Issue]:
     """Find complex elements that arrived as JSON strings.
 
     fhir.resources parses a string holding JSON into a complex type; FHIR JSON does not
     allow that (the seed's update example sends `restriction` and `note` that way).
     """
-    names = _aliases(type(model))
+    elements = _complex_elements(model_class)
     for key, value in raw.items():
-        name = names.get(key)
-        if name is None:
+        if key not in elements:
             continue
-        attr = getattr(model, name, None)
+        is_list, child = elements[key]
         here = (*path, key)
-        if isinstance(value, str) and isinstance(attr, BaseModel | list):
-            kind = "an array" if isinstance(attr, list) else "an object"
-            yield Issue("structure", f"'{key}' must be {kind}, not a string", fhirpath(here))
-        elif isinstance(value, dict) and isinstance(attr, BaseModel):
-            yield from _shape_issues(value, attr, here)
-        elif isinstance(value, list) and isinstance(attr, list):
-            for index, (item, parsed) in enumerate(zip(value, attr, strict=False)):
-                if isinstance(item, str) and isinstance(parsed, BaseModel):
-                    yield Issue(
-                        "structure",
-                        f"'{key}' items must be objects, not strings",
-                        fhirpath((*here, index)),
-                    )
-                elif isinstance(item, dict) and isinstance(parsed, BaseModel):
-                    yield from _shape_issues(item, parsed, (*here, index))
+        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            where = here if index is None else (*here, index)
+            if isinstance(item, str):
+                kind = "an array" if is_list and index is None else "an object"
+                yield Issue("structure", f"'{key}' must be {kind}, not a string", fhirpath(where))
+            elif isinstance(item, dict) and child is not None:
+                yield from _shape_issues(item, child, where)
 
 
 def _pydantic_issues(error: ValidationError) -> list[Issue]:
@@ -239,13 +254,11 @@ def validate(body: Any) -> dict[str, Any]:
         # Canvas accepts a Task without intent (its create example has none) and stores
         # `unknown`; FHIR requires the element, so the default goes in before validation.
         body = {**body, "intent": "unknown"}
+    issues = _canvas_issues(body) + list(_shape_issues(body, TaskModel, ()))
     try:
-        model = TaskModel.model_validate(body)
+        TaskModel.model_validate(body)
     except ValidationError as error:
-        issues = _pydantic_issues(error)
-    else:
-        issues = list(_shape_issues(body, model, ()))
-    issues = _canvas_issues(body) + issues
+        issues += _pydantic_issues(error)
     if issues:
         raise InvalidResource(_dedupe(issues))
     return body
