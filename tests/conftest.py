@@ -233,3 +233,14 @@ def create_task(api: httpx.Client, body: dict[str, Any]) -> str:
     response = api.post("/Task", json=body)
     assert response.status_code == 201, response.text
     return response.headers["location"].rsplit("/", 1)[1]
+
+
+def signing_key(server: Server) -> bytes:
+    """The server's token signing key, read from its database (to forge test tokens)."""
+    import base64
+    import sqlite3
+
+    path = server.database.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        row = conn.execute("SELECT secret FROM signing_keys WHERE name = 'access-token'").fetchone()
+    return base64.b64decode(row[0])

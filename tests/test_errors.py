@@ -13,7 +13,7 @@ from tests.conftest import SEED_CREATE, create_task, seed_task
 # the seed's update example, literally: restriction and note sent as JSON strings
 SEED_UPDATE = {
     **{k: v for k, v in SEED_CREATE.items() if k not in ("restriction", "note")},
-    "restriction": '{         "period": {             "end": "2022-08-01T04:00:00+00:00"         }     }',
+    "restriction": '{         "period": {             "end": "2022-08-01T04:00:00+00:00"         }     }',  # noqa: E501
     "note": '[         {             "text": "Please be sure to scan them in at their next visit.",'
     '             "time": "2022-03-20T14:00:00.000Z"             "authorReference": {'
     '               "reference": "Practitioner/5eede137ecfe4124b8b773040e33be14"             }'

@@ -1,0 +1,297 @@
+"""SPEC 3: client credentials, bearer tokens, SMART scopes."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import httpx
+import jwt
+import pytest
+
+from tests.conftest import SEED_CREATE, Server, create_task, signing_key
+
+
+def _token_response(server: Server, **form: str) -> httpx.Response:
+    return httpx.post(f"{server.url}/auth/token/", data=form)
+
+
+def _assert_401(response: httpx.Response) -> None:
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.headers["content-type"] == "application/fhir+json; charset=utf-8"
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_client_credentials_grant_returns_a_bearer_token(server: Server) -> None:
+    creds = server.create_client()
+    response = _token_response(
+        server,
+        grant_type="client_credentials",
+        client_id=creds["client_id"],
+        client_secret=creds["client_secret"],
+    )
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert set(body) == {"access_token", "token_type", "expires_in", "scope"}
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 3600
+    assert body["scope"] == "system/Task.read system/Task.write"
+
+
+def test_http_basic_client_authentication_works_too(server: Server) -> None:
+    creds = server.create_client()
+    basic = base64.b64encode(f"{creds['client_id']}:{creds['client_secret']}".encode()).decode()
+    response = httpx.post(
+        f"{server.url}/auth/token/",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert response.status_code == 200
+
+
+def test_wrong_secret_is_401_invalid_client(server: Server) -> None:
+    creds = server.create_client()
+    response = _token_response(
+        server,
+        grant_type="client_credentials",
+        client_id=creds["client_id"],
+        client_secret="wrong",
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+
+
+def test_unknown_client_is_401_invalid_client(server: Server) -> None:
+    response = _token_response(
+        server, grant_type="client_credentials", client_id="nobody", client_secret="x"
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+
+
+def test_other_grant_types_are_400_unsupported_grant_type(server: Server) -> None:
+    response = _token_response(server, grant_type="password", username="a", password="b")
+    assert response.status_code == 400
+    assert response.json()["error"] == "unsupported_grant_type"
+
+
+def test_missing_grant_type_is_400_invalid_request(server: Server) -> None:
+    assert _token_response(server, client_id="a").json()["error"] == "invalid_request"
+
+
+def test_requested_scope_narrows_the_token(server: Server) -> None:
+    creds = server.create_client()
+    response = _token_response(
+        server,
+        grant_type="client_credentials",
+        client_id=creds["client_id"],
+        client_secret=creds["client_secret"],
+        scope="system/Task.read",
+    )
+    token = response.json()["access_token"]
+    assert response.json()["scope"] == "system/Task.read"
+    with server.client(token) as client:
+        assert client.get("/Task").status_code == 200
+        assert client.post("/Task", json=SEED_CREATE).status_code == 403
+
+
+def test_requesting_more_scope_than_the_client_holds_is_invalid_scope(server: Server) -> None:
+    creds = server.create_client(scope="system/Task.read")
+    response = _token_response(
+        server,
+        grant_type="client_credentials",
+        client_id=creds["client_id"],
+        client_secret=creds["client_secret"],
+        scope="system/Task.write",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_scope"
+
+
+def test_missing_token_is_401_with_www_authenticate(server: Server) -> None:
+    _assert_401(httpx.get(f"{server.url}/Task"))
+    _assert_401(httpx.post(f"{server.url}/Task", json=SEED_CREATE))
+    _assert_401(httpx.get(f"{server.url}/Task/x"))
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer", "Bearer  x y", "Basic abc", "Token abc", "bearer a b", "Bearer not.a.jwt"],
+)
+def test_malformed_authorization_is_401(server: Server, header: str) -> None:
+    _assert_401(httpx.get(f"{server.url}/Task", headers={"Authorization": header}))
+
+
+def test_forged_token_is_401(server: Server) -> None:
+    forged = jwt.encode(
+        {
+            "iss": "caretask",
+            "aud": "caretask-fhir",
+            "sub": "x",
+            "scope": "system/*.*",
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 60,
+        },
+        b"guessed-secret-guessed-secret-32",
+        algorithm="HS256",
+    )
+    _assert_401(httpx.get(f"{server.url}/Task", headers={"Authorization": f"Bearer {forged}"}))
+
+
+def test_unsigned_alg_none_token_is_401(server: Server) -> None:
+    header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+    payload = (
+        base64.urlsafe_b64encode(
+            b'{"iss":"caretask","aud":"caretask-fhir","sub":"x","scope":"system/*.*",'
+            b'"iat":1,"exp":9999999999}'
+        )
+        .rstrip(b"=")
+        .decode()
+    )
+    token = f"{header}.{payload}."
+    _assert_401(httpx.get(f"{server.url}/Task", headers={"Authorization": f"Bearer {token}"}))
+
+
+def test_expired_token_is_401(server: Server) -> None:
+    creds = server.create_client()
+    now = int(time.time())
+    expired = jwt.encode(
+        {
+            "iss": "caretask",
+            "aud": "caretask-fhir",
+            "sub": creds["client_id"],
+            "scope": "system/Task.read",
+            "iat": now - 7200,
+            "exp": now - 3600,
+        },
+        signing_key(server),
+        algorithm="HS256",
+    )
+    _assert_401(httpx.get(f"{server.url}/Task", headers={"Authorization": f"Bearer {expired}"}))
+
+
+def test_token_signed_with_the_real_key_and_valid_claims_is_accepted(server: Server) -> None:
+    """The control for the forged and expired cases: only the signature or time differs."""
+    creds = server.create_client()
+    now = int(time.time())
+    good = jwt.encode(
+        {
+            "iss": "caretask",
+            "aud": "caretask-fhir",
+            "sub": creds["client_id"],
+            "scope": "system/Task.read",
+            "iat": now,
+            "exp": now + 60,
+        },
+        signing_key(server),
+        algorithm="HS256",
+    )
+    response = httpx.get(f"{server.url}/Task", headers={"Authorization": f"Bearer {good}"})
+    assert response.status_code == 200
+
+
+def test_tampered_payload_is_401(server: Server, token: str) -> None:
+    head, payload, signature = token.split(".")
+    claims = base64.urlsafe_b64decode(payload + "==").replace(
+        b"system/Task.read system/Task.write", b"system/*.*                        "
+    )
+    tampered = base64.urlsafe_b64encode(claims).rstrip(b"=").decode()
+    headers = {"Authorization": f"Bearer {head}.{tampered}.{signature}"}
+    _assert_401(httpx.get(f"{server.url}/Task", headers=headers))
+
+
+def test_duplicated_authorization_headers_are_401(server: Server, token: str) -> None:
+    headers = [("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")]
+    _assert_401(httpx.get(f"{server.url}/Task", headers=headers))
+
+
+@pytest.mark.parametrize(
+    ("scope", "can_read", "can_write"),
+    [
+        ("system/Task.read", True, False),
+        ("system/Task.write", False, True),
+        ("system/Task.*", True, True),
+        ("system/*.*", True, True),
+        ("system/Task.rs", True, False),
+        ("system/Task.cu", False, True),
+        ("system/Task.cruds", True, True),
+    ],
+)
+def test_smart_scopes_grant_what_they_say(
+    server: Server, scope: str, can_read: bool, can_write: bool
+) -> None:
+    with server.client(server.token(scope)) as client:
+        assert client.get("/Task").status_code == (200 if can_read else 403)
+        created = client.post("/Task", json=SEED_CREATE)
+        assert created.status_code == (201 if can_write else 403)
+        if not can_write:
+            assert created.json()["issue"][0]["code"] == "forbidden"
+
+
+def test_read_scope_cannot_update(server: Server, api: httpx.Client) -> None:
+    task_id = create_task(api, SEED_CREATE)
+    with server.client(server.token("system/Task.read")) as client:
+        assert client.get(f"/Task/{task_id}").status_code == 200
+        assert client.put(f"/Task/{task_id}", json=SEED_CREATE).status_code == 403
+
+
+def test_search_only_v2_scope_cannot_read_by_id(server: Server, api: httpx.Client) -> None:
+    task_id = create_task(api, SEED_CREATE)
+    with server.client(server.token("system/Task.s")) as client:
+        assert client.get("/Task", params={"_id": task_id}).status_code == 200
+        assert client.get(f"/Task/{task_id}").status_code == 403
+
+
+@pytest.mark.parametrize(
+    "scope", ["system/Ta*.read", "system/Task.rw", "patient/Task.read", "system/Task.sr"]
+)
+def test_malformed_scopes_cannot_be_given_to_a_client(server: Server, scope: str) -> None:
+    from tests.conftest import run_cli
+
+    result = run_cli(
+        "clients", "create", "bad", "--scope", scope, "--database", server.database, check=False
+    )
+    assert result.returncode != 0
+    assert result.stdout == ""
+
+
+def test_revoked_client_token_is_401(server: Server) -> None:
+    from tests.conftest import run_cli
+
+    creds = server.create_client()
+    response = _token_response(
+        server,
+        grant_type="client_credentials",
+        client_id=creds["client_id"],
+        client_secret=creds["client_secret"],
+    )
+    token = response.json()["access_token"]
+    with server.client(token) as client:
+        assert client.get("/Task").status_code == 200
+        run_cli("clients", "revoke", creds["client_id"], "--database", server.database)
+        _assert_401(client.get("/Task"))
+    again = _token_response(
+        server,
+        grant_type="client_credentials",
+        client_id=creds["client_id"],
+        client_secret=creds["client_secret"],
+    )
+    assert again.status_code == 401
+
+
+def test_tokens_survive_a_restart(make_server) -> None:  # type: ignore[no-untyped-def]
+    first: Server = make_server()
+    token = first.token()
+    first.stop()
+    second: Server = make_server(database=first.database, workdir=first.workdir)
+    with second.client(token) as client:
+        assert client.get("/Task").status_code == 200
+
+
+def test_metadata_and_smart_configuration_need_no_token(server: Server) -> None:
+    assert httpx.get(f"{server.url}/metadata").status_code == 200
+    smart = httpx.get(f"{server.url}/.well-known/smart-configuration")
+    assert smart.status_code == 200
+    assert smart.json()["token_endpoint"] == f"{server.url}/auth/token/"
