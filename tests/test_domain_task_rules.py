@@ -1,0 +1,50 @@
+"""Task validation and stamping on their own: no server involved."""
+
+from __future__ import annotations
+
+import pytest
+
+from caretask.domain.errors import InvalidResource
+from caretask.domain.indexing import extract
+from caretask.domain.task_rules import PERMALINK_EXTENSION, stamp, validate
+from tests.conftest import SEED_CREATE
+
+
+def test_the_seed_create_body_is_valid() -> None:
+    assert validate(SEED_CREATE)["intent"] == "unknown"
+
+
+def test_every_issue_is_reported_at_once() -> None:
+    body = {"resourceType": "Task", "status": "nope"}
+    with pytest.raises(InvalidResource) as error:
+        validate(body)
+    expressions = {i.expression for i in error.value.issues}
+    assert {"Task.status", "Task.description", "Task.requester"} <= expressions
+
+
+def test_a_nesting_bomb_is_refused_without_recursion_errors() -> None:
+    body: dict = {"resourceType": "Task"}
+    node = body
+    for _ in range(5000):
+        node["extension"] = [{"url": "x"}]
+        node = node["extension"][0]
+    with pytest.raises(InvalidResource) as error:
+        validate(body)
+    assert error.value.issues[0].code == "too-costly"
+
+
+def test_stamp_sets_server_fields_and_drops_client_permalinks() -> None:
+    body = {**SEED_CREATE, "extension": [{"url": PERMALINK_EXTENSION, "valueString": "x"}]}
+    out = stamp(validate(body), task_id="t1", version_id=3, now="2026-01-01T00:00:00+00:00")
+    assert out["id"] == "t1"
+    assert out["meta"] == {"versionId": "3", "lastUpdated": "2026-01-01T00:00:00+00:00"}
+    assert "extension" not in out
+
+
+def test_index_reads_the_canvas_elements() -> None:
+    index = extract(stamp(validate(SEED_CREATE), task_id="t", version_id=1, now="2026-01-01"))
+    assert index.subject_ref == "Patient/5350cd20de8a470aa570a852859ac87e"
+    assert index.owner_ref == "Practitioner/3640cd20de8a470aa570a852859ac87e"
+    assert index.group_ref == "Group/9bf1d726-8c04-4aed-8b0e-e066f4d54b13"
+    assert index.strings == [("label", "urgent", "Urgent")]
+    assert index.due_hi - index.due_lo == 999_999  # a time to the second spans that second
