@@ -1,0 +1,1 @@
+"""Benchmarks: run against real servers, print figures and write them as JSON."""

@@ -1,0 +1,52 @@
+"""The README's first instructions and its walkthrough work as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import Server
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def _walkthrough() -> str:
+    text = README.read_text()
+    block = text.split("<!-- walkthrough:start -->", 1)[1].split("<!-- walkthrough:end -->")[0]
+    return block.strip().removeprefix("```sh").removesuffix("```")
+
+
+def test_readme_starts_with_the_serve_and_test_commands() -> None:
+    commands = [
+        line.strip() for line in README.read_text().splitlines()[:12] if line.startswith("    ")
+    ]
+    assert commands[0].endswith("pip install . && caretask serve")
+    assert commands[1].endswith("pip install '.[test]' && pytest")
+
+
+def test_readme_walkthrough_works_against_a_fresh_server(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    srv: Server = make_server(database=f"sqlite:///{tmp_path / 'caretask.db'}")
+    script = _walkthrough()
+    assert "BASE=http://127.0.0.1:8000" in script
+    script = script.replace("BASE=http://127.0.0.1:8000", f"BASE={srv.url}")
+    script = script.replace(". .venv/bin/activate\n", "")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("CARETASK_DATABASE_URL", None)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"created http://127\.0\.0\.1:\d+/Task/[0-9a-f-]{36}", out)
+    assert '"total":1' in out
+    assert "update: 200" in out
+    assert out.rstrip().endswith("}")
+    assert out.count('"status":"completed"') == 1
