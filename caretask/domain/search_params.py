@@ -178,7 +178,7 @@ def _reference_value(pdef: ParamDef, name: str, raw: str, type_modifier: str | N
 
 
 def _date_value(name: str, raw: str) -> tuple[str, int, int]:
-    prefix, rest = "eq", raw
+    prefix, rest = "eq", raw.replace(" ", "+")  # an unencoded + in a zone arrives as a space
     if raw[:2].isalpha():
         prefix, rest = raw[:2], raw[2:]
         if prefix not in DATE_PREFIXES:
