@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 
 import httpx
@@ -124,72 +125,59 @@ def test_malformed_authorization_is_401(server: Server, header: str) -> None:
     _assert_401(httpx.get(f"{server.url}/Task", headers={"Authorization": header}))
 
 
+def _jwt(key: bytes, client_id: str, *, age: int = 0, ttl: int = 60) -> str:
+    """A token shaped like the server's own, issued `age` seconds ago."""
+    now = int(time.time()) - age
+    claims = {
+        "iss": "caretask",
+        "aud": "caretask-fhir",
+        "sub": client_id,
+        "scope": "system/Task.read",
+        "iat": now,
+        "exp": now + ttl,
+    }
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+def _get_with(server: Server, token: str) -> httpx.Response:
+    return httpx.get(f"{server.url}/Task", headers={"Authorization": f"Bearer {token}"})
+
+
+def test_token_signed_with_the_real_key_and_valid_claims_is_accepted(server: Server) -> None:
+    """The control for the forged and expired cases: only the key or the time differs."""
+    creds = server.create_client()
+    assert _get_with(server, _jwt(signing_key(server), creds["client_id"])).status_code == 200
+
+
 def test_forged_token_is_401(server: Server) -> None:
-    forged = jwt.encode(
-        {
-            "iss": "caretask",
-            "aud": "caretask-fhir",
-            "sub": "x",
-            "scope": "system/*.*",
-            "iat": int(time.time()),
-            "exp": int(time.time()) + 60,
-        },
-        b"guessed-secret-guessed-secret-32",
-        algorithm="HS256",
-    )
-    _assert_401(httpx.get(f"{server.url}/Task", headers={"Authorization": f"Bearer {forged}"}))
-
-
-def test_unsigned_alg_none_token_is_401(server: Server) -> None:
-    header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
-    payload = (
-        base64.urlsafe_b64encode(
-            b'{"iss":"caretask","aud":"caretask-fhir","sub":"x","scope":"system/*.*",'
-            b'"iat":1,"exp":9999999999}'
-        )
-        .rstrip(b"=")
-        .decode()
-    )
-    token = f"{header}.{payload}."
-    _assert_401(httpx.get(f"{server.url}/Task", headers={"Authorization": f"Bearer {token}"}))
+    creds = server.create_client()
+    _assert_401(_get_with(server, _jwt(b"guessed-secret-guessed-secret-32", creds["client_id"])))
 
 
 def test_expired_token_is_401(server: Server) -> None:
     creds = server.create_client()
-    now = int(time.time())
-    expired = jwt.encode(
-        {
-            "iss": "caretask",
-            "aud": "caretask-fhir",
-            "sub": creds["client_id"],
-            "scope": "system/Task.read",
-            "iat": now - 7200,
-            "exp": now - 3600,
-        },
-        signing_key(server),
-        algorithm="HS256",
-    )
-    _assert_401(httpx.get(f"{server.url}/Task", headers={"Authorization": f"Bearer {expired}"}))
+    _assert_401(_get_with(server, _jwt(signing_key(server), creds["client_id"], age=7200)))
 
 
-def test_token_signed_with_the_real_key_and_valid_claims_is_accepted(server: Server) -> None:
-    """The control for the forged and expired cases: only the signature or time differs."""
+def test_token_for_an_unknown_client_is_401(server: Server) -> None:
+    _assert_401(_get_with(server, _jwt(signing_key(server), "ct_nobody")))
+
+
+def test_unsigned_alg_none_token_is_401(server: Server) -> None:
     creds = server.create_client()
-    now = int(time.time())
-    good = jwt.encode(
-        {
-            "iss": "caretask",
-            "aud": "caretask-fhir",
-            "sub": creds["client_id"],
-            "scope": "system/Task.read",
-            "iat": now,
-            "exp": now + 60,
-        },
-        signing_key(server),
-        algorithm="HS256",
-    )
-    response = httpx.get(f"{server.url}/Task", headers={"Authorization": f"Bearer {good}"})
-    assert response.status_code == 200
+
+    def b64(data: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    claims = {
+        "iss": "caretask",
+        "aud": "caretask-fhir",
+        "sub": creds["client_id"],
+        "scope": "system/*.*",
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 60,
+    }
+    _assert_401(_get_with(server, f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."))
 
 
 def test_tampered_payload_is_401(server: Server, token: str) -> None:
