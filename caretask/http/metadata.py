@@ -9,7 +9,7 @@ from starlette.responses import Response
 from caretask.domain.capability import capability_statement, smart_configuration
 from caretask.http.errors import HttpProblem
 from caretask.http.responses import fhir_response
-from caretask.http.tasks import base_url
+from caretask.http.urls import base_url
 
 
 async def metadata(request: Request) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,18 +18,10 @@ from caretask.http.auth import authorize
 from caretask.http.errors import HttpProblem
 from caretask.http.negotiation import FORM, check_accept, media_type, prefer, read_body, read_json
 from caretask.http.responses import empty_response, fhir_response
+from caretask.http.urls import base_url, link_path
 from caretask.storage.base import StaleVersion, Storage, StoredTask, TaskNotFound
 
 UPDATE_ATTEMPTS = 20
-
-
-def base_url(request: Request) -> str:
-    configured = request.app.state.settings.base_url
-    return configured or str(request.base_url).rstrip("/")
-
-
-def _link_path(base: str) -> str:
-    return urlsplit(base).path.rstrip("/")
 
 
 def _storage(request: Request) -> Storage:
@@ -191,7 +183,7 @@ async def history(request: Request) -> Response:
         total,
         [v.resource for v in versions],
         base=base,
-        link_path=_link_path(base),
+        link_path=link_path(base),
         count=count,
         offset=offset,
     )
@@ -212,7 +204,7 @@ async def _search(request: Request, pairs: list[tuple[str, str]]) -> Response:
             result.total,
             [t.resource for t in result.tasks],
             base=base,
-            link_path=_link_path(base) + "/Task",
+            link_path=link_path(base) + "/Task",
             has_more=result.has_more,
         )
     return fhir_response(body)
