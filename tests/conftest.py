@@ -13,9 +13,11 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -180,7 +182,8 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
-ENGINES = ["sqlite"]
+ENGINES = ["sqlite", "postgresql"]
+POSTGRES_URL = os.environ.get("CARETASK_TEST_POSTGRES_URL")
 
 
 def database_url(engine: str, workdir: Path) -> str:
@@ -189,17 +192,44 @@ def database_url(engine: str, workdir: Path) -> str:
     raise ValueError(engine)
 
 
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test session, dropped afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    assert POSTGRES_URL
+    name = f"caretask_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    parts = urlsplit(POSTGRES_URL)
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
 @pytest.fixture(scope="session", params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgresql" and not POSTGRES_URL:
+        pytest.skip("CARETASK_TEST_POSTGRES_URL is not set: no PostgreSQL to test against")
     return request.param
 
 
 @pytest.fixture(scope="session")
 def server(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp(f"server-{engine}")
-    srv = Server(database_url(engine, workdir), workdir).start()
-    yield srv
-    srv.stop()
+    with ExitStack() as stack:
+        if engine == "postgresql":
+            url = stack.enter_context(postgres_database())
+        else:
+            url = database_url(engine, workdir)
+        srv = Server(url, workdir).start()
+        stack.callback(srv.stop)
+        yield srv
 
 
 @pytest.fixture(scope="session")
@@ -240,7 +270,14 @@ def signing_key(server: Server) -> bytes:
     import base64
     import sqlite3
 
-    path = server.database.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as conn:
-        row = conn.execute("SELECT secret FROM signing_keys WHERE name = 'access-token'").fetchone()
+    query = "SELECT secret FROM signing_keys WHERE name = 'access-token'"
+    if server.database.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(server.database) as conn:
+            row = conn.execute(query).fetchone()
+    else:
+        with sqlite3.connect(server.database.removeprefix("sqlite:///")) as conn:
+            row = conn.execute(query).fetchone()
+    assert row is not None
     return base64.b64decode(row[0])

@@ -23,4 +23,6 @@ def open_storage(url: DatabaseURL) -> Storage:
         from caretask.storage.sqlite import SQLiteStorage
 
         return SQLiteStorage(url.sqlite_path)
-    raise NotImplementedError("the PostgreSQL engine is not available yet")
+    from caretask.storage.postgresql import PostgreSQLStorage
+
+    return PostgreSQLStorage(url.libpq_url())

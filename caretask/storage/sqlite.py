@@ -30,32 +30,9 @@ from caretask.storage.base import (
     StoredTask,
     TaskNotFound,
 )
+from caretask.storage.columns import TASK_COLUMNS, index_values
 
 T = TypeVar("T")
-
-_TASK_COLUMNS = (
-    "version_id, last_updated, status, intent, description, description_norm, subject_ref, "
-    "subject_id, owner_ref, requester_ref, group_ref, authored_lo, authored_hi, due_lo, due_hi, "
-    "resource"
-)
-
-
-def _index_values(index: TaskIndex) -> tuple[Any, ...]:
-    return (
-        index.status,
-        index.intent,
-        index.description,
-        index.description_norm,
-        index.subject_ref,
-        index.subject_id,
-        index.owner_ref,
-        index.requester_ref,
-        index.group_ref,
-        index.authored_lo,
-        index.authored_hi,
-        index.due_lo,
-        index.due_hi,
-    )
 
 
 def _task(row: tuple[str, int, str]) -> StoredTask:
@@ -123,10 +100,10 @@ class SQLiteStorage:
 
         def run(conn: sqlite3.Connection) -> None:
             cur = conn.execute(
-                f"INSERT INTO tasks (id, {_TASK_COLUMNS}) VALUES (?, ?, ?, "
+                f"INSERT INTO tasks (id, {TASK_COLUMNS}) VALUES (?, ?, ?, "
                 + ", ".join("?" * 14)
                 + ")",
-                (task_id, 1, last_updated, *_index_values(index), body),
+                (task_id, 1, last_updated, *index_values(index), body),
             )
             pk = cur.lastrowid
             conn.execute(
@@ -179,10 +156,10 @@ class SQLiteStorage:
             if row[1] != expected_version:
                 raise StaleVersion(task_id)
             pk = row[0]
-            assignments = ", ".join(f"{c.strip()} = ?" for c in _TASK_COLUMNS.split(","))
+            assignments = ", ".join(f"{c.strip()} = ?" for c in TASK_COLUMNS.split(","))
             conn.execute(
                 f"UPDATE tasks SET {assignments} WHERE pk = ?",
-                (version, last_updated, *_index_values(index), body, pk),
+                (version, last_updated, *index_values(index), body, pk),
             )
             conn.execute(
                 "INSERT INTO task_versions (task_pk, version_id, last_updated, resource) "

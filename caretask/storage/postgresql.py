@@ -1,0 +1,231 @@
+"""The PostgreSQL engine: psycopg 3 with an async connection pool, JSONB bodies.
+
+The SQL is the same as SQLite's (shared search builder, `?` rewritten to `%s`); writes
+lock the task row (`FOR UPDATE`) so that servers sharing the database never lose an update.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import time
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from caretask.domain.indexing import TaskIndex
+from caretask.domain.search_params import SearchQuery
+from caretask.storage import sql_search
+from caretask.storage.base import (
+    ClientRecord,
+    SearchResult,
+    StaleVersion,
+    StoredTask,
+    TaskNotFound,
+)
+from caretask.storage.columns import TASK_COLUMNS, index_values
+
+
+def _pg(sql: str) -> str:
+    """`?` placeholders to psycopg's `%s` (a literal % becomes %%)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _task(row: tuple[str, int, str]) -> StoredTask:
+    return StoredTask(id=row[0], version_id=row[1], resource=orjson.loads(row[2]))
+
+
+_INSERT_TASK = _pg(
+    f"INSERT INTO tasks (id, {TASK_COLUMNS}) VALUES (?, ?, ?, "
+    + ", ".join("?" * 13)
+    + ", ?::jsonb) RETURNING pk"
+)
+_UPDATE_TASK = _pg(
+    "UPDATE tasks SET "
+    + ", ".join(f"{c.strip()} = ?" for c in TASK_COLUMNS.split(",")[:-1])
+    + ", resource = ?::jsonb WHERE pk = ?"
+)
+_INSERT_VERSION = _pg(
+    "INSERT INTO task_versions (task_pk, version_id, last_updated, resource) "
+    "VALUES (?, ?, ?, ?::jsonb)"
+)
+_INSERT_STRING = _pg("INSERT INTO task_strings (task_pk, param, norm, value) VALUES (?, ?, ?, ?)")
+
+
+class PostgreSQLStorage:
+    def __init__(self, conninfo: str, pool_size: int | None = None) -> None:
+        size = pool_size or int(os.environ.get("CARETASK_DB_POOL_SIZE") or 10)
+        self._pool = AsyncConnectionPool(
+            conninfo, min_size=1, max_size=size, open=False, kwargs={"autocommit": True}
+        )
+        self._opened = False
+
+    async def _open(self) -> AsyncConnectionPool:
+        if not self._opened:
+            await self._pool.open(wait=True, timeout=30)
+            self._opened = True
+        return self._pool
+
+    @staticmethod
+    async def _insert_strings(conn: AsyncConnection, pk: int, index: TaskIndex) -> None:
+        if index.strings:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    _INSERT_STRING, [(pk, p, norm, value) for p, norm, value in index.strings]
+                )
+
+    async def create_task(
+        self, task_id: str, resource: dict[str, Any], index: TaskIndex, last_updated: int
+    ) -> StoredTask:
+        body = orjson.dumps(resource).decode()
+        pool = await self._open()
+        async with pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                _INSERT_TASK, (task_id, 1, last_updated, *index_values(index), body)
+            )
+            pk = (await cur.fetchone())[0]  # type: ignore[index]
+            await conn.execute(_INSERT_VERSION, (pk, 1, last_updated, body))
+            await self._insert_strings(conn, pk, index)
+        return StoredTask(task_id, 1, resource)
+
+    async def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
+        pool = await self._open()
+        async with pool.connection() as conn:
+            cur = await conn.execute(_pg(sql), params)
+            return await cur.fetchone()
+
+    async def read_task(self, task_id: str) -> StoredTask | None:
+        row = await self._one(
+            "SELECT id, version_id, resource::text FROM tasks WHERE id = ?", (task_id,)
+        )
+        return _task(row) if row else None
+
+    async def read_version(self, task_id: str, version_id: int) -> StoredTask | None:
+        row = await self._one(
+            "SELECT t.id, v.version_id, v.resource::text FROM tasks t JOIN task_versions v "
+            "ON v.task_pk = t.pk WHERE t.id = ? AND v.version_id = ?",
+            (task_id, version_id),
+        )
+        return _task(row) if row else None
+
+    async def update_task(
+        self,
+        task_id: str,
+        expected_version: int,
+        resource: dict[str, Any],
+        index: TaskIndex,
+        last_updated: int,
+    ) -> StoredTask:
+        body = orjson.dumps(resource).decode()
+        version = expected_version + 1
+        pool = await self._open()
+        async with pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                _pg("SELECT pk, version_id FROM tasks WHERE id = ? FOR UPDATE"), (task_id,)
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise TaskNotFound(task_id)
+            if row[1] != expected_version:
+                raise StaleVersion(task_id)
+            pk = row[0]
+            await conn.execute(
+                _UPDATE_TASK, (version, last_updated, *index_values(index), body, pk)
+            )
+            await conn.execute(_INSERT_VERSION, (pk, version, last_updated, body))
+            await conn.execute(_pg("DELETE FROM task_strings WHERE task_pk = ?"), (pk,))
+            await self._insert_strings(conn, pk, index)
+        return StoredTask(task_id, version, resource)
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        pool = await self._open()
+        async with pool.connection() as conn:
+            tasks: list[StoredTask] = []
+            has_more = False
+            if query.count > 0:
+                sql, params = sql_search.select_page(query, "t.id, t.version_id, t.resource::text")
+                cur = await conn.execute(_pg(sql), params)
+                rows = await cur.fetchall()
+                has_more = len(rows) > query.count
+                tasks = [_task(r) for r in rows[: query.count]]
+            total = None
+            if query.total != "none" or query.summary_count:
+                if query.offset == 0 and not has_more and query.count > 0:
+                    total = len(tasks)
+                else:
+                    sql, params = sql_search.select_count(query)
+                    cur = await conn.execute(_pg(sql), params)
+                    total = (await cur.fetchone())[0]  # type: ignore[index]
+        return SearchResult(total=total, tasks=tasks, has_more=has_more)
+
+    async def history(self, task_id: str, count: int, offset: int) -> tuple[int, list[StoredTask]]:
+        pool = await self._open()
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                _pg("SELECT pk, version_id FROM tasks WHERE id = ?"), (task_id,)
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise TaskNotFound(task_id)
+            cur = await conn.execute(
+                _pg(
+                    "SELECT ?::text, version_id, resource::text FROM task_versions "
+                    "WHERE task_pk = ? ORDER BY version_id DESC LIMIT ? OFFSET ?"
+                ),
+                (task_id, row[0], count, offset),
+            )
+            return row[1], [_task(r) for r in await cur.fetchall()]
+
+    async def create_client(self, record: ClientRecord) -> None:
+        pool = await self._open()
+        async with pool.connection() as conn:
+            await conn.execute(
+                _pg(
+                    "INSERT INTO clients (client_id, name, secret_hash, scope, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)"
+                ),
+                (record.client_id, record.name, record.secret_hash, record.scope, int(time.time())),
+            )
+
+    async def get_client(self, client_id: str) -> ClientRecord | None:
+        row = await self._one(
+            "SELECT client_id, name, secret_hash, scope, revoked_at FROM clients "
+            "WHERE client_id = ?",
+            (client_id,),
+        )
+        if row is None:
+            return None
+        return ClientRecord(row[0], row[1], row[2], row[3], revoked=row[4] is not None)
+
+    async def revoke_client(self, client_id: str) -> bool:
+        pool = await self._open()
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                _pg("UPDATE clients SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL"),
+                (int(time.time()), client_id),
+            )
+            return cur.rowcount > 0
+
+    async def signing_key(self) -> bytes:
+        fresh = base64.b64encode(secrets.token_bytes(32)).decode()
+        pool = await self._open()
+        async with pool.connection() as conn:
+            await conn.execute(
+                _pg(
+                    "INSERT INTO signing_keys (name, secret, created_at) "
+                    "VALUES ('access-token', ?, ?) ON CONFLICT (name) DO NOTHING"
+                ),
+                (fresh, int(time.time())),
+            )
+            cur = await conn.execute("SELECT secret FROM signing_keys WHERE name = 'access-token'")
+            return base64.b64decode((await cur.fetchone())[0])  # type: ignore[index]
+
+    async def ping(self) -> None:
+        await self._one("SELECT 1", ())
+
+    async def close(self) -> None:
+        if self._opened:
+            await self._pool.close()
