@@ -152,10 +152,9 @@ class PostgreSQLStorage:
                 has_more = len(rows) > query.count
                 tasks = [_task(r) for r in rows[: query.count]]
             total = None
-            if query.total != "none" or query.summary_count:
-                if query.offset == 0 and not has_more and query.count > 0:
-                    total = len(tasks)
-                else:
+            if sql_search.wants_total(query):
+                total = sql_search.known_total(query, len(tasks), has_more)
+                if total is None:
                     sql, params = sql_search.select_count(query)
                     cur = await conn.execute(_pg(sql), params)
                     total = (await cur.fetchone())[0]  # type: ignore[index]

@@ -192,3 +192,14 @@ def select_page(query: SearchQuery, columns: str) -> tuple[str, list[Any]]:
 def select_count(query: SearchQuery) -> tuple[str, list[Any]]:
     clause, params = where(query)
     return f"SELECT COUNT(*) FROM tasks t{clause}", params
+
+
+def known_total(query: SearchQuery, page_size: int, has_more: bool) -> int | None:
+    """The total when the page already shows it (first page, nothing more), else None."""
+    if query.offset == 0 and not has_more and query.count > 0:
+        return page_size
+    return None
+
+
+def wants_total(query: SearchQuery) -> bool:
+    return query.total != "none" or query.summary_count

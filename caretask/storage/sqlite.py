@@ -182,10 +182,9 @@ class SQLiteStorage:
                 has_more = len(rows) > query.count
                 tasks = [_task(r) for r in rows[: query.count]]
             total = None
-            if query.total != "none" or query.summary_count:
-                if query.offset == 0 and not has_more and query.count > 0:
-                    total = len(tasks)  # the whole result is on this page
-                else:
+            if sql_search.wants_total(query):
+                total = sql_search.known_total(query, len(tasks), has_more)
+                if total is None:
                     sql, params = sql_search.select_count(query)
                     total = conn.execute(sql, params).fetchone()[0]
             return SearchResult(total=total, tasks=tasks, has_more=has_more)
