@@ -244,6 +244,16 @@ def api(server: Server, token: str) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
+def fresh_database(engine: str, tmp_path: Path) -> Iterator[str]:
+    """A database of the engine under test that only this test uses."""
+    if engine == "postgresql":
+        with postgres_database() as url:
+            yield url
+    else:
+        yield database_url(engine, tmp_path)
+
+
+@pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[Any]:
     """Start extra servers (own database unless given one); all stopped after the test."""
     started: list[Server] = []

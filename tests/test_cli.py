@@ -6,8 +6,6 @@ import json
 import sqlite3
 from pathlib import Path
 
-import httpx
-
 from tests.conftest import SEED_CREATE, Server, create_task, run_cli
 
 
@@ -113,11 +111,6 @@ def test_max_body_bytes_is_configurable(make_server) -> None:  # type: ignore[no
     with srv.client(srv.token()) as client:
         response = client.post("/Task", json={**SEED_CREATE, "description": "x" * 2000})
     assert response.status_code == 413
-
-
-def test_health_and_readiness_need_no_token(server: Server) -> None:
-    assert httpx.get(f"{server.url}/healthz").status_code == 200
-    assert httpx.get(f"{server.url}/readyz").status_code == 200
 
 
 def test_info_logs_carry_no_phi_or_tokens(make_server) -> None:  # type: ignore[no-untyped-def]

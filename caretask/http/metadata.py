@@ -11,6 +11,8 @@ from caretask.http.errors import HttpProblem
 from caretask.http.responses import fhir_response
 from caretask.http.urls import base_url
 
+_NO_STORE = {"Cache-Control": "no-store"}
+
 
 async def metadata(request: Request) -> Response:
     return fhir_response(capability_statement(base_url(request), request.app.state.started_at))
@@ -24,12 +26,14 @@ async def smart(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    return fhir_response({"status": "ok"})
+    return fhir_response({"status": "ok"}, headers=_NO_STORE)
 
 
 async def readyz(request: Request) -> Response:
     try:
         await request.app.state.storage.ping()
     except Exception:
-        raise HttpProblem(503, "transient", "the database is not reachable") from None
-    return fhir_response({"status": "ready"})
+        raise HttpProblem(
+            503, "transient", "the database is not reachable", headers=_NO_STORE
+        ) from None
+    return fhir_response({"status": "ready"}, headers=_NO_STORE)

@@ -223,7 +223,10 @@ class PostgreSQLStorage:
             return base64.b64decode((await cur.fetchone())[0])  # type: ignore[index]
 
     async def ping(self) -> None:
-        await self._one("SELECT 1", ())
+        # a short wait: a readiness probe must answer before the load balancer gives up
+        pool = await self._open()
+        async with pool.connection(timeout=5) as conn:
+            await conn.execute("SELECT version_num FROM alembic_version")
 
     async def close(self) -> None:
         if self._opened:

@@ -257,7 +257,9 @@ class SQLiteStorage:
         return base64.b64decode(await self._write(run))
 
     async def ping(self) -> None:
-        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+        await self._read(
+            lambda conn: conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        )
 
     async def close(self) -> None:
         self._writer.shutdown(wait=True)

@@ -1,0 +1,169 @@
+"""Several `caretask serve` processes sharing one database behave as one server (SPEC 8).
+
+Each test runs against a cluster: two serve processes on different ports, each with
+`--workers 2`, sharing one PostgreSQL database or one SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import SEED_CREATE, Server, database_url, new_patient, postgres_database
+
+CLUSTER_SIZE = 2
+
+
+@pytest.fixture(scope="module")
+def cluster(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
+    workdir = tmp_path_factory.mktemp(f"cluster-{engine}")
+    with ExitStack() as stack:
+        if engine == "postgresql":
+            url = stack.enter_context(postgres_database())
+        else:
+            url = database_url(engine, workdir)
+        servers = []
+        for _ in range(CLUSTER_SIZE):
+            srv = Server(url, workdir, extra=("--workers", "2")).start()
+            stack.callback(srv.stop)
+            servers.append(srv)
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def cluster_token(cluster: list[Server]) -> str:
+    return cluster[0].token()
+
+
+def _clients(cluster: list[Server], token: str) -> list[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=50)
+    return [
+        httpx.AsyncClient(base_url=srv.url, headers=headers, timeout=60, limits=limits)
+        for srv in cluster
+    ]
+
+
+def test_a_token_issued_by_one_server_is_accepted_by_the_others(cluster: list[Server]) -> None:
+    token = cluster[0].token()
+    for srv in cluster[1:]:
+        with srv.client(token) as client:
+            response = client.get("/Task", params={"_count": 1})
+        assert response.status_code == 200, response.text
+
+
+def test_a_client_revoked_through_one_server_database_is_refused_by_all(
+    cluster: list[Server],
+) -> None:
+    from tests.conftest import run_cli
+
+    creds = cluster[0].create_client()
+    response = httpx.post(
+        f"{cluster[1].url}/auth/token",
+        data={"grant_type": "client_credentials", **creds},
+    )
+    token = response.json()["access_token"]
+    run_cli("clients", "revoke", creds["client_id"], "--database", cluster[0].database)
+    for srv in cluster:
+        with srv.client(token) as client:
+            assert client.get("/Task", params={"_count": 1}).status_code == 401
+
+
+def test_concurrent_creates_over_all_servers_land_once_each_and_are_found_everywhere(
+    cluster: list[Server], cluster_token: str
+) -> None:
+    patient = new_patient()
+    body = {**SEED_CREATE, "for": {"reference": f"Patient/{patient}"}}
+
+    async def run() -> list[httpx.Response]:
+        clients = _clients(cluster, cluster_token)
+        try:
+            targets = itertools.islice(itertools.cycle(clients), 200)
+            return await asyncio.gather(*(client.post("/Task", json=body) for client in targets))
+        finally:
+            await asyncio.gather(*(client.aclose() for client in clients))
+
+    responses = asyncio.run(run())
+    assert Counter(r.status_code for r in responses) == {201: 200}
+    ids = {r.headers["location"].rsplit("/", 1)[1] for r in responses}
+    assert len(ids) == 200
+    for srv in cluster:
+        with srv.client(cluster_token) as client:
+            found: set[str] = set()
+            params: dict[str, str | int] = {"patient": patient, "_count": 100}
+            page = client.get("/Task", params=params).json()
+            assert page["total"] == 200
+            while True:
+                found |= {entry["resource"]["id"] for entry in page["entry"]}
+                nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
+                if not nxt:
+                    break
+                page = client.get(nxt[0]).json()
+        assert found == ids
+
+
+RACERS = 50
+
+
+async def _race(cluster: list[Server], token: str, task_id: str) -> tuple[list[int], int]:
+    """Each racer reads, then updates with If-Match, retrying on 412 until it succeeds.
+
+    Returns the version each success replaced, and the number of 412s.
+    """
+    clients = _clients(cluster, token)
+    replaced: list[int] = []
+    conflicts = 0
+
+    async def racer(i: int) -> None:
+        nonlocal conflicts
+        client = clients[i % len(clients)]
+        body = {**SEED_CREATE, "id": task_id, "description": f"racer {i}"}
+        for _ in range(RACERS * 4):
+            current = await client.get(f"/Task/{task_id}")
+            assert current.status_code == 200, current.text
+            version = int(current.json()["meta"]["versionId"])
+            response = await client.put(
+                f"/Task/{task_id}", json=body, headers={"If-Match": f'W/"{version}"'}
+            )
+            if response.status_code == 200:
+                assert response.headers["etag"] == f'W/"{version + 1}"'
+                replaced.append(version)
+                return
+            assert response.status_code == 412, response.text
+            conflicts += 1
+        raise AssertionError(f"racer {i} never won")
+
+    try:
+        await asyncio.gather(*(racer(i) for i in range(RACERS)))
+    finally:
+        await asyncio.gather(*(client.aclose() for client in clients))
+    return replaced, conflicts
+
+
+def test_racing_if_match_writers_across_servers_lose_no_update(
+    cluster: list[Server], cluster_token: str, tmp_path: Path
+) -> None:
+    with cluster[0].client(cluster_token) as client:
+        created = client.post("/Task", json=SEED_CREATE)
+        task_id = created.headers["location"].rsplit("/", 1)[1]
+
+    replaced, conflicts = asyncio.run(_race(cluster, cluster_token, task_id))
+
+    # exactly one success per version: every version 1..50 was replaced once, and only once
+    assert sorted(replaced) == list(range(1, RACERS + 1))
+    print(f"racing writers: {len(replaced)} x 200, {conflicts} x 412")
+    for srv in cluster:
+        with srv.client(cluster_token) as client:
+            task = client.get(f"/Task/{task_id}").json()
+            history = client.get(f"/Task/{task_id}/_history", params={"_count": 100}).json()
+        assert task["meta"]["versionId"] == str(len(replaced) + 1)
+        assert history["total"] == RACERS + 1
+        descriptions = [e["resource"]["description"] for e in history["entry"][:-1]]
+        assert sorted(descriptions) == sorted(f"racer {i}" for i in range(RACERS))
