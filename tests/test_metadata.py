@@ -42,6 +42,8 @@ def test_every_listed_search_parameter_is_accepted(server: Server, api: httpx.Cl
             value = "abc"
         elif param["name"] == "intent":
             value = "order"
+        elif param["name"] == "priority":
+            value = "urgent"
         response = api.get("/Task", params={param["name"]: value})
         assert response.status_code == 200, (param["name"], response.text)
 

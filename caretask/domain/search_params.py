@@ -14,7 +14,7 @@ from typing import Literal
 from caretask.domain.dates import parse_range
 from caretask.domain.errors import InvalidSearch, Issue
 from caretask.domain.references import ID_PATTERN, split_reference
-from caretask.domain.task_rules import TASK_INTENT, TASK_STATUS
+from caretask.domain.task_rules import TASK_INTENT, TASK_PRIORITY, TASK_STATUS
 from caretask.domain.text import normalize
 
 DEFAULT_COUNT = 10
@@ -34,6 +34,10 @@ class ParamDef:
     codes: frozenset[str] | None = None  # closed code set of a token parameter
     system: str | None = None  # the code system of those codes
     sortable: bool = False
+    # a token over Codings or Identifiers (system|code values), not a closed code set
+    coded: bool = False
+    # a coded token over CodeableConcepts, which also supports :text
+    has_text: bool = False
 
 
 PARAMETERS: dict[str, ParamDef] = {
@@ -65,6 +69,26 @@ PARAMETERS: dict[str, ParamDef] = {
         ParamDef("authored-on", "date", "When the task was created", sortable=True),
         ParamDef("due", "date", "The due date (restriction.period.end)", sortable=True),
         ParamDef("_lastUpdated", "date", "When the task last changed", sortable=True),
+        ParamDef(
+            "priority",
+            "token",
+            "The priority of the task",
+            codes=TASK_PRIORITY,
+            system="http://hl7.org/fhir/request-priority",
+        ),
+        ParamDef("modified", "date", "When the task was last modified", sortable=True),
+        ParamDef("period", "date", "When the task is to be executed (executionPeriod)"),
+        ParamDef("identifier", "token", "An identifier of the task", coded=True),
+        ParamDef("group-identifier", "token", "The task's group identifier", coded=True),
+        ParamDef("code", "token", "The kind of task", coded=True, has_text=True),
+        ParamDef(
+            "business-status", "token", "The task's business status", coded=True, has_text=True
+        ),
+        ParamDef("performer", "token", "The kind of performer wanted", coded=True, has_text=True),
+        ParamDef("focus", "reference", "What the task acts on"),
+        ParamDef("based-on", "reference", "The request the task fulfils"),
+        ParamDef("part-of", "reference", "The composite task this one is part of", "Task"),
+        ParamDef("encounter", "reference", "The encounter of the task", "Encounter"),
     )
 }
 
@@ -85,6 +109,15 @@ JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
 class TokenCondition:
     param: str
     values: tuple[str, ...]
+    negate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CodingCondition:
+    """system|code values: system None means any system, "" means none; code None any code."""
+
+    param: str
+    values: tuple[tuple[str | None, str | None], ...]
     negate: bool = False
 
 
@@ -113,7 +146,14 @@ class MissingCondition:
     missing: bool
 
 
-Condition = TokenCondition | StringCondition | ReferenceCondition | DateCondition | MissingCondition
+Condition = (
+    TokenCondition
+    | CodingCondition
+    | StringCondition
+    | ReferenceCondition
+    | DateCondition
+    | MissingCondition
+)
 
 
 @dataclass(slots=True)
@@ -165,6 +205,15 @@ def _token_value(pdef: ParamDef, name: str, raw: str) -> str:
     return code
 
 
+def _coding_value(name: str, raw: str) -> tuple[str | None, str | None]:
+    if "|" not in raw:
+        return (None, raw)
+    system, _, code = raw.partition("|")
+    if not system and not code:
+        raise _fail(name, f"{name} needs a system or a code")
+    return (system, code or None)
+
+
 def _reference_value(pdef: ParamDef, name: str, raw: str, type_modifier: str | None):
     parsed = split_reference(raw)
     if parsed is None:
@@ -202,6 +251,8 @@ def _condition(name: str, raw: str, lenient: bool) -> Condition | None:
             if pdef.target and modifier != pdef.target:
                 raise _fail(name, f"{base} can only point at {pdef.target}")
             type_modifier = modifier
+        elif modifier == "text" and pdef.has_text:
+            pass
         elif modifier not in MODIFIERS[pdef.type]:
             raise _fail(
                 name, f"{name[:80]}: modifier ':{modifier[:40]}' is not supported on {base}"
@@ -217,6 +268,11 @@ def _condition(name: str, raw: str, lenient: bool) -> Condition | None:
         raise _fail(name, f"{name} has more than {MAX_VALUES} values")
     if any(v == "" for v in values):
         raise _fail(name, f"{name} has an empty value")
+    if pdef.type == "token" and modifier == "text":
+        return StringCondition(f"{base}:text", "prefix", tuple(normalize(v) for v in values))
+    if pdef.coded:
+        codings = tuple(_coding_value(name, v) for v in values)
+        return CodingCondition(base, codings, negate=modifier == "not")
     if pdef.type == "token":
         codes = tuple(_token_value(pdef, name, v) for v in values)
         return TokenCondition(base, codes, negate=modifier == "not")

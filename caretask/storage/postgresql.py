@@ -26,33 +26,29 @@ from caretask.storage.base import (
     StoredTask,
     TaskNotFound,
 )
-from caretask.storage.columns import TASK_COLUMNS, index_values
+from caretask.storage.columns import (
+    SIDE_DELETES,
+    index_values,
+    insert_task_sql,
+    pyformat,
+    side_rows,
+    update_task_sql,
+)
 
-
-def _pg(sql: str) -> str:
-    """`?` placeholders to psycopg's `%s` (a literal % becomes %%)."""
-    return sql.replace("%", "%%").replace("?", "%s")
+_pg = pyformat
 
 
 def _task(row: tuple[str, int, str]) -> StoredTask:
     return StoredTask(id=row[0], version_id=row[1], resource=orjson.loads(row[2]))
 
 
-_INSERT_TASK = _pg(
-    f"INSERT INTO tasks (id, {TASK_COLUMNS}) VALUES (?, ?, ?, "
-    + ", ".join("?" * 13)
-    + ", ?::jsonb) RETURNING pk"
-)
-_UPDATE_TASK = _pg(
-    "UPDATE tasks SET "
-    + ", ".join(f"{c.strip()} = ?" for c in TASK_COLUMNS.split(",")[:-1])
-    + ", resource = ?::jsonb WHERE pk = ?"
-)
+_INSERT_TASK = _pg(insert_task_sql("::jsonb") + " RETURNING pk")
+_UPDATE_TASK = _pg(update_task_sql("::jsonb"))
+_SIDE_DELETES = [_pg(sql) for sql in SIDE_DELETES]
 _INSERT_VERSION = _pg(
     "INSERT INTO task_versions (task_pk, version_id, last_updated, resource) "
     "VALUES (?, ?, ?, ?::jsonb)"
 )
-_INSERT_STRING = _pg("INSERT INTO task_strings (task_pk, param, norm, value) VALUES (?, ?, ?, ?)")
 
 
 class PostgreSQLStorage:
@@ -70,12 +66,10 @@ class PostgreSQLStorage:
         return self._pool
 
     @staticmethod
-    async def _insert_strings(conn: AsyncConnection, pk: int, index: TaskIndex) -> None:
-        if index.strings:
+    async def _insert_side_rows(conn: AsyncConnection, pk: int, index: TaskIndex) -> None:
+        for sql, rows in side_rows(pk, index):
             async with conn.cursor() as cur:
-                await cur.executemany(
-                    _INSERT_STRING, [(pk, p, norm, value) for p, norm, value in index.strings]
-                )
+                await cur.executemany(_pg(sql), rows)
 
     async def create_task(
         self, task_id: str, resource: dict[str, Any], index: TaskIndex, last_updated: int
@@ -88,7 +82,7 @@ class PostgreSQLStorage:
             )
             pk = (await cur.fetchone())[0]  # type: ignore[index]
             await conn.execute(_INSERT_VERSION, (pk, 1, last_updated, body))
-            await self._insert_strings(conn, pk, index)
+            await self._insert_side_rows(conn, pk, index)
         return StoredTask(task_id, 1, resource)
 
     async def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
@@ -136,8 +130,9 @@ class PostgreSQLStorage:
                 _UPDATE_TASK, (version, last_updated, *index_values(index), body, pk)
             )
             await conn.execute(_INSERT_VERSION, (pk, version, last_updated, body))
-            await conn.execute(_pg("DELETE FROM task_strings WHERE task_pk = ?"), (pk,))
-            await self._insert_strings(conn, pk, index)
+            for sql in _SIDE_DELETES:
+                await conn.execute(sql, (pk,))
+            await self._insert_side_rows(conn, pk, index)
         return StoredTask(task_id, version, resource)
 
     async def search(self, query: SearchQuery) -> SearchResult:

@@ -14,6 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from caretask.storage.base import SchemaTooNew
+from caretask.storage.reindex import reindex_if_stale
 from caretask.storage.urls import DatabaseURL
 
 _SCRIPTS = Path(__file__).parent / "migrations"
@@ -83,5 +84,7 @@ def migrate(url: DatabaseURL, revision: str = "head") -> None:
             config = _config()
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
+            if revision == "head":
+                reindex_if_stale(connection)
     finally:
         engine.dispose()

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from caretask.domain.search_params import (
+    PARAMETERS,
+    CodingCondition,
     Condition,
     DateCondition,
     MissingCondition,
@@ -19,7 +21,7 @@ from caretask.domain.search_params import (
 )
 
 # single-valued parameters: the tasks column that holds each
-TOKEN_COLUMNS = {"_id": "id", "status": "status", "intent": "intent"}
+TOKEN_COLUMNS = {"_id": "id", "status": "status", "intent": "intent", "priority": "priority"}
 REFERENCE_COLUMNS = {
     "owner": "owner_ref",
     "requester": "requester_ref",
@@ -31,18 +33,22 @@ DATE_COLUMNS = {
     "authored-on": ("authored_lo", "authored_hi"),
     "due": ("due_lo", "due_hi"),
     "_lastUpdated": ("last_updated", "last_updated"),
+    "modified": ("modified_lo", "modified_hi"),
+    "period": ("period_lo", "period_hi"),
 }
 SORT_COLUMNS = {
+    "modified": "t.modified_lo",
     "authored-on": "t.authored_lo",
     "due": "t.due_lo",
     "_lastUpdated": "t.last_updated",
     "status": "t.status",
 }
-# string parameters: a tasks column, or None when they live in task_strings
-STRING_COLUMNS: dict[str, tuple[str, str] | None] = {
+# string parameters in a tasks column; the others (label, code:text...) are in task_strings
+STRING_COLUMNS: dict[str, tuple[str, str]] = {
     "description": ("description", "description_norm"),
-    "label": None,
 }
+# the side table of each parameter type whose values are not in a tasks column
+SIDE_TABLE = {"string": "task_strings", "token": "task_tokens", "reference": "task_refs"}
 DAY = 86_400_000_000
 
 
@@ -112,18 +118,56 @@ def _date_match(lo: str, hi: str, prefix: str, slo: int, shi: int, params: list[
     return f"({lo} <= ? AND {hi} >= ?)"
 
 
+def _exists(
+    table: str,
+    param: str,
+    params: list[Any],
+    match: str = "",
+    match_params: tuple[Any, ...] | list[Any] = (),
+) -> str:
+    """A row of this task in a side table, for this parameter (and matching, if given)."""
+    params.append(param)
+    params.extend(match_params)
+    extra = f" AND ({match})" if match else ""
+    return f"EXISTS (SELECT 1 FROM {table} s WHERE s.task_pk = t.pk AND s.param = ?{extra})"
+
+
+def _side_table(param: str) -> str | None:
+    """The side table that holds a parameter's values, or None for a tasks column."""
+    if param.endswith(":text"):  # the texts of a CodeableConcept token
+        return "task_strings"
+    if param in TOKEN_COLUMNS or param in REFERENCE_COLUMNS or param in DATE_COLUMNS:
+        return None
+    if param in STRING_COLUMNS:
+        return None
+    return SIDE_TABLE[PARAMETERS[param].type]
+
+
+def _coding_match(system: str | None, code: str | None, params: list[Any]) -> str:
+    parts = []
+    if code is not None:
+        params.append(code)
+        parts.append("s.code = ?")
+    if system == "":
+        parts.append("s.system IS NULL")
+    elif system is not None:
+        params.append(system)
+        parts.append("s.system = ?")
+    return " AND ".join(parts)
+
+
 def _condition(condition: Condition, params: list[Any]) -> str:
     param = condition.param
+    table = _side_table(param)
     if isinstance(condition, MissingCondition):
-        if param in STRING_COLUMNS and STRING_COLUMNS[param] is None:
-            params.append(param)
-            exists = "EXISTS (SELECT 1 FROM task_strings s WHERE s.task_pk = t.pk AND s.param = ?)"
+        if table:
+            exists = _exists(table, param, params)
             return f"NOT {exists}" if condition.missing else exists
         column = (
             TOKEN_COLUMNS.get(param)
             or REFERENCE_COLUMNS.get(param)
             or (DATE_COLUMNS[param][0] if param in DATE_COLUMNS else None)
-            or STRING_COLUMNS[param][0]  # type: ignore[index]
+            or STRING_COLUMNS[param][0]
         )
         if param == "patient":
             clause = "t.subject_ref LIKE 'Patient/%'"
@@ -133,6 +177,22 @@ def _condition(condition: Condition, params: list[Any]) -> str:
         column = f"t.{TOKEN_COLUMNS[param]}"
         clause = _in(column, list(condition.values), params)
         return f"NOT ({clause})" if condition.negate else clause
+    if isinstance(condition, CodingCondition):
+        local: list[Any] = []
+        ors = [_coding_match(system, code, local) for system, code in condition.values]
+        match = ors[0] if len(ors) == 1 else " OR ".join(f"({o})" for o in ors)
+        exists = _exists("task_tokens", param, params, match, local)
+        return f"NOT {exists}" if condition.negate else exists
+    if isinstance(condition, ReferenceCondition) and table:
+        typed = [f"{kind}/{ident}" for kind, ident in condition.values if kind]
+        bare = [ident for kind, ident in condition.values if not kind]
+        local = []
+        parts = []
+        if typed:
+            parts.append(_in("s.ref", typed, local))
+        if bare:
+            parts.append(_in("s.ref_id", bare, local))
+        return _exists("task_refs", param, params, " OR ".join(parts), local)
     if isinstance(condition, ReferenceCondition):
         column = f"t.{REFERENCE_COLUMNS[param]}"
         typed = [f"{kind}/{ident}" for kind, ident in condition.values if kind]
@@ -144,18 +204,14 @@ def _condition(condition: Condition, params: list[Any]) -> str:
             parts.append(_in("t.subject_id", bare, params))
         return parts[0] if len(parts) == 1 else f"({' OR '.join(parts)})"
     if isinstance(condition, StringCondition):
-        columns = STRING_COLUMNS[param]
-        if columns is None:
-            params.append(param)
+        if table:
+            local = []
             ors = [
-                _string_match("s.norm", "s.value", condition.mode, v, params)
+                _string_match("s.norm", "s.value", condition.mode, v, local)
                 for v in condition.values
             ]
-            return (
-                "EXISTS (SELECT 1 FROM task_strings s WHERE s.task_pk = t.pk AND s.param = ? "
-                f"AND ({' OR '.join(ors)}))"
-            )
-        exact, norm = columns
+            return _exists(table, param, params, " OR ".join(ors), local)
+        exact, norm = STRING_COLUMNS[param]
         ors = [
             _string_match(f"t.{norm}", f"t.{exact}", condition.mode, v, params)
             for v in condition.values

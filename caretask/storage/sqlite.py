@@ -30,9 +30,17 @@ from caretask.storage.base import (
     StoredTask,
     TaskNotFound,
 )
-from caretask.storage.columns import TASK_COLUMNS, index_values
+from caretask.storage.columns import (
+    SIDE_DELETES,
+    index_values,
+    insert_task_sql,
+    side_rows,
+    update_task_sql,
+)
 
 T = TypeVar("T")
+_INSERT_TASK = insert_task_sql()
+_UPDATE_TASK = update_task_sql()
 
 
 def _task(row: tuple[str, int, str]) -> StoredTask:
@@ -86,12 +94,9 @@ class SQLiteStorage:
     # --- tasks -----------------------------------------------------------------------------
 
     @staticmethod
-    def _insert_strings(conn: sqlite3.Connection, pk: int, index: TaskIndex) -> None:
-        if index.strings:
-            conn.executemany(
-                "INSERT INTO task_strings (task_pk, param, norm, value) VALUES (?, ?, ?, ?)",
-                [(pk, param, norm, value) for param, norm, value in index.strings],
-            )
+    def _insert_side_rows(conn: sqlite3.Connection, pk: int, index: TaskIndex) -> None:
+        for sql, rows in side_rows(pk, index):
+            conn.executemany(sql, rows)
 
     async def create_task(
         self, task_id: str, resource: dict[str, Any], index: TaskIndex, last_updated: int
@@ -99,19 +104,14 @@ class SQLiteStorage:
         body = orjson.dumps(resource).decode()
 
         def run(conn: sqlite3.Connection) -> None:
-            cur = conn.execute(
-                f"INSERT INTO tasks (id, {TASK_COLUMNS}) VALUES (?, ?, ?, "
-                + ", ".join("?" * 14)
-                + ")",
-                (task_id, 1, last_updated, *index_values(index), body),
-            )
+            cur = conn.execute(_INSERT_TASK, (task_id, 1, last_updated, *index_values(index), body))
             pk = cur.lastrowid
             conn.execute(
                 "INSERT INTO task_versions (task_pk, version_id, last_updated, resource) "
                 "VALUES (?, 1, ?, ?)",
                 (pk, last_updated, body),
             )
-            self._insert_strings(conn, pk, index)  # type: ignore[arg-type]
+            self._insert_side_rows(conn, pk, index)  # type: ignore[arg-type]
 
         await self._write(run)
         return StoredTask(task_id, 1, resource)
@@ -156,18 +156,15 @@ class SQLiteStorage:
             if row[1] != expected_version:
                 raise StaleVersion(task_id)
             pk = row[0]
-            assignments = ", ".join(f"{c.strip()} = ?" for c in TASK_COLUMNS.split(","))
-            conn.execute(
-                f"UPDATE tasks SET {assignments} WHERE pk = ?",
-                (version, last_updated, *index_values(index), body, pk),
-            )
+            conn.execute(_UPDATE_TASK, (version, last_updated, *index_values(index), body, pk))
             conn.execute(
                 "INSERT INTO task_versions (task_pk, version_id, last_updated, resource) "
                 "VALUES (?, ?, ?, ?)",
                 (pk, version, last_updated, body),
             )
-            conn.execute("DELETE FROM task_strings WHERE task_pk = ?", (pk,))
-            self._insert_strings(conn, pk, index)
+            for sql in SIDE_DELETES:
+                conn.execute(sql, (pk,))
+            self._insert_side_rows(conn, pk, index)
 
         await self._write(run)
         return StoredTask(task_id, version, resource)
