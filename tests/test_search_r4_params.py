@@ -1,0 +1,188 @@
+"""SPEC 6: the R4 Task search parameters beyond the seed's (tokens, references, periods)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import create_task, new_patient, seed_task
+
+
+def _ids(api: httpx.Client, patient: str, **params: Any) -> set[str]:
+    response = api.get("/Task", params={"patient": patient, "_count": 100, **params})
+    assert response.status_code == 200, response.text
+    return {e["resource"]["id"] for e in response.json().get("entry", [])}
+
+
+def _task(api: httpx.Client, patient: str, **changes: Any) -> str:
+    return create_task(api, seed_task(for_={"reference": f"Patient/{patient}"}, **changes))
+
+
+def _concept(system: str, code: str, text: str | None = None) -> dict[str, Any]:
+    concept: dict[str, Any] = {"coding": [{"system": system, "code": code, "display": code}]}
+    if text:
+        concept["text"] = text
+    return concept
+
+
+def test_priority_matches_the_code(api: httpx.Client) -> None:
+    patient = new_patient()
+    urgent = _task(api, patient, priority="urgent")
+    _task(api, patient, priority="routine")
+    _task(api, patient)
+    assert _ids(api, patient, priority="urgent") == {urgent}
+    assert _ids(api, patient, priority="http://hl7.org/fhir/request-priority|urgent") == {urgent}
+
+
+def test_priority_outside_its_value_set_is_400(api: httpx.Client) -> None:
+    response = api.get("/Task", params={"priority": "whenever"})
+    assert response.status_code == 400
+    assert "priority" in response.json()["issue"][0]["details"]["text"]
+
+
+def test_identifier_matches_system_and_value_forms(api: httpx.Client) -> None:
+    patient = new_patient()
+    with_system = _task(api, patient, identifier=[{"system": "urn:a", "value": "X1"}])
+    without_system = _task(api, patient, identifier=[{"value": "X1"}])
+    other_system = _task(api, patient, identifier=[{"system": "urn:b", "value": "X1"}])
+    assert _ids(api, patient, identifier="X1") == {with_system, without_system, other_system}
+    assert _ids(api, patient, identifier="urn:a|X1") == {with_system}
+    assert _ids(api, patient, identifier="|X1") == {without_system}
+    assert _ids(api, patient, identifier="urn:b|") == {other_system}
+
+
+def test_identifier_values_are_case_sensitive(api: httpx.Client) -> None:
+    patient = new_patient()
+    _task(api, patient, identifier=[{"system": "urn:a", "value": "AbC"}])
+    assert _ids(api, patient, identifier="abc") == set()
+
+
+def test_code_matches_any_coding_and_comma_is_or(api: httpx.Client) -> None:
+    patient = new_patient()
+    review = _task(api, patient, code=_concept("urn:kinds", "review"))
+    call = _task(api, patient, code=_concept("urn:kinds", "call"))
+    _task(api, patient, code=_concept("urn:kinds", "fax"))
+    assert _ids(api, patient, code="review,call") == {review, call}
+
+
+def test_code_not_excludes_matches_and_keeps_tasks_without_a_code(api: httpx.Client) -> None:
+    patient = new_patient()
+    _task(api, patient, code=_concept("urn:kinds", "review"))
+    call = _task(api, patient, code=_concept("urn:kinds", "call"))
+    bare = _task(api, patient)
+    assert _ids(api, patient, **{"code:not": "review"}) == {call, bare}
+
+
+def test_code_text_searches_the_concept_text_and_displays(api: httpx.Client) -> None:
+    patient = new_patient()
+    review = _task(api, patient, code=_concept("urn:kinds", "rv", text="Review lab results"))
+    _task(api, patient, code=_concept("urn:kinds", "call", text="Call back"))
+    assert _ids(api, patient, **{"code:text": "review lab"}) == {review}
+    assert _ids(api, patient, **{"code:text": "rv"}) == {review}
+
+
+def test_business_status_and_performer_match_their_codings(api: httpx.Client) -> None:
+    patient = new_patient()
+    waiting = _task(api, patient, businessStatus=_concept("urn:bs", "waiting"))
+    nurse = _task(api, patient, performerType=[_concept("urn:roles", "nurse")])
+    assert _ids(api, patient, **{"business-status": "waiting"}) == {waiting}
+    assert _ids(api, patient, performer="urn:roles|nurse") == {nurse}
+
+
+def test_group_identifier_matches(api: httpx.Client) -> None:
+    patient = new_patient()
+    grouped = _task(api, patient, groupIdentifier={"system": "urn:req", "value": "G-7"})
+    _task(api, patient)
+    assert _ids(api, patient, **{"group-identifier": "urn:req|G-7"}) == {grouped}
+
+
+def test_part_of_and_based_on_match_typed_and_bare_references(api: httpx.Client) -> None:
+    patient = new_patient()
+    parent = _task(api, patient)
+    child = _task(api, patient, partOf=[{"reference": f"Task/{parent}"}])
+    based = _task(api, patient, basedOn=[{"reference": "ServiceRequest/sr-1"}])
+    assert _ids(api, patient, **{"part-of": f"Task/{parent}"}) == {child}
+    assert _ids(api, patient, **{"part-of": parent}) == {child}
+    assert _ids(api, patient, **{"based-on": "ServiceRequest/sr-1"}) == {based}
+    assert _ids(api, patient, **{"based-on": "sr-1"}) == {based}
+
+
+def test_focus_and_encounter_match(api: httpx.Client) -> None:
+    patient = new_patient()
+    focused = _task(
+        api,
+        patient,
+        focus={"reference": "DocumentReference/doc-9"},
+        encounter={"reference": "Encounter/enc-3"},
+    )
+    _task(api, patient)
+    assert _ids(api, patient, focus="DocumentReference/doc-9") == {focused}
+    assert _ids(api, patient, encounter="enc-3") == {focused}
+    assert _ids(api, patient, **{"encounter:missing": "true"}) - {focused} == _ids(api, patient) - {
+        focused
+    }
+
+
+def test_missing_on_a_side_table_parameter(api: httpx.Client) -> None:
+    patient = new_patient()
+    coded = _task(api, patient, code=_concept("urn:kinds", "review"))
+    bare = _task(api, patient)
+    assert _ids(api, patient, **{"code:missing": "true"}) == {bare}
+    assert _ids(api, patient, **{"code:missing": "false"}) == {coded}
+
+
+def test_part_of_a_non_task_finds_nothing(api: httpx.Client) -> None:
+    patient = new_patient()
+    parent = _task(api, patient)
+    _task(api, patient, partOf=[{"reference": f"Task/{parent}"}])
+    assert _ids(api, patient, **{"part-of": f"Patient/{parent}"}) == set()
+
+
+@pytest.mark.parametrize(
+    ("search", "hit"),
+    [
+        ("2024-03", True),
+        ("2024-03-10", False),
+        ("ap2024-03-10", True),
+        ("gt2024-03-31", False),
+        ("lt2024-03-01", False),
+        ("sa2024-02-29", True),
+        ("eb2024-04-01", True),
+    ],
+)
+def test_period_searches_the_execution_period_as_a_range(
+    api: httpx.Client, search: str, hit: bool
+) -> None:
+    patient = new_patient()
+    task = _task(api, patient, executionPeriod={"start": "2024-03-05", "end": "2024-03-20"})
+    assert _ids(api, patient, period=search) == ({task} if hit else set())
+
+
+def test_period_with_an_open_end_reaches_forever(api: httpx.Client) -> None:
+    patient = new_patient()
+    task = _task(api, patient, executionPeriod={"start": "2024-03-05"})
+    assert _ids(api, patient, period="gt2090-01-01") == {task}
+    assert _ids(api, patient, period="lt2024-03-01") == set()
+
+
+def test_modified_searches_and_sorts_by_last_modified(api: httpx.Client) -> None:
+    patient = new_patient()
+    early = _task(api, patient, lastModified="2024-01-02T10:00:00Z")
+    late = _task(api, patient, lastModified="2024-06-02T10:00:00+02:00")
+    assert _ids(api, patient, modified="ge2024-06") == {late}
+    bundle = api.get("/Task", params={"patient": patient, "_sort": "-modified"}).json()
+    assert [e["resource"]["id"] for e in bundle["entry"]] == [late, early]
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [("identifier", "|"), ("code", ""), ("period", "xx2024"), ("modified", "2024-13")],
+)
+def test_malformed_values_of_the_new_parameters_are_400_naming_them(
+    api: httpx.Client, param: str, value: str
+) -> None:
+    response = api.get("/Task", params={param: value})
+    assert response.status_code == 400
+    assert param in response.json()["issue"][0]["details"]["text"]
