@@ -156,7 +156,17 @@ def _coding_match(system: str | None, code: str | None, params: list[Any]) -> st
     return " AND ".join(parts)
 
 
-def _condition(condition: Condition, params: list[Any]) -> str:
+def _fts_usable(value: str) -> bool:
+    """SQLite's trigram index answers LIKE only without ESCAPE and for 3+ characters."""
+    return len(value) >= 3 and "%" not in value and "_" not in value
+
+
+def _fts_contains(value: str, params: list[Any]) -> str:
+    params.append(f"%{value}%")
+    return "t.pk IN (SELECT rowid FROM task_text WHERE task_text.description_norm LIKE ?)"
+
+
+def _condition(condition: Condition, params: list[Any], fts: bool) -> str:
     param = condition.param
     table = _side_table(param)
     if isinstance(condition, MissingCondition):
@@ -213,7 +223,9 @@ def _condition(condition: Condition, params: list[Any]) -> str:
             return _exists(table, param, params, " OR ".join(ors), local)
         exact, norm = STRING_COLUMNS[param]
         ors = [
-            _string_match(f"t.{norm}", f"t.{exact}", condition.mode, v, params)
+            _fts_contains(v, params)
+            if fts and condition.mode == "contains" and _fts_usable(v)
+            else _string_match(f"t.{norm}", f"t.{exact}", condition.mode, v, params)
             for v in condition.values
         ]
         return ors[0] if len(ors) == 1 else f"({' OR '.join(ors)})"
@@ -225,9 +237,10 @@ def _condition(condition: Condition, params: list[Any]) -> str:
     return ors[0] if len(ors) == 1 else f"({' OR '.join(ors)})"
 
 
-def where(query: SearchQuery) -> tuple[str, list[Any]]:
+def where(query: SearchQuery, fts: bool = False) -> tuple[str, list[Any]]:
+    """The WHERE clause; `fts`: description:contains may use SQLite's task_text table."""
     params: list[Any] = []
-    clauses = [_condition(c, params) for c in query.conditions]
+    clauses = [_condition(c, params, fts) for c in query.conditions]
     return (" WHERE " + " AND ".join(f"({c})" for c in clauses) if clauses else ""), params
 
 
@@ -238,15 +251,15 @@ def order_by(query: SearchQuery) -> str:
     return " ORDER BY " + ", ".join([*keys, "t.id ASC"])
 
 
-def select_page(query: SearchQuery, columns: str) -> tuple[str, list[Any]]:
+def select_page(query: SearchQuery, columns: str, fts: bool = False) -> tuple[str, list[Any]]:
     """The page's rows plus one, so that `has_more` is known without a count."""
-    clause, params = where(query)
+    clause, params = where(query, fts)
     sql = f"SELECT {columns} FROM tasks t{clause}{order_by(query)} LIMIT ? OFFSET ?"
     return sql, [*params, query.count + 1, query.offset]
 
 
-def select_count(query: SearchQuery) -> tuple[str, list[Any]]:
-    clause, params = where(query)
+def select_count(query: SearchQuery, fts: bool = False) -> tuple[str, list[Any]]:
+    clause, params = where(query, fts)
     return f"SELECT COUNT(*) FROM tasks t{clause}", params
 
 

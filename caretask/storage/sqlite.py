@@ -174,7 +174,9 @@ class SQLiteStorage:
             tasks: list[StoredTask] = []
             has_more = False
             if query.count > 0:
-                sql, params = sql_search.select_page(query, "t.id, t.version_id, t.resource")
+                sql, params = sql_search.select_page(
+                    query, "t.id, t.version_id, t.resource", fts=True
+                )
                 rows = conn.execute(sql, params).fetchall()
                 has_more = len(rows) > query.count
                 tasks = [_task(r) for r in rows[: query.count]]
@@ -182,7 +184,7 @@ class SQLiteStorage:
             if sql_search.wants_total(query):
                 total = sql_search.known_total(query, len(tasks), has_more)
                 if total is None:
-                    sql, params = sql_search.select_count(query)
+                    sql, params = sql_search.select_count(query, fts=True)
                     total = conn.execute(sql, params).fetchone()[0]
             return SearchResult(total=total, tasks=tasks, has_more=has_more)
 
