@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from caretask.auth import scopes, secrets
+from caretask.bulk.ndjson import LineError
 from caretask.config import Settings
 from caretask.storage import SchemaNotCurrent, open_storage, schema
 from caretask.storage.base import ClientRecord, SchemaTooNew
@@ -56,6 +57,22 @@ def _parser() -> argparse.ArgumentParser:
     revoke = csub.add_parser("revoke", help="revoke a client and every token it holds")
     revoke.add_argument("client_id")
     _database_arg(revoke)
+
+    load = sub.add_parser("import", help="load Tasks from an NDJSON file (- for stdin)")
+    load.add_argument("file")
+    load.add_argument(
+        "--strict", action="store_true", help="write nothing unless every line is valid"
+    )
+    load.add_argument("--workers", type=int, default=None, help="validating processes")
+    _database_arg(load)
+
+    dump = sub.add_parser("export", help="write every Task's current version as NDJSON")
+    dump.add_argument("--since", default=None, help="only tasks changed at or after this date")
+    _database_arg(dump)
+
+    demo = sub.add_parser("demo-data", help="write N realistic synthetic Tasks as NDJSON")
+    demo.add_argument("count", type=int)
+    demo.add_argument("--seed", type=int, default=1)
     return parser
 
 
@@ -120,8 +137,78 @@ def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
     return 0
 
 
+def _demo_data(count: int, seed: int) -> int:
+    from caretask.bulk.demo import generate
+
+    out = sys.stdout.buffer
+    for task in generate(count, seed=seed):
+        out.write(orjson.dumps(task) + b"\n")
+    out.flush()
+    return 0
+
+
+def _import(args: argparse.Namespace, url: DatabaseURL) -> int:
+    from caretask.bulk.ndjson import import_ndjson, progress_bar
+
+    stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    bar = progress_bar()
+
+    def on_error(error: LineError) -> None:
+        message = f"line {error.line}: {error.text}"
+        (bar.write if bar else lambda m: print(m, file=sys.stderr))(message)
+
+    try:
+        report = import_ndjson(
+            url,
+            stream,
+            strict=args.strict,
+            workers=args.workers,
+            on_error=on_error,
+            on_progress=bar.update if bar else None,
+        )
+    finally:
+        if bar:
+            bar.close()
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    if report.aborted:
+        print(
+            f"import aborted: {report.error_count} invalid line(s); nothing was written",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"imported {report.created} new and {report.updated} updated tasks; "
+        f"skipped {report.error_count} invalid line(s)",
+        file=sys.stderr,
+    )
+    return 1 if report.error_count else 0
+
+
+def _export(args: argparse.Namespace, url: DatabaseURL) -> int:
+    from caretask.bulk.ndjson import export_ndjson
+    from caretask.domain.dates import parse_range
+
+    since = None
+    if args.since is not None:
+        bounds = parse_range(args.since)
+        if bounds is None:
+            return _fail(f"--since: '{args.since}' is not a FHIR date or dateTime")
+        since = bounds[0]
+    try:
+        count = export_ndjson(url, sys.stdout.buffer, since)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:  # the reader stopped early (`| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    print(f"exported {count} tasks", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo-data":
+        return _demo_data(args.count, args.seed)
     try:
         url = DatabaseURL.parse(args.database)
         schema.migrate(url)
@@ -130,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             return _serve(args, url)
+        if args.command == "import":
+            return _import(args, url)
+        if args.command == "export":
+            return _export(args, url)
         if args.clients_command == "create":
             bad = scopes.invalid_scopes(args.scope)
             if bad or not args.scope.strip():

@@ -1,0 +1,1 @@
+"""Bulk data: NDJSON import and export, and a generator of realistic demo tasks."""

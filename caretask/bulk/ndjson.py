@@ -1,0 +1,185 @@
+"""`caretask import` and `caretask export`: streaming NDJSON, one Task per line.
+
+Import validates every line exactly as the API validates a create (the same
+task_rules.validate, stamp and index extraction) in worker processes, while the main
+process writes batches. Memory stays constant: only a bounded number of batches is in
+flight. A line whose task has an id already stored becomes a new version of that task,
+so an export imported elsewhere, or twice, converges instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+
+from caretask.domain import indexing, task_rules
+from caretask.domain.dates import now_instant
+from caretask.domain.errors import InvalidResource
+from caretask.domain.references import ID_PATTERN
+from caretask.storage.bulk import BulkRow, BulkStore
+from caretask.storage.columns import index_values
+from caretask.storage.urls import DatabaseURL
+
+BATCH_LINES = 2_000
+COMMIT_ROWS = 20_000
+
+
+@dataclass(slots=True)
+class LineError:
+    line: int
+    text: str
+
+
+@dataclass(slots=True)
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    errors: list[LineError] = field(default_factory=list)
+    error_count: int = 0
+    aborted: bool = False
+
+
+def _describe(error: InvalidResource) -> str:
+    parts = []
+    for issue in error.issues[:5]:
+        where = f"{issue.expression}: " if issue.expression else ""
+        parts.append(f"{where}{issue.text}")
+    return "; ".join(parts)
+
+
+def prepare(lines: list[tuple[int, bytes]], now: str) -> tuple[list[BulkRow], list[LineError]]:
+    """Validate, stamp and index a batch of lines, as the API does for a create."""
+    rows, errors = [], []
+    for number, raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            errors.append(LineError(number, f"not valid JSON ({error.msg})"))
+            continue
+        try:
+            task = task_rules.validate(body)
+        except InvalidResource as error:
+            errors.append(LineError(number, _describe(error)))
+            continue
+        given = body.get("id")
+        task_id = given if isinstance(given, str) and ID_PATTERN.fullmatch(given) else None
+        resource = task_rules.stamp(
+            task, task_id=task_id or task_rules.new_id(), version_id=1, now=now
+        )
+        index = indexing.extract(resource)
+        rows.append(
+            BulkRow(
+                line=number,
+                id=resource["id"],
+                body=orjson.dumps(resource).decode(),
+                index=index_values(index),
+                strings=index.strings,
+                tokens=index.tokens,
+                refs=index.refs,
+            )
+        )
+    return rows, errors
+
+
+def _batches(stream: IO[bytes], size: int) -> Iterator[list[tuple[int, bytes]]]:
+    batch: list[tuple[int, bytes]] = []
+    for number, line in enumerate(stream, start=1):
+        batch.append((number, line))
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def import_ndjson(
+    url: DatabaseURL,
+    stream: IO[bytes],
+    *,
+    strict: bool = False,
+    workers: int | None = None,
+    on_error: Callable[[LineError], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Load a stream of NDJSON Tasks; `strict` writes nothing unless every line is valid."""
+    report = ImportReport()
+    now, now_us = now_instant()
+    store = BulkStore(url)
+    workers = workers or os.cpu_count() or 1
+    pending: list[Future[tuple[list[BulkRow], list[LineError]]]] = []
+    since_commit = 0
+    store.begin()
+    try:
+        with ProcessPoolExecutor(workers) as pool:
+            batches = _batches(stream, BATCH_LINES)
+            done = False
+            while not done or pending:
+                while not done and len(pending) < workers * 2:
+                    batch = next(batches, None)
+                    if batch is None:
+                        done = True
+                    else:
+                        pending.append(pool.submit(prepare, batch, now))
+                if not pending:
+                    break
+                rows, errors = pending.pop(0).result()
+                for error in errors:
+                    report.error_count += 1
+                    if len(report.errors) < 1_000:
+                        report.errors.append(error)
+                    if on_error:
+                        on_error(error)
+                if errors and strict:
+                    report.aborted = True
+                    for future in pending:
+                        future.cancel()
+                    store.rollback()
+                    return report
+                created, updated = store.write(rows, now_us)
+                report.created += created
+                report.updated += updated
+                since_commit += len(rows)
+                if on_progress:
+                    on_progress(len(rows) + len(errors))
+                if not strict and since_commit >= COMMIT_ROWS:
+                    store.commit()
+                    store.begin()
+                    since_commit = 0
+        store.commit()
+    except BaseException:
+        store.rollback()
+        raise
+    finally:
+        store.close()
+    return report
+
+
+def export_ndjson(url: DatabaseURL, out: IO[bytes], since: int | None = None) -> int:
+    """Write every task's current version as one line each; the number written."""
+    store = BulkStore(url)
+    count = 0
+    try:
+        for body in store.export(since):
+            out.write(body.encode() if isinstance(body, str) else orjson.dumps(body))
+            out.write(b"\n")
+            count += 1
+    finally:
+        store.close()
+    return count
+
+
+def progress_bar() -> Any:
+    """A progress bar on a terminal (stderr), else None."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(unit=" tasks", unit_scale=True, file=sys.stderr, dynamic_ncols=True)

@@ -1,0 +1,193 @@
+"""Bulk writes and reads for `caretask import` and `caretask export`.
+
+A synchronous path with the drivers used directly: a batch job has no event loop to share,
+and executemany over thousands of rows is what makes a million tasks load in a minute.
+The SQL and column order are the same as the servers' (storage.columns).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from caretask.storage.columns import (
+    INDEX_COLUMNS,
+    SIDE_DELETES,
+    SIDE_INSERTS,
+    TASK_COLUMNS,
+    pyformat,
+    update_task_sql,
+)
+from caretask.storage.urls import DatabaseURL
+
+
+@dataclass(slots=True)
+class BulkRow:
+    """One prepared task: validated, stamped as version 1, indexed."""
+
+    line: int
+    id: str
+    body: str  # the stored JSON, stamped with versionId 1
+    index: tuple[Any, ...]  # index_values order
+    strings: list[tuple[str, str, str]]
+    tokens: list[tuple[str, str | None, str]]
+    refs: list[tuple[str, str, str]]
+
+
+class BulkStore:
+    """One connection, one writer; `write` adds rows inside the current transaction."""
+
+    def __init__(self, url: DatabaseURL) -> None:
+        self.is_pg = url.is_postgresql
+        if self.is_pg:
+            import psycopg
+
+            self._conn: Any = psycopg.connect(url.libpq_url(), autocommit=True)
+        else:
+            self._conn = sqlite3.connect(url.sqlite_path, timeout=60, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA cache_size=-262144")  # 256 MiB while loading
+        cast = "::jsonb" if self.is_pg else ""
+        marks = ", ".join("?" * (len(INDEX_COLUMNS) + 4))
+        self._insert_task = self._sql(
+            f"INSERT INTO tasks (pk, id, {TASK_COLUMNS}) VALUES (?, {marks}{cast})"
+        )
+        self._update_task = self._sql(update_task_sql(cast))
+        self._insert_version = self._sql(
+            "INSERT INTO task_versions (task_pk, version_id, last_updated, resource) "
+            f"VALUES (?, ?, ?, ?{cast})"
+        )
+        self._deletes = [self._sql(s) for s in SIDE_DELETES]
+        self._side = {table: self._sql(s) for table, s in SIDE_INSERTS.items()}
+
+    def _sql(self, sql: str) -> str:
+        return pyformat(sql) if self.is_pg else sql
+
+    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        cur = self._conn.execute(self._sql(sql), params)
+        return cur.fetchall() if cur.description else []
+
+    def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        if self.is_pg:
+            with self._conn.cursor() as cur:
+                cur.executemany(sql, rows)
+        else:
+            self._conn.executemany(sql, rows)
+
+    # --- transactions ----------------------------------------------------------------------
+
+    def begin(self) -> None:
+        self._run("BEGIN" if self.is_pg else "BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self._run("COMMIT")
+
+    def rollback(self) -> None:
+        self._run("ROLLBACK")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def _allocate_pks(self, count: int) -> list[int]:
+        if self.is_pg:
+            rows = self._run(
+                "SELECT nextval(pg_get_serial_sequence('tasks', 'pk')) FROM generate_series(1, ?)",
+                (count,),
+            )
+            return [r[0] for r in rows]
+        top = self._run("SELECT COALESCE(MAX(pk), 0) FROM tasks")[0][0]
+        return list(range(top + 1, top + 1 + count))
+
+    def _existing(self, ids: list[str]) -> dict[str, tuple[int, int, str]]:
+        """pk, version and stored body of those ids that are already tasks."""
+        found: dict[str, tuple[int, int, str]] = {}
+        body = "resource::text" if self.is_pg else "resource"
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for task_id, pk, version, resource in self._run(
+                f"SELECT id, pk, version_id, {body} FROM tasks WHERE id IN ({marks})",
+                tuple(chunk),
+            ):
+                found[task_id] = (pk, version, resource)
+        return found
+
+    def write(self, rows: list[BulkRow], last_updated: int) -> tuple[int, int]:
+        """Store the rows (ids already stored get a new version); (created, updated)."""
+        created = updated = 0
+        start = 0
+        while start < len(rows):
+            # a repeated id must see its earlier row written: split the batch before it
+            seen: set[str] = set()
+            end = start
+            while end < len(rows) and rows[end].id not in seen:
+                seen.add(rows[end].id)
+                end += 1
+            c, u = self._write_distinct(rows[start:end], last_updated)
+            created, updated, start = created + c, updated + u, end
+        return created, updated
+
+    def _write_distinct(self, rows: list[BulkRow], last_updated: int) -> tuple[int, int]:
+        existing = self._existing([r.id for r in rows])
+        new = [r for r in rows if r.id not in existing]
+        pks = self._allocate_pks(len(new)) if new else []
+        task_rows, version_rows = [], []
+        side: dict[str, list[tuple[Any, ...]]] = {t: [] for t in self._side}
+        for pk, row in zip(pks, new, strict=True):
+            task_rows.append((pk, row.id, 1, last_updated, *row.index, row.body))
+            version_rows.append((pk, 1, last_updated, row.body))
+            self._collect_side(side, pk, row)
+        self._many(self._insert_task, task_rows)
+
+        updates, stale = [], []
+        for row in rows:
+            if row.id not in existing:
+                continue
+            pk, version, _ = existing[row.id]
+            resource = orjson.loads(row.body)
+            resource["meta"]["versionId"] = str(version + 1)
+            body = orjson.dumps(resource).decode()
+            updates.append((version + 1, last_updated, *row.index, body, pk))
+            version_rows.append((pk, version + 1, last_updated, body))
+            stale.append((pk,))
+            self._collect_side(side, pk, row)
+        self._many(self._update_task, updates)
+        for sql in self._deletes:
+            self._many(sql, stale)
+        self._many(self._insert_version, version_rows)
+        for table, side_rows in side.items():
+            self._many(self._side[table], side_rows)
+        return len(new), len(updates)
+
+    @staticmethod
+    def _collect_side(side: dict[str, list[tuple[Any, ...]]], pk: int, row: BulkRow) -> None:
+        side["task_strings"].extend((pk, *s) for s in row.strings)
+        side["task_tokens"].extend((pk, *t) for t in row.tokens)
+        side["task_refs"].extend((pk, *r) for r in row.refs)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def export(self, since: int | None = None, batch: int = 2_000) -> Iterator[str]:
+        """The current version of every task (changed at or after `since`), oldest pk first."""
+        body = "resource::text" if self.is_pg else "resource"
+        last = 0
+        while True:
+            rows = self._run(
+                f"SELECT pk, {body} FROM tasks WHERE pk > ? AND last_updated >= ? "
+                "ORDER BY pk LIMIT ?",
+                (last, since if since is not None else -(2**62), batch),
+            )
+            if not rows:
+                return
+            for _, resource in rows:
+                yield resource
+            last = rows[-1][0]

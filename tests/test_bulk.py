@@ -1,0 +1,150 @@
+"""SPEC 8 / issue 4: NDJSON import and export, and the demo-data generator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import SEED_CREATE, Server, run_cli
+
+
+def _lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _write(path: Path, rows: list[Any]) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def test_demo_data_is_valid_deterministic_and_spread(tmp_path: Path) -> None:
+    first = run_cli("demo-data", "500", "--seed", "7").stdout
+    again = run_cli("demo-data", "500", "--seed", "7").stdout
+    tasks = _lines(first)
+    assert first == again
+    assert len(tasks) == 500
+    assert len({t["id"] for t in tasks}) == 500
+    assert len({t["status"] for t in tasks}) >= 10
+    assert len({t["for"]["reference"] for t in tasks}) > 300
+    years = {t["authoredOn"][:4] for t in tasks}
+    assert {"2021", "2022", "2023", "2024", "2025"} <= years
+
+
+def test_import_loads_every_line_keeping_ids_and_is_searchable(
+    make_server,
+    fresh_database: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    source = tmp_path / "demo.ndjson"
+    source.write_text(run_cli("demo-data", "300").stdout)
+    result = run_cli("import", str(source), "--database", fresh_database)
+    assert "imported 300 new and 0 updated tasks; skipped 0" in result.stderr
+    first = _lines(source.read_text())[0]
+    srv: Server = make_server(database=fresh_database)
+    with srv.client(srv.token()) as client:
+        task = client.get(f"/Task/{first['id']}")
+        everything = client.get("/Task", params={"_summary": "count"}).json()
+        by_identifier = client.get("/Task", params={"identifier": "urn:caretask:demo|T-1-0"})
+    assert task.status_code == 200
+    assert task.headers["etag"] == 'W/"1"'
+    assert task.json()["description"] == first["description"]
+    assert everything["total"] == 300
+    assert [e["resource"]["id"] for e in by_identifier.json()["entry"]] == [first["id"]]
+
+
+def test_import_reports_bad_lines_by_number_and_loads_the_rest(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    source = _write(
+        tmp_path / "mixed.ndjson",
+        [SEED_CREATE, "{not json", {**SEED_CREATE, "status": "bogus"}, "", SEED_CREATE],
+    )
+    result = run_cli("import", str(source), "--database", fresh_database, check=False)
+    assert result.returncode == 1
+    assert "line 2: not valid JSON" in result.stderr
+    assert "line 3: Task.status:" in result.stderr
+    assert "line 4" not in result.stderr and "line 1" not in result.stderr
+    assert "imported 2 new and 0 updated tasks; skipped 2 invalid line(s)" in result.stderr
+
+
+def test_strict_import_writes_nothing_when_one_line_is_bad(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    source = _write(tmp_path / "strict.ndjson", [SEED_CREATE] * 5 + [{"resourceType": "Task"}])
+    result = run_cli("import", str(source), "--strict", "--database", fresh_database, check=False)
+    assert result.returncode == 1
+    assert "line 6:" in result.stderr
+    assert "nothing was written" in result.stderr
+    exported = run_cli("export", "--database", fresh_database)
+    assert exported.stdout == ""
+
+
+def test_export_then_import_elsewhere_round_trips_every_task(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "demo.ndjson"
+    source.write_text(run_cli("demo-data", "200", "--seed", "3").stdout)
+    run_cli("import", str(source), "--database", fresh_database)
+    exported = run_cli("export", "--database", fresh_database).stdout
+    copy = f"sqlite:///{tmp_path / 'copy.db'}"
+    (tmp_path / "export.ndjson").write_text(exported)
+    run_cli("import", str(tmp_path / "export.ndjson"), "--database", copy)
+    again = run_cli("export", "--database", copy).stdout
+
+    def strip(tasks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {t["id"]: {k: v for k, v in t.items() if k != "meta"} for t in tasks}
+
+    assert len(_lines(exported)) == 200
+    assert strip(_lines(again)) == strip(_lines(exported)) == strip(_lines(source.read_text()))
+
+
+def test_importing_a_known_id_adds_a_version(fresh_database: str, tmp_path: Path) -> None:
+    task = {**SEED_CREATE, "id": "bulk-known-1"}
+    source = _write(tmp_path / "one.ndjson", [task])
+    run_cli("import", str(source), "--database", fresh_database)
+    _write(source, [{**task, "status": "completed"}, {**task, "status": "cancelled"}])
+    result = run_cli("import", str(source), "--database", fresh_database)
+    assert "imported 0 new and 2 updated tasks" in result.stderr
+    exported = _lines(run_cli("export", "--database", fresh_database).stdout)
+    assert [(t["id"], t["status"], t["meta"]["versionId"]) for t in exported] == [
+        ("bulk-known-1", "cancelled", "3")
+    ]
+
+
+def test_export_since_keeps_only_tasks_changed_since(
+    make_server,
+    fresh_database: str,  # type: ignore[no-untyped-def]
+) -> None:
+    srv: Server = make_server(database=fresh_database)
+    with srv.client(srv.token()) as client:
+        client.post("/Task", json=SEED_CREATE)
+        marker = client.post("/Task", json=SEED_CREATE).headers["location"]
+        since = client.get(marker).json()["meta"]["lastUpdated"]
+        client.post("/Task", json=SEED_CREATE)
+    exported = _lines(run_cli("export", "--since", since, "--database", fresh_database).stdout)
+    assert len(exported) == 2
+    assert exported[0]["id"] == marker.rsplit("/", 1)[1]
+
+
+def test_export_since_must_be_a_date(fresh_database: str) -> None:
+    result = run_cli("export", "--since", "yesterday", "--database", fresh_database, check=False)
+    assert result.returncode == 2
+    assert "--since" in result.stderr
+
+
+def test_import_reads_standard_input(fresh_database: str, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import CARETASK
+
+    data = json.dumps(SEED_CREATE) + "\n"
+    result = subprocess.run(
+        [CARETASK, "import", "-", "--database", fresh_database],
+        input=data,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "imported 1 new" in result.stderr
