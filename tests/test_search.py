@@ -329,3 +329,16 @@ def test_elements_limits_returned_elements_and_marks_subsetted(api: httpx.Client
     resource = _search(api, _id=task_id, _elements="status")["entry"][0]["resource"]
     assert set(resource) == {"resourceType", "id", "meta", "status"}
     assert resource["meta"]["tag"][0]["code"] == "SUBSETTED"
+
+
+def test_description_contains_follows_updates(api: httpx.Client) -> None:
+    patient = new_patient()
+    task_id = _task(api, patient, description="Fax the referral letter")
+    api.put(
+        f"/Task/{task_id}",
+        json=seed_task(
+            for_={"reference": f"Patient/{patient}"}, description="Mail the discharge summary"
+        ),
+    )
+    assert _ids(_search(api, patient=patient, **{"description:contains": "referral"})) == []
+    assert _ids(_search(api, patient=patient, **{"description:contains": "discharge"})) == [task_id]

@@ -19,6 +19,8 @@ from caretask.storage.columns import (
     SIDE_DELETES,
     SIDE_INSERTS,
     TASK_COLUMNS,
+    TEXT_DELETE,
+    TEXT_INSERT,
     pyformat,
     update_task_sql,
 )
@@ -36,6 +38,9 @@ class BulkRow:
     strings: list[tuple[str, str, str]]
     tokens: list[tuple[str, str | None, str]]
     refs: list[tuple[str, str, str]]
+
+
+_NORM = INDEX_COLUMNS.index("description_norm")
 
 
 class BulkStore:
@@ -107,18 +112,17 @@ class BulkStore:
         top = self._run("SELECT COALESCE(MAX(pk), 0) FROM tasks")[0][0]
         return list(range(top + 1, top + 1 + count))
 
-    def _existing(self, ids: list[str]) -> dict[str, tuple[int, int, str]]:
-        """pk, version and stored body of those ids that are already tasks."""
-        found: dict[str, tuple[int, int, str]] = {}
-        body = "resource::text" if self.is_pg else "resource"
+    def _existing(self, ids: list[str]) -> dict[str, tuple[int, int, str | None]]:
+        """pk, version and description_norm of those ids that are already tasks."""
+        found: dict[str, tuple[int, int, str | None]] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ", ".join("?" * len(chunk))
-            for task_id, pk, version, resource in self._run(
-                f"SELECT id, pk, version_id, {body} FROM tasks WHERE id IN ({marks})",
+            for task_id, pk, version, norm in self._run(
+                f"SELECT id, pk, version_id, description_norm FROM tasks WHERE id IN ({marks})",
                 tuple(chunk),
             ):
-                found[task_id] = (pk, version, resource)
+                found[task_id] = (pk, version, norm)
         return found
 
     def write(self, rows: list[BulkRow], last_updated: int) -> tuple[int, int]:
@@ -147,12 +151,13 @@ class BulkStore:
             version_rows.append((pk, 1, last_updated, row.body))
             self._collect_side(side, pk, row)
         self._many(self._insert_task, task_rows)
+        text_rows: list[tuple[int, str]] = []
 
-        updates, stale = [], []
+        updates, stale, text_deletes = [], [], []
         for row in rows:
             if row.id not in existing:
                 continue
-            pk, version, _ = existing[row.id]
+            pk, version, old_norm = existing[row.id]
             resource = orjson.loads(row.body)
             resource["meta"]["versionId"] = str(version + 1)
             body = orjson.dumps(resource).decode()
@@ -160,12 +165,28 @@ class BulkStore:
             version_rows.append((pk, version + 1, last_updated, body))
             stale.append((pk,))
             self._collect_side(side, pk, row)
+            new_norm = row.index[_NORM]
+            if old_norm != new_norm:
+                if old_norm is not None:
+                    text_deletes.append((pk, old_norm))
+                if new_norm is not None:
+                    text_rows.append((pk, new_norm))
         self._many(self._update_task, updates)
         for sql in self._deletes:
             self._many(sql, stale)
         self._many(self._insert_version, version_rows)
         for table, side_rows in side.items():
             self._many(self._side[table], side_rows)
+        if not self.is_pg:
+            self._many(TEXT_DELETE, text_deletes)
+            self._many(TEXT_INSERT, text_rows)
+            if pks:  # one statement: FTS5 flushes its pending index at every statement end
+                self._run(
+                    "INSERT INTO task_text (rowid, description_norm) SELECT pk, "
+                    "description_norm FROM tasks WHERE pk BETWEEN ? AND ? "
+                    "AND description_norm IS NOT NULL",
+                    (pks[0], pks[-1]),
+                )
         return len(new), len(updates)
 
     @staticmethod

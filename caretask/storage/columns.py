@@ -42,6 +42,11 @@ SIDE_INSERTS = {
 SIDE_DELETES = tuple(f"DELETE FROM {table} WHERE task_pk = ?" for table, _ in SIDE_TABLES)
 
 
+# SQLite only: the FTS5 trigram table over description_norm (PostgreSQL indexes the column)
+TEXT_INSERT = "INSERT INTO task_text (rowid, description_norm) VALUES (?, ?)"
+TEXT_DELETE = "INSERT INTO task_text (task_text, rowid, description_norm) VALUES ('delete', ?, ?)"
+
+
 def pyformat(sql: str) -> str:
     """`?` placeholders to psycopg's `%s` (a literal % becomes %%)."""
     return sql.replace("%", "%%").replace("?", "%s")

@@ -60,6 +60,8 @@ def reindex_if_stale(connection: sa.Connection) -> int:
         done += len(rows)
         last = rows[-1][0]
         log.info("re-indexed %d tasks", done)
+    if connection.dialect.name == "sqlite":  # normalised descriptions may have changed
+        connection.exec_driver_sql("INSERT INTO task_text (task_text) VALUES ('rebuild')")
     connection.exec_driver_sql(
         _sql(connection, "DELETE FROM caretask_meta WHERE key = ?"), ("index_version",)
     )

@@ -32,6 +32,8 @@ from caretask.storage.base import (
 )
 from caretask.storage.columns import (
     SIDE_DELETES,
+    TEXT_DELETE,
+    TEXT_INSERT,
     index_values,
     insert_task_sql,
     side_rows,
@@ -106,6 +108,8 @@ class SQLiteStorage:
         def run(conn: sqlite3.Connection) -> None:
             cur = conn.execute(_INSERT_TASK, (task_id, 1, last_updated, *index_values(index), body))
             pk = cur.lastrowid
+            if index.description_norm is not None:
+                conn.execute(TEXT_INSERT, (pk, index.description_norm))
             conn.execute(
                 "INSERT INTO task_versions (task_pk, version_id, last_updated, resource) "
                 "VALUES (?, 1, ?, ?)",
@@ -149,7 +153,7 @@ class SQLiteStorage:
 
         def run(conn: sqlite3.Connection) -> None:
             row = conn.execute(
-                "SELECT pk, version_id FROM tasks WHERE id = ?", (task_id,)
+                "SELECT pk, version_id, description_norm FROM tasks WHERE id = ?", (task_id,)
             ).fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
@@ -164,6 +168,11 @@ class SQLiteStorage:
             )
             for sql in SIDE_DELETES:
                 conn.execute(sql, (pk,))
+            if row[2] != index.description_norm:
+                if row[2] is not None:
+                    conn.execute(TEXT_DELETE, (pk, row[2]))
+                if index.description_norm is not None:
+                    conn.execute(TEXT_INSERT, (pk, index.description_norm))
             self._insert_side_rows(conn, pk, index)
 
         await self._write(run)
@@ -193,7 +202,7 @@ class SQLiteStorage:
     async def history(self, task_id: str, count: int, offset: int) -> tuple[int, list[StoredTask]]:
         def run(conn: sqlite3.Connection) -> tuple[int, list[StoredTask]]:
             row = conn.execute(
-                "SELECT pk, version_id FROM tasks WHERE id = ?", (task_id,)
+                "SELECT pk, version_id, description_norm FROM tasks WHERE id = ?", (task_id,)
             ).fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
