@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from caretask.domain.errors import InvalidResource, Issue
 from caretask.domain.references import split_reference
+from caretask.domain.task_fast_check import certainly_valid
 
 GROUP_EXTENSION = "http://schemas.canvasmedical.com/fhir/extensions/task-group"
 PERMALINK_EXTENSION = "http://schemas.canvasmedical.com/fhir/extensions/task-permalink"
@@ -254,7 +255,10 @@ def validate(body: Any) -> dict[str, Any]:
         # Canvas accepts a Task without intent (its create example has none) and stores
         # `unknown`; FHIR requires the element, so the default goes in before validation.
         body = {**body, "intent": "unknown"}
-    issues = _canvas_issues(body) + list(_shape_issues(body, TaskModel, ()))
+    issues = _canvas_issues(body)
+    if not issues and certainly_valid(body):
+        return body  # the model would accept it: skip its 200 us (see task_fast_check)
+    issues += _shape_issues(body, TaskModel, ())
     try:
         TaskModel.model_validate(body)
     except ValidationError as error:
