@@ -1,4 +1,4 @@
-"""The fast Task check never accepts what the fhir.resources model refuses."""
+"""The fast Task check never accepts what the JSON checks or the fhir.resources model refuse."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from caretask.bulk.demo import generate
 from caretask.domain.task_fast_check import certainly_valid
-from caretask.domain.task_rules import TaskModel, _shape_issues
+from caretask.domain.task_rules import TaskModel, _json_issues, _shape_issues
 from tests.conftest import SEED_CREATE
 
 REF = {"reference": "Patient/p1", "type": "Patient", "display": "Pat"}
@@ -100,7 +100,8 @@ TRICKY = [
     "\uff12\uff10\uff12\uff14-01-01", "2024-01-01T10:00:00z",
     "Patient/1", "a" * 65, "a" * 64, "x|y",
     "urn:uuid:1", "has space", "-1", "1.5", 0, 1, -1, 2**31, 2**31 - 1, 1.0, 1.5, True,
-    False, [], {}, ["x"], {"x": 1}, [{}], {"url": "u"}, {"reference": 1},
+    False, [], {}, ["x"], {"x": 1}, [{}], {"url": "u"}, {"reference": 1}, "a\x00b", "\x7f",
+    "a\x0bb", "x\x1f", "a\x0cb", "co de", "co\tde", "u r i",
 ]  # fmt: skip
 
 
@@ -154,7 +155,7 @@ def _model_accepts(body: dict[str, Any]) -> bool:
         TaskModel.model_validate(body)
     except Exception:
         return False
-    return not list(_shape_issues(body, TaskModel, ()))
+    return not _json_issues(body) and not list(_shape_issues(body, TaskModel, ()))
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

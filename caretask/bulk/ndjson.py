@@ -53,6 +53,18 @@ def _describe(error: InvalidResource) -> str:
     return "; ".join(parts)
 
 
+def prepare_batch(lines: list[tuple[int, bytes]], now: str) -> tuple[bytes, list[LineError]]:
+    """prepare() in a worker process: the rows travel back as one JSON array, which
+    costs a tenth of pickling them (measured: 4 against 43 us a task)."""
+    rows, errors = prepare(lines, now)
+    packed = [(r.line, r.id, r.body, r.index, r.strings, r.tokens, r.refs) for r in rows]
+    return orjson.dumps(packed), errors
+
+
+def unpack(packed: bytes) -> list[BulkRow]:
+    return [BulkRow(*row) for row in orjson.loads(packed)]
+
+
 def prepare(lines: list[tuple[int, bytes]], now: str) -> tuple[list[BulkRow], list[LineError]]:
     """Validate, stamp and index a batch of lines, as the API does for a create."""
     rows, errors = [], []
@@ -114,7 +126,7 @@ def import_ndjson(
     now, now_us = now_instant()
     store = BulkStore(url)
     workers = workers or os.cpu_count() or 1
-    pending: list[Future[tuple[list[BulkRow], list[LineError]]]] = []
+    pending: list[Future[tuple[bytes, list[LineError]]]] = []
     since_commit = 0
     store.begin()
     try:
@@ -127,10 +139,11 @@ def import_ndjson(
                     if batch is None:
                         done = True
                     else:
-                        pending.append(pool.submit(prepare, batch, now))
+                        pending.append(pool.submit(prepare_batch, batch, now))
                 if not pending:
                     break
-                rows, errors = pending.pop(0).result()
+                packed, errors = pending.pop(0).result()
+                rows = unpack(packed)
                 for error in errors:
                     report.error_count += 1
                     if len(report.errors) < 1_000:

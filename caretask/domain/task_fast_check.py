@@ -4,29 +4,32 @@ Validating with the fhir.resources model costs about 200 microseconds per Task, 
 made `caretask import` of a million tasks take minutes (the benchmark in issue 4). This
 module accepts only bodies built from a common subset of Task elements, each checked at
 least as strictly as the model checks it (the same patterns, exact JSON types, a narrower
-dateTime form). It answers True only when the model would accept the body; anything
-outside the subset, or in doubt, answers False and the caller runs the full model, which
-also produces the error messages. tests/test_domain_fast_check.py holds it to that.
+dateTime form). It answers True only when the model would accept the body and
+task_rules' JSON checks (nulls, empties, control characters, depth) would find nothing;
+anything outside the subset, or in doubt, answers False and the caller runs the full
+checks, which also produce the error messages. tests/test_domain_fast_check.py holds it to that.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 Check = Callable[[Any], bool]
 
-_STRING = re.compile(r"[ \r\n\t\S]+")
-_CODE = re.compile(r"[^\s]+(\s[^\s]+)*")
+# the model's patterns, narrowed to exclude the control characters that task_rules refuses
+# before the model runs (so that True here also means: no JSON-level issue either)
+_STRING = re.compile(r"(?:[ \r\n\t]|[^\s\x00-\x1f\x7f])+")
+_CODE = re.compile(r"[^\s\x00-\x1f\x7f]+( [^\s\x00-\x1f\x7f]+)*")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-_URI = re.compile(r"\S+")
+_URI = re.compile(r"[^\s\x00-\x1f\x7f]+")
 # a narrower dateTime than FHIR's: a full date, or date and time to the second with a zone
 _DATETIME = re.compile(
-    r"(?P<date>[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01]))"
+    r"([1-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
     r"(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9]))?"
 )
+_MONTH_DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 def _string(value: Any) -> bool:
@@ -59,11 +62,11 @@ def _date_time(value: Any) -> bool:
     match = _DATETIME.fullmatch(value)
     if match is None:
         return False
-    try:
-        datetime.strptime(match["date"], "%Y-%m-%d")  # a real calendar day
-    except ValueError:
+    year, month, day = int(match[1]), int(match[2]), int(match[3])
+    if day > _MONTH_DAYS[month]:
         return False
-    return True
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return not (month == 2 and day == 29 and not leap)
 
 
 def _instant(value: Any) -> bool:
@@ -78,14 +81,22 @@ def _obj(fields: dict[str, Check], required: tuple[str, ...] = ()) -> Check:
             field = fields.get(key)
             if field is None or not field(item):
                 return False
-        return all(key in value for key in required)
+        for key in required:  # noqa: SIM110 (a loop: no generator on the hot path)
+            if key not in value:
+                return False
+        return True
 
     return check
 
 
 def _list(item: Check) -> Check:
     def check(value: Any) -> bool:
-        return type(value) is list and bool(value) and all(item(v) for v in value)
+        if type(value) is not list or not value:
+            return False
+        for v in value:  # noqa: SIM110 (a loop: no generator on the hot path)
+            if not item(v):
+                return False
+        return True
 
     return check
 
@@ -212,5 +223,5 @@ _TASK = _obj(
 
 
 def certainly_valid(body: Any) -> bool:
-    """True only if fhir.resources' R4B Task model accepts `body`; False means: ask it."""
+    """True only if the JSON checks and fhir.resources' R4B Task model accept `body`."""
     return _TASK(body)
