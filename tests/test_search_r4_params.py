@@ -186,3 +186,78 @@ def test_malformed_values_of_the_new_parameters_are_400_naming_them(
     response = api.get("/Task", params={param: value})
     assert response.status_code == 400
     assert param in response.json()["issue"][0]["details"]["text"]
+
+
+def _entries(api: httpx.Client, **params: Any) -> list[tuple[str, str]]:
+    response = api.get("/Task", params=params)
+    assert response.status_code == 200, response.text
+    return [(e["resource"]["id"], e["search"]["mode"]) for e in response.json().get("entry", [])]
+
+
+def test_include_adds_the_parent_task_after_the_matches(api: httpx.Client) -> None:
+    patient = new_patient()
+    parent = _task(api, new_patient())
+    child = _task(api, patient, partOf=[{"reference": f"Task/{parent}"}])
+    entries = _entries(api, patient=patient, _include="Task:part-of")
+    assert entries == [(child, "match"), (parent, "include")]
+
+
+def test_included_tasks_do_not_count_in_total(api: httpx.Client) -> None:
+    patient = new_patient()
+    parent = _task(api, new_patient())
+    _task(api, patient, basedOn=[{"reference": f"Task/{parent}"}])
+    bundle = api.get("/Task", params={"patient": patient, "_include": "Task:based-on"}).json()
+    assert bundle["total"] == 1
+    assert len(bundle["entry"]) == 2
+
+
+def test_revinclude_adds_the_children_of_the_matches(api: httpx.Client) -> None:
+    parent = _task(api, new_patient())
+    first = _task(api, new_patient(), partOf=[{"reference": f"Task/{parent}"}])
+    second = _task(api, new_patient(), partOf=[{"reference": f"Task/{parent}"}])
+    entries = _entries(api, _id=parent, _revinclude="Task:part-of")
+    assert entries[0] == (parent, "match")
+    assert sorted(entries[1:]) == sorted([(first, "include"), (second, "include")])
+
+
+def test_a_task_that_matches_is_not_repeated_as_included(api: httpx.Client) -> None:
+    patient = new_patient()
+    parent = _task(api, patient)
+    child = _task(api, patient, partOf=[{"reference": f"Task/{parent}"}])
+    entries = _entries(api, patient=patient, _include="Task:part-of", _count=10)
+    assert sorted(entries) == sorted([(parent, "match"), (child, "match")])
+
+
+def test_include_of_a_reference_to_another_type_adds_nothing(api: httpx.Client) -> None:
+    patient = new_patient()
+    task = _task(api, patient, basedOn=[{"reference": "ServiceRequest/sr-9"}])
+    assert _entries(api, patient=patient, _include="Task:based-on") == [(task, "match")]
+
+
+def test_include_is_kept_in_the_paging_links(api: httpx.Client) -> None:
+    patient = new_patient()
+    for _ in range(3):
+        _task(api, patient)
+    bundle = api.get(
+        "/Task", params={"patient": patient, "_include": "Task:part-of", "_count": 1}
+    ).json()
+    nxt = next(link["url"] for link in bundle["link"] if link["relation"] == "next")
+    assert "_include=Task%3Apart-of" in nxt or "_include=Task:part-of" in nxt
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("_include", "Task:owner"),
+        ("_include", "Patient:link"),
+        ("_revinclude", "Task:part-of:Patient"),
+        ("_include:iterate", "Task:part-of"),
+        ("_include", ""),
+    ],
+)
+def test_unsupported_includes_are_400_naming_them(
+    api: httpx.Client, param: str, value: str
+) -> None:
+    response = api.get("/Task", params={param: value})
+    assert response.status_code == 400
+    assert param.split(":")[0] in response.json()["issue"][0]["details"]["text"]

@@ -62,6 +62,7 @@ def searchset(
     base: str,
     link_path: str,
     has_more: bool = False,
+    included: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A searchset Bundle with the seed's paging links (relative, with _count and _offset).
 
@@ -89,9 +90,9 @@ def searchset(
     if total is not None:
         bundle["total"] = total
     bundle["link"] = links
-    if resources:
-        entries = []
-        for resource in resources:
+    entries = []
+    for mode, group in (("match", resources), ("include", included or [])):
+        for resource in group:
             shown = render_task(resource, base)
             if query.elements:
                 shown = apply_elements(shown, query.elements)
@@ -99,9 +100,10 @@ def searchset(
                 {
                     "fullUrl": f"{base}/Task/{resource['id']}",
                     "resource": shown,
-                    "search": {"mode": "match"},
+                    "search": {"mode": mode},
                 }
             )
+    if entries:
         bundle["entry"] = entries
     return bundle
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from caretask import __version__
-from caretask.domain.search_params import PARAMETERS
+from caretask.domain.search_params import INCLUDABLE, PARAMETERS
 
 _TYPE_DEFINITIONS = {
     "_id": "http://hl7.org/fhir/SearchParameter/Resource-id",
@@ -77,6 +77,8 @@ def capability_statement(base: str, software_date: str) -> dict[str, Any]:
                         "conditionalCreate": False,
                         "conditionalUpdate": False,
                         "conditionalDelete": "not-supported",
+                        "searchInclude": sorted(f"Task:{p}" for p in INCLUDABLE),
+                        "searchRevInclude": sorted(f"Task:{p}" for p in INCLUDABLE),
                         "searchParam": params,
                     }
                 ],

@@ -102,6 +102,9 @@ DATE_PREFIXES = frozenset({"eq", "ne", "lt", "gt", "le", "ge", "sa", "eb", "ap"}
 RESULT_PARAMETERS = frozenset(
     {"_count", "_offset", "_sort", "_total", "_summary", "_elements", "_format", "_pretty"}
 )
+# the references between Tasks that _include and _revinclude can follow
+INCLUDABLE = frozenset({"part-of", "based-on"})
+MAX_INCLUDED = 1_000
 JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
 
 
@@ -165,6 +168,10 @@ class SearchQuery:
     total: Literal["accurate", "estimate", "none"] = "accurate"
     summary_count: bool = False
     elements: tuple[str, ...] | None = None
+    # reference parameters whose target Tasks (_include) or source Tasks (_revinclude)
+    # are added to the page with search.mode = include
+    includes: list[str] = field(default_factory=list)
+    revincludes: list[str] = field(default_factory=list)
     # the parameters actually applied, in request order, for the Bundle's links
     applied: list[tuple[str, str]] = field(default_factory=list)
 
@@ -320,11 +327,28 @@ def _result_parameter(query: SearchQuery, name: str, raw: str) -> None:
     # _pretty is accepted and has no effect: responses are compact JSON.
 
 
+def _include(query: SearchQuery, name: str, raw: str) -> None:
+    """`_include=Task:part-of` (optionally `:Task` as the target type); repeatable."""
+    targets = query.includes if name == "_include" else query.revincludes
+    for value in _split_values(raw):
+        source, _, rest = value.partition(":")
+        param, _, target = rest.partition(":")
+        if source != "Task" or param not in INCLUDABLE or target not in ("", "Task"):
+            allowed = ", ".join(f"Task:{p}" for p in sorted(INCLUDABLE))
+            raise _fail(name, f"{name}: '{value[:60]}' is not supported; use {allowed}")
+        if param not in targets:
+            targets.append(param)
+
+
 def parse(pairs: list[tuple[str, str]], *, lenient: bool = False) -> SearchQuery:
     """Turn query pairs (in request order) into a SearchQuery, or raise InvalidSearch."""
     query = SearchQuery()
     seen_results: set[str] = set()
     for name, raw in pairs:
+        if name in ("_include", "_revinclude"):
+            _include(query, name, raw)
+            query.applied.append((name, raw))
+            continue
         if name in RESULT_PARAMETERS:
             if name in seen_results:
                 raise _fail(name, f"{name} may appear only once")

@@ -206,6 +206,7 @@ async def _search(request: Request, pairs: list[tuple[str, str]]) -> Response:
             base=base,
             link_path=link_path(base) + "/Task",
             has_more=result.has_more,
+            included=[t.resource for t in result.included],
         )
     return fhir_response(body)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from caretask.domain.indexing import TaskIndex
@@ -30,6 +30,7 @@ class SearchResult:
     total: int | None
     tasks: list[StoredTask]
     has_more: bool
+    included: list[StoredTask] = field(default_factory=list)
 
 
 class StaleVersion(Exception):

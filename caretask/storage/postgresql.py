@@ -153,7 +153,14 @@ class PostgreSQLStorage:
                     sql, params = sql_search.select_count(query)
                     cur = await conn.execute(_pg(sql), params)
                     total = (await cur.fetchone())[0]  # type: ignore[index]
-        return SearchResult(total=total, tasks=tasks, has_more=has_more)
+            included: list[StoredTask] = []
+            if tasks and (query.includes or query.revincludes):
+                sql, params = sql_search.select_included(
+                    query, [t.id for t in tasks], "t.id, t.version_id, t.resource::text"
+                )
+                cur = await conn.execute(_pg(sql), params)
+                included = [_task(r) for r in await cur.fetchall()]
+        return SearchResult(total=total, tasks=tasks, has_more=has_more, included=included)
 
     async def history(self, task_id: str, count: int, offset: int) -> tuple[int, list[StoredTask]]:
         pool = await self._open()

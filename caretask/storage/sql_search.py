@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from caretask.domain.search_params import (
+    MAX_INCLUDED,
     PARAMETERS,
     CodingCondition,
     Condition,
@@ -272,3 +273,27 @@ def known_total(query: SearchQuery, page_size: int, has_more: bool) -> int | Non
 
 def wants_total(query: SearchQuery) -> bool:
     return query.total != "none" or query.summary_count
+
+
+def select_included(query: SearchQuery, ids: list[str], columns: str) -> tuple[str, list[Any]]:
+    """The Tasks that the page's tasks point at (_include) or that point at them
+    (_revinclude), through part-of / based-on; at most MAX_INCLUDED of them."""
+    parts: list[str] = []
+    params: list[Any] = []
+    marks = ", ".join("?" * len(ids))
+    for param in query.includes:
+        parts.append(
+            "t.id IN (SELECT substr(r.ref, 6) FROM task_refs r JOIN tasks p ON p.pk = r.task_pk "
+            f"WHERE p.id IN ({marks}) AND r.param = ? AND r.ref LIKE 'Task/%')"
+        )
+        params += [*ids, param]
+    for param in query.revincludes:
+        parts.append(
+            f"t.pk IN (SELECT r.task_pk FROM task_refs r WHERE r.param = ? AND r.ref IN ({marks}))"
+        )
+        params += [param, *(f"Task/{i}" for i in ids)]
+    sql = (
+        f"SELECT {columns} FROM tasks t WHERE ({' OR '.join(parts)}) "
+        f"AND t.id NOT IN ({marks}) ORDER BY t.pk LIMIT ?"
+    )
+    return sql, [*params, *ids, MAX_INCLUDED]

@@ -195,7 +195,13 @@ class SQLiteStorage:
                 if total is None:
                     sql, params = sql_search.select_count(query, fts=True)
                     total = conn.execute(sql, params).fetchone()[0]
-            return SearchResult(total=total, tasks=tasks, has_more=has_more)
+            included: list[StoredTask] = []
+            if tasks and (query.includes or query.revincludes):
+                sql, params = sql_search.select_included(
+                    query, [t.id for t in tasks], "t.id, t.version_id, t.resource"
+                )
+                included = [_task(r) for r in conn.execute(sql, params).fetchall()]
+            return SearchResult(total=total, tasks=tasks, has_more=has_more, included=included)
 
         return await self._read(run)
 
