@@ -34,12 +34,10 @@ from caretask.storage.columns import (
     side_rows,
     update_task_sql,
 )
+from caretask.storage.search_cache import SearchCache
+from caretask.storage.sql_search import stored_task
 
 _pg = pyformat
-
-
-def _task(row: tuple[str, int, str]) -> StoredTask:
-    return StoredTask(id=row[0], version_id=row[1], resource=orjson.loads(row[2]))
 
 
 _INSERT_TASK = _pg(insert_task_sql("::jsonb") + " RETURNING pk")
@@ -58,6 +56,7 @@ class PostgreSQLStorage:
             conninfo, min_size=1, max_size=size, open=False, kwargs={"autocommit": True}
         )
         self._opened = False
+        self._cache = SearchCache()
 
     async def _open(self) -> AsyncConnectionPool:
         if not self._opened:
@@ -95,7 +94,7 @@ class PostgreSQLStorage:
         row = await self._one(
             "SELECT id, version_id, resource::text FROM tasks WHERE id = ?", (task_id,)
         )
-        return _task(row) if row else None
+        return stored_task(row) if row else None
 
     async def read_version(self, task_id: str, version_id: int) -> StoredTask | None:
         row = await self._one(
@@ -103,7 +102,7 @@ class PostgreSQLStorage:
             "ON v.task_pk = t.pk WHERE t.id = ? AND v.version_id = ?",
             (task_id, version_id),
         )
-        return _task(row) if row else None
+        return stored_task(row) if row else None
 
     async def update_task(
         self,
@@ -136,31 +135,18 @@ class PostgreSQLStorage:
         return StoredTask(task_id, version, resource)
 
     async def search(self, query: SearchQuery) -> SearchResult:
+        plan = sql_search.plan_search(
+            query, self._cache, columns="t.id, t.version_id, t.resource::text"
+        )
         pool = await self._open()
         async with pool.connection() as conn:
-            tasks: list[StoredTask] = []
-            has_more = False
-            if query.count > 0:
-                sql, params = sql_search.select_page(query, "t.id, t.version_id, t.resource::text")
-                cur = await conn.execute(_pg(sql), params)
-                rows = await cur.fetchall()
-                has_more = len(rows) > query.count
-                tasks = [_task(r) for r in rows[: query.count]]
-            total = None
-            if sql_search.wants_total(query):
-                total = sql_search.known_total(query, len(tasks), has_more)
-                if total is None:
-                    sql, params = sql_search.select_count(query)
+            try:
+                sql, params = next(plan)
+                while True:
                     cur = await conn.execute(_pg(sql), params)
-                    total = (await cur.fetchone())[0]  # type: ignore[index]
-            included: list[StoredTask] = []
-            if tasks and (query.includes or query.revincludes):
-                sql, params = sql_search.select_included(
-                    query, [t.id for t in tasks], "t.id, t.version_id, t.resource::text"
-                )
-                cur = await conn.execute(_pg(sql), params)
-                included = [_task(r) for r in await cur.fetchall()]
-        return SearchResult(total=total, tasks=tasks, has_more=has_more, included=included)
+                    sql, params = plan.send(await cur.fetchall())
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     async def history(self, task_id: str, count: int, offset: int) -> tuple[int, list[StoredTask]]:
         pool = await self._open()
@@ -178,7 +164,7 @@ class PostgreSQLStorage:
                 ),
                 (task_id, row[0], count, offset),
             )
-            return row[1], [_task(r) for r in await cur.fetchall()]
+            return row[1], [stored_task(r) for r in await cur.fetchall()]
 
     async def create_client(self, record: ClientRecord) -> None:
         pool = await self._open()

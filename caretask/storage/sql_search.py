@@ -6,7 +6,10 @@ a bound parameter: no text from a request is ever spliced into SQL.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
+
+import orjson
 
 from caretask.domain.search_params import (
     MAX_INCLUDED,
@@ -19,6 +22,14 @@ from caretask.domain.search_params import (
     SearchQuery,
     StringCondition,
     TokenCondition,
+)
+from caretask.storage.base import SearchResult, StoredTask
+from caretask.storage.search_cache import (
+    ANCHOR_EVERY,
+    VERSION_SQL,
+    DataVersion,
+    Key,
+    SearchCache,
 )
 
 # single-valued parameters: the tasks column that holds each
@@ -252,11 +263,32 @@ def order_by(query: SearchQuery) -> str:
     return " ORDER BY " + ", ".join([*keys, "t.id ASC"])
 
 
-def select_page(query: SearchQuery, columns: str, fts: bool = False) -> tuple[str, list[Any]]:
-    """The page's rows plus one, so that `has_more` is known without a count."""
+def select_page(
+    query: SearchQuery,
+    columns: str,
+    fts: bool = False,
+    after_pk: int = 0,
+    offset: int | None = None,
+) -> tuple[str, list[Any]]:
+    """The page's rows plus one, so that `has_more` is known without a count.
+
+    `after_pk` and `offset`: resume from a page anchor (default order only)."""
     clause, params = where(query, fts)
+    if after_pk:
+        clause = f"{clause} AND t.pk > ?" if clause else " WHERE t.pk > ?"
+        params.append(after_pk)
     sql = f"SELECT {columns} FROM tasks t{clause}{order_by(query)} LIMIT ? OFFSET ?"
-    return sql, [*params, query.count + 1, query.offset]
+    return sql, [*params, query.count + 1, query.offset if offset is None else offset]
+
+
+def select_anchors(query: SearchQuery, fts: bool = False) -> tuple[str, list[Any]]:
+    """(position, pk) of every ANCHOR_EVERY-th match in the default order."""
+    clause, params = where(query, fts)
+    sql = (
+        "SELECT rn, pk FROM (SELECT t.pk AS pk, row_number() OVER (ORDER BY t.pk) AS rn "
+        f"FROM tasks t{clause}) a WHERE rn % ? = 0 ORDER BY rn"
+    )
+    return sql, [*params, ANCHOR_EVERY]
 
 
 def select_count(query: SearchQuery, fts: bool = False) -> tuple[str, list[Any]]:
@@ -297,3 +329,60 @@ def select_included(query: SearchQuery, ids: list[str], columns: str) -> tuple[s
         f"AND t.id NOT IN ({marks}) ORDER BY t.pk LIMIT ?"
     )
     return sql, [*params, *ids, MAX_INCLUDED]
+
+
+Statement = tuple[str, list[Any]]
+Rows = list[tuple[Any, ...]]
+
+
+def stored_task(row: tuple[Any, ...]) -> StoredTask:
+    """(id, version_id, resource JSON text) as a StoredTask."""
+    return StoredTask(row[0], row[1], orjson.loads(row[2]))
+
+
+def plan_search(
+    query: SearchQuery, cache: SearchCache, *, columns: str, fts: bool = False
+) -> Generator[Statement, Rows, SearchResult]:
+    """The statements of one search, as a generator that the engine feeds with rows.
+
+    Without I/O of its own, so that the synchronous SQLite engine and the asynchronous
+    PostgreSQL engine run the same plan: page (from an anchor when deep), total (from
+    the cache when the data is unchanged), and included tasks."""
+    clause, clause_params = where(query, fts)
+    key: Key = clause, tuple(clause_params)
+    version: DataVersion | None = None
+
+    def current() -> Generator[Statement, Rows, DataVersion]:
+        rows = yield VERSION_SQL, []
+        return rows[0][0], rows[0][1]
+
+    tasks: list[StoredTask] = []
+    has_more = False
+    if query.count > 0:
+        after_pk, offset = 0, query.offset
+        if not query.sort and query.offset >= ANCHOR_EVERY:
+            version = yield from current()
+            if not cache.has_anchors(key, version):
+                rows = yield select_anchors(query, fts)
+                cache.remember_anchors(key, version, [(r[0], r[1]) for r in rows])
+            position, after_pk = cache.anchor(key, version, query.offset)
+            offset = query.offset - position
+        rows = yield select_page(query, columns, fts, after_pk, offset)
+        has_more = len(rows) > query.count
+        tasks = [stored_task(r) for r in rows[: query.count]]
+    total = None
+    if wants_total(query):
+        total = known_total(query, len(tasks), has_more)
+        if total is None:
+            if version is None:
+                version = yield from current()
+            total = cache.count(key, version)
+            if total is None:
+                rows = yield select_count(query, fts)
+                total = rows[0][0]
+                cache.remember_count(key, version, total)
+    included: list[StoredTask] = []
+    if tasks and (query.includes or query.revincludes):
+        rows = yield select_included(query, [t.id for t in tasks], columns)
+        included = [stored_task(r) for r in rows]
+    return SearchResult(total=total, tasks=tasks, has_more=has_more, included=included)

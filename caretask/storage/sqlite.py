@@ -39,14 +39,12 @@ from caretask.storage.columns import (
     side_rows,
     update_task_sql,
 )
+from caretask.storage.search_cache import SearchCache
+from caretask.storage.sql_search import stored_task
 
 T = TypeVar("T")
 _INSERT_TASK = insert_task_sql()
 _UPDATE_TASK = update_task_sql()
-
-
-def _task(row: tuple[str, int, str]) -> StoredTask:
-    return StoredTask(id=row[0], version_id=row[1], resource=orjson.loads(row[2]))
 
 
 class SQLiteStorage:
@@ -57,6 +55,7 @@ class SQLiteStorage:
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._cache = SearchCache()
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -125,7 +124,7 @@ class SQLiteStorage:
             row = conn.execute(
                 "SELECT id, version_id, resource FROM tasks WHERE id = ?", (task_id,)
             ).fetchone()
-            return _task(row) if row else None
+            return stored_task(row) if row else None
 
         return await self._read(run)
 
@@ -136,7 +135,7 @@ class SQLiteStorage:
                 "ON v.task_pk = t.pk WHERE t.id = ? AND v.version_id = ?",
                 (task_id, version_id),
             ).fetchone()
-            return _task(row) if row else None
+            return stored_task(row) if row else None
 
         return await self._read(run)
 
@@ -180,28 +179,15 @@ class SQLiteStorage:
 
     async def search(self, query: SearchQuery) -> SearchResult:
         def run(conn: sqlite3.Connection) -> SearchResult:
-            tasks: list[StoredTask] = []
-            has_more = False
-            if query.count > 0:
-                sql, params = sql_search.select_page(
-                    query, "t.id, t.version_id, t.resource", fts=True
-                )
-                rows = conn.execute(sql, params).fetchall()
-                has_more = len(rows) > query.count
-                tasks = [_task(r) for r in rows[: query.count]]
-            total = None
-            if sql_search.wants_total(query):
-                total = sql_search.known_total(query, len(tasks), has_more)
-                if total is None:
-                    sql, params = sql_search.select_count(query, fts=True)
-                    total = conn.execute(sql, params).fetchone()[0]
-            included: list[StoredTask] = []
-            if tasks and (query.includes or query.revincludes):
-                sql, params = sql_search.select_included(
-                    query, [t.id for t in tasks], "t.id, t.version_id, t.resource"
-                )
-                included = [_task(r) for r in conn.execute(sql, params).fetchall()]
-            return SearchResult(total=total, tasks=tasks, has_more=has_more, included=included)
+            plan = sql_search.plan_search(
+                query, self._cache, columns="t.id, t.version_id, t.resource", fts=True
+            )
+            try:
+                sql, params = next(plan)
+                while True:
+                    sql, params = plan.send(conn.execute(sql, params).fetchall())
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
         return await self._read(run)
 
@@ -217,7 +203,7 @@ class SQLiteStorage:
                 "ORDER BY version_id DESC LIMIT ? OFFSET ?",
                 (task_id, row[0], count, offset),
             ).fetchall()
-            return row[1], [_task(r) for r in rows]
+            return row[1], [stored_task(r) for r in rows]
 
         return await self._read(run)
 
