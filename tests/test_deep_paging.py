@@ -84,3 +84,21 @@ def test_an_update_that_leaves_a_filter_is_seen_by_the_next_deep_page(
         assert client.put(f"/Task/{moved}", json={**body, "status": "cancelled"}).status_code == 200
         second = _page(client, status="completed", _offset=1000, _count=1)
     assert second["total"] == first["total"] - 1
+
+
+def test_a_side_table_search_matching_most_tasks_pages_exactly(
+    loaded: tuple[Server, list[dict[str, Any]]],
+) -> None:
+    srv, tasks = loaded
+    every = "urn:caretask:demo|"  # a system-only token: every demo task matches it
+    completed = [t["id"] for t in tasks if t["status"] == "completed"]
+    with srv.client(srv.token()) as client:
+        first = _page(client, identifier=every, _count=100)
+        deep = _page(client, identifier=every, _offset=1500, _count=100)
+        mixed = _page(client, identifier=every, status="completed", _count=100)
+        rare = _page(client, identifier=f"urn:caretask:demo|{tasks[7]['identifier'][0]['value']}")
+    assert (first["total"], deep["total"]) == (SIZE, SIZE)
+    assert _ids(first) == [t["id"] for t in tasks[:100]]
+    assert _ids(deep) == [t["id"] for t in tasks[1500:1600]]
+    assert _ids(mixed) == completed[:100]
+    assert _ids(rare) == [tasks[7]["id"]]

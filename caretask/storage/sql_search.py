@@ -136,12 +136,63 @@ def _exists(
     params: list[Any],
     match: str = "",
     match_params: tuple[Any, ...] | list[Any] = (),
+    dense: bool = True,
 ) -> str:
-    """A row of this task in a side table, for this parameter (and matching, if given)."""
+    """This task has a side-table row for the parameter (matching `match`, if given).
+
+    Two forms with equal results. Dense (many matches): a probe per task row through the
+    (task_pk, param, ...) index, so a page in pk order stops after a few hundred rows.
+    Sparse: the matching pks from the (param, value, task_pk) index, then those tasks."""
     params.append(param)
     params.extend(match_params)
     extra = f" AND ({match})" if match else ""
-    return f"EXISTS (SELECT 1 FROM {table} s WHERE s.task_pk = t.pk AND s.param = ?{extra})"
+    if dense:
+        return f"EXISTS (SELECT 1 FROM {table} s WHERE s.task_pk = t.pk AND s.param = ?{extra})"
+    return f"t.pk IN (SELECT s.task_pk FROM {table} s WHERE s.param = ?{extra})"
+
+
+def _side_match(condition: Condition) -> tuple[str, str, list[Any]] | None:
+    """(table, match SQL, its params) of a positive condition on a side-table parameter."""
+    table = _side_table(condition.param)
+    if table is None:
+        return None
+    local: list[Any] = []
+    if isinstance(condition, CodingCondition) and not condition.negate:
+        ors = [_coding_match(system, code, local) for system, code in condition.values]
+        return table, " OR ".join(f"({o})" for o in ors), local
+    if isinstance(condition, ReferenceCondition):
+        typed = [f"{kind}/{ident}" for kind, ident in condition.values if kind]
+        bare = [ident for kind, ident in condition.values if not kind]
+        parts = []
+        if typed:
+            parts.append(_in("s.ref", typed, local))
+        if bare:
+            parts.append(_in("s.ref_id", bare, local))
+        return table, " OR ".join(parts), local
+    if isinstance(condition, StringCondition):
+        ors = [
+            _string_match("s.norm", "s.value", condition.mode, v, local) for v in condition.values
+        ]
+        return table, " OR ".join(ors), local
+    return None
+
+
+DENSE_AT = 2_000
+
+
+def side_probes(query: SearchQuery) -> list[tuple[int, str, list[Any]]]:
+    """For each positive side-table condition: (its index, a capped count of its rows)."""
+    probes = []
+    for i, condition in enumerate(query.conditions):
+        found = _side_match(condition)
+        if found:
+            table, match, params = found
+            sql = (
+                f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} s WHERE s.param = ? AND ({match}) "
+                "LIMIT ?) c"
+            )
+            probes.append((i, sql, [condition.param, *params, DENSE_AT]))
+    return probes
 
 
 def _side_table(param: str) -> str | None:
@@ -178,9 +229,13 @@ def _fts_contains(value: str, params: list[Any]) -> str:
     return "t.pk IN (SELECT rowid FROM task_text WHERE task_text.description_norm LIKE ?)"
 
 
-def _condition(condition: Condition, params: list[Any], fts: bool) -> str:
+def _condition(condition: Condition, params: list[Any], fts: bool, dense: bool) -> str:
     param = condition.param
     table = _side_table(param)
+    found = _side_match(condition)
+    if found:
+        table, match, local = found
+        return _exists(table, param, params, match, local, dense)
     if isinstance(condition, MissingCondition):
         if table:
             exists = _exists(table, param, params)
@@ -199,22 +254,11 @@ def _condition(condition: Condition, params: list[Any], fts: bool) -> str:
         column = f"t.{TOKEN_COLUMNS[param]}"
         clause = _in(column, list(condition.values), params)
         return f"NOT ({clause})" if condition.negate else clause
-    if isinstance(condition, CodingCondition):
+    if isinstance(condition, CodingCondition):  # negated: the positive form is above
         local: list[Any] = []
         ors = [_coding_match(system, code, local) for system, code in condition.values]
-        match = ors[0] if len(ors) == 1 else " OR ".join(f"({o})" for o in ors)
-        exists = _exists("task_tokens", param, params, match, local)
-        return f"NOT {exists}" if condition.negate else exists
-    if isinstance(condition, ReferenceCondition) and table:
-        typed = [f"{kind}/{ident}" for kind, ident in condition.values if kind]
-        bare = [ident for kind, ident in condition.values if not kind]
-        local = []
-        parts = []
-        if typed:
-            parts.append(_in("s.ref", typed, local))
-        if bare:
-            parts.append(_in("s.ref_id", bare, local))
-        return _exists("task_refs", param, params, " OR ".join(parts), local)
+        match = " OR ".join(f"({o})" for o in ors)
+        return f"NOT {_exists('task_tokens', param, params, match, local)}"
     if isinstance(condition, ReferenceCondition):
         column = f"t.{REFERENCE_COLUMNS[param]}"
         typed = [f"{kind}/{ident}" for kind, ident in condition.values if kind]
@@ -226,13 +270,6 @@ def _condition(condition: Condition, params: list[Any], fts: bool) -> str:
             parts.append(_in("t.subject_id", bare, params))
         return parts[0] if len(parts) == 1 else f"({' OR '.join(parts)})"
     if isinstance(condition, StringCondition):
-        if table:
-            local = []
-            ors = [
-                _string_match("s.norm", "s.value", condition.mode, v, local)
-                for v in condition.values
-            ]
-            return _exists(table, param, params, " OR ".join(ors), local)
         exact, norm = STRING_COLUMNS[param]
         ors = [
             _fts_contains(v, params)
@@ -249,10 +286,15 @@ def _condition(condition: Condition, params: list[Any], fts: bool) -> str:
     return ors[0] if len(ors) == 1 else f"({' OR '.join(ors)})"
 
 
-def where(query: SearchQuery, fts: bool = False) -> tuple[str, list[Any]]:
-    """The WHERE clause; `fts`: description:contains may use SQLite's task_text table."""
+def where(
+    query: SearchQuery, fts: bool = False, sparse: frozenset[int] = frozenset()
+) -> tuple[str, list[Any]]:
+    """The WHERE clause. `fts`: description:contains may use SQLite's task_text table;
+    `sparse`: the indexes of side-table conditions with few matches (see _exists)."""
     params: list[Any] = []
-    clauses = [_condition(c, params, fts) for c in query.conditions]
+    clauses = [
+        _condition(c, params, fts, dense=i not in sparse) for i, c in enumerate(query.conditions)
+    ]
     return (" WHERE " + " AND ".join(f"({c})" for c in clauses) if clauses else ""), params
 
 
@@ -269,11 +311,12 @@ def select_page(
     fts: bool = False,
     after_pk: int = 0,
     offset: int | None = None,
+    sparse: frozenset[int] = frozenset(),
 ) -> tuple[str, list[Any]]:
     """The page's rows plus one, so that `has_more` is known without a count.
 
     `after_pk` and `offset`: resume from a page anchor (default order only)."""
-    clause, params = where(query, fts)
+    clause, params = where(query, fts, sparse)
     if after_pk:
         clause = f"{clause} AND t.pk > ?" if clause else " WHERE t.pk > ?"
         params.append(after_pk)
@@ -281,9 +324,11 @@ def select_page(
     return sql, [*params, query.count + 1, query.offset if offset is None else offset]
 
 
-def select_anchors(query: SearchQuery, fts: bool = False) -> tuple[str, list[Any]]:
+def select_anchors(
+    query: SearchQuery, fts: bool = False, sparse: frozenset[int] = frozenset()
+) -> tuple[str, list[Any]]:
     """(position, pk) of every ANCHOR_EVERY-th match in the default order."""
-    clause, params = where(query, fts)
+    clause, params = where(query, fts, sparse)
     sql = (
         "SELECT rn, pk FROM (SELECT t.pk AS pk, row_number() OVER (ORDER BY t.pk) AS rn "
         f"FROM tasks t{clause}) a WHERE rn % ? = 0 ORDER BY rn"
@@ -291,8 +336,10 @@ def select_anchors(query: SearchQuery, fts: bool = False) -> tuple[str, list[Any
     return sql, [*params, ANCHOR_EVERY]
 
 
-def select_count(query: SearchQuery, fts: bool = False) -> tuple[str, list[Any]]:
-    clause, params = where(query, fts)
+def select_count(
+    query: SearchQuery, fts: bool = False, sparse: frozenset[int] = frozenset()
+) -> tuple[str, list[Any]]:
+    clause, params = where(query, fts, sparse)
     return f"SELECT COUNT(*) FROM tasks t{clause}", params
 
 
@@ -348,7 +395,13 @@ def plan_search(
     Without I/O of its own, so that the synchronous SQLite engine and the asynchronous
     PostgreSQL engine run the same plan: page (from an anchor when deep), total (from
     the cache when the data is unchanged), and included tasks."""
-    clause, clause_params = where(query, fts)
+    sparse: set[int] = set()
+    for index, sql, params in side_probes(query):
+        rows = yield sql, params
+        if rows[0][0] < DENSE_AT:
+            sparse.add(index)
+    forms = frozenset(sparse)
+    clause, clause_params = where(query, fts, forms)
     key: Key = clause, tuple(clause_params)
     version: DataVersion | None = None
 
@@ -363,11 +416,11 @@ def plan_search(
         if not query.sort and query.offset >= ANCHOR_EVERY:
             version = yield from current()
             if not cache.has_anchors(key, version):
-                rows = yield select_anchors(query, fts)
+                rows = yield select_anchors(query, fts, forms)
                 cache.remember_anchors(key, version, [(r[0], r[1]) for r in rows])
             position, after_pk = cache.anchor(key, version, query.offset)
             offset = query.offset - position
-        rows = yield select_page(query, columns, fts, after_pk, offset)
+        rows = yield select_page(query, columns, fts, after_pk, offset, forms)
         has_more = len(rows) > query.count
         tasks = [stored_task(r) for r in rows[: query.count]]
     total = None
@@ -378,7 +431,7 @@ def plan_search(
                 version = yield from current()
             total = cache.count(key, version)
             if total is None:
-                rows = yield select_count(query, fts)
+                rows = yield select_count(query, fts, forms)
                 total = rows[0][0]
                 cache.remember_count(key, version, total)
     included: list[StoredTask] = []

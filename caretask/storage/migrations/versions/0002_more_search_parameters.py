@@ -38,7 +38,7 @@ def upgrade() -> None:
         sa.Column("code", sa.Text, nullable=False),
     )
     op.create_index("ix_task_tokens_lookup", "task_tokens", ["param", "code", "task_pk"])
-    op.create_index("ix_task_tokens_task", "task_tokens", ["task_pk"])
+    op.create_index("ix_task_tokens_task", "task_tokens", ["task_pk", "param", "code"])
 
     op.create_table(
         "task_refs",
@@ -49,7 +49,10 @@ def upgrade() -> None:
     )
     op.create_index("ix_task_refs_lookup", "task_refs", ["param", "ref", "task_pk"])
     op.create_index("ix_task_refs_id", "task_refs", ["param", "ref_id"])
-    op.create_index("ix_task_refs_task", "task_refs", ["task_pk"])
+    op.create_index("ix_task_refs_task", "task_refs", ["task_pk", "param", "ref"])
+    # a search that matches many tasks probes each task's rows: (task_pk, param, value)
+    op.drop_index("ix_task_strings_task", "task_strings")
+    op.create_index("ix_task_strings_task", "task_strings", ["task_pk", "param", "norm"])
 
     op.create_table(
         "caretask_meta",
@@ -60,6 +63,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("caretask_meta")
+    op.drop_index("ix_task_strings_task", "task_strings")
+    op.create_index("ix_task_strings_task", "task_strings", ["task_pk"])
     op.drop_table("task_refs")
     op.drop_table("task_tokens")
     op.drop_index("ix_tasks_period", "tasks")
