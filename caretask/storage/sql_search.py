@@ -180,8 +180,11 @@ def _side_match(condition: Condition) -> tuple[str, str, list[Any]] | None:
 DENSE_AT = 2_000
 
 
-def side_probes(query: SearchQuery) -> list[tuple[int, str, list[Any]]]:
-    """For each positive side-table condition: (its index, a capped count of its rows)."""
+def side_probes(query: SearchQuery, fts: bool = False) -> list[tuple[int, str, list[Any]]]:
+    """For each condition with a dense and a sparse form: (its index, a capped count).
+
+    Positive side-table conditions, and (SQLite) a description prefix, whose B-tree range
+    would otherwise be read whole and sorted when it matches a large part of the table."""
     probes = []
     for i, condition in enumerate(query.conditions):
         found = _side_match(condition)
@@ -192,7 +195,20 @@ def side_probes(query: SearchQuery) -> list[tuple[int, str, list[Any]]]:
                 "LIMIT ?) c"
             )
             probes.append((i, sql, [condition.param, *params, DENSE_AT]))
+        elif fts and _prefix_on_column(condition):
+            params = []
+            match = _condition(condition, params, fts, dense=False)
+            sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM tasks t WHERE {match} LIMIT ?) c"
+            probes.append((i, sql, [*params, DENSE_AT]))
     return probes
+
+
+def _prefix_on_column(condition: Condition) -> bool:
+    return (
+        isinstance(condition, StringCondition)
+        and condition.mode == "prefix"
+        and condition.param in STRING_COLUMNS
+    )
 
 
 def _side_table(param: str) -> str | None:
@@ -271,10 +287,13 @@ def _condition(condition: Condition, params: list[Any], fts: bool, dense: bool) 
         return parts[0] if len(parts) == 1 else f"({' OR '.join(parts)})"
     if isinstance(condition, StringCondition):
         exact, norm = STRING_COLUMNS[param]
+        # SQLite: a unary + keeps a dense prefix off its index, so the pk-ordered scan
+        # that stops at the page's end is used instead of reading and sorting the range
+        column = f"+t.{norm}" if fts and dense and condition.mode == "prefix" else f"t.{norm}"
         ors = [
             _fts_contains(v, params)
             if fts and condition.mode == "contains" and _fts_usable(v)
-            else _string_match(f"t.{norm}", f"t.{exact}", condition.mode, v, params)
+            else _string_match(column, f"t.{exact}", condition.mode, v, params)
             for v in condition.values
         ]
         return ors[0] if len(ors) == 1 else f"({' OR '.join(ors)})"
@@ -396,7 +415,7 @@ def plan_search(
     PostgreSQL engine run the same plan: page (from an anchor when deep), total (from
     the cache when the data is unchanged), and included tasks."""
     sparse: set[int] = set()
-    for index, sql, params in side_probes(query):
+    for index, sql, params in side_probes(query, fts):
         rows = yield sql, params
         if rows[0][0] < DENSE_AT:
             sparse.add(index)
