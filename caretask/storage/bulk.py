@@ -18,6 +18,7 @@ from caretask.storage.columns import (
     INDEX_COLUMNS,
     SIDE_DELETES,
     SIDE_INSERTS,
+    SIDE_TABLES,
     TASK_COLUMNS,
     TEXT_DELETE,
     TEXT_INSERT,
@@ -76,6 +77,17 @@ class BulkStore:
     def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         cur = self._conn.execute(self._sql(sql), params)
         return cur.fetchall() if cur.description else []
+
+    def _insert(self, sql: str, table: str, columns: str, rows: list[tuple[Any, ...]]) -> None:
+        """Plain inserts: executemany on SQLite, COPY on PostgreSQL (several times faster)."""
+        if not rows:
+            return
+        if not self.is_pg:
+            self._conn.executemany(sql, rows)
+            return
+        with self._conn.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
@@ -150,7 +162,7 @@ class BulkStore:
             task_rows.append((pk, row.id, 1, last_updated, *row.index, row.body))
             version_rows.append((pk, 1, last_updated, row.body))
             self._collect_side(side, pk, row)
-        self._many(self._insert_task, task_rows)
+        self._insert(self._insert_task, "tasks", f"pk, id, {TASK_COLUMNS}", task_rows)
         text_rows: list[tuple[int, str]] = []
 
         updates, stale, text_deletes = [], [], []
@@ -174,9 +186,14 @@ class BulkStore:
         self._many(self._update_task, updates)
         for sql in self._deletes:
             self._many(sql, stale)
-        self._many(self._insert_version, version_rows)
-        for table, side_rows in side.items():
-            self._many(self._side[table], side_rows)
+        self._insert(
+            self._insert_version,
+            "task_versions",
+            "task_pk, version_id, last_updated, resource",
+            version_rows,
+        )
+        for table, columns in SIDE_TABLES:
+            self._insert(self._side[table], table, ", ".join(("task_pk", *columns)), side[table])
         if not self.is_pg:
             self._many(TEXT_DELETE, text_deletes)
             self._many(TEXT_INSERT, text_rows)
