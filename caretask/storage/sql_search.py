@@ -420,7 +420,9 @@ def plan_search(
         if rows[0][0] < DENSE_AT:
             sparse.add(index)
     forms = frozenset(sparse)
-    clause, clause_params = where(query, fts, forms)
+    # counts and anchors read every match anyway: the sparse forms do that from the index
+    everything = frozenset(range(len(query.conditions)))
+    clause, clause_params = where(query, fts, everything)
     key: Key = clause, tuple(clause_params)
     version: DataVersion | None = None
 
@@ -435,7 +437,7 @@ def plan_search(
         if not query.sort and query.offset >= ANCHOR_EVERY:
             version = yield from current()
             if not cache.has_anchors(key, version):
-                rows = yield select_anchors(query, fts, forms)
+                rows = yield select_anchors(query, fts, everything)
                 cache.remember_anchors(key, version, [(r[0], r[1]) for r in rows])
             position, after_pk = cache.anchor(key, version, query.offset)
             offset = query.offset - position
@@ -450,7 +452,7 @@ def plan_search(
                 version = yield from current()
             total = cache.count(key, version)
             if total is None:
-                rows = yield select_count(query, fts, forms)
+                rows = yield select_count(query, fts, everything)
                 total = rows[0][0]
                 cache.remember_count(key, version, total)
     included: list[StoredTask] = []
