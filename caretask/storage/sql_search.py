@@ -98,36 +98,49 @@ def _in(column: str, values: list[Any], params: list[Any]) -> str:
     return f"{column} IN ({', '.join('?' * len(values))})"
 
 
-def _date_match(lo: str, hi: str, prefix: str, slo: int, shi: int, params: list[Any]) -> str:
-    """FHIR R4 search on ranges: the target [lo, hi] against the search value [slo, shi]."""
+# A single FHIR date or dateTime covers at most a year (`2024`). Knowing it bounds the low
+# end of a match from its high end, so that every date comparison below starts with a
+# range on the (lo, hi) index; a Period (`period`) can be open, so it gets no such bound.
+MAX_WIDTH = 366 * DAY
+UNBOUNDED = frozenset({"period"})
+
+
+def _date_match(
+    lo: str, hi: str, prefix: str, slo: int, shi: int, params: list[Any], bounded: bool
+) -> str:
+    """FHIR R4 search on ranges: the target [lo, hi] against the search value [slo, shi].
+
+    Each exact test is preceded by a bound on `lo` that it implies (lo <= hi, and for
+    single dates hi - lo < MAX_WIDTH): redundant for the result, there for the index."""
+    floor = f"{lo} >= ? AND " if bounded else ""
     if prefix == "eq":
-        params.extend((slo, shi))
-        return f"({lo} >= ? AND {hi} <= ?)"
+        params.extend((slo, shi, shi))
+        return f"({lo} >= ? AND {lo} <= ? AND {hi} <= ?)"
     if prefix == "ne":
         params.extend((slo, shi))
         return f"({lo} < ? OR {hi} > ?)"
     if prefix == "gt":
-        params.append(shi)
-        return f"{hi} > ?"
+        params.extend((shi - MAX_WIDTH,) * bounded + (shi,))
+        return f"({floor}{hi} > ?)"
     if prefix == "lt":
         params.append(slo)
         return f"{lo} < ?"
     if prefix == "ge":
-        params.extend((shi, slo, shi))
-        return f"({hi} > ? OR ({lo} >= ? AND {hi} <= ?))"
+        params.extend((slo - MAX_WIDTH,) * bounded + (shi, slo, shi))
+        return f"({floor}({hi} > ? OR ({lo} >= ? AND {hi} <= ?)))"
     if prefix == "le":
-        params.extend((slo, slo, shi))
-        return f"({lo} < ? OR ({lo} >= ? AND {hi} <= ?))"
+        params.extend((shi, slo, slo, shi))
+        return f"({lo} <= ? AND ({lo} < ? OR ({lo} >= ? AND {hi} <= ?)))"
     if prefix == "sa":
         params.append(shi)
         return f"{lo} > ?"
     if prefix == "eb":
-        params.append(slo)
-        return f"{hi} < ?"
+        params.extend((slo, slo))
+        return f"({lo} < ? AND {hi} < ?)"
     # ap: overlap with the value widened by a tenth of its width, at least a day each way
     slack = max((shi - slo) // 10, DAY)
-    params.extend((shi + slack, slo - slack))
-    return f"({lo} <= ? AND {hi} >= ?)"
+    params.extend((slo - slack - MAX_WIDTH,) * bounded + (shi + slack, slo - slack))
+    return f"({floor}{lo} <= ? AND {hi} >= ?)"
 
 
 def _exists(
@@ -300,7 +313,8 @@ def _condition(condition: Condition, params: list[Any], fts: bool, dense: bool) 
     assert isinstance(condition, DateCondition)
     lo, hi = DATE_COLUMNS[param]
     ors = [
-        _date_match(f"t.{lo}", f"t.{hi}", p, slo, shi, params) for p, slo, shi in condition.values
+        _date_match(f"t.{lo}", f"t.{hi}", p, slo, shi, params, param not in UNBOUNDED)
+        for p, slo, shi in condition.values
     ]
     return ors[0] if len(ors) == 1 else f"({' OR '.join(ors)})"
 
@@ -358,6 +372,11 @@ def select_anchors(
 def select_count(
     query: SearchQuery, fts: bool = False, sparse: frozenset[int] = frozenset()
 ) -> tuple[str, list[Any]]:
+    found = _side_match(query.conditions[0]) if len(query.conditions) == 1 else None
+    if found:  # from the side table's covering index alone, without touching tasks
+        table, match, local = found
+        sql = f"SELECT COUNT(DISTINCT s.task_pk) FROM {table} s WHERE s.param = ? AND ({match})"
+        return sql, [query.conditions[0].param, *local]
     clause, params = where(query, fts, sparse)
     return f"SELECT COUNT(*) FROM tasks t{clause}", params
 
