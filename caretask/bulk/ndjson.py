@@ -167,6 +167,7 @@ def import_ndjson(
                     store.begin()
                     since_commit = 0
         store.commit()
+        store.analyze()
     except BaseException:
         store.rollback()
         raise
