@@ -261,3 +261,16 @@ def test_unsupported_includes_are_400_naming_them(
     response = api.get("/Task", params={param: value})
     assert response.status_code == 400
     assert param.split(":")[0] in response.json()["issue"][0]["details"]["text"]
+
+
+@pytest.mark.parametrize(
+    ("search", "hit"),
+    [("gt2023-12-30", True), ("ge2023-06-01", True), ("ap2023-12-31", True), ("lt2023-01-02", True),
+     ("gt2023-12-31", False), ("eb2023-06-01", False)],
+)  # fmt: skip
+def test_a_year_wide_date_is_found_from_either_end(
+    api: httpx.Client, search: str, hit: bool
+) -> None:
+    patient = new_patient()
+    task = _task(api, patient, authoredOn="2023")
+    assert _ids(api, patient, **{"authored-on": search}) == ({task} if hit else set())
