@@ -1,19 +1,21 @@
 """Dense and sparse forms of a condition find the same tasks in the same order.
 
-In-process against a real SQLite file loaded by `caretask import`; the dense threshold is
-lowered so that a few thousand tasks exercise both forms.
+In-process against a real database (an SQLite file, PostgreSQL) loaded by `caretask
+import`; the dense threshold is lowered so that a few thousand tasks exercise both forms.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 
 from caretask.domain import search_params
 from caretask.storage import open_storage, sql_search
 from caretask.storage.urls import DatabaseURL
-from tests.conftest import run_cli
+from tests.conftest import postgres_database, run_cli
 
 QUERIES = [
     [("description", "call")],
@@ -24,17 +26,24 @@ QUERIES = [
     [("identifier", "urn:caretask:demo|")],
     [("code", "approve,abort")],
     [("description", "re"), ("_sort", "-authored-on")],
+    [("due", "ge2022-01-01")],
+    [("authored-on", "lt2023"), ("authored-on", "ge2021-06")],
+    [("_lastUpdated", "gt2000")],
 ]
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> str:
+def database(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("forms")
     source = workdir / "demo.ndjson"
     source.write_text(run_cli("demo-data", "2500", "--seed", "9").stdout)
-    url = f"sqlite:///{workdir / 'forms.db'}"
-    run_cli("import", str(source), "--database", url)
-    return url
+    with ExitStack() as stack:
+        if engine == "postgresql":
+            url = stack.enter_context(postgres_database())
+        else:
+            url = f"sqlite:///{workdir / 'forms.db'}"
+        run_cli("import", str(source), "--database", url)
+        yield url
 
 
 def _search(url: str, pairs: list[tuple[str, str]]) -> tuple[int | None, list[str]]:
@@ -62,7 +71,7 @@ def test_dense_and_sparse_forms_agree(
 
 
 def test_the_dense_form_is_the_one_used_when_many_tasks_match(
-    database: str, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     query = search_params.parse([("description", "c")])
     monkeypatch.setattr(sql_search, "DENSE_AT", 5)

@@ -208,7 +208,7 @@ def side_probes(query: SearchQuery, fts: bool = False) -> list[tuple[int, str, l
                 "LIMIT ?) c"
             )
             probes.append((i, sql, [condition.param, *params, DENSE_AT]))
-        elif fts and _prefix_on_column(condition):
+        elif _ordered_range(condition):
             params = []
             match = _condition(condition, params, fts, dense=False)
             sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM tasks t WHERE {match} LIMIT ?) c"
@@ -216,12 +216,23 @@ def side_probes(query: SearchQuery, fts: bool = False) -> list[tuple[int, str, l
     return probes
 
 
-def _prefix_on_column(condition: Condition) -> bool:
+def _ordered_range(condition: Condition) -> bool:
+    """A range over a tasks column index: a description prefix, or a date comparison."""
+    if isinstance(condition, DateCondition):
+        return all(prefix != "ne" for prefix, _, _ in condition.values)
     return (
         isinstance(condition, StringCondition)
         and condition.mode == "prefix"
         and condition.param in STRING_COLUMNS
     )
+
+
+def _off_index(column: str, fts: bool, number: bool) -> str:
+    """The column in an expression its index cannot serve (SQLite: unary +), so that a
+    dense range is tested row by row along the pk order instead of read whole and sorted."""
+    if fts:
+        return f"+{column}"
+    return f"({column} + 0)" if number else f"({column} || '')"
 
 
 def _side_table(param: str) -> str | None:
@@ -302,7 +313,9 @@ def _condition(condition: Condition, params: list[Any], fts: bool, dense: bool) 
         exact, norm = STRING_COLUMNS[param]
         # SQLite: a unary + keeps a dense prefix off its index, so the pk-ordered scan
         # that stops at the page's end is used instead of reading and sorting the range
-        column = f"+t.{norm}" if fts and dense and condition.mode == "prefix" else f"t.{norm}"
+        column = f"t.{norm}"
+        if dense and condition.mode == "prefix":
+            column = _off_index(column, fts, number=False)
         ors = [
             _fts_contains(v, params)
             if fts and condition.mode == "contains" and _fts_usable(v)
@@ -311,23 +324,23 @@ def _condition(condition: Condition, params: list[Any], fts: bool, dense: bool) 
         ]
         return ors[0] if len(ors) == 1 else f"({' OR '.join(ors)})"
     assert isinstance(condition, DateCondition)
-    lo, hi = DATE_COLUMNS[param]
+    lo, hi = (f"t.{c}" for c in DATE_COLUMNS[param])
+    if dense:
+        lo, hi = _off_index(lo, fts, number=True), _off_index(hi, fts, number=True)
     ors = [
-        _date_match(f"t.{lo}", f"t.{hi}", p, slo, shi, params, param not in UNBOUNDED)
+        _date_match(lo, hi, p, slo, shi, params, param not in UNBOUNDED)
         for p, slo, shi in condition.values
     ]
     return ors[0] if len(ors) == 1 else f"({' OR '.join(ors)})"
 
 
 def where(
-    query: SearchQuery, fts: bool = False, sparse: frozenset[int] = frozenset()
+    query: SearchQuery, fts: bool = False, dense: frozenset[int] = frozenset()
 ) -> tuple[str, list[Any]]:
-    """The WHERE clause. `fts`: description:contains may use SQLite's task_text table;
-    `sparse`: the indexes of side-table conditions with few matches (see _exists)."""
+    """The WHERE clause. `fts`: SQLite (its task_text table serves description:contains);
+    `dense`: the indexes of conditions that match much of the table (see _exists)."""
     params: list[Any] = []
-    clauses = [
-        _condition(c, params, fts, dense=i not in sparse) for i, c in enumerate(query.conditions)
-    ]
+    clauses = [_condition(c, params, fts, dense=i in dense) for i, c in enumerate(query.conditions)]
     return (" WHERE " + " AND ".join(f"({c})" for c in clauses) if clauses else ""), params
 
 
@@ -344,12 +357,12 @@ def select_page(
     fts: bool = False,
     after_pk: int = 0,
     offset: int | None = None,
-    sparse: frozenset[int] = frozenset(),
+    dense: frozenset[int] = frozenset(),
 ) -> tuple[str, list[Any]]:
     """The page's rows plus one, so that `has_more` is known without a count.
 
     `after_pk` and `offset`: resume from a page anchor (default order only)."""
-    clause, params = where(query, fts, sparse)
+    clause, params = where(query, fts, dense)
     if after_pk:
         clause = f"{clause} AND t.pk > ?" if clause else " WHERE t.pk > ?"
         params.append(after_pk)
@@ -358,10 +371,10 @@ def select_page(
 
 
 def select_anchors(
-    query: SearchQuery, fts: bool = False, sparse: frozenset[int] = frozenset()
+    query: SearchQuery, fts: bool = False, dense: frozenset[int] = frozenset()
 ) -> tuple[str, list[Any]]:
     """(position, pk) of every ANCHOR_EVERY-th match in the default order."""
-    clause, params = where(query, fts, sparse)
+    clause, params = where(query, fts, dense)
     sql = (
         "SELECT rn, pk FROM (SELECT t.pk AS pk, row_number() OVER (ORDER BY t.pk) AS rn "
         f"FROM tasks t{clause}) a WHERE rn % ? = 0 ORDER BY rn"
@@ -370,14 +383,14 @@ def select_anchors(
 
 
 def select_count(
-    query: SearchQuery, fts: bool = False, sparse: frozenset[int] = frozenset()
+    query: SearchQuery, fts: bool = False, dense: frozenset[int] = frozenset()
 ) -> tuple[str, list[Any]]:
     found = _side_match(query.conditions[0]) if len(query.conditions) == 1 else None
     if found:  # from the side table's covering index alone, without touching tasks
         table, match, local = found
         sql = f"SELECT COUNT(DISTINCT s.task_pk) FROM {table} s WHERE s.param = ? AND ({match})"
         return sql, [query.conditions[0].param, *local]
-    clause, params = where(query, fts, sparse)
+    clause, params = where(query, fts, dense)
     return f"SELECT COUNT(*) FROM tasks t{clause}", params
 
 
@@ -433,15 +446,16 @@ def plan_search(
     Without I/O of its own, so that the synchronous SQLite engine and the asynchronous
     PostgreSQL engine run the same plan: page (from an anchor when deep), total (from
     the cache when the data is unchanged), and included tasks."""
-    sparse: set[int] = set()
-    for index, sql, params in side_probes(query, fts):
-        rows = yield sql, params
-        if rows[0][0] < DENSE_AT:
-            sparse.add(index)
-    forms = frozenset(sparse)
-    # counts and anchors read every match anyway: the sparse forms do that from the index
-    everything = frozenset(range(len(query.conditions)))
-    clause, clause_params = where(query, fts, everything)
+    # a page in pk order reads a dense condition along the pk; counts, anchors and sorted
+    # pages read every match anyway, which the index-friendly forms do best
+    dense: set[int] = set()
+    if not query.sort and query.count > 0:
+        for index, sql, params in side_probes(query, fts):
+            rows = yield sql, params
+            if rows[0][0] >= DENSE_AT:
+                dense.add(index)
+    forms = frozenset(dense)
+    clause, clause_params = where(query, fts)
     key: Key = clause, tuple(clause_params)
     version: DataVersion | None = None
 
@@ -456,7 +470,7 @@ def plan_search(
         if not query.sort and query.offset >= ANCHOR_EVERY:
             version = yield from current()
             if not cache.has_anchors(key, version):
-                rows = yield select_anchors(query, fts, everything)
+                rows = yield select_anchors(query, fts)
                 cache.remember_anchors(key, version, [(r[0], r[1]) for r in rows])
             position, after_pk = cache.anchor(key, version, query.offset)
             offset = query.offset - position
@@ -471,7 +485,7 @@ def plan_search(
                 version = yield from current()
             total = cache.count(key, version)
             if total is None:
-                rows = yield select_count(query, fts, everything)
+                rows = yield select_count(query, fts)
                 total = rows[0][0]
                 cache.remember_count(key, version, total)
     included: list[StoredTask] = []
