@@ -274,3 +274,20 @@ def test_a_year_wide_date_is_found_from_either_end(
     patient = new_patient()
     task = _task(api, patient, authoredOn="2023")
     assert _ids(api, patient, **{"authored-on": search}) == ({task} if hit else set())
+
+
+def test_a_due_week_finds_narrow_and_wide_dates_alike(api: httpx.Client) -> None:
+    patient = new_patient()
+
+    def due(end: str) -> str:
+        return _task(api, patient, restriction={"period": {"end": end}})
+
+    instant, month, year = due("2024-03-05T10:00:00Z"), due("2024-03"), due("2024")
+    due("2024-03-12T00:00:00Z")
+    due("2023-12-31")
+    week = [("due", "ge2024-03-04"), ("due", "lt2024-03-11")]
+    assert _ids(api, patient, **{}) >= {instant, month, year}
+    response = api.get("/Task", params=[("patient", patient), *week])
+    assert {e["resource"]["id"] for e in response.json()["entry"]} == {instant, month, year}
+    either = api.get("/Task", params={"patient": patient, "due": "2024-03-05,2023-12-31"})
+    assert len(either.json()["entry"]) == 2
