@@ -204,3 +204,20 @@ def test_migrate_runs_again_without_changing_anything(
     with srv.client(srv.token()) as client:
         bundle = client.get("/Task", params={"identifier": "T-42"}).json()
     assert bundle["total"] == 1
+
+
+def test_a_migration_that_fails_half_way_leaves_the_schema_as_it_was(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'half.db'}"
+    schema.migrate(DatabaseURL.parse(url), "0004")
+    with sqlite3.connect(tmp_path / "half.db") as conn:  # in the way of 0005's second index
+        conn.execute("CREATE INDEX ix_tasks_due_window ON tasks (due_lo)")
+    result = run_cli("migrate", "--database", url, check=False)
+    with sqlite3.connect(tmp_path / "half.db") as conn:
+        revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+        first = conn.execute(
+            "SELECT name FROM sqlite_master WHERE name = 'ix_tasks_authored_window'"
+        ).fetchall()
+    assert result.returncode != 0
+    assert (revision, first) == ("0004", [])

@@ -6,6 +6,7 @@ import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -33,10 +34,23 @@ def head_revision() -> str:
 
 
 def _engine(url: DatabaseURL) -> sa.Engine:
-    connect_args = {"timeout": 30} if url.is_sqlite else {}
-    return sa.create_engine(
-        url.sqlalchemy_url(), poolclass=sa.pool.NullPool, connect_args=connect_args
+    if not url.is_sqlite:
+        return sa.create_engine(url.sqlalchemy_url(), poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(
+        url.sqlalchemy_url(), poolclass=sa.pool.NullPool, connect_args={"timeout": 30}
     )
+
+    # Python's sqlite3 commits DDL as it goes, so a migration failing half way would
+    # leave half a schema; SQLAlchemy's documented remedy: begin the transaction ourselves.
+    @sa.event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
 
 
 def current_revision(url: DatabaseURL) -> str | None:
