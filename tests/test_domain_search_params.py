@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from caretask.domain.errors import InvalidSearch
 from caretask.domain.search_params import (
+    PARAMETERS,
     DateCondition,
     ReferenceCondition,
     StringCondition,
     TokenCondition,
     parse,
 )
+from caretask.storage import sql_search
 
 
 def test_reference_values_become_typed_references() -> None:
@@ -117,11 +119,22 @@ _names = st.sampled_from(
         "owner:missing",
         "owner:Practitioner",
         "x:y",
+        *(name for name in PARAMETERS if name not in ("_id", "label", "owner")),
+        "code:text",
+        "identifier:not",
+        "part-of:Task",
+        "_include",
+        "_revinclude",
+        "_include:iterate",
     ]
 ) | st.text(max_size=20)
+_values = st.sampled_from(
+    ["Task:part-of", "Task:based-on:Task", "urn:a|", "|x", "|", "ge2024", "ap2024-02-30",
+     "Task/abc", "a,b", "x\\,y", "eb2024-01-01T10:00:00+14:00"]
+) | st.text(max_size=40)  # fmt: skip
 
 
-@given(st.lists(st.tuples(_names, st.text(max_size=40)), max_size=6), st.booleans())
+@given(st.lists(st.tuples(_names, _values), max_size=6), st.booleans())
 def test_parse_never_raises_anything_but_invalid_search(
     pairs: list[tuple[str, str]], lenient: bool
 ) -> None:
@@ -129,3 +142,24 @@ def test_parse_never_raises_anything_but_invalid_search(
         parse(pairs, lenient=lenient)
     except InvalidSearch as error:
         assert error.issues and all(i.text for i in error.issues)
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(_names, _values), max_size=6), st.booleans())
+def test_every_parsed_query_becomes_sql_with_one_bound_value_per_placeholder(
+    pairs: list[tuple[str, str]], sqlite: bool
+) -> None:
+    try:
+        query = parse(pairs, lenient=True)
+    except InvalidSearch:
+        return
+    every = frozenset(range(len(query.conditions)))
+    statements = [
+        sql_search.select_page(query, "t.id", sqlite),
+        sql_search.select_page(query, "t.id", sqlite, after_pk=7, offset=3, dense=every),
+        sql_search.select_count(query, sqlite),
+        sql_search.select_anchors(query, sqlite),
+        *((sql, params) for _, sql, params in sql_search.side_probes(query, sqlite)),
+    ]
+    for sql, params in statements:
+        assert sql.count("?") == len(params), sql
