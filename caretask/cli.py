@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 
 from caretask.auth import scopes, secrets
-from caretask.bulk.ndjson import LineError
 from caretask.config import Settings
 from caretask.storage import SchemaNotCurrent, open_storage, schema
 from caretask.storage.base import ClientRecord, SchemaTooNew
@@ -148,7 +147,7 @@ def _demo_data(count: int, seed: int) -> int:
 
 
 def _import(args: argparse.Namespace, url: DatabaseURL) -> int:
-    from caretask.bulk.ndjson import import_ndjson, progress_bar
+    from caretask.bulk.ndjson import LineError, import_ndjson, progress_bar
 
     stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     bar = progress_bar()

@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +212,17 @@ def postgres_database() -> Iterator[str]:
             )
 
 
+@contextmanager
+def engine_database(engine: str, workdir: Path) -> Iterator[str]:
+    """A database of `engine` that nothing else uses: a fresh PostgreSQL database
+    (dropped afterwards), or an SQLite file in `workdir`."""
+    if engine == "postgresql":
+        with postgres_database() as url:
+            yield url
+    else:
+        yield database_url(engine, workdir)
+
+
 @pytest.fixture(scope="session", params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> str:
     if request.param == "postgresql" and not POSTGRES_URL:
@@ -222,14 +233,12 @@ def engine(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def server(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp(f"server-{engine}")
-    with ExitStack() as stack:
-        if engine == "postgresql":
-            url = stack.enter_context(postgres_database())
-        else:
-            url = database_url(engine, workdir)
+    with engine_database(engine, workdir) as url:
         srv = Server(url, workdir).start()
-        stack.callback(srv.stop)
-        yield srv
+        try:
+            yield srv
+        finally:
+            srv.stop()
 
 
 @pytest.fixture(scope="session")
@@ -246,11 +255,8 @@ def api(server: Server, token: str) -> Iterator[httpx.Client]:
 @pytest.fixture
 def fresh_database(engine: str, tmp_path: Path) -> Iterator[str]:
     """A database of the engine under test that only this test uses."""
-    if engine == "postgresql":
-        with postgres_database() as url:
-            yield url
-    else:
-        yield database_url(engine, tmp_path)
+    with engine_database(engine, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

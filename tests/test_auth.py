@@ -17,6 +17,17 @@ def _token_response(server: Server, **form: str) -> httpx.Response:
     return httpx.post(f"{server.url}/auth/token/", data=form)
 
 
+def _grant(server: Server, creds: dict[str, str], **form: str) -> httpx.Response:
+    """A client-credentials request with this client's id and secret."""
+    return _token_response(
+        server,
+        grant_type="client_credentials",
+        client_id=creds["client_id"],
+        client_secret=creds["client_secret"],
+        **form,
+    )
+
+
 def _assert_401(response: httpx.Response) -> None:
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith("Bearer")
@@ -26,12 +37,7 @@ def _assert_401(response: httpx.Response) -> None:
 
 def test_client_credentials_grant_returns_a_bearer_token(server: Server) -> None:
     creds = server.create_client()
-    response = _token_response(
-        server,
-        grant_type="client_credentials",
-        client_id=creds["client_id"],
-        client_secret=creds["client_secret"],
-    )
+    response = _grant(server, creds)
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
@@ -84,13 +90,7 @@ def test_missing_grant_type_is_400_invalid_request(server: Server) -> None:
 
 def test_requested_scope_narrows_the_token(server: Server) -> None:
     creds = server.create_client()
-    response = _token_response(
-        server,
-        grant_type="client_credentials",
-        client_id=creds["client_id"],
-        client_secret=creds["client_secret"],
-        scope="system/Task.read",
-    )
+    response = _grant(server, creds, scope="system/Task.read")
     token = response.json()["access_token"]
     assert response.json()["scope"] == "system/Task.read"
     with server.client(token) as client:
@@ -100,13 +100,7 @@ def test_requested_scope_narrows_the_token(server: Server) -> None:
 
 def test_requesting_more_scope_than_the_client_holds_is_invalid_scope(server: Server) -> None:
     creds = server.create_client(scope="system/Task.read")
-    response = _token_response(
-        server,
-        grant_type="client_credentials",
-        client_id=creds["client_id"],
-        client_secret=creds["client_secret"],
-        scope="system/Task.write",
-    )
+    response = _grant(server, creds, scope="system/Task.write")
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_scope"
 
@@ -249,23 +243,13 @@ def test_revoked_client_token_is_401(server: Server) -> None:
     from tests.conftest import run_cli
 
     creds = server.create_client()
-    response = _token_response(
-        server,
-        grant_type="client_credentials",
-        client_id=creds["client_id"],
-        client_secret=creds["client_secret"],
-    )
+    response = _grant(server, creds)
     token = response.json()["access_token"]
     with server.client(token) as client:
         assert client.get("/Task").status_code == 200
         run_cli("clients", "revoke", creds["client_id"], "--database", server.database)
         _assert_401(client.get("/Task"))
-    again = _token_response(
-        server,
-        grant_type="client_credentials",
-        client_id=creds["client_id"],
-        client_secret=creds["client_secret"],
-    )
+    again = _grant(server, creds)
     assert again.status_code == 401
 
 

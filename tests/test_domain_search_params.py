@@ -154,11 +154,14 @@ def test_every_parsed_query_becomes_sql_with_one_bound_value_per_placeholder(
     except InvalidSearch:
         return
     every = frozenset(range(len(query.conditions)))
+    clause = sql_search.where(query, sqlite)
     statements = [
-        sql_search.select_page(query, "t.id", sqlite),
-        sql_search.select_page(query, "t.id", sqlite, after_pk=7, offset=3, dense=every),
-        sql_search.select_count(query, sqlite),
-        sql_search.select_anchors(query, sqlite),
+        sql_search.select_page(query, "t.id", clause),
+        sql_search.select_page(
+            query, "t.id", sql_search.where(query, sqlite, every), after_pk=7, offset=3
+        ),
+        sql_search.select_count(query, clause),
+        sql_search.select_anchors(clause),
         *((sql, params) for _, sql, params in sql_search.side_probes(query, sqlite)),
     ]
     for sql, params in statements:

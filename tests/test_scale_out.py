@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import SEED_CREATE, Server, database_url, new_patient, postgres_database
+from tests.conftest import SEED_CREATE, Server, engine_database, new_patient
 
 CLUSTER_SIZE = 2
 
@@ -25,10 +25,7 @@ CLUSTER_SIZE = 2
 def cluster(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
     workdir = tmp_path_factory.mktemp(f"cluster-{engine}")
     with ExitStack() as stack:
-        if engine == "postgresql":
-            url = stack.enter_context(postgres_database())
-        else:
-            url = database_url(engine, workdir)
+        url = stack.enter_context(engine_database(engine, workdir))
         servers = []
         for _ in range(CLUSTER_SIZE):
             srv = Server(url, workdir, extra=("--workers", "2")).start()

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import pytest
 
 from caretask.domain import search_params
 from caretask.storage import open_storage, sql_search
 from caretask.storage.urls import DatabaseURL
-from tests.conftest import postgres_database, run_cli
+from tests.conftest import engine_database, run_cli
 
 QUERIES = [
     [("description", "call")],
@@ -37,11 +36,7 @@ def database(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     workdir = tmp_path_factory.mktemp("forms")
     source = workdir / "demo.ndjson"
     source.write_text(run_cli("demo-data", "2500", "--seed", "9").stdout)
-    with ExitStack() as stack:
-        if engine == "postgresql":
-            url = stack.enter_context(postgres_database())
-        else:
-            url = f"sqlite:///{workdir / 'forms.db'}"
+    with engine_database(engine, workdir) as url:
         run_cli("import", str(source), "--database", url)
         yield url
 

@@ -166,16 +166,19 @@ class PostgreSQLStorage:
             )
             return row[1], [stored_task(r) for r in await cur.fetchall()]
 
-    async def create_client(self, record: ClientRecord) -> None:
+    async def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
+        """One autocommitted statement; the number of rows it changed."""
         pool = await self._open()
         async with pool.connection() as conn:
-            await conn.execute(
-                _pg(
-                    "INSERT INTO clients (client_id, name, secret_hash, scope, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)"
-                ),
-                (record.client_id, record.name, record.secret_hash, record.scope, int(time.time())),
-            )
+            cur = await conn.execute(_pg(sql), params)
+            return cur.rowcount
+
+    async def create_client(self, record: ClientRecord) -> None:
+        await self._execute(
+            "INSERT INTO clients (client_id, name, secret_hash, scope, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (record.client_id, record.name, record.secret_hash, record.scope, int(time.time())),
+        )
 
     async def get_client(self, client_id: str) -> ClientRecord | None:
         row = await self._one(
@@ -188,27 +191,21 @@ class PostgreSQLStorage:
         return ClientRecord(row[0], row[1], row[2], row[3], revoked=row[4] is not None)
 
     async def revoke_client(self, client_id: str) -> bool:
-        pool = await self._open()
-        async with pool.connection() as conn:
-            cur = await conn.execute(
-                _pg("UPDATE clients SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL"),
-                (int(time.time()), client_id),
-            )
-            return cur.rowcount > 0
+        changed = await self._execute(
+            "UPDATE clients SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL",
+            (int(time.time()), client_id),
+        )
+        return changed > 0
 
     async def signing_key(self) -> bytes:
         fresh = base64.b64encode(secrets.token_bytes(32)).decode()
-        pool = await self._open()
-        async with pool.connection() as conn:
-            await conn.execute(
-                _pg(
-                    "INSERT INTO signing_keys (name, secret, created_at) "
-                    "VALUES ('access-token', ?, ?) ON CONFLICT (name) DO NOTHING"
-                ),
-                (fresh, int(time.time())),
-            )
-            cur = await conn.execute("SELECT secret FROM signing_keys WHERE name = 'access-token'")
-            return base64.b64decode((await cur.fetchone())[0])  # type: ignore[index]
+        await self._execute(
+            "INSERT INTO signing_keys (name, secret, created_at) "
+            "VALUES ('access-token', ?, ?) ON CONFLICT (name) DO NOTHING",
+            (fresh, int(time.time())),
+        )
+        row = await self._one("SELECT secret FROM signing_keys WHERE name = 'access-token'", ())
+        return base64.b64decode(row[0])
 
     async def ping(self) -> None:
         # a short wait: a readiness probe must answer before the load balancer gives up

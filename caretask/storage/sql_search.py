@@ -399,47 +399,43 @@ def order_by(query: SearchQuery) -> str:
     return " ORDER BY " + ", ".join([*keys, "t.id ASC"])
 
 
+Where = tuple[str, list[Any]]  # a WHERE clause (or "") and its parameters, from where()
+
+
 def select_page(
     query: SearchQuery,
     columns: str,
-    fts: bool = False,
+    clause: Where,
     after_pk: int = 0,
     offset: int | None = None,
-    dense: frozenset[int] = frozenset(),
 ) -> tuple[str, list[Any]]:
     """The page's rows plus one, so that `has_more` is known without a count.
 
     `after_pk` and `offset`: resume from a page anchor (default order only)."""
-    clause, params = where(query, fts, dense)
+    sql_where, params = clause[0], list(clause[1])
     if after_pk:
-        clause = f"{clause} AND t.pk > ?" if clause else " WHERE t.pk > ?"
+        sql_where = f"{sql_where} AND t.pk > ?" if sql_where else " WHERE t.pk > ?"
         params.append(after_pk)
-    sql = f"SELECT {columns} FROM tasks t{clause}{order_by(query)} LIMIT ? OFFSET ?"
+    sql = f"SELECT {columns} FROM tasks t{sql_where}{order_by(query)} LIMIT ? OFFSET ?"
     return sql, [*params, query.count + 1, query.offset if offset is None else offset]
 
 
-def select_anchors(
-    query: SearchQuery, fts: bool = False, dense: frozenset[int] = frozenset()
-) -> tuple[str, list[Any]]:
+def select_anchors(clause: Where) -> tuple[str, list[Any]]:
     """(position, pk) of every ANCHOR_EVERY-th match in the default order."""
-    clause, params = where(query, fts, dense)
     sql = (
         "SELECT rn, pk FROM (SELECT t.pk AS pk, row_number() OVER (ORDER BY t.pk) AS rn "
-        f"FROM tasks t{clause}) a WHERE rn % ? = 0 ORDER BY rn"
+        f"FROM tasks t{clause[0]}) a WHERE rn % ? = 0 ORDER BY rn"
     )
-    return sql, [*params, ANCHOR_EVERY]
+    return sql, [*clause[1], ANCHOR_EVERY]
 
 
-def select_count(
-    query: SearchQuery, fts: bool = False, dense: frozenset[int] = frozenset()
-) -> tuple[str, list[Any]]:
+def select_count(query: SearchQuery, clause: Where) -> tuple[str, list[Any]]:
     found = _side_match(query.conditions[0]) if len(query.conditions) == 1 else None
     if found:  # from the side table's covering index alone, without touching tasks
         table, match, local = found
         sql = f"SELECT COUNT(DISTINCT s.task_pk) FROM {table} s WHERE s.param = ? AND ({match})"
         return sql, [query.conditions[0].param, *local]
-    clause, params = where(query, fts, dense)
-    return f"SELECT COUNT(*) FROM tasks t{clause}", params
+    return f"SELECT COUNT(*) FROM tasks t{clause[0]}", list(clause[1])
 
 
 def known_total(query: SearchQuery, page_size: int, has_more: bool) -> int | None:
@@ -502,9 +498,10 @@ def plan_search(
             rows = yield sql, params
             if rows[0][0] >= DENSE_AT:
                 dense.add(index)
-    forms = frozenset(dense)
-    clause, clause_params = where(query, fts)
-    key: Key = clause, tuple(clause_params)
+    # built once per search: the index-friendly clause (the cache key), and the page's
+    clause = where(query, fts)
+    paged = where(query, fts, frozenset(dense)) if dense else clause
+    key: Key = clause[0], tuple(clause[1])
     version: DataVersion | None = None
 
     def current() -> Generator[Statement, Rows, DataVersion]:
@@ -518,11 +515,11 @@ def plan_search(
         if not query.sort and query.offset >= ANCHOR_EVERY:
             version = yield from current()
             if not cache.has_anchors(key, version):
-                rows = yield select_anchors(query, fts)
+                rows = yield select_anchors(clause)
                 cache.remember_anchors(key, version, [(r[0], r[1]) for r in rows])
             position, after_pk = cache.anchor(key, version, query.offset)
             offset = query.offset - position
-        rows = yield select_page(query, columns, fts, after_pk, offset, forms)
+        rows = yield select_page(query, columns, paged, after_pk, offset)
         has_more = len(rows) > query.count
         tasks = [stored_task(r) for r in rows[: query.count]]
     total = None
@@ -533,7 +530,7 @@ def plan_search(
                 version = yield from current()
             total = cache.count(key, version)
             if total is None:
-                rows = yield select_count(query, fts)
+                rows = yield select_count(query, clause)
                 total = rows[0][0]
                 cache.remember_count(key, version, total)
     included: list[StoredTask] = []
