@@ -148,3 +148,72 @@ def test_import_reads_standard_input(fresh_database: str, tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stderr
     assert "imported 1 new" in result.stderr
+
+
+def _schema(url: str) -> tuple[set[tuple[str, str]], str | None]:
+    """The task tables' index definitions and (SQLite) the journal mode, read directly."""
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            rows = conn.execute(
+                "SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL"
+            ).fetchall()
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        return set(rows), mode
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+        ).fetchall()
+    return set(rows), None
+
+
+def test_import_into_an_empty_database_rebuilds_every_index_it_deferred(
+    make_server,
+    fresh_database: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    run_cli("migrate", "--database", fresh_database)
+    before, _ = _schema(fresh_database)
+    source = tmp_path / "demo.ndjson"
+    source.write_text(run_cli("demo-data", "200").stdout)
+    run_cli("import", str(source), "--database", fresh_database)
+    after, mode = _schema(fresh_database)
+    assert after == before
+    assert len(before) >= 20
+    assert mode in (None, "wal")
+    first = _lines(source.read_text())[0]
+    word = max(first["description"].split(), key=len)[1:5]  # 4 letters: the trigram index
+    srv: Server = make_server(database=fresh_database)
+    with srv.client(srv.token()) as client:
+        found = client.get("/Task", params={"description:contains": word, "_count": "200"})
+    assert found.status_code == 200
+    assert first["id"] in {e["resource"]["id"] for e in found.json()["entry"]}
+
+
+def test_an_aborted_import_into_an_empty_database_keeps_every_index(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    run_cli("migrate", "--database", fresh_database)
+    before, _ = _schema(fresh_database)
+    source = _write(tmp_path / "strict.ndjson", [SEED_CREATE] * 3 + ["{"])
+    result = run_cli("import", str(source), "--strict", "--database", fresh_database, check=False)
+    assert result.returncode == 1
+    after, mode = _schema(fresh_database)
+    assert after == before
+    assert mode in (None, "wal")
+
+
+def test_import_into_a_database_with_tasks_keeps_its_indexes(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    source = _write(tmp_path / "one.ndjson", [SEED_CREATE])
+    run_cli("import", str(source), "--database", fresh_database)
+    before, _ = _schema(fresh_database)
+    run_cli("import", str(source), "--database", fresh_database)
+    after, mode = _schema(fresh_database)
+    assert after == before
+    assert mode in (None, "wal")
+    assert len(_lines(run_cli("export", "--database", fresh_database).stdout)) == 2

@@ -128,7 +128,10 @@ def import_ndjson(
     workers = workers or os.cpu_count() or 1
     pending: list[Future[tuple[bytes, list[LineError]]]] = []
     since_commit = 0
-    store.begin()
+    # Into an empty database the whole load is one transaction with the indexes built at
+    # the end; otherwise it commits as it goes (unless strict) and maintains them.
+    deferred = store.begin_load()
+    one_transaction = strict or deferred is not None
     try:
         with ProcessPoolExecutor(workers) as pool:
             batches = _batches(stream, BATCH_LINES)
@@ -156,18 +159,17 @@ def import_ndjson(
                         future.cancel()
                     store.rollback()
                     return report
-                created, updated = store.write(rows, now_us)
+                created, updated = store.write(rows, now_us, text_index=deferred is None)
                 report.created += created
                 report.updated += updated
                 since_commit += len(rows)
                 if on_progress:
                     on_progress(len(rows) + len(errors))
-                if not strict and since_commit >= COMMIT_ROWS:
+                if not one_transaction and since_commit >= COMMIT_ROWS:
                     store.commit()
                     store.begin()
                     since_commit = 0
-        store.commit()
-        store.analyze()
+        store.finish_load(deferred)
     except BaseException:
         store.rollback()
         raise
