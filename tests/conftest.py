@@ -101,6 +101,7 @@ class Server:
     workdir: Path
     port: int = field(default_factory=free_port)
     extra: tuple[str, ...] = ()
+    launcher: tuple[str, ...] = ()  # a command that runs the server, e.g. taskset -c 0
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -113,6 +114,7 @@ class Server:
         log = open(self.log_path, "ab")  # noqa: SIM115 (closed when the process ends)
         self.process = subprocess.Popen(
             [
+                *self.launcher,
                 CARETASK,
                 "serve",
                 "--host",
