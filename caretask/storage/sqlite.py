@@ -1,8 +1,9 @@
 """The embedded engine: one SQLite file in WAL mode, shared safely by several processes.
 
 Writes go through one thread per process with `BEGIN IMMEDIATE` (SQLite allows one writer
-at a time anyway, and the busy timeout queues writers of other processes); reads use a
-small pool of threads, each with its own connection, so they never wait on writes.
+at a time anyway, and the busy timeout queues writers of other processes), which commits
+the writes that arrive together as one group (storage.group_commit); reads use a small
+pool of threads, each with its own connection, so they never wait on writes.
 `synchronous=FULL`: a commit is on disk before the 2xx leaves, even if the machine dies.
 """
 
@@ -39,6 +40,7 @@ from caretask.storage.columns import (
     side_rows,
     update_task_sql,
 )
+from caretask.storage.group_commit import GroupCommitWriter
 from caretask.storage.search_cache import SearchCache
 from caretask.storage.sql_search import stored_task
 
@@ -51,7 +53,7 @@ class SQLiteStorage:
     def __init__(self, path: str, readers: int = 4) -> None:
         self._path = path
         self._local = threading.local()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._writer = GroupCommitWriter(self._connection)
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -78,19 +80,7 @@ class SQLiteStorage:
         return await loop.run_in_executor(self._readers, lambda: fn(self._connection()))
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def run() -> T:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, run)
+        return await self._writer.submit(fn)
 
     # --- tasks -----------------------------------------------------------------------------
 
@@ -262,7 +252,7 @@ class SQLiteStorage:
         )
 
     async def close(self) -> None:
-        self._writer.shutdown(wait=True)
+        self._writer.close()
         self._readers.shutdown(wait=True)
         with self._lock:
             for conn in self._connections:

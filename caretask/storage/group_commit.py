@@ -1,0 +1,99 @@
+"""Group commit for SQLite: the writes that arrive together share one durable COMMIT.
+
+With `synchronous=FULL` each COMMIT waits for the disk (an fsync of the WAL), and SQLite
+has one writer at a time, so one transaction per request capped creates at the disk's
+fsync rate. Here one thread owns the write connection; whatever writes are queued when
+it is free run in one transaction, each inside its own SAVEPOINT, so a write that fails
+(a stale version, a constraint) rolls back alone while the others commit. No caller hears
+of success before the COMMIT that holds its write has returned: a 2xx still means on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], Any]
+MAX_GROUP = 256  # writes per transaction: bounds the time a group holds SQLite's lock
+
+_STOP = object()
+
+
+class GroupCommitWriter:
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
+        self._thread.start()
+
+    async def submit(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((work, loop, future))
+        return await future
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = self._connect()
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            group = [first]
+            stop = False
+            while len(group) < MAX_GROUP:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                group.append(item)
+            self._commit(conn, group)
+            if stop:
+                return
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, group: list[Any]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for work, _, _ in group:
+                conn.execute("SAVEPOINT write")
+                try:
+                    outcomes.append((True, work(conn)))
+                except BaseException as error:  # this write alone is undone
+                    conn.execute("ROLLBACK TO write")
+                    outcomes.append((False, error))
+                conn.execute("RELEASE write")
+            conn.execute("COMMIT")
+        except BaseException as error:  # nothing of the group was committed
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcomes = [(False, error)] * len(group)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for (_, loop, future), (ok, value) in zip(group, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((future, ok, value))
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+                loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in settled:
+        if future.done():  # the request was cancelled (client gone); the write stands
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
