@@ -12,6 +12,9 @@ class Settings:
     base_url: str | None = None
     max_body_bytes: int = 1024 * 1024
     token_ttl: int = 3600
+    # how long a server may answer from its copy of a client's row: a revocation takes
+    # effect on every server within this many seconds
+    client_cache_seconds: float = 1.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -22,6 +25,7 @@ class Settings:
             base_url=(os.environ.get("CARETASK_BASE_URL") or "").rstrip("/") or None,
             max_body_bytes=int(os.environ.get("CARETASK_MAX_BODY_BYTES") or 1024 * 1024),
             token_ttl=int(os.environ.get("CARETASK_TOKEN_TTL") or 3600),
+            client_cache_seconds=float(os.environ.get("CARETASK_CLIENT_CACHE_SECONDS") or 1.0),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -29,6 +33,7 @@ class Settings:
             "CARETASK_DATABASE_URL": self.database_url,
             "CARETASK_MAX_BODY_BYTES": str(self.max_body_bytes),
             "CARETASK_TOKEN_TTL": str(self.token_ttl),
+            "CARETASK_CLIENT_CACHE_SECONDS": str(self.client_cache_seconds),
         }
         if self.base_url:
             env["CARETASK_BASE_URL"] = self.base_url

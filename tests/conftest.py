@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,3 +299,14 @@ def signing_key(server: Server) -> bytes:
             row = conn.execute(query).fetchone()
     assert row is not None
     return base64.b64decode(row[0])
+
+
+def within_client_cache_time(request: Callable[[], httpx.Response]) -> httpx.Response:
+    """A server keeps a client's row for CARETASK_CLIENT_CACHE_SECONDS (1 s by default), so
+    a revocation shows within that: the first 401, else the last response after 2.5 s."""
+    deadline = time.monotonic() + 2.5
+    while True:
+        response = request()
+        if response.status_code == 401 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.05)

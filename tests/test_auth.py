@@ -10,7 +10,13 @@ import httpx
 import jwt
 import pytest
 
-from tests.conftest import SEED_CREATE, Server, create_task, signing_key
+from tests.conftest import (
+    SEED_CREATE,
+    Server,
+    create_task,
+    signing_key,
+    within_client_cache_time,
+)
 
 
 def _token_response(server: Server, **form: str) -> httpx.Response:
@@ -248,7 +254,7 @@ def test_revoked_client_token_is_401(server: Server) -> None:
     with server.client(token) as client:
         assert client.get("/Task").status_code == 200
         run_cli("clients", "revoke", creds["client_id"], "--database", server.database)
-        _assert_401(client.get("/Task"))
+        _assert_401(within_client_cache_time(lambda: client.get("/Task")))
     again = _grant(server, creds)
     assert again.status_code == 401
 

@@ -13,9 +13,11 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from caretask.auth.tokens import VerifiedTokens
 from caretask.config import Settings
 from caretask.domain.errors import DomainError
 from caretask.http import errors, metadata, tasks, token_endpoint
+from caretask.http.auth import ClientRows
 from caretask.storage import open_storage
 from caretask.storage.urls import DatabaseURL
 
@@ -64,6 +66,8 @@ def create_app(settings: Settings) -> Starlette:
         storage = open_storage(DatabaseURL.parse(settings.database_url))
         app.state.storage = storage
         app.state.signing_key = await storage.signing_key()
+        app.state.tokens = VerifiedTokens(app.state.signing_key)
+        app.state.clients = ClientRows(storage, settings.client_cache_seconds)
         try:
             yield
         finally:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from starlette.requests import Request
 
 from caretask.auth import scopes, tokens
 from caretask.http.errors import HttpProblem
-from caretask.storage.base import Storage
+from caretask.storage.base import ClientRecord, Storage
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="caretask"'}
 _INVALID = {"WWW-Authenticate": 'Bearer realm="caretask", error="invalid_token"'}
@@ -33,17 +35,39 @@ def _bearer(request: Request) -> str:
     return token
 
 
+class ClientRows:
+    """Each client's row, read from storage at most once per `ttl` seconds: looking it up
+    on every request (for revocation) was a round trip per request; a revoked client is
+    refused on every server within `ttl`."""
+
+    def __init__(self, storage: Storage, ttl: float, size: int = 10_000) -> None:
+        self._storage = storage
+        self._ttl = ttl
+        self._size = size
+        self._rows: dict[str, tuple[float, ClientRecord | None]] = {}
+
+    async def get(self, client_id: str) -> ClientRecord | None:
+        now = time.monotonic()
+        hit = self._rows.get(client_id)
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        record = await self._storage.get_client(client_id)
+        if len(self._rows) >= self._size and client_id not in self._rows:
+            del self._rows[next(iter(self._rows))]
+        self._rows[client_id] = (now, record)
+        return record
+
+
 async def authorize(request: Request, permission: str) -> tokens.Claims:
     """Check the request's token and that its scopes grant `permission` (a cruds letter)."""
     state = request.app.state
     try:
-        claims = tokens.verify(state.signing_key, _bearer(request))
+        claims = state.tokens.verify(_bearer(request))
     except tokens.InvalidToken:
         raise HttpProblem(
             401, "login", "the access token is invalid or expired", _INVALID
         ) from None
-    storage: Storage = state.storage
-    client = await storage.get_client(claims.client_id)
+    client = await state.clients.get(claims.client_id)
     if client is None or client.revoked:
         raise HttpProblem(401, "login", "the access token's client is no longer active", _INVALID)
     if permission not in scopes.granted(claims.scope):
