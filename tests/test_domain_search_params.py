@@ -160,7 +160,9 @@ def test_every_parsed_query_becomes_sql_with_one_bound_value_per_placeholder(
         sql_search.select_page(
             query, "t.id", sql_search.where(query, sqlite, every), after_pk=7, offset=3
         ),
+        sql_search.select_page(query, "t.id", clause, few=True),
         sql_search.select_count(query, clause),
+        sql_search.select_capped_count(clause),
         sql_search.select_anchors(clause),
         *((sql, params) for _, sql, params in sql_search.side_probes(query, sqlite)),
     ]
