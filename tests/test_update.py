@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.conftest import SEED_CREATE, Server, create_task, seed_task
+from tests.conftest import SEED_CREATE, Server, create_task, new_patient, seed_task
 
 
 def test_update_returns_200_new_etag_and_empty_body(api: httpx.Client) -> None:
@@ -171,3 +171,32 @@ def test_updates_survive_a_restart(make_server) -> None:  # type: ignore[no-unty
         task = client.get(f"/Task/{task_id}").json()
     assert task["status"] == "completed"
     assert task["meta"]["versionId"] == "2"
+
+
+def test_after_an_update_searches_find_the_new_values_and_not_the_old(api: httpx.Client) -> None:
+    """The changed fields move in every index; the unchanged ones stay findable."""
+    patient, old_owner, new_owner = (new_patient() for _ in range(3))
+    body = seed_task(
+        for_={"reference": f"Patient/{patient}"},
+        owner={"reference": f"Practitioner/{old_owner}"},
+        description="Fax the old referral",
+    )
+    task_id = create_task(api, body)
+    changed = {
+        **body,
+        "owner": {"reference": f"Practitioner/{new_owner}"},
+        "description": "Call about the new referral",
+    }
+    assert api.put(f"/Task/{task_id}", json=changed).status_code == 200
+
+    def ids(**params: str) -> list[str]:
+        response = api.get("/Task", params={"patient": f"Patient/{patient}", **params})
+        assert response.status_code == 200
+        return [e["resource"]["id"] for e in response.json().get("entry", [])]
+
+    assert ids() == [task_id]
+    assert ids(owner=f"Practitioner/{new_owner}") == [task_id]
+    assert ids(owner=f"Practitioner/{old_owner}") == []
+    assert ids(**{"description:contains": "new refer"}) == [task_id]
+    assert ids(**{"description:contains": "old refer"}) == []
+    assert ids(status="requested", label="Urgent") == [task_id]

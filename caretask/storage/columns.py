@@ -64,6 +64,14 @@ def update_task_sql(json_cast: str = "") -> str:
     return f"UPDATE tasks SET {sets}, resource = ?{json_cast} WHERE pk = ?"
 
 
+def changed_update_sql(changed: tuple[str, ...]) -> str:
+    """UPDATE by pk of the version, last_updated, body and only the `changed` index
+    columns: SQLite rewrites the entries of every index on a column named in SET, even
+    when its value is unchanged, and a task has about twenty indexes."""
+    sets = "".join(f"{c} = ?, " for c in changed)
+    return f"UPDATE tasks SET version_id = ?, last_updated = ?, {sets}resource = ? WHERE pk = ?"
+
+
 def index_update_sql() -> str:
     """UPDATE of the index columns only (re-indexing), by pk."""
     return f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in INDEX_COLUMNS)} WHERE pk = ?"

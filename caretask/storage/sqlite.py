@@ -32,13 +32,14 @@ from caretask.storage.base import (
     TaskNotFound,
 )
 from caretask.storage.columns import (
+    INDEX_COLUMNS,
     SIDE_DELETES,
     TEXT_DELETE,
     TEXT_INSERT,
+    changed_update_sql,
     index_values,
     insert_task_sql,
     side_rows,
-    update_task_sql,
 )
 from caretask.storage.group_commit import GroupCommitWriter
 from caretask.storage.search_cache import SearchCache
@@ -46,7 +47,8 @@ from caretask.storage.sql_search import stored_task
 
 T = TypeVar("T")
 _INSERT_TASK = insert_task_sql()
-_UPDATE_TASK = update_task_sql()
+_CURRENT_INDEX = f"SELECT pk, version_id, {', '.join(INDEX_COLUMNS)} FROM tasks WHERE id = ?"
+_NORM = INDEX_COLUMNS.index("description_norm")
 
 
 class SQLiteStorage:
@@ -148,15 +150,19 @@ class SQLiteStorage:
         version = expected_version + 1
 
         def run(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
-                "SELECT pk, version_id, description_norm FROM tasks WHERE id = ?", (task_id,)
-            ).fetchone()
+            row = conn.execute(_CURRENT_INDEX, (task_id,)).fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
             if row[1] != expected_version:
                 raise StaleVersion(task_id)
-            pk = row[0]
-            conn.execute(_UPDATE_TASK, (version, last_updated, *index_values(index), body, pk))
+            pk, old = row[0], row[2:]
+            values = index_values(index)
+            changed = [i for i, value in enumerate(values) if value != old[i]]
+            conn.execute(
+                changed_update_sql(tuple(INDEX_COLUMNS[i] for i in changed)),
+                (version, last_updated, *(values[i] for i in changed), body, pk),
+            )
+            old_norm = old[_NORM]
             conn.execute(
                 "INSERT INTO task_versions (task_pk, version_id, last_updated, resource) "
                 "VALUES (?, ?, ?, ?)",
@@ -164,9 +170,9 @@ class SQLiteStorage:
             )
             for sql in SIDE_DELETES:
                 conn.execute(sql, (pk,))
-            if row[2] != index.description_norm:
-                if row[2] is not None:
-                    conn.execute(TEXT_DELETE, (pk, row[2]))
+            if old_norm != index.description_norm:
+                if old_norm is not None:
+                    conn.execute(TEXT_DELETE, (pk, old_norm))
                 if index.description_norm is not None:
                     conn.execute(TEXT_INSERT, (pk, index.description_norm))
             self._insert_side_rows(conn, pk, index)
