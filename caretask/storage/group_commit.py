@@ -26,8 +26,13 @@ _STOP = object()
 
 
 class GroupCommitWriter:
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        after_commit: Callable[[], None] | None = None,
+    ) -> None:
         self._connect = connect
+        self._after_commit = after_commit
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._thread.start()
@@ -59,13 +64,16 @@ class GroupCommitWriter:
                     stop = True
                     break
                 group.append(item)
-            self._commit(conn, group)
+            if self._commit(conn, group) and self._after_commit:
+                self._after_commit()
             if stop:
                 return
 
     @staticmethod
-    def _commit(conn: sqlite3.Connection, group: list[Any]) -> None:
+    def _commit(conn: sqlite3.Connection, group: list[Any]) -> bool:
+        """Run and commit a group; whether it committed."""
         outcomes: list[tuple[bool, Any]] = []
+        committed = False
         try:
             conn.execute("BEGIN IMMEDIATE")
             for work, _, _ in group:
@@ -77,6 +85,7 @@ class GroupCommitWriter:
                     outcomes.append((False, error))
                 conn.execute("RELEASE write")
             conn.execute("COMMIT")
+            committed = True
         except BaseException as error:  # nothing of the group was committed
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -87,6 +96,7 @@ class GroupCommitWriter:
         for loop, settled in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
                 loop.call_soon_threadsafe(_settle, settled)
+        return committed
 
 
 def _settle(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

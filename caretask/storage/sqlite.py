@@ -31,6 +31,7 @@ from caretask.storage.base import (
     StoredTask,
     TaskNotFound,
 )
+from caretask.storage.checkpoint import Checkpointer
 from caretask.storage.columns import (
     INDEX_COLUMNS,
     SIDE_DELETES,
@@ -55,10 +56,11 @@ class SQLiteStorage:
     def __init__(self, path: str, readers: int = 4) -> None:
         self._path = path
         self._local = threading.local()
-        self._writer = GroupCommitWriter(self._connection)
-        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._checkpointer = Checkpointer(path, self._connection)
+        self._writer = GroupCommitWriter(self._connection, self._checkpointer.after_commit)
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
         self._cache = SearchCache()
 
     # --- plumbing --------------------------------------------------------------------------
@@ -72,6 +74,8 @@ class SQLiteStorage:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # storage.checkpoint does it
+            conn.execute("PRAGMA journal_size_limit=0")  # the WAL file's size is its content
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
@@ -266,6 +270,7 @@ class SQLiteStorage:
 
     async def close(self) -> None:
         self._writer.close()
+        self._checkpointer.close()
         self._readers.shutdown(wait=True)
         with self._lock:
             for conn in self._connections:

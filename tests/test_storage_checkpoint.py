@@ -1,0 +1,68 @@
+"""WAL checkpoints off the commit path (storage.checkpoint)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from caretask.storage.checkpoint import Checkpointer
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("PRAGMA journal_size_limit=0")
+    return conn
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_wal_past_the_threshold_is_copied_back_and_restarted(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    writer = _connect(path)
+    writer.execute("CREATE TABLE items (body TEXT)")
+    checkpointer = Checkpointer(str(path), lambda: _connect(path), pages=50)
+    try:
+        for _ in range(20):  # 20 commits of 8 pages each: past 50 pages of WAL
+            writer.execute("BEGIN IMMEDIATE")
+            writer.executemany("INSERT INTO items VALUES (?)", [("x" * 4000,)] * 8)
+            writer.execute("COMMIT")
+            checkpointer.after_commit()
+        _wait_for(lambda: checkpointer.checkpoints >= 1)
+        done = checkpointer.checkpoints
+        checkpointer.after_commit()  # the WAL is still past the threshold: one more, whole
+        _wait_for(lambda: checkpointer.checkpoints > done)
+        writer.execute("BEGIN IMMEDIATE")  # a writer after a full checkpoint restarts the WAL
+        writer.execute("INSERT INTO items VALUES ('last')")
+        writer.execute("COMMIT")
+        assert os.path.getsize(f"{path}-wal") < 50 * 4096
+        assert os.path.getsize(path) > 100 * 4000  # the rows are in the database file
+        assert writer.execute("SELECT COUNT(*) FROM items").fetchone() == (161,)
+        assert writer.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        checkpointer.close()
+        writer.close()
+
+
+def test_a_small_wal_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "small.db"
+    writer = _connect(path)
+    writer.execute("CREATE TABLE items (body TEXT)")
+    checkpointer = Checkpointer(str(path), lambda: _connect(path), pages=1_000)
+    try:
+        writer.execute("INSERT INTO items VALUES ('one')")
+        checkpointer.after_commit()
+        time.sleep(0.2)
+        assert checkpointer.checkpoints == 0
+    finally:
+        checkpointer.close()
+        writer.close()
