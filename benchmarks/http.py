@@ -1,7 +1,7 @@
 """HTTP throughput of one caretask server on one core, against a ceiling, driven by wrk.
 
     python -m benchmarks.http [--engine sqlite|postgresql] [--tasks 100000]
-                              [--duration 10] [--runs 3] [--connections 32]
+                              [--duration 10] [--runs 3] [--connections 16]
 
 Needs `wrk` (Debian: apt install wrk) and `taskset` (util-linux); installs nothing. It
 loads --tasks demo tasks into a fresh database with `caretask import`, starts a real
@@ -307,7 +307,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per scenario")
     parser.add_argument("--runs", type=int, default=3, help="measured runs per scenario")
-    parser.add_argument("--connections", type=int, default=32, help="wrk's -c")
+    parser.add_argument("--connections", type=int, default=16, help="wrk's -c")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
