@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import dataclasses
 import os
 import sys
 from typing import Any
@@ -111,12 +112,13 @@ def _log_config() -> dict[str, Any]:
 def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
     import uvicorn
 
-    defaults = Settings(database_url=url.raw)
-    settings = Settings(
+    base = Settings.from_env()  # the environment's settings, the command line's on top
+    settings = dataclasses.replace(
+        base,
         database_url=url.raw,
-        base_url=args.base_url.rstrip("/") if args.base_url else None,
-        max_body_bytes=args.max_body_bytes or defaults.max_body_bytes,
-        token_ttl=args.token_ttl or defaults.token_ttl,
+        base_url=args.base_url.rstrip("/") if args.base_url else base.base_url,
+        max_body_bytes=args.max_body_bytes or base.max_body_bytes,
+        token_ttl=args.token_ttl or base.token_ttl,
     )
     os.environ.update(settings.to_env())
     uvicorn.run(

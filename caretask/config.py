@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -15,17 +19,28 @@ class Settings:
     # how long a server may answer from its copy of a client's row: a revocation takes
     # effect on every server within this many seconds
     client_cache_seconds: float = 1.0
+    # failed token requests allowed per client id and per peer address in a window
+    token_failures_per_client: int = 5
+    token_failures_per_address: int = 30
+    token_failure_window: float = 60.0
 
     @classmethod
     def from_env(cls) -> Settings:
         from caretask.storage.urls import DEFAULT_URL
 
+        def env(name: str, default: T, cast: Callable[[str], T]) -> T:
+            raw = os.environ.get(f"CARETASK_{name}")
+            return cast(raw) if raw else default
+
         return cls(
             database_url=os.environ.get("CARETASK_DATABASE_URL") or DEFAULT_URL,
             base_url=(os.environ.get("CARETASK_BASE_URL") or "").rstrip("/") or None,
-            max_body_bytes=int(os.environ.get("CARETASK_MAX_BODY_BYTES") or 1024 * 1024),
-            token_ttl=int(os.environ.get("CARETASK_TOKEN_TTL") or 3600),
-            client_cache_seconds=float(os.environ.get("CARETASK_CLIENT_CACHE_SECONDS") or 1.0),
+            max_body_bytes=env("MAX_BODY_BYTES", 1024 * 1024, int),
+            token_ttl=env("TOKEN_TTL", 3600, int),
+            client_cache_seconds=env("CLIENT_CACHE_SECONDS", 1.0, float),
+            token_failures_per_client=env("TOKEN_FAILURES_PER_CLIENT", 5, int),
+            token_failures_per_address=env("TOKEN_FAILURES_PER_ADDRESS", 30, int),
+            token_failure_window=env("TOKEN_FAILURE_WINDOW", 60.0, float),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -34,6 +49,9 @@ class Settings:
             "CARETASK_MAX_BODY_BYTES": str(self.max_body_bytes),
             "CARETASK_TOKEN_TTL": str(self.token_ttl),
             "CARETASK_CLIENT_CACHE_SECONDS": str(self.client_cache_seconds),
+            "CARETASK_TOKEN_FAILURES_PER_CLIENT": str(self.token_failures_per_client),
+            "CARETASK_TOKEN_FAILURES_PER_ADDRESS": str(self.token_failures_per_address),
+            "CARETASK_TOKEN_FAILURE_WINDOW": str(self.token_failure_window),
         }
         if self.base_url:
             env["CARETASK_BASE_URL"] = self.base_url

@@ -102,6 +102,7 @@ class Server:
     port: int = field(default_factory=free_port)
     extra: tuple[str, ...] = ()
     launcher: tuple[str, ...] = ()  # a command that runs the server, e.g. taskset -c 0
+    env: dict[str, str] = field(default_factory=dict)  # added to the server's environment
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -128,6 +129,7 @@ class Server:
             cwd=self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -266,8 +268,18 @@ def make_server(tmp_path: Path) -> Iterator[Any]:
     """Start extra servers (own database unless given one); all stopped after the test."""
     started: list[Server] = []
 
-    def start(*extra: str, database: str | None = None, workdir: Path | None = None) -> Server:
-        srv = Server(database or database_url("sqlite", tmp_path), workdir or tmp_path, extra=extra)
+    def start(
+        *extra: str,
+        database: str | None = None,
+        workdir: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Server:
+        srv = Server(
+            database or database_url("sqlite", tmp_path),
+            workdir or tmp_path,
+            extra=extra,
+            env=env or {},
+        )
         started.append(srv.start())
         return srv
 

@@ -273,3 +273,42 @@ def test_metadata_and_smart_configuration_need_no_token(server: Server) -> None:
     smart = httpx.get(f"{server.url}/.well-known/smart-configuration")
     assert smart.status_code == 200
     assert smart.json()["token_endpoint"] == f"{server.url}/auth/token/"
+
+
+def _try(server: Server, client_id: str, secret: str) -> httpx.Response:
+    return _token_response(
+        server, grant_type="client_credentials", client_id=client_id, client_secret=secret
+    )
+
+
+def _assert_429(response: httpx.Response) -> None:
+    assert response.status_code == 429
+    assert response.json()["error"] == "temporarily_unavailable"
+    assert 1 <= int(response.headers["retry-after"]) <= 60
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_repeated_wrong_secrets_for_one_client_are_slowed_with_429(make_server) -> None:  # type: ignore[no-untyped-def]
+    srv: Server = make_server(env={"CARETASK_TOKEN_FAILURES_PER_CLIENT": "3"})
+    target, other = srv.create_client(), srv.create_client()
+    for _ in range(3):
+        assert _try(srv, target["client_id"], "guess").status_code == 401
+    _assert_429(_try(srv, target["client_id"], target["client_secret"]))
+    assert _try(srv, other["client_id"], other["client_secret"]).status_code == 200
+
+
+def test_failures_from_one_address_over_many_client_ids_are_slowed(make_server) -> None:  # type: ignore[no-untyped-def]
+    srv: Server = make_server(env={"CARETASK_TOKEN_FAILURES_PER_ADDRESS": "4"})
+    creds = srv.create_client()
+    for i in range(4):
+        assert _try(srv, f"sprayed-{i}", "guess").status_code == 401
+    _assert_429(_try(srv, creds["client_id"], creds["client_secret"]))
+
+
+def test_a_successful_token_request_clears_the_clients_failures(make_server) -> None:  # type: ignore[no-untyped-def]
+    srv: Server = make_server(env={"CARETASK_TOKEN_FAILURES_PER_CLIENT": "3"})
+    creds = srv.create_client()
+    for _ in range(2):
+        for _ in range(2):
+            assert _try(srv, creds["client_id"], "typo").status_code == 401
+        assert _try(srv, creds["client_id"], creds["client_secret"]).status_code == 200

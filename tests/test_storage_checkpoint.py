@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from caretask.storage.checkpoint import Checkpointer
@@ -26,12 +27,22 @@ def _wait_for(condition: Callable[[], bool]) -> None:
         time.sleep(0.01)
 
 
-def test_a_wal_past_the_threshold_is_copied_back_and_restarted(tmp_path: Path) -> None:
-    path = tmp_path / "wal.db"
+@contextmanager
+def _database(path: Path, pages: int) -> Iterator[tuple[sqlite3.Connection, Checkpointer]]:
+    """A table in a WAL database, a writer connection, and a Checkpointer at `pages`."""
     writer = _connect(path)
     writer.execute("CREATE TABLE items (body TEXT)")
-    checkpointer = Checkpointer(str(path), lambda: _connect(path), pages=50)
+    checkpointer = Checkpointer(str(path), lambda: _connect(path), pages=pages)
     try:
+        yield writer, checkpointer
+    finally:
+        checkpointer.close()
+        writer.close()
+
+
+def test_a_wal_past_the_threshold_is_copied_back_and_restarted(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    with _database(path, pages=50) as (writer, checkpointer):
         for _ in range(20):  # 20 commits of 8 pages each: past 50 pages of WAL
             writer.execute("BEGIN IMMEDIATE")
             writer.executemany("INSERT INTO items VALUES (?)", [("x" * 4000,)] * 8)
@@ -48,21 +59,11 @@ def test_a_wal_past_the_threshold_is_copied_back_and_restarted(tmp_path: Path) -
         assert os.path.getsize(path) > 100 * 4000  # the rows are in the database file
         assert writer.execute("SELECT COUNT(*) FROM items").fetchone() == (161,)
         assert writer.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    finally:
-        checkpointer.close()
-        writer.close()
 
 
 def test_a_small_wal_is_left_alone(tmp_path: Path) -> None:
-    path = tmp_path / "small.db"
-    writer = _connect(path)
-    writer.execute("CREATE TABLE items (body TEXT)")
-    checkpointer = Checkpointer(str(path), lambda: _connect(path), pages=1_000)
-    try:
+    with _database(tmp_path / "small.db", pages=1_000) as (writer, checkpointer):
         writer.execute("INSERT INTO items VALUES ('one')")
         checkpointer.after_commit()
         time.sleep(0.2)
         assert checkpointer.checkpoints == 0
-    finally:
-        checkpointer.close()
-        writer.close()

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from caretask.auth.throttle import FailureThrottle
 from caretask.auth.tokens import VerifiedTokens
 from caretask.config import Settings
 from caretask.domain.errors import DomainError
@@ -79,6 +80,12 @@ def create_app(settings: Settings) -> Starlette:
         app.state.signing_key = await storage.signing_key()
         app.state.tokens = VerifiedTokens(app.state.signing_key)
         app.state.clients = ClientRows(storage, settings.client_cache_seconds)
+        app.state.failed_clients = FailureThrottle(
+            settings.token_failures_per_client, settings.token_failure_window
+        )
+        app.state.failed_addresses = FailureThrottle(
+            settings.token_failures_per_address, settings.token_failure_window
+        )
         _settle_heap()
         try:
             yield

@@ -1,10 +1,16 @@
-"""POST /auth/token/: OAuth 2.0 client credentials with RFC 6749 section 5.2 errors."""
+"""POST /auth/token/: OAuth 2.0 client credentials with RFC 6749 section 5.2 errors.
+
+Repeated failures are slowed: past CARETASK_TOKEN_FAILURES_PER_CLIENT failures for one
+client id, or CARETASK_TOKEN_FAILURES_PER_ADDRESS from one peer address, within
+CARETASK_TOKEN_FAILURE_WINDOW seconds, the endpoint answers 429 with Retry-After."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
+import math
+import time
 from urllib.parse import parse_qsl, unquote
 
 import orjson
@@ -27,9 +33,17 @@ def _oauth(status: int, body: dict[str, object], extra: dict[str, str] | None = 
     )
 
 
-def _error(status: int, error: str, description: str, basic: bool = False) -> Response:
-    extra = {"WWW-Authenticate": 'Basic realm="caretask"'} if basic and status == 401 else None
-    return _oauth(status, {"error": error, "error_description": description}, extra)
+def _error(
+    status: int,
+    error: str,
+    description: str,
+    basic: bool = False,
+    extra: dict[str, str] | None = None,
+) -> Response:
+    headers = dict(extra or {})
+    if basic and status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="caretask"'
+    return _oauth(status, {"error": error, "error_description": description}, headers)
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:
@@ -64,13 +78,33 @@ async def token(request: Request) -> Response:
     )
     if not client_id or not secret:
         return _error(401, "invalid_client", "client authentication failed", basic is not None)
-    storage: Storage = request.app.state.storage
-    client = await storage.get_client(client_id[:200])
+    client_id = client_id[:200]
+    state = request.app.state
+    address = request.client.host if request.client else "unknown"
+    now = time.monotonic()
+    waits = [
+        state.failed_clients.retry_after(client_id, now),
+        state.failed_addresses.retry_after(address, now),
+    ]
+    wait = max((w for w in waits if w is not None), default=None)
+    if wait is not None:  # refused before the (slow) secret check: guessing gains nothing
+        return _error(
+            429,
+            "temporarily_unavailable",
+            "too many failed attempts; retry later",
+            extra={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    storage: Storage = state.storage
+    client = await storage.get_client(client_id)
     stored = client.secret_hash if client and not client.revoked else None
     # scrypt takes tens of milliseconds: keep it off the event loop
     if not await asyncio.to_thread(secrets.verify_secret, secret[:1000], stored):
+        now = time.monotonic()
+        state.failed_clients.record(client_id, now)
+        state.failed_addresses.record(address, now)
         return _error(401, "invalid_client", "client authentication failed", basic is not None)
     assert client is not None
+    state.failed_clients.clear(client_id)
     scope = scopes.narrow(form.get("scope"), client.scope)
     if scope is None:
         return _error(400, "invalid_scope", "the requested scope exceeds what the client holds")
