@@ -12,12 +12,14 @@ rewritten many times between checkpoints is copied back once.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
 from collections.abc import Callable
 
 PAGE_BYTES = 4096
+log = logging.getLogger("caretask.storage")
 
 
 class Checkpointer:
@@ -54,5 +56,9 @@ class Checkpointer:
             self._wake.clear()
             if self._stopping:
                 return
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as error:  # the next commit past the threshold tries again
+                log.warning("WAL checkpoint failed: %s", error)
+                continue
             self.checkpoints += 1

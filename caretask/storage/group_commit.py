@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-Work = Callable[[sqlite3.Connection], Any]
 MAX_GROUP = 256  # writes per transaction: bounds the time a group holds SQLite's lock
 
 _STOP = object()
