@@ -125,8 +125,18 @@ def test_malformed_authorization_is_401(server: Server, header: str) -> None:
     _assert_401(httpx.get(f"{server.url}/Task", headers={"Authorization": header}))
 
 
-def _jwt(key: bytes, client_id: str, *, age: int = 0, ttl: int = 60) -> str:
-    """A token shaped like the server's own, issued `age` seconds ago."""
+def _jwt(
+    key: bytes,
+    client_id: str,
+    *,
+    age: int = 0,
+    ttl: int = 60,
+    algorithm: str = "HS256",
+    headers: dict[str, str] | None = None,
+    **changes: str,
+) -> str:
+    """A token shaped like the server's own, issued `age` seconds ago; `changes` replace
+    claims (iss, aud, scope...)."""
     now = int(time.time()) - age
     claims = {
         "iss": "caretask",
@@ -135,8 +145,9 @@ def _jwt(key: bytes, client_id: str, *, age: int = 0, ttl: int = 60) -> str:
         "scope": "system/Task.read",
         "iat": now,
         "exp": now + ttl,
+        **changes,
     }
-    return jwt.encode(claims, key, algorithm="HS256")
+    return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
 
 
 def _get_with(server: Server, token: str) -> httpx.Response:
@@ -157,6 +168,57 @@ def test_forged_token_is_401(server: Server) -> None:
 def test_expired_token_is_401(server: Server) -> None:
     creds = server.create_client()
     _assert_401(_get_with(server, _jwt(signing_key(server), creds["client_id"], age=7200)))
+
+
+def test_token_from_another_issuer_is_401(server: Server) -> None:
+    creds = server.create_client()
+    token = _jwt(signing_key(server), creds["client_id"], iss="https://elsewhere.example")
+    _assert_401(_get_with(server, token))
+
+
+def test_token_for_another_audience_is_401(server: Server) -> None:
+    creds = server.create_client()
+    _assert_401(_get_with(server, _jwt(signing_key(server), creds["client_id"], aud="other-api")))
+
+
+@pytest.mark.filterwarnings("ignore:The HMAC key is")  # PyJWT, about our forged token
+@pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
+def test_token_signed_with_the_real_key_under_another_algorithm_is_401(
+    server: Server, algorithm: str
+) -> None:
+    creds = server.create_client()
+    token = _jwt(signing_key(server), creds["client_id"], algorithm=algorithm)
+    _assert_401(_get_with(server, token))
+
+
+def test_token_claiming_an_asymmetric_algorithm_is_401(server: Server) -> None:
+    """Algorithm confusion: an RS256 header over an HMAC signature made with our key."""
+    creds = server.create_client()
+    honest = _jwt(signing_key(server), creds["client_id"])
+    _, payload, signature = honest.split(".")
+    header = base64.urlsafe_b64encode(b'{"alg":"RS256","typ":"JWT"}').rstrip(b"=").decode()
+    _assert_401(_get_with(server, f"{header}.{payload}.{signature}"))
+
+
+@pytest.mark.parametrize("scope", ["*/Task.read", "system/Ta*.*", "system/Task*", "system/*"])
+def test_token_scopes_with_wildcards_in_the_wrong_place_grant_nothing(
+    server: Server, scope: str
+) -> None:
+    creds = server.create_client()
+    token = _jwt(signing_key(server), creds["client_id"], scope=scope)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{server.url}/Task", headers=headers).status_code == 403
+    created = httpx.post(f"{server.url}/Task", json=SEED_CREATE, headers=headers)
+    assert created.status_code == 403
+
+
+def test_a_token_accepted_before_is_refused_once_it_expires(server: Server) -> None:
+    """The server remembers tokens it has verified; expiry still applies to them."""
+    creds = server.create_client()
+    token = _jwt(signing_key(server), creds["client_id"], ttl=2)
+    assert _get_with(server, token).status_code == 200
+    time.sleep(2.1)
+    _assert_401(_get_with(server, token))
 
 
 def test_token_for_an_unknown_client_is_401(server: Server) -> None:
