@@ -168,3 +168,22 @@ def test_every_parsed_query_becomes_sql_with_one_bound_value_per_placeholder(
     ]
     for sql, params in statements:
         assert sql.count("?") == len(params), sql
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [("description", "a\x00b")],
+        [("label\x00", "x")],
+        [("_count", "\u0661\u0660")],  # Arabic-Indic digits: digits to int(), not to FHIR
+        [("label", "x")] * 65,
+    ],
+    ids=["nul-in-value", "nul-in-name", "non-ascii-digits", "too-many-conditions"],
+)
+def test_hostile_query_shapes_are_a_400(pairs: list[tuple[str, str]]) -> None:
+    with pytest.raises(InvalidSearch):
+        parse(pairs)
+
+
+def test_up_to_64_conditions_are_accepted() -> None:
+    assert len(parse([("label", "x")] * 64).conditions) == 64

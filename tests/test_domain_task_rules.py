@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import pytest
 
 from caretask.domain.errors import InvalidResource
@@ -48,3 +51,27 @@ def test_index_reads_the_canvas_elements() -> None:
     assert index.group_ref == "Group/9bf1d726-8c04-4aed-8b0e-e066f4d54b13"
     assert index.strings == [("label", "urgent", "Urgent")]
     assert index.due_hi - index.due_lo == 999_999  # a time to the second spans that second
+
+
+@pytest.mark.parametrize(
+    ("change", "expression"),
+    [
+        (lambda b: b.update(authoredOn=1647784800), "Task.authoredOn"),
+        (lambda b: b["restriction"]["period"].update(end=42), "Task.restriction.period.end"),
+        (lambda b: b["note"][0].update(time=42), "Task.note[0].time"),
+        (lambda b: b.update(description=True), "Task.description"),
+        (lambda b: b["restriction"].update(repetitions="2"), "Task.restriction.repetitions"),
+        (lambda b: b.update(note=42), "Task.note"),
+        (lambda b: b.update(extension=42), "Task.extension"),
+    ],
+    ids=["number-as-datetime", "nested-number-as-datetime", "note-time-number",
+         "boolean-as-string", "string-as-integer", "note-not-a-list", "extension-not-a-list"],
+)  # fmt: skip
+def test_a_json_value_of_the_wrong_type_is_invalid_even_where_the_model_would_coerce_it(
+    change: Any, expression: str
+) -> None:
+    body = copy.deepcopy(SEED_CREATE)
+    change(body)
+    with pytest.raises(InvalidResource) as raised:
+        validate(body)
+    assert expression in [issue.expression for issue in raised.value.issues]

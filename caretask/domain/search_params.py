@@ -21,6 +21,7 @@ DEFAULT_COUNT = 10
 MAX_COUNT = 100
 MAX_OFFSET = 2**31 - 1
 MAX_VALUES = 100
+MAX_CONDITIONS = 64  # ANDed parameters: each is a term in one SQL statement
 
 ParamType = Literal["token", "string", "reference", "date"]
 
@@ -189,7 +190,7 @@ def _fail(name: str, text: str) -> InvalidSearch:
 
 def parse_int(name: str, raw: str, high: int = 10**12) -> int:
     """A non-negative integer parameter (`_count`, `_offset`)."""
-    if not re.fullmatch(r"\d{1,13}", raw):
+    if not re.fullmatch(r"[0-9]{1,13}", raw):
         raise _fail(name, f"{name} must be a non-negative integer, got '{raw[:40]}'")
     value = int(raw)
     if value > high:
@@ -345,6 +346,8 @@ def parse(pairs: list[tuple[str, str]], *, lenient: bool = False) -> SearchQuery
     query = SearchQuery()
     seen_results: set[str] = set()
     for name, raw in pairs:
+        if "\x00" in name or "\x00" in raw:  # no engine stores it; PostgreSQL refuses it
+            raise _fail(name, "search parameters cannot contain NUL")
         if name in ("_include", "_revinclude"):
             _include(query, name, raw)
             query.applied.append((name, raw))
@@ -359,6 +362,8 @@ def parse(pairs: list[tuple[str, str]], *, lenient: bool = False) -> SearchQuery
             continue
         condition = _condition(name, raw, lenient)
         if condition is not None:
+            if len(query.conditions) == MAX_CONDITIONS:
+                raise _fail(name, f"at most {MAX_CONDITIONS} search conditions are allowed")
             query.conditions.append(condition)
             query.applied.append((name, raw))
     return query

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from functools import cache
 from typing import Any, get_args
 
@@ -134,14 +135,49 @@ def _complex_elements(model_class: type[BaseModel]) -> dict[str, tuple[bool, typ
     return out
 
 
-def _shape_issues(raw: dict[str, Any], model_class: type[BaseModel], path: Path) -> Iterator[Issue]:
-    """Find complex elements that arrived as JSON strings.
+_JSON_KIND = {bool: "boolean", int: "number", str: "string"}
 
-    fhir.resources parses a string holding JSON into a complex type; FHIR JSON does not
-    allow that (the seed's update example sends `restriction` and `note` that way).
+
+@cache
+def _primitive_elements(model_class: type[BaseModel]) -> dict[str, type]:
+    """JSON name -> the JSON type of a primitive element's value: FHIR JSON writes
+    booleans as true/false, integers and decimals as numbers, every other primitive
+    (dates and times included) as a string."""
+    out: dict[str, type] = {}
+    for name, info in model_class.model_fields.items():
+        if not is_primitive_type(info):
+            continue
+        args = set(_flatten(info.annotation))
+        kind = bool if bool in args else int if args & {int, float, Decimal} else str
+        out[info.alias or name] = kind
+    return out
+
+
+def _json_type_matches(value: Any, kind: type) -> bool:
+    if kind is int:
+        return type(value) in (int, float)
+    return type(value) is kind
+
+
+def _shape_issues(raw: dict[str, Any], model_class: type[BaseModel], path: Path) -> Iterator[Issue]:
+    """Find elements whose JSON type FHIR JSON does not allow, though the model takes them.
+
+    fhir.resources parses a string holding JSON into a complex type (the seed's update
+    example sends `restriction` and `note` that way), and in its lax mode reads a number
+    as a dateTime (seconds since 1970) or a string: FHIR JSON allows neither.
     """
     elements = _complex_elements(model_class)
+    primitives = _primitive_elements(model_class)
     for key, value in raw.items():
+        kind = primitives.get(key)
+        if kind is not None:
+            values = enumerate(value) if isinstance(value, list) else [(None, value)]
+            for index, item in values:
+                if item is not None and not _json_type_matches(item, kind):
+                    where = (*path, key) if index is None else (*path, key, index)
+                    text = f"'{key}' must be a JSON {_JSON_KIND[kind]}"
+                    yield Issue("structure", text, fhirpath(where))
+            continue
         if key not in elements:
             continue
         is_list, child = elements[key]
@@ -213,14 +249,15 @@ def _canvas_issues(body: dict[str, Any]) -> list[Issue]:
             issue = _reference_issue(body[element], (element,), target)
             if issue:
                 issues.append(issue)
-    for index, note in enumerate(body.get("note") or []):
+    notes, extensions = body.get("note"), body.get("extension")
+    for index, note in enumerate(notes if isinstance(notes, list) else []):
         if isinstance(note, dict) and "authorReference" in note:
             issue = _reference_issue(
                 note["authorReference"], ("note", index, "authorReference"), "Practitioner"
             )
             if issue:
                 issues.append(issue)
-    for index, ext in enumerate(body.get("extension") or []):
+    for index, ext in enumerate(extensions if isinstance(extensions, list) else []):
         if isinstance(ext, dict) and ext.get("url") == GROUP_EXTENSION:
             if "valueReference" not in ext:
                 issues.append(

@@ -1,0 +1,553 @@
+"""The hostile input corpus: requests that a FHIR Task server must refuse (or answer safely).
+
+Every entry is one raw HTTP request and the status the server must answer with (SPEC 5-7):
+a specific 4xx for bad input, 200 for hostile but *valid* searches (injection strings are just
+text), or `CLOSED` where the HTTP layer may drop the connection instead of answering. None of
+them may write anything. The corpus is generated here so that "a wrong JSON type in every
+element" really covers every element of the seed's create body.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import quote
+
+from tests.conftest import SEED_CREATE
+
+CLOSED: Final = "closed"  # the server may close the connection without a response
+JSON: Final = {"Content-Type": "application/fhir+json"}
+FORM: Final = {"Content-Type": "application/x-www-form-urlencoded"}
+UNKNOWN_ID: Final = "0b5e3c1e-6f0e-4d8e-9a43-3f8d2a9c7e11"  # never created by any test
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One hostile request and the answer it must get."""
+
+    name: str
+    method: str
+    path: str  # sent as the raw request target: no normalisation, no re-encoding
+    expected: int | str  # an HTTP status, or CLOSED
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    authenticated: bool = True  # send the session's valid Bearer token
+    empty_bundle: bool = False  # a 200 search that must match no task at all
+    transport: bool = False  # answered by the HTTP layer before the app: may be text/plain
+    bug: str | None = None  # a known server bug: the entry is an expected (strict) failure
+    bug_writes: bool = False  # ... and that bug stores a task
+    bug_engine: str | None = None  # ... only on this storage engine
+
+
+def _dumps(body: Any) -> bytes:
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+SEED_BYTES: Final = _dumps(SEED_CREATE)
+
+
+def _create(name: str, body: bytes, expected: int = 400, **kwargs: Any) -> Entry:
+    return Entry(
+        name, "POST", "/Task", expected, body, {**JSON, **kwargs.pop("headers", {})}, **kwargs
+    )
+
+
+def _with(path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
+    """The seed's create body with the element at `path` replaced by `value`."""
+    body = copy.deepcopy(SEED_CREATE)
+    node: Any = body
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+    return body
+
+
+def _label(path: tuple[str | int, ...]) -> str:
+    return ".".join(f"[{p}]" if isinstance(p, int) else p for p in path).replace(".[", "[")
+
+
+# --- 1. malformed and truncated JSON ----------------------------------------------------------
+
+
+def malformed_json() -> Iterator[Entry]:
+    bodies: dict[str, bytes] = {
+        "empty-body": b"",
+        "whitespace-only": b"  \r\n\t ",
+        "lone-open-brace": b"{",
+        "lone-close-brace": b"}",
+        "unterminated-string": b'{"resourceType": "Task',
+        "trailing-comma": b'{"resourceType": "Task",}',
+        "missing-colon": b'{"resourceType" "Task"}',
+        "single-quotes": b"{'resourceType': 'Task'}",
+        "unquoted-key": b'{resourceType: "Task"}',
+        "js-comment": b'{"resourceType": "Task" /* hi */}',
+        "nan-literal": SEED_BYTES[:-1] + b', "priority": NaN}',
+        "infinity-literal": SEED_BYTES[:-1] + b', "priority": Infinity}',
+        "two-objects": SEED_BYTES + SEED_BYTES,
+        "trailing-garbage": SEED_BYTES + b"x",
+        "array-of-tasks": b"[" + SEED_BYTES + b"]",
+        "json-null": b"null",
+        "json-true": b"true",
+        "json-number": b"42",
+        "json-string": b'"Task"',
+        "empty-object": b"{}",
+        "bom-then-truncated": b"\xef\xbb\xbf" + SEED_BYTES[:40],
+        "utf16-encoded": json.dumps(SEED_CREATE).encode("utf-16"),
+        "bad-escape": SEED_BYTES.replace(b"Ask", b"\\x41sk"),
+        "truncated-unicode-escape": SEED_BYTES.replace(b"Ask", b"\\u00"),
+        "raw-newline-in-string": SEED_BYTES.replace(b"Ask", b"A\nsk"),
+        "raw-tab-in-string": SEED_BYTES.replace(b"Ask", b"A\tsk"),
+        "raw-nul-byte-in-string": SEED_BYTES.replace(b"Ask", b"A\x00sk"),
+        "nul-byte-outside-string": b"\x00" + SEED_BYTES,
+        "huge-number": SEED_BYTES[:-1] + b', "priority": 1' + b"0" * 5000 + b"}",
+    }
+    for name, body in bodies.items():
+        yield _create(f"json/{name}", body)
+    for cut in (1, 10, 50, 100, 200, 400, len(SEED_BYTES) // 2, len(SEED_BYTES) - 1):
+        yield _create(f"json/truncated-at-{cut}", SEED_BYTES[:cut])
+
+
+# --- 2. wrong JSON types in every element -----------------------------------------------------
+
+WRONG_TYPES: Final[dict[str, Any]] = {
+    "number": 42,
+    "float": 1.5,
+    "bool": True,
+    "string": "x",
+    "array": ["x"],
+    "empty-array": [],
+    "object": {"x": 1},
+    "empty-object": {},
+    "null": None,
+}
+
+# the JSON type each element of the seed has, and so which wrong types make sense for it
+PRIMITIVE_PATHS: Final[list[tuple[str | int, ...]]] = [
+    ("resourceType",),
+    ("status",),
+    ("description",),
+    ("authoredOn",),
+    ("extension", 0, "url"),
+    ("extension", 0, "valueReference", "reference"),
+    ("extension", 0, "valueReference", "display"),
+    ("requester", "reference"),
+    ("for", "reference"),
+    ("owner", "reference"),
+    ("restriction", "period", "end"),
+    ("note", 0, "text"),
+    ("note", 0, "time"),
+    ("note", 0, "authorReference", "reference"),
+    ("input", 0, "type", "text"),
+    ("input", 0, "valueString"),
+]
+OBJECT_PATHS: Final[list[tuple[str | int, ...]]] = [
+    ("extension", 0),
+    ("extension", 0, "valueReference"),
+    ("requester",),
+    ("for",),
+    ("owner",),
+    ("restriction",),
+    ("restriction", "period"),
+    ("note", 0),
+    ("note", 0, "authorReference"),
+    ("input", 0),
+    ("input", 0, "type"),
+]
+ARRAY_PATHS: Final[list[tuple[str | int, ...]]] = [("extension",), ("note",), ("input",)]
+
+
+def _typed(name: str, body: dict[str, Any]) -> Entry:
+    return _create(f"type/{name}", _dumps(body))
+
+
+def wrong_types() -> Iterator[Entry]:
+    for path in PRIMITIVE_PATHS:
+        for kind in ("number", "bool", "array", "object", "null"):
+            yield _typed(f"{_label(path)}-as-{kind}", _with(path, WRONG_TYPES[kind]))
+    for path in OBJECT_PATHS:
+        for kind in ("number", "string", "array", "null", "empty-object"):
+            yield _typed(f"{_label(path)}-as-{kind}", _with(path, WRONG_TYPES[kind]))
+    for path in ARRAY_PATHS:
+        for kind in ("number", "string", "object", "null", "empty-array"):
+            yield _typed(f"{_label(path)}-as-{kind}", _with(path, WRONG_TYPES[kind]))
+        yield _create(f"type/{_label(path)}-item-as-string", _dumps(_with(path, ["x"])))
+        yield _create(f"type/{_label(path)}-item-as-null", _dumps(_with(path, [None])))
+    # numbers where FHIR wants JSON strings, in their most tempting forms
+    yield _create("type/status-as-quoted-json", _dumps(_with(("status",), '"requested"')))
+    yield _create(
+        "type/restriction-as-json-string",
+        _dumps(_with(("restriction",), json.dumps(SEED_CREATE["restriction"]))),
+    )
+    yield _create(
+        "type/note-as-json-string", _dumps(_with(("note",), json.dumps(SEED_CREATE["note"])))
+    )
+    yield _create("type/description-empty-string", _dumps(_with(("description",), "")))
+    yield _typed("authoredOn-as-epoch-number", _with(("authoredOn",), 1647784800))
+
+
+# --- 3. hostile values: sizes, nesting, duplicate keys, control characters, bad UTF-8 ----------
+
+MIB: Final = 1024 * 1024
+
+
+def hostile_values() -> Iterator[Entry]:
+    yield _create("size/description-2-MiB", _dumps(_with(("description",), "x" * 2 * MIB)), 413)
+    yield _create("size/body-1-MiB-plus-1", SEED_BYTES + b" " * (MIB + 1 - len(SEED_BYTES)), 413)
+    yield _create("size/10000-notes", _dumps(_with(("note",), SEED_CREATE["note"] * 10000)), 413)
+    yield _create("size/garbage-2-MiB", b"\xff" * 2 * MIB, 413)
+    for depth in (64, 1000, 50_000):
+        nested = b'{"resourceType": "Task", "code": ' + b'{"coding": [' * depth
+        yield _create(f"nesting/unclosed-{depth}-deep", nested)
+        closed = nested + b"]}" * depth + b"}"
+        yield _create(f"nesting/closed-{depth}-deep", closed)
+    yield _create("nesting/100000-open-brackets", b"[" * 100_000)
+    yield _create("nesting/250000-deep-is-over-the-body-limit", b'{"a":' * 250_000, 413)
+    yield _create(
+        "nesting/extension-in-extension-200",
+        _dumps(_with(("extension",), [_nested_extension(200)])),
+    )
+    duplicate = b'{"resourceType": "Task", "resourceType": "Patient",' + SEED_BYTES[1:]
+    duplicate_bug = "201: duplicate keys are accepted (the last one wins) instead of a 400"
+    yield _create("duplicate/resourceType-key", duplicate, bug=duplicate_bug, bug_writes=True)
+    dup_status = SEED_BYTES[:-1] + b', "status": "completed"}'
+    yield _create("duplicate/status-key", dup_status, bug=duplicate_bug, bug_writes=True)
+    dup_for = SEED_BYTES[:-1] + b', "for": {"reference": "Practitioner/x"}}'
+    yield _create("duplicate/for-key-last-wrong-type", dup_for)
+    for char, label in [
+        ("\u0000", "nul"),
+        ("\u0001", "soh"),
+        ("\u001b", "escape"),
+        ("\u007f", "del"),
+        ("\u0008", "backspace"),
+        ("\u001f", "unit-separator"),
+    ]:
+        for path in [("description",), ("note", 0, "text"), ("for", "reference")]:
+            body = _with(path, f"a{char}b")
+            yield _create(f"control/{label}-in-{_label(path)}", _dumps(body))
+    yield _create("control/nul-in-key", SEED_BYTES[:-1] + b', "desc\\u0000ription": "x"}')
+    invalid_utf8 = {
+        "lone-continuation-byte": b"\x80",
+        "ff-byte": b"\xff",
+        "overlong-slash": b"\xc0\xaf",
+        "truncated-3-byte": b"\xe2\x82",
+        "utf8-encoded-surrogate": b"\xed\xa0\x80",
+        "beyond-u10ffff": b"\xf4\x90\x80\x80",
+        "latin-1-e-acute": b"\xe9",
+    }
+    for name, raw in invalid_utf8.items():
+        yield _create(f"utf8/{name}-in-description", SEED_BYTES.replace(b"Ask", raw))
+    yield _create("utf8/lone-high-surrogate-escape", SEED_BYTES.replace(b"Ask", b"\\ud800"))
+    yield _create("utf8/lone-low-surrogate-escape", SEED_BYTES.replace(b"Ask", b"\\udc00x"))
+    yield _create("utf8/invalid-byte-in-key", SEED_BYTES.replace(b'"status"', b'"stat\xffus"'))
+
+
+def _nested_extension(depth: int) -> dict[str, Any]:
+    ext: dict[str, Any] = {"url": "http://example.org/x", "valueString": "leaf"}
+    for _ in range(depth):
+        ext = {"url": "http://example.org/x", "extension": [ext]}
+    return ext
+
+
+# --- 4. injection strings: valid searches that must find nothing ------------------------------
+
+INJECTIONS: Final[dict[str, str]] = {
+    "sql-drop-table": "'; DROP TABLE tasks; --",
+    "sql-or-1-eq-1": '" OR 1=1 --',
+    "sql-like-wildcards": "%' OR '%'='",
+    "sql-union": "x' UNION SELECT secret FROM signing_keys --",
+    "sql-sleep": "1' AND pg_sleep(5) --",
+    "script-tag": "<script>alert(1)</script>",
+    "template": "{{7*7}}",
+    "jndi": "${jndi:ldap://x}",
+    "rtl-override": "\u202eksat",
+    "emoji": "\U0001f4a9\U0001f9d1\u200d\u2695\ufe0f",
+}
+STRING_PARAMS: Final = [
+    "description",
+    "description:contains",
+    "description:exact",
+    "label",
+    "label:exact",
+]
+# references have a Type/id or id syntax, coded tokens a fixed value set, dates a date syntax
+REFERENCE_PARAMS: Final = [
+    "patient",
+    "subject",
+    "owner",
+    "requester",
+    "group",
+    "focus",
+    "based-on",
+    "part-of",
+    "encounter",
+]
+FREE_TOKEN_PARAMS: Final = [
+    "identifier",
+    "group-identifier",
+    "code",
+    "business-status",
+    "performer",
+]
+CODED_TOKEN_PARAMS: Final = ["status", "intent", "priority", "_id"]
+DATE_PARAMS: Final = ["authored-on", "_lastUpdated", "due", "period", "modified"]
+
+
+def _query(name: str, value: str) -> str:
+    return f"/Task?{quote(name, safe=':_')}={quote(value, safe='')}"
+
+
+def injections() -> Iterator[Entry]:
+    for label, value in INJECTIONS.items():
+        for param in STRING_PARAMS + FREE_TOKEN_PARAMS:
+            yield Entry(
+                f"inject/{param}-{label}", "GET", _query(param, value), 200, empty_bundle=True
+            )
+        # references, coded tokens and dates have a syntax: an injection is a malformed value
+        for param in REFERENCE_PARAMS + CODED_TOKEN_PARAMS + DATE_PARAMS:
+            yield Entry(f"inject/{param}-{label}", "GET", _query(param, value), 400)
+        # the form-encoded search takes the same parameters
+        form = f"description={quote(value, safe='')}&label={quote(value, safe='')}".encode()
+        yield Entry(
+            f"inject/post-search-{label}",
+            "POST",
+            "/Task/_search",
+            200,
+            form,
+            FORM,
+            empty_bundle=True,
+        )
+    for wildcard in ("%", "_", "*", "\\", "%%", "[a-z]"):
+        yield Entry(
+            f"inject/description-exact-{wildcard}",
+            "GET",
+            _query("description:exact", wildcard),
+            200,
+            empty_bundle=True,
+        )
+    # no stored string can hold a NUL (PostgreSQL text cannot): a 400 on both engines
+    yield Entry("inject/description-nul-byte", "GET", "/Task?description=a%00b", 400)
+    yield Entry(
+        "inject/description-invalid-utf8",
+        "GET",
+        "/Task?description=%FF%FE",
+        400,
+        bug="200: invalid UTF-8 in a search value is silently replaced by U+FFFD and searched",
+    )
+    yield Entry("inject/sort-sql", "GET", "/Task?_sort=status;DROP%20TABLE%20tasks", 400)
+    yield Entry("inject/sort-column-name", "GET", "/Task?_sort=resource", 400)
+    yield Entry("inject/elements-sql", "GET", "/Task?_elements=id,(SELECT%201)", 400)
+    yield Entry("inject/param-name-sql", "GET", "/Task?description%27%3B--=x", 400)
+
+
+# --- 5. ids, paths, paging, parameters, URL and header sizes, auth, methods, media types -------
+
+
+def paths_and_ids() -> Iterator[Entry]:
+    ids = {
+        "encoded-traversal": "..%2F..%2Fetc%2Fpasswd",
+        "double-encoded-traversal": "..%252F..%252Fetc%252Fpasswd",
+        "raw-traversal-in-id": "..%5C..%5Cwindows",
+        "nul": "%00",
+        "nul-after-uuid": UNKNOWN_ID + "%00",
+        "sql": "1%27%20OR%20%271%27%3D%271",
+        "script": "%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        "overlong-id": "a" * 2000,
+        "unknown-uuid": UNKNOWN_ID,
+        "emoji": "%F0%9F%92%A9",
+        "invalid-utf8": "%FF%FE",
+        "dot": ".",
+        "dot-dot-encoded": "%2E%2E",
+    }
+    for label, raw_id in ids.items():
+        yield Entry(f"id/read-{label}", "GET", f"/Task/{raw_id}", 404)
+        yield Entry(f"id/history-{label}", "GET", f"/Task/{raw_id}/_history", 404)
+    yield Entry("id/raw-dot-dot-segments", "GET", "/Task/../../etc/passwd", 404)
+    yield Entry(
+        "id/raw-dot-dot-to-metadata", "GET", "/Task/../../../../metadata/../etc/passwd", 404
+    )
+    yield Entry("id/version-not-a-number", "GET", f"/Task/{UNKNOWN_ID}/_history/abc", 404)
+    yield Entry("id/version-sql", "GET", f"/Task/{UNKNOWN_ID}/_history/1%20OR%201=1", 404)
+    yield Entry("id/absolute-form-target", "GET", "http://127.0.0.1/Task/" + UNKNOWN_ID, 404)
+    put = {**JSON, "If-Match": 'W/"1"'}
+    yield Entry("id/update-unknown-id", "PUT", f"/Task/{UNKNOWN_ID}", 404, SEED_BYTES, put)
+    yield Entry(
+        "id/update-traversal-id", "PUT", "/Task/..%2F..%2Fetc%2Fpasswd", 404, SEED_BYTES, put
+    )
+    yield Entry("id/update-nul-id", "PUT", "/Task/%00", 404, SEED_BYTES, put)
+
+
+def paging_and_parameters() -> Iterator[Entry]:
+    cases: list[tuple[str, str, int]] = [
+        ("paging/count-huge-is-clamped", "_count=100000", 200),
+        ("paging/count-at-limit-is-clamped", "_count=1000000000000", 200),
+        ("paging/count-over-limit", "_count=1000000000001", 400),
+        ("paging/count-beyond-int64", "_count=99999999999999999999999", 400),
+        ("paging/count-negative", "_count=-1", 400),
+        ("paging/count-float", "_count=1.5", 400),
+        ("paging/count-hex", "_count=0x10", 400),
+        ("paging/count-empty", "_count=", 400),
+        ("paging/count-unicode-digits", "_count=%D9%A1%D9%A0", 400),
+        ("paging/offset-negative", "_offset=-1", 400),
+        ("paging/offset-at-limit", "_offset=2147483647", 200),
+        ("paging/offset-over-limit", "_offset=2147483648", 400),
+        ("paging/offset-beyond-int64", "_offset=99999999999999999999", 400),
+        ("paging/offset-exponent", "_offset=1e9", 400),
+        ("params/unknown", "patinet=x", 400),
+        ("params/unknown-underscore", "_foo=1", 400),
+        ("params/unknown-modifier", "description:bogus=x", 400),
+        ("params/modifier-not-for-type", "description:not=x", 400),
+        ("params/empty-name", "=x", 400),
+        ("params/include-unknown", "_include=Task:owner", 400),
+        ("params/summary-bogus", "_summary=true", 400),
+        ("params/total-bogus", "_total=lots", 400),
+        ("params/format-xml", "_format=xml", 400),
+        ("params/sort-unknown", "_sort=colour", 400),
+        ("params/date-bad-prefix", "authored-on=zz2024", 400),
+        ("params/date-not-a-date", "due=yesterday", 400),
+        ("params/date-month-13", "due=2024-13", 400),
+        ("params/status-unknown-code", "status=done", 400),
+        ("params/missing-not-boolean", "owner:missing=maybe", 400),
+        ("params/id-too-long", "_id=" + "a" * 65, 400),
+        ("params/thousands-of-ors", "status=" + ",".join(["requested"] * 5000), 400),
+        ("params/thousands-of-ands", "&".join(["label=x"] * 2000), 400),
+    ]
+    for name, query, status in cases:
+        yield Entry(name, "GET", f"/Task?{query}", status)
+
+
+def transport() -> Iterator[Entry]:
+    # uvicorn (httptools) refuses these itself with a text/plain "Invalid HTTP request received."
+    long_url = "/Task?description=" + "a" * 100_000
+    yield Entry("url/100-KB-query", "GET", long_url, 400, transport=True)
+    yield Entry("url/100-KB-path", "GET", "/Task/" + "a" * 100_000, 400, transport=True)
+    bad_length = [("not-a-number", "abc"), ("negative", "-1"), ("two-values", "10, 20")]
+    for label, length in bad_length:
+        headers = {**JSON, "Content-Length": length}
+        yield Entry(
+            f"header/content-length-{label}",
+            "POST",
+            "/Task",
+            400,
+            SEED_BYTES,
+            headers,
+            transport=True,
+        )
+    no_limit = "200: the HTTP layer has no header size limit (expected 431 or a closed connection)"
+    big = {"X-Big": "a" * 100_000}
+    yield Entry("header/100-KB-header", "GET", "/Task?_count=1", 431, headers=big, bug=no_limit)
+    many = {f"X-H{i}": "v" for i in range(1000)}
+    yield Entry("header/1000-headers", "GET", "/Task?_count=1", 431, headers=many, bug=no_limit)
+
+
+def auth() -> Iterator[Entry]:
+    no_auth: dict[str, dict[str, str]] = {
+        "no-token": {},
+        "garbage-token": {"Authorization": "Bearer garbage"},
+        "sql-token": {"Authorization": "Bearer ' OR 1=1 --"},
+        "empty-bearer": {"Authorization": "Bearer "},
+        "basic-scheme": {"Authorization": "Basic YWRtaW46YWRtaW4="},
+        "jwt-alg-none": {
+            "Authorization": "Bearer eyJhbGciOiJub25lIn0.eyJzY29wZSI6InN5c3RlbS9UYXNrLndyaXRlIn0."
+        },
+        "8-KB-token": {"Authorization": "Bearer " + "a" * 8000},
+    }
+    for label, headers in no_auth.items():
+        yield Entry(
+            f"auth/{label}-search", "GET", "/Task", 401, headers=headers, authenticated=False
+        )
+        yield Entry(
+            f"auth/{label}-create",
+            "POST",
+            "/Task",
+            401,
+            SEED_BYTES,
+            {**JSON, **headers},
+            authenticated=False,
+        )
+    token_form = b"grant_type=client_credentials&client_id=%27%20OR%201%3D1%20--&client_secret=x"
+    yield Entry(
+        "auth/token-sql-client-id",
+        "POST",
+        "/auth/token/",
+        401,
+        token_form,
+        FORM,
+        authenticated=False,
+    )
+    yield Entry(
+        "auth/token-json-body",
+        "POST",
+        "/auth/token/",
+        400,
+        b'{"grant_type": "client_credentials"}',
+        JSON,
+        authenticated=False,
+    )
+    yield Entry(
+        "auth/token-password-grant",
+        "POST",
+        "/auth/token/",
+        400,
+        b"grant_type=password&username=admin&password=admin",
+        FORM,
+        authenticated=False,
+    )
+
+
+def methods_and_media() -> Iterator[Entry]:
+    yield Entry("method/delete-task", "DELETE", f"/Task/{UNKNOWN_ID}", 405)
+    yield Entry("method/delete-all", "DELETE", "/Task", 405)
+    yield Entry(
+        "method/patch",
+        "PATCH",
+        f"/Task/{UNKNOWN_ID}",
+        405,
+        b"[]",
+        {"Content-Type": "application/json-patch+json"},
+    )
+    yield Entry("method/trace", "TRACE", "/Task", 405)
+    yield Entry("method/put-collection", "PUT", "/Task", 405, SEED_BYTES, JSON)
+    yield Entry("method/post-to-id", "POST", f"/Task/{UNKNOWN_ID}", 405, SEED_BYTES, JSON)
+    yield Entry("method/post-metadata", "POST", "/metadata", 405, SEED_BYTES, JSON)
+    media = {
+        "text-plain": "text/plain",
+        "xml": "application/fhir+xml",
+        "form": "application/x-www-form-urlencoded",
+        "multipart": "multipart/form-data; boundary=x",
+        "json-in-disguise": "application/jsonx",
+        "empty": "",
+    }
+    for label, ctype in media.items():
+        yield Entry(
+            f"media/create-as-{label}", "POST", "/Task", 415, SEED_BYTES, {"Content-Type": ctype}
+        )
+    yield Entry("media/create-without-content-type", "POST", "/Task", 415, SEED_BYTES)
+    yield Entry(
+        "media/accept-xml-only", "GET", "/Task", 406, headers={"Accept": "application/fhir+xml"}
+    )
+    yield Entry(
+        "media/search-post-as-json", "POST", "/Task/_search", 415, b'{"status": "requested"}', JSON
+    )
+
+
+def build() -> list[Entry]:
+    entries = [
+        *malformed_json(),
+        *wrong_types(),
+        *hostile_values(),
+        *injections(),
+        *paths_and_ids(),
+        *paging_and_parameters(),
+        *transport(),
+        *auth(),
+        *methods_and_media(),
+    ]
+    names = [entry.name for entry in entries]
+    assert len(names) == len(set(names)), "corpus entry names must be unique"
+    return entries
+
+
+CORPUS: Final[list[Entry]] = build()
