@@ -299,17 +299,22 @@ def _query(name: str, value: str) -> str:
     return f"/Task?{quote(name, safe=':_')}={quote(value, safe='')}"
 
 
+# ANDed with the injected condition so that "matches nothing" holds whatever other tests
+# stored on the shared server (some store these very strings, to read them back)
+NOBODY: Final = f"patient=Patient/{UNKNOWN_ID}"
+
+
 def injections() -> Iterator[Entry]:
     for label, value in INJECTIONS.items():
         for param in STRING_PARAMS + FREE_TOKEN_PARAMS:
-            yield Entry(
-                f"inject/{param}-{label}", "GET", _query(param, value), 200, empty_bundle=True
-            )
+            path = f"{_query(param, value)}&{NOBODY}"
+            yield Entry(f"inject/{param}-{label}", "GET", path, 200, empty_bundle=True)
         # references, coded tokens and dates have a syntax: an injection is a malformed value
         for param in REFERENCE_PARAMS + CODED_TOKEN_PARAMS + DATE_PARAMS:
             yield Entry(f"inject/{param}-{label}", "GET", _query(param, value), 400)
         # the form-encoded search takes the same parameters
-        form = f"description={quote(value, safe='')}&label={quote(value, safe='')}".encode()
+        form = f"description={quote(value, safe='')}&label={quote(value, safe='')}&{NOBODY}"
+        form = form.encode()
         yield Entry(
             f"inject/post-search-{label}",
             "POST",
@@ -323,7 +328,7 @@ def injections() -> Iterator[Entry]:
         yield Entry(
             f"inject/description-exact-{wildcard}",
             "GET",
-            _query("description:exact", wildcard),
+            f"{_query('description:exact', wildcard)}&{NOBODY}",
             200,
             empty_bundle=True,
         )
