@@ -23,6 +23,10 @@ class Settings:
     token_failures_per_client: int = 5
     token_failures_per_address: int = 30
     token_failure_window: float = 60.0
+    # request limits checked before routing (http.limits); the body limit is above
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
+    max_url_bytes: int = 8 * 1024
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -41,6 +45,9 @@ class Settings:
             token_failures_per_client=env("TOKEN_FAILURES_PER_CLIENT", 5, int),
             token_failures_per_address=env("TOKEN_FAILURES_PER_ADDRESS", 30, int),
             token_failure_window=env("TOKEN_FAILURE_WINDOW", 60.0, float),
+            max_header_bytes=env("MAX_HEADER_BYTES", 16 * 1024, int),
+            max_headers=env("MAX_HEADERS", 100, int),
+            max_url_bytes=env("MAX_URL_BYTES", 8 * 1024, int),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -52,6 +59,9 @@ class Settings:
             "CARETASK_TOKEN_FAILURES_PER_CLIENT": str(self.token_failures_per_client),
             "CARETASK_TOKEN_FAILURES_PER_ADDRESS": str(self.token_failures_per_address),
             "CARETASK_TOKEN_FAILURE_WINDOW": str(self.token_failure_window),
+            "CARETASK_MAX_HEADER_BYTES": str(self.max_header_bytes),
+            "CARETASK_MAX_HEADERS": str(self.max_headers),
+            "CARETASK_MAX_URL_BYTES": str(self.max_url_bytes),
         }
         if self.base_url:
             env["CARETASK_BASE_URL"] = self.base_url

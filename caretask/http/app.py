@@ -20,6 +20,7 @@ from caretask.config import Settings
 from caretask.domain.errors import DomainError
 from caretask.http import errors, metadata, tasks, token_endpoint
 from caretask.http.auth import ClientRows
+from caretask.http.limits import RequestLimits
 from caretask.storage import open_storage
 from caretask.storage.urls import DatabaseURL
 
@@ -120,6 +121,12 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.settings = settings
     app.state.started_at = datetime.now(UTC).isoformat()
+    app.add_middleware(
+        RequestLimits,
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        max_url_bytes=settings.max_url_bytes,
+    )
     app.add_middleware(AccessLog)
     return app
 

@@ -1,0 +1,45 @@
+"""Request size limits checked before routing: header bytes, header count and URL length.
+
+uvicorn's httptools parser takes headers of any size and number, so an oversized request
+reached the app (and its memory) unchecked. Past the limits the answer is a FHIR
+OperationOutcome: 431 for headers, 414 for the URL. Body size is limited where bodies are
+read (negotiation.read_body), JSON depth where they are parsed (task_rules).
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from caretask.domain.outcome import outcome
+from caretask.http.responses import fhir_response
+
+
+class RequestLimits:
+    def __init__(
+        self, app: ASGIApp, *, max_header_bytes: int, max_headers: int, max_url_bytes: int
+    ) -> None:
+        self.app = app
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        self.max_url_bytes = max_url_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            problem = self._problem(scope)
+            if problem is not None:
+                status, text = problem
+                await fhir_response(outcome("too-long", text), status)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _problem(self, scope: Scope) -> tuple[int, str] | None:
+        headers = scope["headers"]
+        if len(headers) > self.max_headers:
+            return 431, f"at most {self.max_headers} request headers are accepted"
+        size = sum(len(name) + len(value) + 4 for name, value in headers)
+        if size > self.max_header_bytes:
+            return 431, f"the request headers exceed {self.max_header_bytes} bytes"
+        url = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        if url > self.max_url_bytes:
+            return 414, f"the URL exceeds {self.max_url_bytes} bytes"
+        return None
