@@ -140,3 +140,30 @@ def test_a_group_whose_commit_fails_fails_every_write_in_it(traced: Traced) -> N
     assert isinstance(outcome, sqlite3.OperationalError)
     assert "locked" in str(outcome)
     assert traced.names() == set()
+
+
+def test_a_connection_that_cannot_be_made_fails_the_write_and_is_tried_again(
+    traced: Traced,
+) -> None:
+    """A writer thread that died on connecting left every later write waiting forever."""
+    attempts: list[int] = []
+
+    def connect() -> sqlite3.Connection:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return traced.connect()
+
+    async def main() -> tuple[object, object]:
+        writer = GroupCommitWriter(connect)
+        try:
+            first = await asyncio.gather(writer.submit(_insert("a")), return_exceptions=True)
+            second = await asyncio.wait_for(writer.submit(_insert("b")), 10)
+            return first[0], second
+        finally:
+            writer.close()
+
+    first, second = asyncio.run(main())
+    assert isinstance(first, sqlite3.OperationalError)
+    assert second == "b"
+    assert traced.names() == {"b"}

@@ -50,13 +50,14 @@ class Checkpointer:
         self._thread.join()
 
     def _run(self) -> None:
-        conn = self._connect()
+        conn: sqlite3.Connection | None = None
         while True:
             self._wake.wait()
             self._wake.clear()
             if self._stopping:
                 return
             try:
+                conn = conn or self._connect()
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error as error:  # the next commit past the threshold tries again
                 log.warning("WAL checkpoint failed: %s", error)

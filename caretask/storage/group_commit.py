@@ -47,7 +47,7 @@ class GroupCommitWriter:
         self._thread.join()
 
     def _run(self) -> None:
-        conn = self._connect()
+        conn: sqlite3.Connection | None = None
         while True:
             first = self._queue.get()
             if first is _STOP:
@@ -63,8 +63,14 @@ class GroupCommitWriter:
                     stop = True
                     break
                 group.append(item)
-            if self._commit(conn, group) and self._after_commit:
-                self._after_commit()
+            try:
+                if conn is None:  # here, not at start: a failure is the group's, not fatal
+                    conn = self._connect()
+            except Exception as error:
+                _fail(group, error)
+            else:
+                if self._commit(conn, group) and self._after_commit:
+                    self._after_commit()
             if stop:
                 return
 
@@ -89,13 +95,22 @@ class GroupCommitWriter:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             outcomes = [(False, error)] * len(group)
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_, loop, future), (ok, value) in zip(group, outcomes, strict=True):
-            by_loop.setdefault(loop, []).append((future, ok, value))
-        for loop, settled in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
-                loop.call_soon_threadsafe(_settle, settled)
+        _answer(group, outcomes)
         return committed
+
+
+def _fail(group: list[Any], error: BaseException) -> None:
+    _answer(group, [(False, error)] * len(group))
+
+
+def _answer(group: list[Any], outcomes: list[tuple[bool, Any]]) -> None:
+    """Hand each write's outcome to the event loop that waits for it."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    for (_, loop, future), (ok, value) in zip(group, outcomes, strict=True):
+        by_loop.setdefault(loop, []).append((future, ok, value))
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+            loop.call_soon_threadsafe(_settle, settled)
 
 
 def _settle(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

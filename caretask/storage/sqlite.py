@@ -58,6 +58,10 @@ class SQLiteStorage:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # this thread's connection first: it puts the file in WAL mode before the writer's
+        # and the checkpointer's threads connect (connections racing to switch the
+        # journal mode get "database is locked" at once, without the busy timeout)
+        self._connection()
         self._checkpointer = Checkpointer(path, self._connection)
         self._writer = GroupCommitWriter(self._connection, self._checkpointer.after_commit)
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
