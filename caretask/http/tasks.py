@@ -155,6 +155,16 @@ def _stale(wanted: int, current: int | None) -> VersionConflict:
     return VersionConflict.single("conflict", text)
 
 
+def _query_pairs(request: Request) -> list[tuple[str, str]]:
+    """The query's (name, value) pairs. Starlette replaces bytes that are not UTF-8 with
+    U+FFFD, which would then be searched for; a search has to say what it means."""
+    raw = request.scope.get("query_string", b"").decode("latin-1")
+    try:
+        return parse_qsl(raw, keep_blank_values=True, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidSearch.single("invalid", "the query string is not valid UTF-8") from None
+
+
 def _paging(pairs: list[tuple[str, str]], lenient: bool) -> tuple[int, int]:
     count, offset = search_params.DEFAULT_COUNT, 0
     for name, raw in pairs:
@@ -172,7 +182,7 @@ async def history(request: Request) -> Response:
     check_accept(request)
     task_id = _task_id(request)
     lenient = prefer(request).get("handling") == "lenient"
-    count, offset = _paging(request.query_params.multi_items(), lenient)
+    count, offset = _paging(_query_pairs(request), lenient)
     try:
         total, versions = await _storage(request).history(task_id, count, offset)
     except TaskNotFound:
@@ -214,7 +224,7 @@ async def _search(request: Request, pairs: list[tuple[str, str]]) -> Response:
 async def search_get(request: Request) -> Response:
     await authorize(request, scopes.SEARCH)
     check_accept(request)
-    return await _search(request, request.query_params.multi_items())
+    return await _search(request, _query_pairs(request))
 
 
 async def search_post(request: Request) -> Response:
@@ -224,10 +234,10 @@ async def search_post(request: Request) -> Response:
         raise HttpProblem(415, "not-supported", f"POST /Task/_search takes a {FORM} body")
     raw = await read_body(request, request.app.state.settings.max_body_bytes)
     try:
-        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise InvalidSearch.single("invalid", "the form body could not be parsed") from None
-    return await _search(request, [*request.query_params.multi_items(), *form])
+    return await _search(request, [*_query_pairs(request), *form])
 
 
 async def permalink(request: Request) -> Response:
