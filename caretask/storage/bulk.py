@@ -110,7 +110,7 @@ class BulkStore:
     def rollback(self) -> None:
         self._run("ROLLBACK")
 
-    def is_empty(self) -> bool:
+    def _is_empty(self) -> bool:
         return not self._run("SELECT 1 FROM tasks LIMIT 1")
 
     def begin_load(self) -> list[str] | None:
@@ -120,16 +120,16 @@ class BulkStore:
         pages that existed, where the WAL held a second copy of every page written and
         the checkpoint a third (17 s of a million-task load). Another connection keeps
         the database in WAL; the load then runs there, just slower."""
-        if not self.is_pg and self.is_empty():
+        if not self.is_pg and self._is_empty():  # outside a transaction, as the switch must be
             self._journal = self._run("PRAGMA journal_mode=DELETE")[0][0]
-        self.begin()
-        return self.drop_indexes() if self.is_empty() else None
+        self.begin()  # asked again inside: the decision that counts is under the lock
+        return self._drop_indexes() if self._is_empty() else None
 
     def finish_load(self, deferred: list[str] | None) -> None:
         """Commit the last transaction, after rebuilding what begin_load deferred."""
         if deferred is not None:
-            self.fill_text_index()
-            self.create_indexes(deferred)
+            self._fill_text_index()
+            self._create_indexes(deferred)
         self.commit()
         self._restore_journal()
         self.analyze()
@@ -139,7 +139,7 @@ class BulkStore:
             self._run("PRAGMA journal_mode=WAL")
             self._journal = "wal"
 
-    def drop_indexes(self) -> list[str]:
+    def _drop_indexes(self) -> list[str]:
         """Drop the task tables' secondary indexes inside the current transaction; the
         statements that recreate them. Building an index once from sorted keys costs a
         fraction of maintaining it row by row: a million-task load into an empty database
@@ -166,13 +166,13 @@ class BulkStore:
             self._run(f'DROP INDEX "{name}"')
         return [definition for _, definition in found]
 
-    def create_indexes(self, statements: list[str]) -> None:
+    def _create_indexes(self, statements: list[str]) -> None:
         if not self.is_pg:
             self._run("PRAGMA threads=4")  # sorter helper threads for CREATE INDEX
         for statement in statements:
             self._conn.execute(statement)
 
-    def fill_text_index(self) -> None:
+    def _fill_text_index(self) -> None:
         """SQLite's trigram table for loads that deferred it (PostgreSQL's is an index)."""
         if not self.is_pg:
             self._run(

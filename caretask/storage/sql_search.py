@@ -6,7 +6,7 @@ a bound parameter: no text from a request is ever spliced into SQL.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import orjson
@@ -341,13 +341,19 @@ def where(
     `dense`: the indexes of conditions that match much of the table (see _exists)."""
     params: list[Any] = []
     clauses = [_condition(c, params, fts, dense=i in dense) for i, c in enumerate(query.conditions)]
-    for param in WINDOWED:  # leading terms, so their placeholders come first
+    for param, dates in _windowed_dates(query):  # leading terms: placeholders come first
+        window_params: list[Any] = []
+        clauses.insert(0, _window(param, dates, fts, window_params))
+        params[:0] = window_params
+    return (" WHERE " + " AND ".join(f"({c})" for c in clauses) if clauses else ""), params
+
+
+def _windowed_dates(query: SearchQuery) -> Iterator[tuple[str, list[DateCondition]]]:
+    """Each windowed date parameter of the query with its conditions, in a fixed order."""
+    for param in sorted(WINDOWED):
         dates = [c for c in query.conditions if isinstance(c, DateCondition) and c.param == param]
         if dates:
-            window_params: list[Any] = []
-            clauses.insert(0, _window(param, dates, fts, window_params))
-            params[:0] = window_params
-    return (" WHERE " + " AND ".join(f"({c})" for c in clauses) if clauses else ""), params
+            yield param, dates
 
 
 def _lo_bounds(prefix: str, slo: int, shi: int, width: int) -> tuple[int, int]:
@@ -421,8 +427,9 @@ def select_page(
     """The page's rows plus one, so that `has_more` is known without a count.
 
     `after_pk` and `offset`: resume from a page anchor (default order only). `few`: the
-    query matches fewer than DENSE_AT tasks, so the page is sorted from all of them (by
-    an expression no index serves) rather than found by walking the pk index."""
+    query's date window holds fewer than DENSE_AT tasks (date_probe), so the page is
+    sorted from its matches (by an expression no index serves) rather than found by
+    walking the pk index."""
     sql_where, params = clause[0], list(clause[1])
     if after_pk:
         sql_where = f"{sql_where} AND t.pk > ?" if sql_where else " WHERE t.pk > ?"
@@ -437,17 +444,14 @@ def date_probe(query: SearchQuery, fts: bool) -> tuple[str, list[Any]] | None:
     parameter: a superset of its matches, read from the window index alone (no table
     rows), so it costs about as little when the window holds thousands as when it
     holds none. None when the query has no windowed date."""
-    for param in sorted(WINDOWED):
-        dates = [c for c in query.conditions if isinstance(c, DateCondition) and c.param == param]
-        if dates:
-            # each index range counted apart: PostgreSQL's planner read their OR along
-            # the wrong index (30 ms where each range alone takes a fraction of one)
-            bounds: list[Any] = []
-            branches = _window_branches(param, dates, fts, bounds)
-            capped = "(SELECT COUNT(*) FROM (SELECT 1 FROM tasks t WHERE {} LIMIT ?) c)"
-            counts = [capped.format(branch) for branch in branches]
-            params = [*bounds[:2], DENSE_AT, *bounds[2:], DENSE_AT]
-            return "SELECT " + " + ".join(counts), params
+    for param, dates in _windowed_dates(query):
+        # each index range counted apart: PostgreSQL's planner read their OR along the
+        # wrong index (30 ms where each range alone takes a fraction of one)
+        bounds: list[Any] = []
+        branches = _window_branches(param, dates, fts, bounds)
+        capped = "(SELECT COUNT(*) FROM (SELECT 1 FROM tasks t WHERE {} LIMIT ?) c)"
+        counts = [capped.format(branch) for branch in branches]
+        return "SELECT " + " + ".join(counts), [*bounds[:2], DENSE_AT, *bounds[2:], DENSE_AT]
     return None
 
 
