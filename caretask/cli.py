@@ -70,6 +70,17 @@ def _parser() -> argparse.ArgumentParser:
     dump.add_argument("--since", default=None, help="only tasks changed at or after this date")
     _database_arg(dump)
 
+    trail = sub.add_parser("audit", help="print the audit trail, oldest first")
+    trail.add_argument("--client", default=None, help="only this client id's requests")
+    trail.add_argument("--since", default=None, help="only requests at or after this date")
+    trail.add_argument(
+        "--format",
+        choices=["text", "fhir"],
+        default="text",
+        help="text: one tab-separated line each; fhir: NDJSON of FHIR AuditEvents",
+    )
+    _database_arg(trail)
+
     demo = sub.add_parser("demo-data", help="write N realistic synthetic Tasks as NDJSON")
     demo.add_argument("count", type=int)
     demo.add_argument("--seed", type=int, default=1)
@@ -206,6 +217,42 @@ def _export(args: argparse.Namespace, url: DatabaseURL) -> int:
     return 0
 
 
+def _since(value: str | None) -> int | None:
+    from caretask.domain.dates import parse_range
+
+    if value is None:
+        return None
+    bounds = parse_range(value)
+    if bounds is None:
+        raise ValueError(f"--since: '{value}' is not a FHIR date or dateTime")
+    return bounds[0]
+
+
+async def _audit(args: argparse.Namespace, url: DatabaseURL, since: int | None) -> int:
+    from caretask.domain import audit
+
+    storage = open_storage(url)
+    out = sys.stdout
+    count, after = 0, 0
+    try:
+        while rows := await storage.audit_records(args.client, since, after, 1000):
+            for row in rows:
+                if args.format == "fhir":
+                    out.write(orjson.dumps(audit.audit_event(row)).decode() + "\n")
+                else:
+                    out.write(audit.text_line(row) + "\n")
+            count += len(rows)
+            after = rows[-1].seq or after
+        out.flush()
+    except BrokenPipeError:  # the reader stopped early (`| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        await storage.close()
+    print(f"{count} audit records", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo-data":
@@ -222,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
             return _import(args, url)
         if args.command == "export":
             return _export(args, url)
+        if args.command == "audit":
+            try:
+                since = _since(args.since)
+            except ValueError as error:
+                return _fail(str(error))
+            return asyncio.run(_audit(args, url, since))
         if args.clients_command == "create":
             bad = scopes.invalid_scopes(args.scope)
             if bad or not args.scope.strip():

@@ -16,6 +16,8 @@ class Settings:
     base_url: str | None = None
     max_body_bytes: int = 1024 * 1024
     token_ttl: int = 3600
+    # audit records wait in memory at most this long before they are stored (http.audit)
+    audit_flush_seconds: float = 0.5
     # how long a server may answer from its copy of a client's row: a revocation takes
     # effect on every server within this many seconds
     client_cache_seconds: float = 1.0
@@ -41,6 +43,7 @@ class Settings:
             base_url=(os.environ.get("CARETASK_BASE_URL") or "").rstrip("/") or None,
             max_body_bytes=env("MAX_BODY_BYTES", 1024 * 1024, int),
             token_ttl=env("TOKEN_TTL", 3600, int),
+            audit_flush_seconds=env("AUDIT_FLUSH_SECONDS", 0.5, float),
             client_cache_seconds=env("CLIENT_CACHE_SECONDS", 1.0, float),
             token_failures_per_client=env("TOKEN_FAILURES_PER_CLIENT", 5, int),
             token_failures_per_address=env("TOKEN_FAILURES_PER_ADDRESS", 30, int),
@@ -55,6 +58,7 @@ class Settings:
             "CARETASK_DATABASE_URL": self.database_url,
             "CARETASK_MAX_BODY_BYTES": str(self.max_body_bytes),
             "CARETASK_TOKEN_TTL": str(self.token_ttl),
+            "CARETASK_AUDIT_FLUSH_SECONDS": str(self.audit_flush_seconds),
             "CARETASK_CLIENT_CACHE_SECONDS": str(self.client_cache_seconds),
             "CARETASK_TOKEN_FAILURES_PER_CLIENT": str(self.token_failures_per_client),
             "CARETASK_TOKEN_FAILURES_PER_ADDRESS": str(self.token_failures_per_address),

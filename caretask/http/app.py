@@ -19,6 +19,7 @@ from caretask.auth.tokens import VerifiedTokens
 from caretask.config import Settings
 from caretask.domain.errors import DomainError
 from caretask.http import errors, metadata, tasks, token_endpoint
+from caretask.http.audit import AuditTrail, AuditWriter
 from caretask.http.auth import ClientRows
 from caretask.http.limits import RequestLimits
 from caretask.storage import open_storage
@@ -87,10 +88,13 @@ def create_app(settings: Settings) -> Starlette:
         app.state.failed_addresses = FailureThrottle(
             settings.token_failures_per_address, settings.token_failure_window
         )
+        app.state.audit = AuditWriter(storage, settings.audit_flush_seconds)
+        app.state.audit.start()
         _settle_heap()
         try:
             yield
         finally:
+            await app.state.audit.close()
             await storage.close()
 
     routes = [
@@ -127,6 +131,7 @@ def create_app(settings: Settings) -> Starlette:
         max_headers=settings.max_headers,
         max_url_bytes=settings.max_url_bytes,
     )
+    app.add_middleware(AuditTrail)  # outside the limits: refused requests are recorded too
     app.add_middleware(AccessLog)
     return app
 

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from caretask.auth import scopes
-from caretask.domain import bundle, indexing, search_params, task_rules
+from caretask.domain import audit, bundle, indexing, search_params, task_rules
 from caretask.domain.dates import now_instant, parse_range
 from caretask.domain.errors import InvalidRequest, InvalidSearch, Issue, NotFound, VersionConflict
 from caretask.domain.references import ID_PATTERN
@@ -201,6 +201,7 @@ async def history(request: Request) -> Response:
 
 
 async def _search(request: Request, pairs: list[tuple[str, str]]) -> Response:
+    request.state.audit_query = audit.redact_pairs(pairs)  # the form's names too
     lenient = prefer(request).get("handling") == "lenient"
     query = search_params.parse(pairs, lenient=lenient)
     result = await _storage(request).search(query)

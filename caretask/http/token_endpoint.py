@@ -79,6 +79,7 @@ async def token(request: Request) -> Response:
     if not client_id or not secret:
         return _error(401, "invalid_client", "client authentication failed", basic is not None)
     client_id = client_id[:200]
+    request.state.client_id = client_id  # claimed, not proven: the audit trail's "who"
     state = request.app.state
     address = request.client.host if request.client else "unknown"
     now = time.monotonic()

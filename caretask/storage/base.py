@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from caretask.domain.audit import AuditRecord
 from caretask.domain.indexing import TaskIndex
 from caretask.domain.search_params import SearchQuery
 
@@ -78,6 +80,16 @@ class Storage(Protocol):
     async def get_client(self, client_id: str) -> ClientRecord | None: ...
 
     async def revoke_client(self, client_id: str) -> bool: ...
+
+    async def record_audit(self, records: Sequence[AuditRecord]) -> None:
+        """Store a batch of audit records in one transaction."""
+        ...
+
+    async def audit_records(
+        self, client_id: str | None, since: int | None, after_seq: int, limit: int
+    ) -> list[AuditRecord]:
+        """Up to `limit` records past `after_seq`, oldest first; `since` in microseconds."""
+        ...
 
     async def signing_key(self) -> bytes:
         """The token signing key shared by every server on this database (made once)."""

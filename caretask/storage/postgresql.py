@@ -10,15 +10,17 @@ import base64
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from caretask.domain.audit import AuditRecord
 from caretask.domain.indexing import TaskIndex
 from caretask.domain.search_params import SearchQuery
-from caretask.storage import sql_search
+from caretask.storage import audit_sql, sql_search
 from caretask.storage.base import (
     ClientRecord,
     SearchResult,
@@ -196,6 +198,20 @@ class PostgreSQLStorage:
             (int(time.time()), client_id),
         )
         return changed > 0
+
+    async def record_audit(self, records: Sequence[AuditRecord]) -> None:
+        pool = await self._open()
+        async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(_pg(audit_sql.INSERT), audit_sql.insert_rows(records))
+
+    async def audit_records(
+        self, client_id: str | None, since: int | None, after_seq: int, limit: int
+    ) -> list[AuditRecord]:
+        sql, params = audit_sql.select(client_id, since, after_seq, limit)
+        pool = await self._open()
+        async with pool.connection() as conn:
+            cur = await conn.execute(_pg(sql), params)
+            return [audit_sql.record(row) for row in await cur.fetchall()]
 
     async def signing_key(self) -> bytes:
         fresh = base64.b64encode(secrets.token_bytes(32)).decode()

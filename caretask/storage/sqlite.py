@@ -15,15 +15,16 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import orjson
 
+from caretask.domain.audit import AuditRecord
 from caretask.domain.indexing import TaskIndex
 from caretask.domain.search_params import SearchQuery
-from caretask.storage import sql_search
+from caretask.storage import audit_sql, sql_search
 from caretask.storage.base import (
     ClientRecord,
     SearchResult,
@@ -252,6 +253,19 @@ class SQLiteStorage:
             return cur.rowcount > 0
 
         return await self._write(run)
+
+    # --- audit trail -----------------------------------------------------------------------
+
+    async def record_audit(self, records: Sequence[AuditRecord]) -> None:
+        rows = audit_sql.insert_rows(records)
+        await self._write(lambda conn: conn.executemany(audit_sql.INSERT, rows))
+
+    async def audit_records(
+        self, client_id: str | None, since: int | None, after_seq: int, limit: int
+    ) -> list[AuditRecord]:
+        sql, params = audit_sql.select(client_id, since, after_seq, limit)
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [audit_sql.record(row) for row in rows]
 
     async def signing_key(self) -> bytes:
         def run(conn: sqlite3.Connection) -> str:

@@ -1,0 +1,232 @@
+"""The audit trail's records: what a request was, with its search values redacted, and
+the FHIR AuditEvent an exported record becomes. Plain functions; storage keeps the rows.
+
+A record holds who (the client id a valid token named, or the client id a token request
+claimed), what (the FHIR interaction, the task id and version addressed, the search
+parameter names), when, from where (the peer address) and the HTTP status. It never
+holds a search value, a body or a header: those carry PHI and secrets.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
+
+from caretask.domain.references import ID_PATTERN
+
+# result parameters whose values are counts, element names or fixed codes, never PHI
+KEPT_VALUES = frozenset(
+    {"_count", "_offset", "_sort", "_total", "_summary", "_include", "_revinclude",
+     "_elements", "_format", "_pretty"}
+)  # fmt: skip
+REDACTED = "*"
+MAX_QUERY_CHARS = 1000
+MAX_NAME_CHARS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    recorded: int  # microseconds since the epoch
+    client_id: str | None
+    interaction: str
+    method: str
+    resource_id: str | None
+    version_id: int | None
+    query: str | None
+    address: str | None
+    status: int
+    seq: int | None = None  # the row's number once stored
+
+
+_TASK_PATH = re.compile(r"^/Task(?:/([^/]+)(?:/_history(?:/([^/]+))?)?)?/?$")
+_INTERACTIONS: dict[tuple[str, int], str] = {
+    # (method, number of path parts after /Task) -> FHIR restful interaction
+    ("GET", 0): "search-type",
+    ("POST", 0): "create",
+    ("GET", 1): "read",
+    ("PUT", 1): "update",
+    ("PATCH", 1): "patch",
+    ("DELETE", 1): "delete",
+    ("GET", 2): "history-instance",
+    ("GET", 3): "vread",
+}
+SKIPPED_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def classify(method: str, path: str) -> tuple[str, str | None, int | None]:
+    """The interaction a request asked for, and the task id and version it named."""
+    if path in ("/Task/_search", "/Task/_search/") and method == "POST":
+        return "search-type", None, None
+    if path.startswith("/auth/token"):
+        return "login", None, None
+    if path == "/metadata":
+        return "capabilities", None, None
+    if path.startswith("/permalinks/"):
+        return "read", None, None
+    match = _TASK_PATH.match(path)
+    if match is None:
+        return "unknown", None, None
+    task_id, vid = match.group(1), match.group(2)
+    parts = 0 if task_id is None else 1 if "/_history" not in path else 2 if vid is None else 3
+    interaction = _INTERACTIONS.get((method, parts), "unknown")
+    if task_id is not None and not ID_PATTERN.fullmatch(task_id):
+        task_id = None  # not an id: it names nothing, and may be anything an attacker sent
+    version = int(vid) if vid is not None and vid.isdigit() and len(vid) < 10 else None
+    return interaction, task_id, version
+
+
+def redact_names(names: list[str]) -> str | None:
+    """`name=*` for each search parameter, in the order sent; counts and codes of the
+    result parameters kept (`_count=10`)."""
+    parts: list[str] = []
+    size = 0
+    for raw in names:
+        name, _, value = raw.partition("=")
+        name = name[:MAX_NAME_CHARS]
+        value = value[:MAX_NAME_CHARS] if name in KEPT_VALUES else REDACTED
+        part = f"{name}={value}"
+        size += len(part) + 1
+        if size > MAX_QUERY_CHARS:
+            parts.append("…")
+            break
+        parts.append(part)
+    return "&".join(parts) or None
+
+
+def redact_query(query_string: str) -> str | None:
+    """The redacted form of a raw query string (percent-decoded names)."""
+    pairs = []
+    for item in query_string.split("&"):
+        if item:
+            name, _, value = item.partition("=")
+            pairs.append(f"{_decode(name)}={_decode(value)}")
+    return redact_names(pairs)
+
+
+def redact_pairs(pairs: list[tuple[str, str]]) -> str | None:
+    return redact_names([f"{name}={value}" for name, value in pairs])
+
+
+def _decode(text: str) -> str:
+    return unquote(text.replace("+", " "), errors="replace")
+
+
+def format_instant(micros: int) -> str:
+    moment = datetime.fromtimestamp(micros / 1e6, UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def text_line(record: AuditRecord) -> str:
+    """One tab-separated line: when, who, from where, what, outcome."""
+    target = "-"
+    if record.resource_id is not None:
+        target = f"Task/{record.resource_id}"
+        if record.version_id is not None:
+            target += f"/_history/{record.version_id}"
+    return "\t".join(
+        [
+            format_instant(record.recorded),
+            record.client_id or "-",
+            record.address or "-",
+            record.method,
+            record.interaction,
+            target,
+            record.query or "-",
+            str(record.status),
+        ]
+    )
+
+
+_REST = {
+    "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+    "code": "rest",
+    "display": "RESTful Operation",
+}
+_LOGIN_TYPE = {
+    "system": "http://dicom.nema.org/resources/ontology/DCM",
+    "code": "110114",
+    "display": "User Authentication",
+}
+_LOGIN_SUBTYPE = {
+    "system": "http://dicom.nema.org/resources/ontology/DCM",
+    "code": "110122",
+    "display": "Login",
+}
+_ACTIONS = {
+    "create": "C",
+    "read": "R",
+    "vread": "R",
+    "history-instance": "R",
+    "search-type": "E",
+    "capabilities": "E",
+    "update": "U",
+    "patch": "U",
+    "delete": "D",
+}
+_SOURCE = {
+    "observer": {"display": "caretask"},
+    "type": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+            "code": "3",
+            "display": "Web Server",
+        }
+    ],
+}
+
+
+def _outcome(status: int) -> str:
+    """AuditEvent.outcome: 0 success, 4 minor failure (refused), 8 serious (our fault)."""
+    return "0" if status < 400 else "4" if status < 500 else "8"
+
+
+def audit_event(record: AuditRecord) -> dict[str, Any]:
+    """The FHIR R4 AuditEvent for one record."""
+    login = record.interaction == "login"
+    agent: dict[str, Any] = {"requestor": True}
+    if record.client_id is not None:
+        agent["who"] = {
+            "identifier": {"system": "urn:caretask:client-id", "value": record.client_id}
+        }
+    else:
+        agent["name"] = "unauthenticated"
+    if record.address:
+        agent["network"] = {"address": record.address, "type": "2"}
+    event: dict[str, Any] = {"resourceType": "AuditEvent"}
+    if record.seq is not None:
+        event["id"] = str(record.seq)
+    event |= {
+        "type": _LOGIN_TYPE if login else _REST,
+        "action": _ACTIONS.get(record.interaction, "E"),
+        "recorded": format_instant(record.recorded),
+        "outcome": _outcome(record.status),
+        "outcomeDesc": f"{record.method} answered HTTP {record.status}",
+        "agent": [agent],
+        "source": _SOURCE,
+    }
+    if login:
+        event["subtype"] = [_LOGIN_SUBTYPE]
+    elif record.interaction != "unknown":
+        event["subtype"] = [
+            {"system": "http://hl7.org/fhir/restful-interaction", "code": record.interaction}
+        ]
+    entity: dict[str, Any] = {}
+    if record.resource_id is not None:
+        reference = f"Task/{record.resource_id}"
+        if record.version_id is not None:
+            reference += f"/_history/{record.version_id}"
+        entity["what"] = {"reference": reference}
+    if record.query:
+        entity["query"] = base64.b64encode(record.query.encode()).decode()
+    if entity:
+        entity["type"] = {
+            "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+            "code": "2",
+            "display": "System Object",
+        }
+        event["entity"] = [entity]
+    return event

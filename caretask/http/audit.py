@@ -1,0 +1,162 @@
+"""The audit trail at the edge: a record of every request to a FHIR endpoint (who, what,
+when, from where, outcome), stored in batches.
+
+A row per request written as its own transaction would turn every read into a write (a
+commit and, on SQLite, an fsync). Records wait in memory instead and are stored together
+every `interval` seconds or every `batch` records, so a crash loses at most the last
+interval's records, never a task write. If the database refuses them, they are kept and
+retried, up to `max_pending`; past that the oldest are dropped and counted in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from caretask.domain import audit
+from caretask.domain.audit import AuditRecord
+from caretask.storage.base import Storage
+
+log = logging.getLogger("caretask.audit")
+
+
+class AuditWriter:
+    def __init__(
+        self,
+        storage: Storage,
+        interval: float = 0.5,
+        batch: int = 2_000,
+        max_pending: int = 200_000,
+    ) -> None:
+        self._storage = storage
+        self._interval = interval
+        self._batch = batch
+        self._pending: deque[AuditRecord] = deque(maxlen=max_pending)
+        self._dropped = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def add(self, record: AuditRecord) -> None:
+        if len(self._pending) == self._pending.maxlen:
+            self._dropped += 1
+        self._pending.append(record)
+        if len(self._pending) >= self._batch:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        while self._pending:
+            batch = [self._pending.popleft() for _ in range(min(self._batch, len(self._pending)))]
+            try:
+                await self._storage.record_audit(batch)
+            except Exception as error:  # the database is down: keep them for the next round
+                self._pending.extendleft(reversed(batch))
+                log.warning(
+                    "could not store %d audit records (%s); kept for retry",
+                    len(self._pending),
+                    type(error).__name__,
+                )
+                return
+        if self._dropped:
+            log.error("dropped %d audit records: the database refused them too long", self._dropped)
+            self._dropped = 0
+
+    async def close(self) -> None:
+        """Store what is pending: a graceful shutdown loses no record."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+
+def _header(message: Message, name: bytes) -> str | None:
+    for key, value in message.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _written_version(start: Message) -> tuple[str | None, int | None]:
+    """The task id and version a response names: its Location (create, update), else
+    its ETag's version (read)."""
+    location = _header(start, b"location")
+    if location is not None and "/Task/" in location:
+        _, rid, version = audit.classify("GET", "/Task/" + location.split("/Task/", 1)[1])
+        return rid, version
+    etag = _header(start, b"etag")
+    if etag is not None:
+        digits = etag.removeprefix("W/").strip('"')
+        if digits.isdigit() and len(digits) < 10:
+            return None, int(digits)
+    return None, None
+
+
+class AuditTrail:
+    """Records each request after its response has started. Who comes from the request's
+    state: the client id a verified token named (http.auth) or a token request claimed
+    (http.token_endpoint); search parameters from the handler when it parsed a form body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in audit.SKIPPED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        start: Message = {"status": 500}
+
+        async def remember_start(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            await send(message)
+
+        try:
+            await self.app(scope, receive, remember_start)
+        finally:
+            writer: AuditWriter | None = getattr(scope["app"].state, "audit", None)
+            if writer is not None:
+                writer.add(_record(scope, start))
+
+
+def _record(scope: Scope, start: Message) -> AuditRecord:
+    method = scope["method"][:16]
+    interaction, resource_id, version_id = audit.classify(method, scope["path"])
+    status = start["status"]
+    if 200 <= status < 400:
+        rid, version = _written_version(start)
+        resource_id = resource_id or rid
+        version_id = version_id or version
+    state: dict[str, Any] = scope.get("state") or {}
+    query = state.get("audit_query")
+    if query is None:
+        query = audit.redact_query(scope.get("query_string", b"").decode("latin-1"))
+    client = scope.get("client")
+    client_id = state.get("client_id")
+    return AuditRecord(
+        recorded=time.time_ns() // 1000,
+        client_id=client_id[:200] if client_id else None,
+        interaction=interaction,
+        method=method,
+        resource_id=resource_id,
+        version_id=version_id,
+        query=query,
+        address=client[0][:64] if client else None,
+        status=status,
+    )
