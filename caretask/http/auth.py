@@ -67,10 +67,10 @@ async def authorize(request: Request, permission: str) -> tokens.Claims:
         raise HttpProblem(
             401, "login", "the access token is invalid or expired", _INVALID
         ) from None
+    request.state.client_id = claims.client_id  # signed by us: who, even if refused below
     client = await state.clients.get(claims.client_id)
     if client is None or client.revoked:
         raise HttpProblem(401, "login", "the access token's client is no longer active", _INVALID)
     if permission not in scopes.granted(claims.scope):
         raise HttpProblem(403, "forbidden", f"this needs the scope {_NEEDS[permission]}")
-    request.state.client_id = claims.client_id
     return claims
