@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,98 @@ def seed_task(**changes: Any) -> dict[str, Any]:
         else:
             body[key] = value
     return body
+
+
+# --- values that must never reach a log ---------------------------------------------------
+# Every request the tests send through Server.client() or Server.token() is read by
+# _remember_sent: task descriptions, note texts, patient references and ids, search values
+# that carry them, client secrets and access tokens. At the end of the session every
+# server's log is searched for them (_no_phi_in_server_logs): issue 6 item 5.
+
+SENT: set[str] = set()
+LOG_SCAN: list[str] = []  # the scan's summary, printed at the end of the run
+PHI_PARAMETERS = {"patient", "subject", "for", "description", "_text", "_content", "note"}
+MIN_SENT_LENGTH = 8  # shorter values ("Urgent") would match unrelated log text
+
+
+def _remember(value: object) -> None:
+    if isinstance(value, str) and len(value) >= MIN_SENT_LENGTH:
+        SENT.add(value)
+        if value.startswith("Patient/"):
+            _remember(value.removeprefix("Patient/"))
+
+
+def _remember_pairs(pairs: list[tuple[str, str]]) -> None:
+    for name, value in pairs:
+        if name.split(":")[0].split(".")[0] in PHI_PARAMETERS or name == "client_secret":
+            for part in value.split(","):
+                _remember(part)
+
+
+def _remember_body(body: object) -> None:
+    if not isinstance(body, dict):
+        return
+    _remember(body.get("description"))
+    for key in ("for", "subject"):
+        ref = body.get(key)
+        if isinstance(ref, dict):
+            _remember(ref.get("reference"))
+    notes = body.get("note")
+    for note in notes if isinstance(notes, list) else []:
+        if isinstance(note, dict):
+            _remember(note.get("text"))
+
+
+def _remember_sent(request: httpx.Request) -> None:
+    from urllib.parse import parse_qsl
+
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        _remember(auth[7:].strip())
+    _remember_pairs(parse_qsl(request.url.query.decode(), keep_blank_values=True))
+    try:
+        content = request.content
+    except httpx.RequestNotRead:
+        return
+    kind = request.headers.get("content-type", "")
+    if "json" in kind:
+        with suppress(ValueError, RecursionError):  # hostile bodies are sent too
+            _remember_body(json.loads(content))
+    elif "x-www-form-urlencoded" in kind:
+        _remember_pairs(parse_qsl(content.decode(errors="replace"), keep_blank_values=True))
+
+
+def leaked_values(log_text: str, sent: set[str]) -> list[str]:
+    """The sent values that appear in a log, raw or percent-encoded."""
+    from urllib.parse import quote
+
+    return sorted(
+        v for v in sent if v in log_text or quote(v, safe="", errors="backslashreplace") in log_text
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_phi_in_server_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    yield
+    started = time.perf_counter()
+    logs = sorted(tmp_path_factory.getbasetemp().rglob("server-*.log"))
+    leaks = {}
+    for path in logs:
+        found = leaked_values(path.read_text(errors="replace"), SENT)
+        if found:
+            leaks[str(path)] = [v[:40] for v in found[:5]]
+    size = sum(path.stat().st_size for path in logs)
+    LOG_SCAN.append(
+        f"searched {len(logs)} server logs ({size:,} bytes) for {len(SENT):,} sent values "
+        f"(PHI, secrets, tokens) in {time.perf_counter() - started:.2f} s: "
+        f"{'found in ' + str(len(leaks)) if leaks else 'none found'}"
+    )
+    assert not leaks, f"server logs carry values the tests sent: {leaks}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in LOG_SCAN:
+        terminalreporter.write_line(f"log scan: {line}")
 
 
 def new_patient() -> str:
@@ -179,11 +271,18 @@ class Server:
             },
         )
         assert response.status_code == 200, response.text
+        _remember(creds["client_secret"])
+        _remember(response.json()["access_token"])
         return response.json()["access_token"]
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        return httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=30,
+            event_hooks={"request": [_remember_sent]},
+        )
 
 
 ENGINES = ["sqlite", "postgresql"]
