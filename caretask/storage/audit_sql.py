@@ -17,20 +17,7 @@ _COLUMNS = (
 
 
 def insert_rows(records: Sequence[AuditRecord]) -> list[tuple[Any, ...]]:
-    return [
-        (
-            r.recorded,
-            r.client_id,
-            r.interaction,
-            r.method,
-            r.resource_id,
-            r.version_id,
-            r.query,
-            r.address,
-            r.status,
-        )
-        for r in records
-    ]
+    return [record[:9] for record in records]
 
 
 def select(
