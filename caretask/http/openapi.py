@@ -9,6 +9,7 @@ for responses (a stored Task holds any element FHIR allows, so unlisted names ma
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from caretask import __version__
@@ -501,7 +502,7 @@ def _search_value_pattern(pdef: ParamDef) -> str:
         return _values("[^,\\u0000]+")
     if pdef.codes is not None:
         codes = "|".join(sorted(pdef.codes))
-        return _values(f"({pdef.system}\\|)?({codes})")
+        return _values(f"({re.escape(pdef.system or '')}\\|)?({codes})")
     if pdef.name == "_id":
         return _values(_REF_ID)
     return _values("([^,|\\u0000]*\\|)?[^,|\\u0000]+")
