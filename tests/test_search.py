@@ -342,3 +342,28 @@ def test_description_contains_follows_updates(api: httpx.Client) -> None:
     )
     assert _ids(_search(api, patient=patient, **{"description:contains": "referral"})) == []
     assert _ids(_search(api, patient=patient, **{"description:contains": "discharge"})) == [task_id]
+
+
+@pytest.mark.parametrize(
+    ("value", "matches"),
+    [("9999", True), ("lt9999-12", False), ("ge9999-12-31", True), ("9999-12-31T23:59:59Z", False)],
+)
+def test_a_date_in_the_last_year_of_the_calendar_is_searched_not_a_500(
+    api: httpx.Client, value: str, matches: bool
+) -> None:
+    """Found by the fuzzer: the end of such a range overflowed Python's datetime."""
+    patient = new_patient()
+    task_id = _task(api, patient, authoredOn="9999-12-31T23:00:00Z")
+    found = _ids(_search(api, patient=patient, **{"authored-on": value}))
+    assert found == ([task_id] if matches else [])
+
+
+def test_a_date_with_more_than_nine_fraction_digits_is_indexed_and_searchable(
+    api: httpx.Client,
+) -> None:
+    """FHIR puts no limit on the digits; such a Task was stored but missing from searches."""
+    patient = new_patient()
+    task_id = _task(api, patient, authoredOn="2024-01-01T10:00:00.1234567890Z")
+    assert _ids(_search(api, patient=patient, **{"authored-on": "2024-01-01"})) == [task_id]
+    found = _search(api, patient=patient, **{"authored-on": "ge2024-01-01T10:00:00.1234567890Z"})
+    assert _ids(found) == [task_id]

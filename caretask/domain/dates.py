@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PATTERN = re.compile(
     r"(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
-    r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d{1,9}))?)?"
+    r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d+))?)?"
     r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?"
 )
 
@@ -52,20 +52,20 @@ def parse_range(value: str) -> tuple[int, int] | None:
     except ValueError:
         return None
     if g["m"] is None:
-        end = start.replace(year=year + 1)
+        length = timedelta(days=366 if calendar.isleap(year) else 365)
     elif g["d"] is None:
-        end = start + timedelta(days=calendar.monthrange(year, month)[1])
+        length = timedelta(days=calendar.monthrange(year, month)[1])
     elif g["H"] is None:
-        end = start + timedelta(days=1)
+        length = timedelta(days=1)
     elif g["S"] is None:
-        end = start + timedelta(minutes=1)
+        length = timedelta(minutes=1)
     elif not frac:
-        end = start + timedelta(seconds=1)
+        length = timedelta(seconds=1)
     else:
-        digits = min(len(frac), 6)
-        end = start + timedelta(microseconds=10 ** (6 - digits))
+        length = timedelta(microseconds=10 ** (6 - min(len(frac), 6)))
     low = _micros(start)
-    return low, max(low, _micros(end) - 1)
+    # the arithmetic in microseconds: a range ending after 9999-12-31 overflowed datetime
+    return low, max(low, low + length // timedelta(microseconds=1) - 1)
 
 
 def now_instant() -> tuple[str, int]:

@@ -12,7 +12,7 @@ from caretask.domain.text import normalize
 
 # Bump when extract() changes what it produces: `caretask migrate` then re-indexes every
 # stored task, so searches see old tasks the way they see new ones.
-INDEX_VERSION = 2
+INDEX_VERSION = 3  # 3: dates with more than 9 fraction digits are indexed
 
 
 @dataclass(slots=True)

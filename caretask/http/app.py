@@ -99,6 +99,7 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         Route("/metadata", metadata.metadata, methods=["GET"]),
+        Route("/openapi.json", metadata.openapi, methods=["GET"]),
         Route("/.well-known/smart-configuration", metadata.smart, methods=["GET"]),
         Route("/healthz", metadata.healthz, methods=["GET"]),
         Route("/readyz", metadata.readyz, methods=["GET"]),

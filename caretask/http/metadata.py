@@ -1,6 +1,8 @@
-"""Endpoints that need no token: capabilities, SMART discovery and health checks."""
+"""Endpoints that need no token: capabilities, OpenAPI, SMART discovery and health checks."""
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import orjson
 from starlette.requests import Request
@@ -8,6 +10,7 @@ from starlette.responses import Response
 
 from caretask.domain.capability import capability_statement, smart_configuration
 from caretask.http.errors import HttpProblem
+from caretask.http.openapi import openapi_document
 from caretask.http.responses import fhir_response
 from caretask.http.urls import base_url
 
@@ -23,6 +26,16 @@ async def smart(request: Request) -> Response:
         orjson.dumps(smart_configuration(base_url(request))),
         media_type="application/json",
     )
+
+
+@lru_cache(maxsize=16)
+def _openapi_json(base: str) -> bytes:
+    """Built once per base URL: the document is some 100 KB and never changes."""
+    return orjson.dumps(openapi_document(base))
+
+
+async def openapi(request: Request) -> Response:
+    return Response(_openapi_json(base_url(request)), media_type="application/json")
 
 
 async def healthz(request: Request) -> Response:

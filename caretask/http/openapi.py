@@ -1,0 +1,943 @@
+"""The OpenAPI 3.1 description of this server, served at GET /openapi.json.
+
+Built from the same tables the server enforces (codes, search parameters, id and reference
+forms), so that a fuzzer working from it sends what the server should accept, and checks
+every answer against what the server promises. Two flavours of each FHIR data type:
+*closed* for request bodies (exactly what the server accepts: no unknown elements), *open*
+for responses (a stored Task holds any element FHIR allows, so unlisted names may appear).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from caretask import __version__
+from caretask.domain.search_params import (
+    DATE_PREFIXES,
+    INCLUDABLE,
+    MAX_OFFSET,
+    PARAMETERS,
+    ParamDef,
+)
+from caretask.domain.task_rules import (
+    GROUP_EXTENSION,
+    PERMALINK_EXTENSION,
+    TASK_INTENT,
+    TASK_PRIORITY,
+    TASK_STATUS,
+)
+
+Schema = dict[str, Any]
+
+FHIR_JSON = "application/fhir+json"
+FORM = "application/x-www-form-urlencoded"
+
+# FHIR's primitive forms, as the server checks them (task_rules: no control characters)
+_NO_CONTROL = "\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f"
+STRING_PATTERN = f"^[^{_NO_CONTROL}]+$"
+CODE_PATTERN = f"^[^\\s{_NO_CONTROL}]+( [^\\s{_NO_CONTROL}]+)*$"
+URI_PATTERN = f"^[^\\s{_NO_CONTROL}]+$"
+ID_PATTERN = "^[A-Za-z0-9\\-.]{1,64}$"
+_YEAR = "([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
+_ZONE = "(Z|[+\\-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
+_TIME = f"T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\\.[0-9]+)?{_ZONE}"
+DATE_TIME = f"{_YEAR}(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])({_TIME})?)?)?"
+INSTANT = f"{_YEAR}-(0[1-9]|1[0-2])-(0[1-9]|[1-2][0-9]|3[0-1]){_TIME}"
+_REF_ID = "[A-Za-z0-9\\-.]{1,64}"
+ETAG_PATTERN = '^W/"[0-9]+"$'
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list(item: Schema, closed: bool) -> Schema:
+    out: Schema = {"type": "array", "items": item}
+    if closed:
+        out["minItems"] = 1
+        out["maxItems"] = 3  # no limit on the server; keeps generated bodies small
+    return out
+
+
+def _object(properties: dict[str, Schema], closed: bool, required: tuple[str, ...] = ()) -> Schema:
+    """A FHIR complex type: no empty objects, and (closed) no elements outside `properties`."""
+    out: Schema = {"type": "object", "properties": properties, "minProperties": 1}
+    if required:
+        out["required"] = list(required)
+    if closed:
+        out["additionalProperties"] = False
+    return out
+
+
+def _literal_reference(target: str) -> str:
+    """task_rules' reference form (references.split_reference) for one resource type."""
+    return (
+        f"^(https?://[^\\s/]+(/[^\\s]*)?/)?{target}/{_REF_ID}(/_history/{_REF_ID})?$"
+        if target
+        else f"^[^\\s{_NO_CONTROL}]+$"
+    )
+
+
+def _types(closed: bool) -> dict[str, Schema]:
+    """The FHIR data types a Task uses, suffixed Open for the response flavour."""
+    string = {"type": "string", "pattern": STRING_PATTERN}
+    code = {"type": "string", "pattern": CODE_PATTERN}
+    uri = {"type": "string", "pattern": URI_PATTERN}
+    date_time = {"type": "string", "pattern": f"^{DATE_TIME}$"}
+    s = "" if closed else "Open"
+    coding = _object({"system": uri, "version": string, "code": code, "display": string}, closed)
+    identifier = _object({"use": code, "system": uri, "value": string}, closed)
+    types: dict[str, Schema] = {
+        f"Coding{s}": coding,
+        f"CodeableConcept{s}": _object(
+            {"coding": _list(_ref(f"Coding{s}"), closed), "text": string}, closed
+        ),
+        f"Identifier{s}": identifier,
+        f"Period{s}": _object({"start": date_time, "end": date_time}, closed),
+        f"Reference{s}": _object(
+            {
+                "reference": {"type": "string", "pattern": _literal_reference("")},
+                "type": uri,
+                "identifier": _ref(f"Identifier{s}"),
+                "display": string,
+            },
+            closed,
+        ),
+        f"Annotation{s}": _object(
+            {
+                "text": {**string, "description": "the comment"},
+                "time": {**date_time, "description": "defaults to the time of ingestion"},
+                "authorReference": _ref(f"PractitionerReference{s}"),
+                "authorString": string,
+            },
+            closed,
+            ("text",),
+        ),
+        f"Extension{s}": _extension(closed),
+        f"TaskParameter{s}": _object(
+            {
+                "type": _ref(f"CodeableConcept{s}"),
+                "valueString": string,
+                "valueBoolean": {"type": "boolean"},
+                "valueInteger": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
+                "valueReference": _ref(f"Reference{s}"),
+                "valueCodeableConcept": _ref(f"CodeableConcept{s}"),
+            },
+            closed,
+            ("type",),
+        ),
+        f"Meta{s}": _object(
+            {
+                "versionId": {"type": "string", "pattern": "^[0-9]+$", "readOnly": True},
+                "lastUpdated": {"type": "string", "pattern": f"^{INSTANT}$", "readOnly": True},
+                "source": uri,
+                "profile": _list(uri, closed),
+                "tag": _list(_ref(f"Coding{s}"), closed),
+                "security": _list(_ref(f"Coding{s}"), closed),
+            },
+            closed,
+        ),
+        f"Element{s}": _object(
+            {"id": string, "extension": _list(_ref(f"Extension{s}"), closed)}, closed
+        ),
+    }
+    for target in ("Practitioner", "Patient", "Group", "Encounter", "Task"):
+        types[f"{target}Reference{s}"] = _object(
+            {
+                "reference": {
+                    "type": "string",
+                    "pattern": _literal_reference(target) if closed else _literal_reference(""),
+                    "description": f"{target}/<id> (absolute URLs and _history allowed)",
+                },
+                "type": {"type": "string", "const": target} if closed else uri,
+                "display": string,
+            },
+            closed,
+            ("reference",),
+        )
+    if closed:
+        # exactly one of them holds; the open flavour does not need to say which
+        types["TaskParameter"] = {
+            **types["TaskParameter"],
+            "oneOf": [
+                {"required": [v]}
+                for v in (
+                    "valueString",
+                    "valueBoolean",
+                    "valueInteger",
+                    "valueReference",
+                    "valueCodeableConcept",
+                )
+            ],
+        }
+    return types
+
+
+def _extension(closed: bool) -> Schema:
+    """An extension: the Canvas task-group (a Group reference), the generated permalink (in
+    responses), or any other with one value."""
+    s = "" if closed else "Open"
+    uri = {"type": "string", "pattern": URI_PATTERN}
+    string = {"type": "string", "pattern": STRING_PATTERN}
+    group = _object(
+        {"url": {"const": GROUP_EXTENSION}, "valueReference": _ref(f"GroupReference{s}")},
+        closed,
+        ("url", "valueReference"),
+    )
+    if not closed:
+        return _object(
+            {"url": uri, "valueString": string, "valueReference": _ref("ReferenceOpen")},
+            False,
+            ("url",),
+        )
+    other_url = {**uri, "not": {"enum": [GROUP_EXTENSION, PERMALINK_EXTENSION]}}
+    values: dict[str, Schema] = {
+        "valueString": string,
+        "valueBoolean": {"type": "boolean"},
+        "valueCode": {"type": "string", "pattern": CODE_PATTERN},
+        "valueReference": _ref("Reference"),
+    }
+    others = [
+        _object({"url": other_url, name: value}, True, ("url", name))
+        for name, value in values.items()
+    ]
+    return {
+        "description": "the permalink extension is generated; one sent in a body is dropped",
+        "oneOf": [group, *others],
+    }
+
+
+def _task_properties(closed: bool) -> dict[str, Schema]:
+    s = "" if closed else "Open"
+    string = {"type": "string", "pattern": STRING_PATTERN}
+    uri = {"type": "string", "pattern": URI_PATTERN}
+    date_time = {"type": "string", "pattern": f"^{DATE_TIME}$"}
+
+    def many(name: str) -> Schema:
+        return _list(_ref(f"{name}{s}"), closed)
+
+    return {
+        "resourceType": {"type": "string", "const": "Task"},
+        "id": {
+            "type": "string",
+            "pattern": ID_PATTERN,
+            "readOnly": True,
+            "description": "server-assigned; ignored on create, must match the URL on update",
+        },
+        "meta": _ref(f"Meta{s}"),
+        "implicitRules": uri,
+        "language": {"type": "string", "pattern": CODE_PATTERN},
+        "extension": {
+            **many("Extension"),
+            "description": f"the team: {GROUP_EXTENSION}; responses add {PERMALINK_EXTENSION}",
+        },
+        "modifierExtension": many("Extension"),
+        "identifier": many("Identifier"),
+        "instantiatesCanonical": uri,
+        "instantiatesUri": uri,
+        "basedOn": many("Reference"),
+        "groupIdentifier": _ref(f"Identifier{s}"),
+        "partOf": many("TaskReference"),
+        "status": {"type": "string", "enum": sorted(TASK_STATUS)},
+        "statusReason": _ref(f"CodeableConcept{s}"),
+        "businessStatus": _ref(f"CodeableConcept{s}"),
+        "intent": {
+            "type": "string",
+            "enum": sorted(TASK_INTENT),
+            "description": "defaults to unknown",
+        },
+        "priority": {"type": "string", "enum": sorted(TASK_PRIORITY)},
+        "code": _ref(f"CodeableConcept{s}"),
+        "description": string,
+        "focus": _ref(f"Reference{s}"),
+        "for": _ref(f"PatientReference{s}"),
+        "encounter": _ref(f"EncounterReference{s}"),
+        "executionPeriod": _ref(f"Period{s}"),
+        "authoredOn": {**date_time, "description": "defaults to the time of creation"},
+        "lastModified": date_time,
+        "requester": _ref(f"PractitionerReference{s}"),
+        "performerType": many("CodeableConcept"),
+        "owner": {**_ref(f"PractitionerReference{s}"), "description": "the assignee"},
+        "location": _ref(f"Reference{s}"),
+        "reasonCode": _ref(f"CodeableConcept{s}"),
+        "reasonReference": _ref(f"Reference{s}"),
+        "note": many("Annotation"),
+        "restriction": _object(
+            {
+                "repetitions": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+                "period": {**_ref(f"Period{s}"), "description": "period.end is the due date"},
+                "recipient": many("Reference"),
+            },
+            closed,
+        ),
+        "input": {**many("TaskParameter"), "description": "labels: type.text = label"},
+        "output": many("TaskParameter"),
+    }
+
+
+def _task_schemas() -> dict[str, Schema]:
+    closed = _task_properties(True)
+    element_extensions = {
+        f"_{name}": _ref("Element")
+        for name in ("status", "intent", "priority", "description", "authoredOn")
+    }
+    request: Schema = {
+        "type": "object",
+        "description": "A FHIR R4 Task as the Canvas Task API takes it",
+        "properties": {**closed, **element_extensions},
+        "required": ["resourceType", "status", "description", "requester"],
+        "additionalProperties": False,
+    }
+    open_properties = _task_properties(False)
+    stored: Schema = {
+        "type": "object",
+        "description": "A stored Task: what was sent, with id, meta, defaults and permalink",
+        "properties": open_properties,
+        "propertyNames": {"pattern": "^(resourceType|fhir_comments|_?[a-z][A-Za-z]*)$"},
+        "required": [
+            "resourceType",
+            "id",
+            "meta",
+            "status",
+            "intent",
+            "description",
+            "requester",
+            "authoredOn",
+            "extension",
+        ],
+    }
+    subsetted: Schema = {
+        "type": "object",
+        "description": "A Task cut down by _elements (meta.tag SUBSETTED)",
+        "properties": open_properties,
+        "required": ["resourceType", "id", "meta"],
+    }
+    return {"Task": request, "StoredTask": stored, "SubsettedTask": subsetted}
+
+
+def _bundle_schemas() -> dict[str, Schema]:
+    link = {
+        "type": "object",
+        "properties": {
+            "relation": {"enum": ["self", "first", "previous", "next", "last"]},
+            "url": {"type": "string"},
+        },
+        "required": ["relation", "url"],
+        "additionalProperties": False,
+    }
+    total = {"type": "integer", "minimum": 0}
+    search_entry = {
+        "type": "object",
+        "properties": {
+            "fullUrl": {"type": "string"},
+            "resource": {"anyOf": [_ref("StoredTask"), _ref("SubsettedTask")]},
+            "search": {
+                "type": "object",
+                "properties": {"mode": {"enum": ["match", "include"]}},
+                "required": ["mode"],
+            },
+        },
+        "required": ["fullUrl", "resource", "search"],
+        "additionalProperties": False,
+    }
+    history_entry = {
+        "type": "object",
+        "properties": {
+            "fullUrl": {"type": "string"},
+            "resource": _ref("StoredTask"),
+            "request": {
+                "type": "object",
+                "properties": {"method": {"enum": ["POST", "PUT"]}, "url": {"type": "string"}},
+                "required": ["method", "url"],
+            },
+            "response": {
+                "type": "object",
+                "properties": {
+                    "status": {"enum": ["201 Created", "200 OK"]},
+                    "etag": {"type": "string", "pattern": ETAG_PATTERN},
+                    "lastModified": {"type": "string"},
+                },
+                "required": ["status", "etag", "lastModified"],
+            },
+        },
+        "required": ["fullUrl", "resource", "request", "response"],
+        "additionalProperties": False,
+    }
+    searchset = {
+        "type": "object",
+        "description": "A searchset; with _summary=count only resourceType, type and total",
+        "properties": {
+            "resourceType": {"const": "Bundle"},
+            "type": {"const": "searchset"},
+            "total": {**total, "description": "absent with _total=none"},
+            "link": {"type": "array", "items": link, "minItems": 1},
+            "entry": {"type": "array", "items": search_entry, "minItems": 1},
+        },
+        "required": ["resourceType", "type"],
+        "additionalProperties": False,
+    }
+    history = {
+        "type": "object",
+        "description": "Every version of one Task, newest first",
+        "properties": {
+            "resourceType": {"const": "Bundle"},
+            "type": {"const": "history"},
+            "total": total,
+            "link": {"type": "array", "items": link, "minItems": 1},
+            "entry": {"type": "array", "items": history_entry, "minItems": 1},
+        },
+        "required": ["resourceType", "type", "total", "link"],
+        "additionalProperties": False,
+    }
+    return {"SearchsetBundle": searchset, "HistoryBundle": history}
+
+
+def _other_schemas() -> dict[str, Schema]:
+    issue = {
+        "type": "object",
+        "properties": {
+            "severity": {"enum": ["fatal", "error", "warning", "information"]},
+            "code": {"type": "string", "pattern": CODE_PATTERN},
+            "details": {
+                "type": "object",
+                "properties": {"text": {"type": "string", "minLength": 1}},
+                "required": ["text"],
+            },
+            "expression": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        },
+        "required": ["severity", "code", "details"],
+    }
+    return {
+        "OperationOutcome": {
+            "type": "object",
+            "description": "Every 4xx and 5xx of the FHIR endpoints",
+            "properties": {
+                "resourceType": {"const": "OperationOutcome"},
+                "issue": {"type": "array", "items": issue, "minItems": 1},
+            },
+            "required": ["resourceType", "issue"],
+        },
+        "CapabilityStatement": {
+            "type": "object",
+            "properties": {
+                "resourceType": {"const": "CapabilityStatement"},
+                "fhirVersion": {"const": "4.0.1"},
+                "rest": {"type": "array", "minItems": 1},
+            },
+            "required": ["resourceType", "status", "kind", "fhirVersion", "format", "rest"],
+        },
+        "TokenRequest": {
+            "type": "object",
+            "properties": {
+                "grant_type": {"const": "client_credentials"},
+                "client_id": {"type": "string"},
+                "client_secret": {"type": "string"},
+                "scope": {"type": "string", "description": "SMART system scopes on Task"},
+            },
+            "required": ["grant_type"],
+            "description": "client_id and client_secret here or as HTTP Basic credentials",
+        },
+        "TokenResponse": {
+            "type": "object",
+            "properties": {
+                "access_token": {"type": "string"},
+                "token_type": {"const": "Bearer"},
+                "expires_in": {"type": "integer", "minimum": 1},
+                "scope": {"type": "string"},
+            },
+            "required": ["access_token", "token_type", "expires_in", "scope"],
+            "additionalProperties": False,
+        },
+        "OAuthError": {
+            "type": "object",
+            "description": "RFC 6749 section 5.2",
+            "properties": {
+                "error": {
+                    "enum": [
+                        "invalid_request",
+                        "invalid_client",
+                        "unsupported_grant_type",
+                        "invalid_scope",
+                        "temporarily_unavailable",
+                    ]
+                },
+                "error_description": {"type": "string"},
+            },
+            "required": ["error"],
+        },
+        "Health": {
+            "type": "object",
+            "properties": {"status": {"enum": ["ok", "ready"]}},
+            "required": ["status"],
+            "additionalProperties": False,
+        },
+        "SmartConfiguration": {
+            "type": "object",
+            "properties": {
+                "token_endpoint": {"type": "string"},
+                "grant_types_supported": {"type": "array", "items": {"type": "string"}},
+                "scopes_supported": {"type": "array", "items": {"type": "string"}},
+            },
+            "required": ["token_endpoint", "grant_types_supported", "scopes_supported"],
+        },
+    }
+
+
+# --- search parameters ---------------------------------------------------------------------
+
+
+def _values(one: str) -> str:
+    """A comma-separated list (OR) of values of the form `one`."""
+    return f"^{one}(,{one})*$"
+
+
+def _search_value_pattern(pdef: ParamDef) -> str:
+    if pdef.type == "date":
+        prefixes = "|".join(sorted(DATE_PREFIXES))
+        return _values(f"({prefixes})?{DATE_TIME}")
+    if pdef.type == "reference":
+        return _values(f"([A-Z][A-Za-z]{{1,63}}/)?{_REF_ID}")
+    if pdef.type == "string":
+        return _values("[^,\\u0000]+")
+    if pdef.codes is not None:
+        codes = "|".join(sorted(pdef.codes))
+        return _values(f"({re.escape(pdef.system or '')}\\|)?({codes})")
+    if pdef.name == "_id":
+        return _values(_REF_ID)
+    return _values("([^,|\\u0000]*\\|)?[^,|\\u0000]+")
+
+
+def _search_properties() -> dict[str, Schema]:
+    """Each parameter (a repeated one ANDs its conditions) and the result parameters."""
+    out: dict[str, Schema] = {}
+    for name, pdef in PARAMETERS.items():
+        value = {"type": "string", "pattern": _search_value_pattern(pdef)}
+        out[name] = {
+            "type": "array",
+            "items": value,
+            "minItems": 1,
+            "maxItems": 3,
+            "description": f"{pdef.type}: {pdef.description}",
+        }
+        if pdef.type == "string":
+            for modifier in ("exact", "contains"):
+                out[f"{name}:{modifier}"] = {"type": "array", "items": value, "maxItems": 3}
+    for name in ("owner", "patient", "due", "priority", "code"):
+        out[f"{name}:missing"] = {"type": "string", "enum": ["true", "false"]}
+    out["status:not"] = {"type": "string", "pattern": _search_value_pattern(PARAMETERS["status"])}
+    sortable = "|".join(p for p, d in PARAMETERS.items() if d.sortable)
+    includes = "|".join(sorted(INCLUDABLE))
+    out.update(
+        {
+            "_count": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 10**12,
+                "description": "page size: default 10, larger than 100 is clamped to 100",
+            },
+            "_offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+            "_sort": {"type": "string", "pattern": _values(f"-?({sortable})")},
+            "_total": {"type": "string", "enum": ["none", "estimate", "accurate"]},
+            "_summary": {"type": "string", "enum": ["count", "false"]},
+            "_elements": {
+                "type": "string",
+                "pattern": _values("[A-Za-z][A-Za-z0-9]{0,63}"),
+            },
+            "_include": {"type": "string", "pattern": _values(f"Task:({includes})(:Task)?")},
+            "_revinclude": {"type": "string", "pattern": _values(f"Task:({includes})(:Task)?")},
+            "_format": {"type": "string", "enum": ["json", "application/json", FHIR_JSON]},
+        }
+    )
+    return out
+
+
+def _query_parameters() -> list[Schema]:
+    params = []
+    for name, schema in _search_properties().items():
+        param: Schema = {"name": name, "in": "query", "required": False, "schema": schema}
+        if schema.get("type") == "array":
+            param.update(style="form", explode=True)
+        params.append(param)
+    return params
+
+
+# --- operations ----------------------------------------------------------------------------
+
+
+def _outcome(description: str, headers: dict[str, Schema] | None = None) -> Schema:
+    out: Schema = {
+        "description": description,
+        "content": {FHIR_JSON: {"schema": _ref("OperationOutcome")}},
+    }
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _fhir(schema: str, description: str, headers: dict[str, Schema] | None = None) -> Schema:
+    out: Schema = {"description": description, "content": {FHIR_JSON: {"schema": _ref(schema)}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _header(schema: Schema, description: str, required: bool = True) -> Schema:
+    return {"schema": schema, "description": description, "required": required}
+
+
+_ETAG = _header({"type": "string", "pattern": ETAG_PATTERN}, 'the version, W/"<n>"')
+_LAST_MODIFIED = _header({"type": "string"}, "when this version was stored (RFC 7231 date)")
+_LOCATION = _header({"type": "string"}, "the Task's URL (after an update, the version's)")
+_CHALLENGE = _header({"type": "string", "pattern": "^Bearer "}, "the Bearer challenge")
+
+
+def _errors(*statuses: int) -> dict[str, Schema]:
+    """The error answers of a FHIR endpoint, each an OperationOutcome."""
+    texts = {
+        304: "",
+        400: "bad request: malformed body, parameter or header (issue names it)",
+        401: "no, malformed, forged or expired token, or a revoked client",
+        403: "the token lacks the scope",
+        404: "no such Task or version",
+        406: "Accept names only formats other than FHIR JSON",
+        409: "the Task changed too often during the update; retry",
+        412: "If-Match is not the current version",
+        413: "the body is larger than the limit (1 MiB by default)",
+        414: "the URL is longer than the limit",
+        415: "the body's Content-Type is not accepted",
+        431: "too many or too large request headers",
+    }
+    out = {}
+    for status in statuses:
+        headers = {"WWW-Authenticate": _CHALLENGE} if status == 401 else None
+        out[str(status)] = _outcome(texts[status], headers)
+    return out
+
+
+_FHIR_ERRORS = (400, 401, 403, 406, 414, 431)
+_BODY_ERRORS = (413, 415)
+_BEARER = [{"bearer": []}]
+
+_PREFER_WRITE = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "enum": ["return=minimal", "return=representation"]},
+    "description": "return=representation answers with the stored Task",
+}
+_PREFER_SEARCH = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "enum": ["handling=strict", "handling=lenient"]},
+    "description": "handling=lenient ignores unknown parameters instead of a 400",
+}
+_TASK_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": ID_PATTERN},
+}
+_PAGING = [
+    {"name": "_count", "in": "query", "required": False, "schema": _search_properties()["_count"]},
+    {
+        "name": "_offset",
+        "in": "query",
+        "required": False,
+        "schema": _search_properties()["_offset"],
+    },
+]
+
+
+def _task_body(description: str) -> Schema:
+    media = {"schema": _ref("Task")}
+    return {
+        "required": True,
+        "description": description,
+        "content": {FHIR_JSON: media, "application/json": media},
+    }
+
+
+def _written(description: str, headers: dict[str, Schema]) -> Schema:
+    """Empty by default; the stored Task with Prefer: return=representation."""
+    return {
+        "description": description + " (a body only with Prefer: return=representation)",
+        "headers": headers,
+        "content": {FHIR_JSON: {"schema": _ref("StoredTask")}},
+    }
+
+
+def _paths() -> dict[str, Schema]:
+    search_responses = {
+        "200": _fhir("SearchsetBundle", "the matching Tasks, one page"),
+        **_errors(*_FHIR_ERRORS),
+    }
+    token_operation = {
+        "summary": "OAuth 2.0 client credentials (Canvas form)",
+        "security": [],
+        "requestBody": {"required": True, "content": {FORM: {"schema": _ref("TokenRequest")}}},
+        "responses": {
+            "200": {
+                "description": "an access token",
+                "content": {"application/json": {"schema": _ref("TokenResponse")}},
+            },
+            **{
+                str(status): {
+                    "description": text,
+                    "content": {"application/json": {"schema": _ref("OAuthError")}},
+                }
+                for status, text in (
+                    (400, "not a form, no or another grant type, or a scope beyond the client's"),
+                    (401, "unknown client or wrong secret"),
+                    (429, "too many failed attempts; see Retry-After"),
+                )
+            },
+            "413": _outcome("the form is larger than 64 KiB"),
+            **_errors(414, 431),
+        },
+    }
+    return {
+        "/metadata": {
+            "get": {
+                "operationId": "capabilities",
+                "summary": "The CapabilityStatement",
+                "security": [],
+                "responses": {
+                    "200": _fhir("CapabilityStatement", "what this server supports"),
+                    **_errors(414, 431),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1",
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "object", "required": ["openapi", "paths"]}
+                            }
+                        },
+                    },
+                    **_errors(414, 431),
+                },
+            }
+        },
+        "/.well-known/smart-configuration": {
+            "get": {
+                "operationId": "smartConfiguration",
+                "summary": "SMART on FHIR discovery",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "the token endpoint and scopes",
+                        "content": {"application/json": {"schema": _ref("SmartConfiguration")}},
+                    },
+                    **_errors(414, 431),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Liveness",
+                "security": [],
+                "responses": {"200": _fhir("Health", "the process runs"), **_errors(414, 431)},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "summary": "Readiness: the database answers",
+                "security": [],
+                "responses": {
+                    "200": _fhir("Health", "ready"),
+                    "503": _outcome("the database is not reachable"),
+                    **_errors(414, 431),
+                },
+            }
+        },
+        "/auth/token/": {"post": {**token_operation, "operationId": "token"}},
+        "/auth/token": {"post": {**token_operation, "operationId": "tokenWithoutSlash"}},
+        "/Task": {
+            "get": {
+                "operationId": "searchTasks",
+                "summary": "Search (a comma is OR, a repeated parameter AND)",
+                "security": _BEARER,
+                "parameters": [*_query_parameters(), _PREFER_SEARCH],
+                "responses": search_responses,
+            },
+            "post": {
+                "operationId": "createTask",
+                "summary": "Create a Task",
+                "security": _BEARER,
+                "parameters": [_PREFER_WRITE],
+                "requestBody": _task_body("the Task; an id in it is ignored"),
+                "responses": {
+                    "201": _written(
+                        "created",
+                        {"Location": _LOCATION, "ETag": _ETAG, "Last-Modified": _LAST_MODIFIED},
+                    ),
+                    **_errors(*_FHIR_ERRORS, *_BODY_ERRORS),
+                },
+            },
+        },
+        "/Task/_search": {
+            "post": {
+                "operationId": "searchTasksByForm",
+                "summary": "Search with the parameters in a form body",
+                "security": _BEARER,
+                "parameters": [_PREFER_SEARCH],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        FORM: {
+                            "schema": {
+                                "type": "object",
+                                "properties": _search_properties(),
+                                "additionalProperties": False,
+                            }
+                        }
+                    },
+                },
+                "responses": {**search_responses, **_errors(*_BODY_ERRORS)},
+            }
+        },
+        "/Task/{id}": {
+            "parameters": [_TASK_ID],
+            "get": {
+                "operationId": "readTask",
+                "summary": "Read the current version",
+                "security": _BEARER,
+                "parameters": [
+                    {
+                        "name": "If-None-Match",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "the current ETag answers 304",
+                    }
+                ],
+                "responses": {
+                    "200": _fhir(
+                        "StoredTask", "the Task", {"ETag": _ETAG, "Last-Modified": _LAST_MODIFIED}
+                    ),
+                    "304": {
+                        "description": "If-None-Match is the current version",
+                        "headers": {"ETag": _ETAG},
+                    },
+                    **_errors(*_FHIR_ERRORS, 404),
+                },
+            },
+            "put": {
+                "operationId": "updateTask",
+                "summary": "Replace the Task (a new version)",
+                "security": _BEARER,
+                "parameters": [
+                    {
+                        "name": "If-Match",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": '^(W/)?"[0-9]{1,9}"$'},
+                        "description": "the version being replaced; another is a 412",
+                    },
+                    _PREFER_WRITE,
+                ],
+                "requestBody": _task_body("the whole new Task; an id in it must be the URL's"),
+                "responses": {
+                    "200": _written(
+                        "updated",
+                        {"Location": _LOCATION, "ETag": _ETAG, "Last-Modified": _LAST_MODIFIED},
+                    ),
+                    **_errors(*_FHIR_ERRORS, *_BODY_ERRORS, 404, 409, 412),
+                },
+            },
+        },
+        "/Task/{id}/_history": {
+            "get": {
+                "operationId": "taskHistory",
+                "summary": "Every version, newest first",
+                "security": _BEARER,
+                "parameters": [_TASK_ID, *_PAGING, _PREFER_SEARCH],
+                "responses": {
+                    "200": _fhir("HistoryBundle", "one page of versions"),
+                    **_errors(*_FHIR_ERRORS, 404),
+                },
+            }
+        },
+        "/Task/{id}/_history/{vid}": {
+            "get": {
+                "operationId": "readTaskVersion",
+                "summary": "Read one version",
+                "security": _BEARER,
+                "parameters": [
+                    _TASK_ID,
+                    {
+                        "name": "vid",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"},
+                    },
+                ],
+                "responses": {
+                    "200": _fhir(
+                        "StoredTask",
+                        "that version",
+                        {"ETag": _ETAG, "Last-Modified": _LAST_MODIFIED},
+                    ),
+                    **_errors(*_FHIR_ERRORS, 404),
+                },
+            }
+        },
+        "/permalinks/v1/{token}": {
+            "get": {
+                "operationId": "permalink",
+                "summary": "A Task's permalink: a redirect to its read URL",
+                "security": [],
+                "parameters": [
+                    {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "302": {"description": "to the Task", "headers": {"Location": _LOCATION}},
+                    "404": _outcome("not a permalink of this server"),
+                    **_errors(414, 431),
+                },
+            }
+        },
+    }
+
+
+def openapi_document(base: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for a server whose public URL is `base`."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "caretask",
+            "version": __version__,
+            "description": "A FHIR R4 Task server that speaks the Canvas Medical Task API",
+        },
+        "servers": [{"url": base}],
+        "security": _BEARER,
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "an access token from POST /auth/token/",
+                }
+            },
+            "schemas": {
+                **_types(True),
+                **_types(False),
+                **_task_schemas(),
+                **_bundle_schemas(),
+                **_other_schemas(),
+            },
+        },
+    }
