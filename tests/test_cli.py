@@ -6,6 +6,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import httpx
+
 from tests.conftest import SEED_CREATE, Server, create_task, run_cli
 
 
@@ -132,3 +134,17 @@ def test_info_logs_carry_no_phi_or_tokens(make_server) -> None:  # type: ignore[
     assert "POST /Task 201" in log  # the access log is there ...
     for value in (secret_text, patient, token):  # ... but says nothing about its content
         assert value not in log
+
+
+def test_a_path_that_is_not_ids_is_logged_with_its_segments_starred(make_server) -> None:  # type: ignore[no-untyped-def]
+    srv: Server = make_server()
+    with httpx.Client(base_url=srv.url) as client:
+        client.get("/Task/Mary Smith DOB 1950")
+        client.get("/Task/x%0D%0AINFO:%20forged%20line")
+        client.get("/Task/abc-1/_history/2")
+    srv.stop()
+    log = srv.log()
+    assert "GET /Task/* 401" in log
+    assert "Mary" not in log
+    assert "forged" not in log
+    assert "GET /Task/abc-1/_history/2 401" in log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,17 @@ from caretask.storage import open_storage
 from caretask.storage.urls import DatabaseURL
 
 access_log = logging.getLogger("caretask.access")
+
+
+_SEGMENT = re.compile(r"[A-Za-z0-9._\-]{1,64}")
+
+
+def loggable_path(path: str) -> str:
+    """The path with every segment that could not be an id or a keyword shown as `*`: a
+    path is whatever the client sent, so it may hold PHI or control characters (a forged
+    log line)."""
+    segments = path[:1000].split("/")
+    return "/".join(s if not s or _SEGMENT.fullmatch(s) else "*" for s in segments)[:200]
 
 
 class AccessLog:
@@ -57,7 +69,7 @@ class AccessLog:
                 access_log.info(
                     "%s %s%s %d %.1fms",
                     scope["method"],
-                    scope["path"][:200],
+                    loggable_path(scope["path"]),
                     f" params={','.join(names)[:200]}" if names else "",
                     status,
                     (time.perf_counter() - started) * 1000,

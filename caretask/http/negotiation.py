@@ -8,6 +8,7 @@ import orjson
 from starlette.requests import Request
 
 from caretask.domain.errors import InvalidRequest
+from caretask.domain.json_keys import has_duplicate_keys
 from caretask.http.errors import HttpProblem
 
 JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
@@ -69,9 +70,14 @@ async def read_json(request: Request, limit: int) -> Any:
     if not raw.strip():
         raise InvalidRequest.single("structure", "the request body is empty", "Task")
     try:
-        return orjson.loads(raw)
+        parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise InvalidRequest.single("structure", f"the body is not valid JSON: {error}") from None
+    if has_duplicate_keys(raw, parsed):
+        raise InvalidRequest.single(
+            "structure", "the body repeats a key within one JSON object; FHIR JSON does not"
+        )
+    return parsed
 
 
 def prefer(request: Request) -> dict[str, str]:

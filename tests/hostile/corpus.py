@@ -210,10 +210,14 @@ def hostile_values() -> Iterator[Entry]:
         _dumps(_with(("extension",), [_nested_extension(200)])),
     )
     duplicate = b'{"resourceType": "Task", "resourceType": "Patient",' + SEED_BYTES[1:]
-    duplicate_bug = "201: duplicate keys are accepted (the last one wins) instead of a 400"
-    yield _create("duplicate/resourceType-key", duplicate, bug=duplicate_bug, bug_writes=True)
+    yield _create("duplicate/resourceType-key", duplicate)
     dup_status = SEED_BYTES[:-1] + b', "status": "completed"}'
-    yield _create("duplicate/status-key", dup_status, bug=duplicate_bug, bug_writes=True)
+    yield _create("duplicate/status-key", dup_status)
+    dup_nested = SEED_BYTES.replace(b'"note": [{', b'"note": [{"text": "first", ', 1)
+    assert dup_nested != SEED_BYTES
+    yield _create("duplicate/nested-note-text", dup_nested)
+    spaced = b'{"resourceType" : "Task" , "status" : "ready" , "status" : "draft"}'
+    yield _create("duplicate/spaced-status-key", spaced)
     dup_for = SEED_BYTES[:-1] + b', "for": {"reference": "Practitioner/x"}}'
     yield _create("duplicate/for-key-last-wrong-type", dup_for)
     for char, label in [
