@@ -29,6 +29,7 @@ class Settings:
     max_header_bytes: int = 16 * 1024
     max_headers: int = 100
     max_url_bytes: int = 8 * 1024
+    max_json_depth: int = 32
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -51,6 +52,7 @@ class Settings:
             max_header_bytes=env("MAX_HEADER_BYTES", 16 * 1024, int),
             max_headers=env("MAX_HEADERS", 100, int),
             max_url_bytes=env("MAX_URL_BYTES", 8 * 1024, int),
+            max_json_depth=env("MAX_JSON_DEPTH", 32, int),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -66,6 +68,7 @@ class Settings:
             "CARETASK_MAX_HEADER_BYTES": str(self.max_header_bytes),
             "CARETASK_MAX_HEADERS": str(self.max_headers),
             "CARETASK_MAX_URL_BYTES": str(self.max_url_bytes),
+            "CARETASK_MAX_JSON_DEPTH": str(self.max_json_depth),
         }
         if self.base_url:
             env["CARETASK_BASE_URL"] = self.base_url

@@ -74,15 +74,15 @@ def fhirpath(path: Path) -> str:
 # --- layer 1: the JSON itself -------------------------------------------------------------
 
 
-def _json_issues(body: dict[str, Any]) -> list[Issue]:
+def _json_issues(body: dict[str, Any], max_depth: int = MAX_DEPTH) -> list[Issue]:
     """Walk the JSON iteratively: a 1,000-deep body must not exhaust Python's stack."""
     issues: list[Issue] = []
     stack: list[tuple[Any, Path]] = [(body, ())]
     while stack and len(issues) < 20:
         value, path = stack.pop()
-        if len(path) > MAX_DEPTH:
+        if len(path) > max_depth:
             issues.append(
-                Issue("too-costly", f"nesting deeper than {MAX_DEPTH} levels", fhirpath(path))
+                Issue("too-costly", f"nesting deeper than {max_depth} levels", fhirpath(path))
             )
             continue
         if value is None:
@@ -279,17 +279,20 @@ def _canvas_issues(body: dict[str, Any]) -> list[Issue]:
 # --- entry points ------------------------------------------------------------------------
 
 
-def validate(body: Any) -> dict[str, Any]:
-    """Check a parsed request body; return it (with Canvas defaults) or raise InvalidResource."""
+def validate(body: Any, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """Check a parsed request body; return it (with Canvas defaults) or raise InvalidResource.
+    `max_depth` is the JSON nesting allowed (CARETASK_MAX_JSON_DEPTH)."""
     if not isinstance(body, dict):
         raise InvalidResource.single("structure", "the body must be a JSON object", "Task")
     if body.get("resourceType") != "Task":
         raise InvalidResource.single("invalid", "resourceType must be 'Task'", "Task.resourceType")
     # the hot path (see task_fast_check): a body it vouches for needs only the Canvas rules
     candidate = body if "intent" in body else {**body, "intent": "unknown"}
-    if certainly_valid(candidate) and not _canvas_issues(candidate):
+    # the fast check vouches for depth only up to MAX_DEPTH: a lower limit takes the slow path
+    fast = max_depth >= MAX_DEPTH
+    if fast and certainly_valid(candidate) and not _canvas_issues(candidate):
         return candidate
-    issues = _json_issues(body)
+    issues = _json_issues(body, max_depth)
     if issues:
         raise InvalidResource(issues)
     if "intent" not in body:

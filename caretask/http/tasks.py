@@ -57,6 +57,10 @@ def _task_id(request: Request) -> str:
     return task_id
 
 
+def _valid_body(body: Any, request: Request) -> dict[str, Any]:
+    return task_rules.validate(body, request.app.state.settings.max_json_depth)
+
+
 def _written(request: Request, task: StoredTask, status: int) -> Response:
     base = base_url(request)
     location = f"{base}/Task/{task.id}"
@@ -71,7 +75,7 @@ def _written(request: Request, task: StoredTask, status: int) -> Response:
 async def create(request: Request) -> Response:
     await authorize(request, scopes.CREATE)
     check_accept(request)
-    body = task_rules.validate(await read_json(request, request.app.state.settings.max_body_bytes))
+    body = _valid_body(await read_json(request, request.app.state.settings.max_body_bytes), request)
     now, now_us = now_instant()
     task_id = task_rules.new_id()
     resource = task_rules.stamp(body, task_id=task_id, version_id=1, now=now)
@@ -114,7 +118,7 @@ async def update(request: Request) -> Response:
     task_id = _task_id(request)
     if_match = request.headers.get("if-match")
     wanted = _parse_etag(if_match, "If-Match") if if_match is not None else None
-    body = task_rules.validate(await read_json(request, request.app.state.settings.max_body_bytes))
+    body = _valid_body(await read_json(request, request.app.state.settings.max_body_bytes), request)
     if "id" in body and body["id"] != task_id:
         raise InvalidRequest(
             [Issue("invalid", "the id in the body must match the id in the URL", "Task.id")]
