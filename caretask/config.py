@@ -27,6 +27,12 @@ class Settings:
     max_header_bytes: int = 16 * 1024
     max_headers: int = 100
     max_url_bytes: int = 8 * 1024
+    # seconds a client may take over what it owes (http.timeouts): complete request headers,
+    # counted from the connection's opening or the end of the previous response; the whole
+    # body, counted from the end of its headers; and the idle wait between keep-alive requests
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keepalive_timeout: int = 5
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -48,6 +54,9 @@ class Settings:
             max_header_bytes=env("MAX_HEADER_BYTES", 16 * 1024, int),
             max_headers=env("MAX_HEADERS", 100, int),
             max_url_bytes=env("MAX_URL_BYTES", 8 * 1024, int),
+            header_timeout=env("HEADER_TIMEOUT", 10.0, float),
+            body_timeout=env("BODY_TIMEOUT", 30.0, float),
+            keepalive_timeout=env("KEEPALIVE_TIMEOUT", 5, int),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -62,6 +71,9 @@ class Settings:
             "CARETASK_MAX_HEADER_BYTES": str(self.max_header_bytes),
             "CARETASK_MAX_HEADERS": str(self.max_headers),
             "CARETASK_MAX_URL_BYTES": str(self.max_url_bytes),
+            "CARETASK_HEADER_TIMEOUT": str(self.header_timeout),
+            "CARETASK_BODY_TIMEOUT": str(self.body_timeout),
+            "CARETASK_KEEPALIVE_TIMEOUT": str(self.keepalive_timeout),
         }
         if self.base_url:
             env["CARETASK_BASE_URL"] = self.base_url

@@ -21,6 +21,7 @@ from caretask.domain.errors import DomainError
 from caretask.http import errors, metadata, tasks, token_endpoint
 from caretask.http.auth import ClientRows
 from caretask.http.limits import RequestLimits
+from caretask.http.timeouts import BodyTimeout
 from caretask.storage import open_storage
 from caretask.storage.urls import DatabaseURL
 
@@ -121,6 +122,7 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.settings = settings
     app.state.started_at = datetime.now(UTC).isoformat()
+    app.add_middleware(BodyTimeout, body_timeout=settings.body_timeout)
     app.add_middleware(
         RequestLimits,
         max_header_bytes=settings.max_header_bytes,
