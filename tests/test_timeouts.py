@@ -50,25 +50,26 @@ def _connect(srv: Server) -> socket.socket:
 
 
 def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed before a complete response: {data!r}")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
+    """One response, read to its last byte and not beyond (pipelined ones follow it)."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            raise ConnectionError(f"closed before a complete response: {head!r}")
+        head += byte
+    body = b""
+    status_line, *lines = head.decode("latin-1").strip().split("\r\n")
     headers = {}
     for line in lines:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     length = int(headers.get("content-length", "0"))
     while len(body) < length:
-        chunk = sock.recv(65536)
+        chunk = sock.recv(length - len(body))
         if not chunk:
             raise ConnectionError("closed inside the response body")
         body += chunk
-    return int(status_line.split()[1]), headers, body[:length]
+    return int(status_line.split()[1]), headers, body
 
 
 def _closed_by_server(sock: socket.socket) -> bool:
@@ -198,6 +199,24 @@ def test_a_keep_alive_request_trickled_past_the_header_timeout_gets_408(
         _assert_timeout_outcome(*_read_response(sock))
         assert HEADER_TIMEOUT - 0.1 <= time.monotonic() - answered < HEADER_TIMEOUT + SLACK
         assert _closed_by_server(sock)
+
+
+def test_pipelined_requests_are_all_answered(slow_server: Server) -> None:
+    with _connect(slow_server) as sock:
+        sock.sendall(GET_METADATA * 3)
+        assert [_read_response(sock)[0] for _ in range(3)] == [200, 200, 200]
+
+
+def test_a_body_left_unread_cannot_hold_the_connection_past_the_header_timeout(
+    slow_server: Server,
+) -> None:
+    with _connect(slow_server) as sock:  # 405: the app answers without reading the body
+        sock.sendall(b"POST /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n")
+        assert _read_response(sock)[0] == 405
+        answered = time.monotonic()
+        _trickle(sock, b" " * 1000, every=0.1, limit=HEADER_TIMEOUT + SLACK)
+        assert _closed_by_server(sock)
+        assert HEADER_TIMEOUT - 0.1 <= time.monotonic() - answered < HEADER_TIMEOUT + SLACK
 
 
 def test_a_body_slower_than_the_body_timeout_gets_a_408_outcome(

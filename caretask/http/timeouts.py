@@ -8,9 +8,11 @@ few hundred of them (slowloris) could exhaust the server.
 - Headers: a request's headers must be complete `header_timeout` seconds after the
   connection opened, or after the previous response ended for a keep-alive request; else
   408 and the connection is closed (closed without an answer if nothing arrived at all).
-  An idle keep-alive connection is still closed by uvicorn's own keep-alive timeout. The
-  common request, whose headers arrive in one read, arms no timer: a timer is armed when a
-  connection opens, or when a read ends inside a request's headers.
+  An idle keep-alive connection is still closed by uvicorn's own keep-alive timeout (idle
+  time counts towards the next request's deadline, which only matters if the keep-alive
+  timeout is the longer). The common request, whose headers arrive in one read, arms no
+  timer: one is armed when a connection opens, or when a read or a response ends inside a
+  request.
 - Bodies: the whole body must arrive within `body_timeout` seconds of the end of the
   headers (one total per request, so trickling a byte at a time does not extend it); else
   408 and the connection is closed. It is checked where the app waits for the body, so
@@ -34,6 +36,8 @@ from caretask.domain.outcome import outcome
 from caretask.http.responses import FHIR_JSON, fhir_response
 
 log = logging.getLogger("caretask.http")
+# the base class, called directly on the per-request path: cheaper than super()
+_httptools = HttpToolsProtocol
 
 
 @functools.cache
@@ -57,75 +61,80 @@ def _header_timeout_response(seconds: float) -> bytes:
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline for complete request headers."""
+    """uvicorn's httptools protocol with a deadline for complete request headers.
+
+    The timer is lazy: never cancelled, it checks the state when it fires, and is re-armed
+    only when a read or a response ends inside a request. A request whose headers arrive in
+    one read costs a dictionary lookup. "Inside the headers" is read from uvicorn's state:
+    its on_message_begin starts a new scope, and on_headers_complete gives it a method.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout = _header_timeout()
         self._header_timer: TimerHandle | None = None
         self._headers_due = 0.0  # loop time by which the next request's headers are due
-        self._in_message = False  # a request has begun and not all of it has arrived
-        self._in_headers = False  # ... and its headers are not complete
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._headers_due = self.loop.time() + self.header_timeout
-        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_overdue)
+        self._arm(self.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        # a read that ended inside headers, while no request is being answered (the
-        # deadline of a pipelined request's headers starts when the response before ends)
+        _httptools.data_received(self, data)
+        scope = self.scope  # inline _in_headers(): this runs for every read
         if (
-            self._in_headers
-            and self._header_timer is None
-            and (self.cycle is None or self.cycle.response_complete)
+            self._header_timer is None
+            and scope is not None
+            and "method" not in scope
+            and self._idle()
         ):
-            self._arm_header_timer()
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._in_message = self._in_headers = True
-
-    def on_headers_complete(self) -> None:
-        self._in_headers = False
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        self._in_message = False
-        super().on_message_complete()
+            self._arm(self._headers_due - self.loop.time())
 
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)
-        super().on_response_complete()
+        _httptools.on_response_complete(self)
         self._headers_due = self.loop.time() + self.header_timeout
-        # the next request has begun (or the app left part of this body unread): the
-        # keep-alive timer was cancelled by that data, so the deadline guards it
-        if self._in_message and not pipelined and not self.transport.is_closing():
-            self._arm_header_timer()
+        # the next request has begun, or the app left part of this one's body unread: that
+        # data cancelled the keep-alive timer, so the header deadline guards the connection
+        if (
+            self._header_timer is None
+            and not pipelined
+            and ("method" not in self.scope or self.cycle.more_body)
+            and not self.transport.is_closing()
+        ):
+            self._arm(self.header_timeout)
 
-    def _arm_header_timer(self) -> None:
-        self._cancel_header_timer()
-        delay = max(self._headers_due - self.loop.time(), 0.0)
-        self._header_timer = self.loop.call_later(delay, self._headers_overdue)
+    def _in_headers(self) -> bool:
+        """Whether a request has begun and its headers are not complete."""
+        return self.scope is not None and "method" not in self.scope
 
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+    def _idle(self) -> bool:
+        """Whether no request is being answered (a pipelined request's headers are due
+        from the end of the response before it)."""
+        return self.cycle is None or self.cycle.response_complete
 
-    def _headers_overdue(self) -> None:
+    def _arm(self, delay: float) -> None:
+        self._header_timer = self.loop.call_later(max(delay, 0.0), self._deadline)
+
+    def _deadline(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or not self._idle():
+            return  # the app has the request; the body timeout is its guard
+        waiting = self.scope is None or self._in_headers() or self.cycle.more_body
+        if not waiting:
+            return  # an idle keep-alive connection: uvicorn's keep-alive timeout applies
+        remaining = self._headers_due - self.loop.time()
+        if remaining > 0:  # this timer was armed for an earlier deadline
+            self._arm(remaining)
             return
-        if self._in_headers:
+        if self._in_headers():
             log.debug("request headers incomplete after %gs: 408", self.header_timeout)
             self.transport.write(_header_timeout_response(self.header_timeout))
         self.transport.close()
