@@ -129,12 +129,13 @@ def soak(args: argparse.Namespace, driver: Driver, server: Server, token: str) -
         for key in ("requests", "non2xx", "interval_s"):
             final[key] += previous[key]
         final["rate"] = final["requests"] / final["interval_s"]
+    else:
+        _print_sample(final)
     samples.append(final)
-    _print_sample(final)
     result = wrk_result(wrk.returncode, out.decode(), err.decode())
     achieved = result["requests"] / (result["duration_us"] / 1e6)
     rss_start, rss_end = samples[0]["rss_bytes"], samples[-1]["rss_bytes"]
-    errors = result["non2xx"] + result["socket_errors"] + result["status_errors"]
+    errors = result["non2xx"] + result["socket_errors"]  # wrk's status errors are non-2xx
     growth = (rss_end - rss_start) / rss_start
     checks = {
         "errors": errors <= MAX_ERRORS,

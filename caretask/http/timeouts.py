@@ -50,7 +50,7 @@ def _header_timeout() -> float:
 @functools.cache
 def _header_timeout_response(seconds: float) -> bytes:
     body = orjson.dumps(
-        outcome("timeout", f"the request headers did not arrive within {seconds:g} seconds")
+        outcome("timeout", f"the request headers did not arrive within {seconds:g} s")
     )
     return (
         b"HTTP/1.1 408 Request Timeout\r\n"
@@ -185,6 +185,6 @@ class BodyTimeout:
             if responded:  # too late for a 408: uvicorn closes the connection
                 raise
             log.debug("request body incomplete after %gs: 408", self.body_timeout)
-            text = f"the request body did not arrive within {self.body_timeout:g} seconds"
+            text = f"the request body did not arrive within {self.body_timeout:g} s"
             response = fhir_response(outcome("timeout", text), 408, {"Connection": "close"})
             await response(scope, receive, send)
