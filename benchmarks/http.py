@@ -67,7 +67,7 @@ MIX_TARGET = 1_500
 P99_TARGET_MS = 50
 
 
-def _require(tool: str, hint: str) -> str:
+def require_tool(tool: str, hint: str) -> str:
     found = shutil.which(tool)
     if not found:
         sys.exit(f"benchmarks.http needs `{tool}` on PATH ({hint}); it installs nothing itself")
@@ -103,6 +103,16 @@ def write_data(size: int, workdir: Path) -> tuple[Path, dict[str, Any]]:
     return source, values
 
 
+def load_demo_data(size: int, workdir: Path, url: str) -> tuple[dict[str, Any], float]:
+    """Import `size` demo tasks with `caretask import`: the values for the requests, and
+    the seconds the import took."""
+    print(f"loading {size:,} demo tasks...", file=sys.stderr)
+    source, values = write_data(size, workdir)
+    started = time.perf_counter()
+    subprocess.run([CARETASK, "import", str(source), "--database", url], check=True)
+    return values, time.perf_counter() - started
+
+
 def _lua_string(text: str) -> str:
     return "[==[" + text + "]==]"
 
@@ -129,8 +139,8 @@ def write_lua_data(path: Path, values: dict[str, Any], token: str, update_ids: l
 # --- servers -------------------------------------------------------------------------------
 
 
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and its descendants, from /proc."""
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants (uvicorn's workers), from /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -139,15 +149,23 @@ def _cpu_seconds(pid: int) -> float:
             except OSError:
                 continue
             children.setdefault(int(fields[1]), []).append(int(entry.name))
-    ticks, todo = 0, [pid]
+    tree, todo = [], [pid]
     while todo:
         current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its descendants, from /proc."""
+    ticks = 0
+    for current in process_tree(pid):
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         ticks += int(fields[11]) + int(fields[12])
-        todo.extend(children.get(current, []))
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -209,12 +227,22 @@ def database(engine: str, workdir: Path) -> Iterator[str]:
 # --- wrk -----------------------------------------------------------------------------------
 
 
+def wrk_result(returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
+    """The CARETASK_RESULT line that caretask.lua's done() prints."""
+    if returncode:
+        raise RuntimeError(f"wrk failed:\n{stdout}\n{stderr}")
+    for line in stdout.splitlines():
+        if line.startswith("CARETASK_RESULT "):
+            return json.loads(line.removeprefix("CARETASK_RESULT "))
+    raise RuntimeError(f"wrk printed no result:\n{stdout}\n{stderr}")
+
+
 class Driver:
     def __init__(self, args: argparse.Namespace, workdir: Path, values: dict[str, Any]) -> None:
         self.args = args
         self.workdir = workdir
         self.values = values
-        self.wrk = _require("wrk", "Debian: apt install wrk")
+        self.wrk = require_tool("wrk", "Debian: apt install wrk")
         self.next_update = 0
 
     def _update_slice(self) -> list[str]:
@@ -225,7 +253,10 @@ class Driver:
             sys.exit("not enough tasks for fresh update ids in every run: raise --tasks")
         return pool[start : start + UPDATE_SLICE]
 
-    def run_wrk(self, url: str, scenario: str, token: str, seconds: int) -> dict[str, Any]:
+    def wrk_command(
+        self, url: str, scenario: str, token: str, seconds: int, rate: float | None = None
+    ) -> tuple[list[str], dict[str, str]]:
+        """wrk's command line and environment for one run; `rate` (requests/s) paces it."""
         data = self.workdir / f"data-{scenario}.lua"
         updates = self._update_slice() if scenario in ("update", "mix") else []
         write_lua_data(data, self.values, token, updates)
@@ -235,17 +266,18 @@ class Driver:
             "CARETASK_WRK_SCENARIO": scenario,
             "CARETASK_WRK_THREADS": "1",
         }
+        if rate is not None:
+            env["CARETASK_WRK_RATE"] = str(rate)
         command = [
             "taskset", "-c", LOAD_CPU, self.wrk, "-t1", f"-c{self.args.connections}",
             f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA), url,
         ]  # fmt: skip
+        return command, env
+
+    def run_wrk(self, url: str, scenario: str, token: str, seconds: int) -> dict[str, Any]:
+        command, env = self.wrk_command(url, scenario, token, seconds)
         out = subprocess.run(command, env=env, capture_output=True, text=True)
-        if out.returncode:
-            raise RuntimeError(f"wrk failed:\n{out.stdout}\n{out.stderr}")
-        for line in out.stdout.splitlines():
-            if line.startswith("CARETASK_RESULT "):
-                return json.loads(line.removeprefix("CARETASK_RESULT "))
-        raise RuntimeError(f"wrk printed no result:\n{out.stdout}\n{out.stderr}")
+        return wrk_result(out.returncode, out.stdout, out.stderr)
 
     def measure(self, url: str, pid: int, scenario: str, token: str) -> dict[str, Any]:
         self.run_wrk(url, scenario, token, self.args.warmup)
@@ -311,17 +343,13 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
-    _require("taskset", "util-linux")
-    _require("wrk", "Debian: apt install wrk")
+    require_tool("taskset", "util-linux")
+    require_tool("wrk", "Debian: apt install wrk")
     scenarios = [s for s in args.scenarios.split(",") if s]
 
     with tempfile.TemporaryDirectory() as tmp, database(args.engine, Path(tmp)) as url:
         workdir = Path(tmp)
-        print(f"loading {args.tasks:,} demo tasks into {args.engine}...", file=sys.stderr)
-        source, values = write_data(args.tasks, workdir)
-        started = time.perf_counter()
-        subprocess.run([CARETASK, "import", str(source), "--database", url], check=True)
-        load_s = time.perf_counter() - started
+        values, load_s = load_demo_data(args.tasks, workdir, url)
         driver = Driver(args, workdir, values)
         results: dict[str, dict[str, Any]] = {}
 

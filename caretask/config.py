@@ -30,6 +30,12 @@ class Settings:
     max_headers: int = 100
     max_url_bytes: int = 8 * 1024
     max_json_depth: int = 32
+    # seconds a client may take over what it owes (http.timeouts): complete request headers,
+    # counted from the connection's opening or the end of the previous response; the whole
+    # body, counted from the end of its headers; and the idle wait between keep-alive requests
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keepalive_timeout: int = 5
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -53,6 +59,9 @@ class Settings:
             max_headers=env("MAX_HEADERS", 100, int),
             max_url_bytes=env("MAX_URL_BYTES", 8 * 1024, int),
             max_json_depth=env("MAX_JSON_DEPTH", 32, int),
+            header_timeout=env("HEADER_TIMEOUT", 10.0, float),
+            body_timeout=env("BODY_TIMEOUT", 30.0, float),
+            keepalive_timeout=env("KEEPALIVE_TIMEOUT", 5, int),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -69,6 +78,9 @@ class Settings:
             "CARETASK_MAX_HEADERS": str(self.max_headers),
             "CARETASK_MAX_URL_BYTES": str(self.max_url_bytes),
             "CARETASK_MAX_JSON_DEPTH": str(self.max_json_depth),
+            "CARETASK_HEADER_TIMEOUT": str(self.header_timeout),
+            "CARETASK_BODY_TIMEOUT": str(self.body_timeout),
+            "CARETASK_KEEPALIVE_TIMEOUT": str(self.keepalive_timeout),
         }
         if self.base_url:
             env["CARETASK_BASE_URL"] = self.base_url

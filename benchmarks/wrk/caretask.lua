@@ -4,6 +4,8 @@
 --   CARETASK_WRK_SCENARIO  read | create | update | by-patient | owner-status | mix
 --                          | ceiling-get | ceiling-post
 --   CARETASK_WRK_THREADS   wrk's -t, to share the update ids between threads
+--   CARETASK_WRK_RATE      optional: requests per second in all (benchmarks.soak); wrk
+--                          itself has no rate option, so delay() paces the requests
 -- done() prints one line, CARETASK_RESULT {json}, that the driver parses.
 
 local data = dofile(os.getenv("CARETASK_WRK_DATA"))
@@ -35,6 +37,33 @@ function init(args)
     versions[id] = 1
   end
   non2xx = 0
+end
+
+-- Pacing: every request takes the next slot of one schedule per thread, 1/rate apart, and
+-- waits for it, so the rate holds whatever the latency (a fixed per-connection delay would
+-- add the latency to each cycle). A thread more than a second behind starts afresh rather
+-- than firing the backlog at once.
+local rate = tonumber(os.getenv("CARETASK_WRK_RATE") or "")
+if rate then
+  local ffi = require("ffi")
+  ffi.cdef([[
+    typedef struct { long tv_sec; long tv_nsec; } caretask_timespec;
+    int clock_gettime(int clock, caretask_timespec *now);
+  ]])
+  local now = ffi.new("caretask_timespec")
+  local function now_ms()
+    ffi.C.clock_gettime(1, now) -- CLOCK_MONOTONIC
+    return tonumber(now.tv_sec) * 1000 + tonumber(now.tv_nsec) / 1e6
+  end
+  local interval_ms = 1000 * nthreads / rate
+  local slot
+  function delay()
+    local t = now_ms()
+    if slot == nil or slot < t - 1000 then slot = t end
+    local wait = slot - t
+    slot = slot + interval_ms
+    return wait > 0 and wait or 0
+  end
 end
 
 local function pick(list)

@@ -23,6 +23,7 @@ from caretask.http import errors, metadata, tasks, token_endpoint
 from caretask.http.audit import AuditTrail, AuditWriter
 from caretask.http.auth import ClientRows
 from caretask.http.limits import RequestLimits
+from caretask.http.timeouts import BodyTimeout
 from caretask.storage import open_storage
 from caretask.storage.urls import DatabaseURL
 
@@ -138,6 +139,7 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.settings = settings
     app.state.started_at = datetime.now(UTC).isoformat()
+    app.add_middleware(BodyTimeout, body_timeout=settings.body_timeout)
     app.add_middleware(
         RequestLimits,
         max_header_bytes=settings.max_header_bytes,
