@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from caretask.auth import scopes, secrets
-from caretask.config import Settings
+from caretask.config import BadSetting, Settings
 from caretask.storage import SchemaNotCurrent, open_storage, schema
 from caretask.storage.base import ClientRecord, SchemaTooNew
 from caretask.storage.urls import BadDatabaseURL, DatabaseURL
@@ -290,5 +290,5 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(f"no active client {args.client_id}")
         print(f"revoked {args.client_id}", file=sys.stderr)
         return 0
-    except (BadDatabaseURL, SchemaTooNew, SchemaNotCurrent) as error:
+    except (BadDatabaseURL, BadSetting, SchemaTooNew, SchemaNotCurrent) as error:
         return _fail(str(error))

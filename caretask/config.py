@@ -10,6 +10,10 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+class BadSetting(ValueError):
+    """A setting out of its range: refused at start-up, not found out under load."""
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -37,13 +41,38 @@ class Settings:
     body_timeout: float = 30.0
     keepalive_timeout: int = 5
 
+    def __post_init__(self) -> None:
+        positive = {
+            "CARETASK_MAX_BODY_BYTES": self.max_body_bytes,
+            "CARETASK_TOKEN_TTL": self.token_ttl,
+            "CARETASK_AUDIT_FLUSH_SECONDS": self.audit_flush_seconds,
+            "CARETASK_TOKEN_FAILURES_PER_CLIENT": self.token_failures_per_client,
+            "CARETASK_TOKEN_FAILURES_PER_ADDRESS": self.token_failures_per_address,
+            "CARETASK_TOKEN_FAILURE_WINDOW": self.token_failure_window,
+            "CARETASK_MAX_HEADER_BYTES": self.max_header_bytes,
+            "CARETASK_MAX_HEADERS": self.max_headers,
+            "CARETASK_MAX_URL_BYTES": self.max_url_bytes,
+            "CARETASK_MAX_JSON_DEPTH": self.max_json_depth,
+            "CARETASK_HEADER_TIMEOUT": self.header_timeout,
+            "CARETASK_BODY_TIMEOUT": self.body_timeout,
+            "CARETASK_KEEPALIVE_TIMEOUT": self.keepalive_timeout,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise BadSetting(f"{name} must be greater than 0, not {value}")
+        if self.client_cache_seconds < 0:
+            raise BadSetting("CARETASK_CLIENT_CACHE_SECONDS must not be negative")
+
     @classmethod
     def from_env(cls) -> Settings:
         from caretask.storage.urls import DEFAULT_URL
 
         def env(name: str, default: T, cast: Callable[[str], T]) -> T:
             raw = os.environ.get(f"CARETASK_{name}")
-            return cast(raw) if raw else default
+            try:
+                return cast(raw) if raw else default
+            except ValueError:
+                raise BadSetting(f"CARETASK_{name}: '{raw}' is not a number") from None
 
         return cls(
             database_url=os.environ.get("CARETASK_DATABASE_URL") or DEFAULT_URL,

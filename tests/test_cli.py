@@ -148,3 +148,15 @@ def test_a_path_that_is_not_ids_is_logged_with_its_segments_starred(make_server)
     assert "Mary" not in log
     assert "forged" not in log
     assert "GET /Task/abc-1/_history/2 401" in log
+
+
+def test_serve_refuses_a_setting_out_of_range(tmp_path: Path) -> None:
+    result = run_cli("serve", cwd=tmp_path, env={"CARETASK_HEADER_TIMEOUT": "0"}, check=False)
+    assert result.returncode == 2
+    assert "CARETASK_HEADER_TIMEOUT must be greater than 0, not 0.0" in result.stderr
+
+
+def test_serve_refuses_a_setting_that_is_not_a_number(tmp_path: Path) -> None:
+    result = run_cli("serve", cwd=tmp_path, env={"CARETASK_BODY_TIMEOUT": "soon"}, check=False)
+    assert result.returncode == 2
+    assert "CARETASK_BODY_TIMEOUT: 'soon' is not a number" in result.stderr
