@@ -601,6 +601,7 @@ def _errors(*statuses: int) -> dict[str, Schema]:
         403: "the token lacks the scope",
         404: "no such Task or version",
         406: "Accept names only formats other than FHIR JSON",
+        408: "the body did not arrive within the body timeout (30 s by default)",
         409: "the Task changed too often during the update; retry",
         412: "If-Match is not the current version",
         413: "the body is larger than the limit (1 MiB by default)",
@@ -616,7 +617,7 @@ def _errors(*statuses: int) -> dict[str, Schema]:
 
 
 _FHIR_ERRORS = (400, 401, 403, 406, 414, 431)
-_BODY_ERRORS = (413, 415)
+_BODY_ERRORS = (408, 413, 415)
 _BEARER = [{"bearer": []}]
 
 _PREFER_WRITE = {
