@@ -239,14 +239,14 @@ async def _audit(args: argparse.Namespace, url: DatabaseURL, since: int | None) 
     out = sys.stdout
     count, after = 0, 0
     try:
-        while rows := await storage.audit_records(args.client, since, after, 1000):
-            for row in rows:
+        while batches := await storage.audit_batches(args.client, since, after, 100):
+            for record in audit.select(batches, args.client, since):
                 if args.format == "fhir":
-                    out.write(orjson.dumps(audit.audit_event(row)).decode() + "\n")
+                    out.write(orjson.dumps(audit.audit_event(record)).decode() + "\n")
                 else:
-                    out.write(audit.text_line(row) + "\n")
-            count += len(rows)
-            after = rows[-1].seq or after
+                    out.write(audit.text_line(record) + "\n")
+                count += 1
+            after = batches[-1][0]
         out.flush()
     except BrokenPipeError:  # the reader stopped early (`| head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

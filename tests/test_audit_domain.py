@@ -8,7 +8,16 @@ import base64
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
-from caretask.domain.audit import AuditRecord, audit_event, classify, redact_query, text_line
+from caretask.domain.audit import (
+    AuditRecord,
+    audit_event,
+    classify,
+    decode_batch,
+    encode_batch,
+    redact_query,
+    select,
+    text_line,
+)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +84,7 @@ def _record(**changes: object) -> AuditRecord:
         "query": None,
         "address": "127.0.0.1",
         "status": 200,
-        "seq": 7,
+        "event_id": "7-0",
     }
     values.update(changes)
     return AuditRecord(**values)  # type: ignore[arg-type]
@@ -84,7 +93,7 @@ def _record(**changes: object) -> AuditRecord:
 def test_an_audit_event_is_valid_fhir_r4() -> None:
     event = audit_event(_record())
     AuditEvent.model_validate(event)
-    assert event["id"] == "7"
+    assert event["id"] == "7-0"
     assert event["recorded"] == "2023-11-14T22:13:20.123456Z"
     assert event["action"] == "R"
     assert event["outcome"] == "0"
@@ -140,3 +149,31 @@ def test_the_text_line_is_tab_separated_when_who_where_what_outcome() -> None:
         "_count=5",
         "200",
     ]
+
+
+def test_a_batch_keeps_its_records_in_order_and_names_its_clients() -> None:
+    records = [
+        _record(recorded=30, client_id="ct_b", event_id=None),
+        _record(recorded=10, client_id=None, event_id=None),
+        _record(recorded=20, client_id="ct_a", event_id=None),
+    ]
+    batch = encode_batch(records)
+    assert (batch.first_recorded, batch.last_recorded) == (10, 30)
+    assert batch.clients == "ct_a\nct_b"
+    decoded = decode_batch(12, batch.records)
+    assert [r.event_id for r in decoded] == ["12-0", "12-1", "12-2"]
+    assert [r._replace(event_id=None) for r in decoded] == records
+
+
+def test_selection_filters_records_exactly_by_client_and_time() -> None:
+    batch = encode_batch(
+        [
+            _record(recorded=10, client_id="ct_a"),
+            _record(recorded=20, client_id="ct_ab"),
+            _record(recorded=30, client_id="ct_a"),
+        ]
+    )
+    batches = [(1, batch.records)]
+    assert [r.recorded for r in select(batches, "ct_a", None)] == [10, 30]
+    assert [r.recorded for r in select(batches, None, 20)] == [20, 30]
+    assert [r.recorded for r in select(batches, "ct_a", 20)] == [30]

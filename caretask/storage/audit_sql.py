@@ -1,40 +1,29 @@
-"""The audit trail's SQL, shared by both engines (`?` placeholders)."""
+"""The audit trail's SQL, shared by both engines (`?` placeholders; the engine casts)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from caretask.domain.audit import AuditRecord
-
 INSERT = (
-    "INSERT INTO audit_events (recorded, client_id, interaction, method, resource_id, "
-    "version_id, query, address, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO audit_batches (first_recorded, last_recorded, clients, records) "
+    "VALUES (?, ?, ?, ?{json_cast})"
 )
-_COLUMNS = (
-    "seq, recorded, client_id, interaction, method, resource_id, version_id, query, address, status"
-)
-
-
-def insert_rows(records: Sequence[AuditRecord]) -> list[tuple[Any, ...]]:
-    return [record[:9] for record in records]
 
 
 def select(
-    client_id: str | None, since: int | None, after_seq: int, limit: int
+    client_id: str | None, since: int | None, after_seq: int, limit: int, text_cast: str = ""
 ) -> tuple[str, list[Any]]:
-    """Oldest first by sequence: rows from several servers interleave in commit order."""
+    """Batches past `after_seq` that may hold matching records, oldest first. The client
+    test is a substring match (a superset); domain.audit.select filters exactly."""
     where, params = ["seq > ?"], [after_seq]
     if client_id is not None:
-        where.append("client_id = ?")
-        params.append(client_id)
+        where.append("clients LIKE ?")
+        params.append(f"%{client_id}%")
     if since is not None:
-        where.append("recorded >= ?")
+        where.append("last_recorded >= ?")
         params.append(since)
-    sql = f"SELECT {_COLUMNS} FROM audit_events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+    sql = (
+        f"SELECT seq, records{text_cast} FROM audit_batches WHERE {' AND '.join(where)} "
+        "ORDER BY seq LIMIT ?"
+    )
     return sql, [*params, limit]
-
-
-def record(row: Sequence[Any]) -> AuditRecord:
-    seq, recorded, client, interaction, method, rid, vid, query, address, status = row
-    return AuditRecord(recorded, client, interaction, method, rid, vid, query, address, status, seq)

@@ -82,13 +82,14 @@ class Storage(Protocol):
     async def revoke_client(self, client_id: str) -> bool: ...
 
     async def record_audit(self, records: Sequence[AuditRecord]) -> None:
-        """Store a batch of audit records in one transaction."""
+        """Store a batch of audit records as one row (domain.audit.encode_batch)."""
         ...
 
-    async def audit_records(
+    async def audit_batches(
         self, client_id: str | None, since: int | None, after_seq: int, limit: int
-    ) -> list[AuditRecord]:
-        """Up to `limit` records past `after_seq`, oldest first; `since` in microseconds."""
+    ) -> list[tuple[int, str]]:
+        """Up to `limit` stored batches past `after_seq`, oldest first: (seq, records).
+        Every batch holding a matching record is among them; domain.audit.select filters."""
         ...
 
     async def signing_key(self) -> bytes:

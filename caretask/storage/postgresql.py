@@ -17,7 +17,7 @@ import orjson
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from caretask.domain.audit import AuditRecord
+from caretask.domain.audit import AuditRecord, encode_batch
 from caretask.domain.indexing import TaskIndex
 from caretask.domain.search_params import SearchQuery
 from caretask.storage import audit_sql, sql_search
@@ -200,18 +200,16 @@ class PostgreSQLStorage:
         return changed > 0
 
     async def record_audit(self, records: Sequence[AuditRecord]) -> None:
-        pool = await self._open()
-        async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await cur.executemany(_pg(audit_sql.INSERT), audit_sql.insert_rows(records))
+        await self._execute(audit_sql.INSERT.format(json_cast="::jsonb"), encode_batch(records))
 
-    async def audit_records(
+    async def audit_batches(
         self, client_id: str | None, since: int | None, after_seq: int, limit: int
-    ) -> list[AuditRecord]:
-        sql, params = audit_sql.select(client_id, since, after_seq, limit)
+    ) -> list[tuple[int, str]]:
+        sql, params = audit_sql.select(client_id, since, after_seq, limit, "::text")
         pool = await self._open()
         async with pool.connection() as conn:
             cur = await conn.execute(_pg(sql), params)
-            return [audit_sql.record(row) for row in await cur.fetchall()]
+            return [(row[0], row[1]) for row in await cur.fetchall()]
 
     async def signing_key(self) -> bytes:
         fresh = base64.b64encode(secrets.token_bytes(32)).decode()

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from caretask.domain.audit import AuditRecord
+from caretask.domain.audit import AuditRecord, encode_batch
 from caretask.domain.indexing import TaskIndex
 from caretask.domain.search_params import SearchQuery
 from caretask.storage import audit_sql, sql_search
@@ -257,15 +257,15 @@ class SQLiteStorage:
     # --- audit trail -----------------------------------------------------------------------
 
     async def record_audit(self, records: Sequence[AuditRecord]) -> None:
-        rows = audit_sql.insert_rows(records)
-        await self._write(lambda conn: conn.executemany(audit_sql.INSERT, rows))
+        batch = encode_batch(records)
+        sql = audit_sql.INSERT.format(json_cast="")
+        await self._write(lambda conn: conn.execute(sql, batch))
 
-    async def audit_records(
+    async def audit_batches(
         self, client_id: str | None, since: int | None, after_seq: int, limit: int
-    ) -> list[AuditRecord]:
+    ) -> list[tuple[int, str]]:
         sql, params = audit_sql.select(client_id, since, after_seq, limit)
-        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
-        return [audit_sql.record(row) for row in rows]
+        return await self._read(lambda conn: conn.execute(sql, params).fetchall())
 
     async def signing_key(self) -> bytes:
         def run(conn: sqlite3.Connection) -> str:
