@@ -167,3 +167,44 @@ def test_a_connection_that_cannot_be_made_fails_the_write_and_is_tried_again(
     assert isinstance(first, sqlite3.OperationalError)
     assert second == "b"
     assert traced.names() == {"b"}
+
+
+def _group(traced: Traced, *durable: bool) -> list[str]:
+    """Commit one group of inserts (durable or not, in that order); the statements run."""
+    gate = threading.Event()
+
+    def blocker(conn: sqlite3.Connection) -> None:
+        gate.wait(10)
+
+    async def main() -> None:
+        writer = GroupCommitWriter(traced.connect)
+        try:
+            first = asyncio.ensure_future(writer.submit(blocker))
+            await asyncio.sleep(0.1)
+            del traced.statements[:]
+            rest = [
+                asyncio.ensure_future(writer.submit(_insert(f"n{i}"), durable=flag))
+                for i, flag in enumerate(durable)
+            ]
+            await asyncio.sleep(0.1)
+            gate.set()
+            await first
+            await asyncio.gather(*rest)
+        finally:
+            writer.close()
+
+    asyncio.run(main())
+    return [s for s in traced.statements[traced.statements.index("COMMIT") + 1 :]]
+
+
+def test_a_group_of_writes_that_need_no_fsync_commits_without_one(traced: Traced) -> None:
+    statements = _group(traced, False, False)
+    assert statements[0] == "PRAGMA synchronous=NORMAL"
+    assert statements[-2:] == ["COMMIT", "PRAGMA synchronous=FULL"]
+    assert traced.names() == {"n0", "n1"}
+
+
+def test_one_durable_write_makes_its_whole_group_durable(traced: Traced) -> None:
+    statements = _group(traced, False, True, False)
+    assert not any(s.startswith("PRAGMA synchronous") for s in statements)
+    assert traced.names() == {"n0", "n1", "n2"}
