@@ -261,6 +261,10 @@ class Server:
         return json.loads(out.stdout)
 
     def token(self, scope: str = FULL_SCOPE) -> str:
+        return self.login(scope)[1]
+
+    def login(self, scope: str = FULL_SCOPE) -> tuple[str, str]:
+        """A new client's id and an access token for it."""
         creds = self.create_client(scope)
         response = httpx.post(
             f"{self.url}/auth/token/",
@@ -273,7 +277,7 @@ class Server:
         assert response.status_code == 200, response.text
         _remember(creds["client_secret"])
         _remember(response.json()["access_token"])
-        return response.json()["access_token"]
+        return creds["client_id"], response.json()["access_token"]
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -45,23 +45,8 @@ def audited(make_server, fresh_database: str) -> Server:  # type: ignore[no-unty
     return make_server(database=fresh_database, env=FAST_FLUSH)
 
 
-def client_id_of(server: Server) -> tuple[str, str]:
-    """A new client's id and a token for it."""
-    creds = server.create_client()
-    response = httpx.post(
-        f"{server.url}/auth/token/",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": creds["client_id"],
-            "client_secret": creds["client_secret"],
-        },
-    )
-    assert response.status_code == 200
-    return creds["client_id"], response.json()["access_token"]
-
-
 def test_every_fhir_interaction_is_recorded_with_who_what_and_outcome(audited: Server) -> None:
-    client_id, token = client_id_of(audited)
+    client_id, token = audited.login()
     patient = new_patient()
     with audited.client(token) as api:
         task_id = create_task(api, seed_task(**{"for": {"reference": f"Patient/{patient}"}}))
@@ -90,7 +75,7 @@ def test_every_fhir_interaction_is_recorded_with_who_what_and_outcome(audited: S
 
 
 def test_refused_requests_are_recorded_with_their_status(audited: Server) -> None:
-    client_id, _ = client_id_of(audited)
+    client_id, _ = audited.login()
     read_only = audited.token(scope="system/Task.read")
     assert httpx.get(f"{audited.url}/Task/abc").status_code == 401
     with audited.client(read_only) as api:
@@ -146,11 +131,11 @@ def test_the_trail_holds_no_search_value_body_or_secret(audited: Server) -> None
 
 
 def test_audit_filters_by_client_and_since(audited: Server) -> None:
-    first, _ = client_id_of(audited)
+    first, _ = audited.login()
     time.sleep(0.1)
     middle = time.time()
     time.sleep(0.1)
-    second, _ = client_id_of(audited)
+    second, _ = audited.login()
     assert [line[1] for line in audit_lines(audited, "--client", first, expect=1)] == [first]
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(middle)) + f"{middle % 1:.3f}"[1:]
     later = audit_lines(audited, "--since", since + "Z", expect=1)
@@ -164,7 +149,7 @@ def test_a_since_that_is_not_a_date_is_a_usage_error(audited: Server) -> None:
 
 
 def test_the_fhir_export_is_ndjson_of_valid_r4_audit_events(audited: Server) -> None:
-    client_id, token = client_id_of(audited)
+    client_id, token = audited.login()
     with audited.client(token) as api:
         task_id = create_task(api, seed_task())
         api.get("/Task", params={"status": "ready"})
@@ -187,7 +172,7 @@ def test_records_pending_at_shutdown_are_stored(make_server, fresh_database: str
     server: Server = make_server(
         database=fresh_database, env={"CARETASK_AUDIT_FLUSH_SECONDS": "600"}
     )
-    client_id, token = client_id_of(server)
+    client_id, token = server.login()
     with server.client(token) as api:
         for _ in range(5):
             assert api.get("/Task/nothing-here").status_code == 404
@@ -278,6 +263,41 @@ def test_past_the_pending_limit_the_oldest_records_are_dropped(tmp_path: Path) -
         await writer.flush()  # refused
         await writer.flush()
         assert [r.resource_id for r in await _stored(storage)] == [f"t{i}" for i in range(5, 15)]
+        await storage.close()
+
+    asyncio.run(main())
+
+
+def test_records_that_arrive_while_a_refused_batch_is_out_push_out_the_oldest(
+    tmp_path: Path,
+) -> None:
+    class Crowded(CountingStorage):
+        """Refuses the first batch after ten more records have arrived meanwhile."""
+
+        def __init__(self, path: str, writer: list[AuditWriter]) -> None:
+            super().__init__(path)
+            self.writer = writer
+
+        async def record_audit(self, records: Sequence[AuditRecord]) -> None:
+            if self.refuse:
+                for record in _records(40)[30:]:
+                    self.writer[0].add(record)
+            await super().record_audit(records)
+
+    async def main() -> None:
+        url = DatabaseURL.parse(f"sqlite:///{tmp_path / 'audit.db'}")
+        schema.migrate(url)
+        holder: list[AuditWriter] = []
+        storage = Crowded(url.sqlite_path, holder)
+        writer = AuditWriter(storage, interval=60, batch=100, max_pending=30)
+        holder.append(writer)
+        for record in _records(30):
+            writer.add(record)
+        storage.refuse = 1
+        await writer.flush()  # refused, and 10 newer records came meanwhile
+        await writer.flush()
+        stored = [r.resource_id for r in await _stored(storage)]
+        assert stored == [f"t{i}" for i in range(10, 40)]
         await storage.close()
 
     asyncio.run(main())

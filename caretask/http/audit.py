@@ -65,6 +65,10 @@ class AuditWriter:
             try:
                 await self._storage.record_audit(batch)
             except Exception as error:  # the database is down: keep them for the next round
+                room = (self._pending.maxlen or 0) - len(self._pending)
+                if len(batch) > room:  # newer records came meanwhile: the oldest give way
+                    self._dropped += len(batch) - room
+                    batch = batch[len(batch) - room :]
                 self._pending.extendleft(reversed(batch))
                 log.warning(
                     "could not store %d audit records (%s); kept for retry",
