@@ -301,3 +301,10 @@ def test_records_that_arrive_while_a_refused_batch_is_out_push_out_the_oldest(
         await storage.close()
 
     asyncio.run(main())
+
+
+def test_a_claimed_client_id_with_a_nul_is_recorded_cleaned(audited: Server) -> None:
+    form = {"grant_type": "client_credentials", "client_id": "ct_\x00evil", "client_secret": "x"}
+    assert httpx.post(f"{audited.url}/auth/token/", data=form).status_code == 401
+    lines = audit_lines(audited, "--client", "ct_?evil", expect=1)
+    assert what(lines) == [("POST", "login", "-", "-", "401")]

@@ -177,3 +177,7 @@ def test_selection_filters_records_exactly_by_client_and_time() -> None:
     assert [r.recorded for r in select(batches, "ct_a", None)] == [10, 30]
     assert [r.recorded for r in select(batches, None, 20)] == [20, 30]
     assert [r.recorded for r in select(batches, "ct_a", 20)] == [30]
+
+
+def test_control_characters_in_names_are_replaced() -> None:
+    assert redact_query("pat%00ient=x&_count=1%00") == "pat?ient=*&_count=1?"

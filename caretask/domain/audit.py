@@ -27,6 +27,15 @@ KEPT_VALUES = frozenset(
      "_elements", "_format", "_pretty"}
 )  # fmt: skip
 REDACTED = "*"
+# NUL and other control characters, which a client may send in a name: PostgreSQL's jsonb
+# refuses \u0000, and a refused batch would hold up every record after it
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def clean(text: str) -> str:
+    return _CONTROL.sub("?", text)
+
+
 MAX_QUERY_CHARS = 1000
 MAX_NAME_CHARS = 64
 
@@ -91,8 +100,8 @@ def redact_names(names: list[str]) -> str | None:
     size = 0
     for raw in names:
         name, _, value = raw.partition("=")
-        name = name[:MAX_NAME_CHARS]
-        value = value[:MAX_NAME_CHARS] if name in KEPT_VALUES else REDACTED
+        name = clean(name[:MAX_NAME_CHARS])
+        value = clean(value[:MAX_NAME_CHARS]) if name in KEPT_VALUES else REDACTED
         part = f"{name}={value}"
         size += len(part) + 1
         if size > MAX_QUERY_CHARS:

@@ -152,7 +152,7 @@ def _record(scope: Scope, start: Message) -> AuditRecord:
     client_id = state.get("client_id")
     return AuditRecord(
         time.time_ns() // 1000,
-        client_id[:200] if client_id else None,
+        audit.clean(client_id[:200]) if client_id else None,
         interaction,
         method,
         resource_id,

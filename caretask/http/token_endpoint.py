@@ -79,6 +79,9 @@ async def token(request: Request) -> Response:
     if not client_id or not secret:
         return _error(401, "invalid_client", "client authentication failed", basic is not None)
     client_id = client_id[:200]
+    if not client_id.isprintable():  # a NUL broke PostgreSQL's lookup (a 500); no id has one
+        request.state.client_id = client_id
+        return _error(401, "invalid_client", "client authentication failed", basic is not None)
     request.state.client_id = client_id  # claimed, not proven: the audit trail's "who"
     state = request.app.state
     address = request.client.host if request.client else "unknown"
