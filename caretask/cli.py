@@ -203,14 +203,11 @@ def _import(args: argparse.Namespace, url: DatabaseURL) -> int:
 
 def _export(args: argparse.Namespace, url: DatabaseURL) -> int:
     from caretask.bulk.ndjson import export_ndjson
-    from caretask.domain.dates import parse_range
 
-    since = None
-    if args.since is not None:
-        bounds = parse_range(args.since)
-        if bounds is None:
-            return _fail(f"--since: '{args.since}' is not a FHIR date or dateTime")
-        since = bounds[0]
+    try:
+        since = _since(args.since)
+    except ValueError as error:
+        return _fail(str(error))
     try:
         count = export_ndjson(url, sys.stdout.buffer, since)
         sys.stdout.buffer.flush()
