@@ -5,10 +5,13 @@ Retry-After, never a 500, and the server recovers by itself when the fault is go
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -178,3 +181,111 @@ def test_readiness_is_503_when_the_database_accepts_no_writes(pg_server: Server)
     assert ready.status_code == 503
     assert "accepts no writes" in ready.json()["issue"][0]["details"]["text"]
     assert httpx.get(f"{pg_server.url}/readyz", timeout=10).status_code == 200
+
+
+# --- SQLite: a full disk -------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A file system of 8 MiB of its own (a tmpfs), to be filled for real."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill (needs root): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    """Fill the file system with a ballast file, to its last byte."""
+    ballast = folder / "ballast"
+    with open(ballast, "wb", buffering=0) as out:
+        for size in (1 << 20, 1 << 12, 1):
+            with suppress(OSError):
+                while True:
+                    out.write(b"\0" * size)
+    disk = os.statvfs(folder)
+    assert disk.f_bavail == 0
+    return ballast
+
+
+def _assert_503_with_retry_after(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    assert response.json()["issue"][0]["code"] == "transient"
+
+
+def test_writes_are_503_while_the_disk_is_full_and_succeed_once_space_is_freed(
+    make_server,  # type: ignore[no-untyped-def]
+    small_disk: Path,
+) -> None:
+    srv: Server = make_server(database=f"sqlite:///{small_disk / 'caretask.db'}")
+    patient = new_patient()
+    with srv.client(srv.token()) as api:
+        task_id = create_task(api, seed_task(for_={"reference": f"Patient/{patient}"}))
+        ballast = _fill(small_disk)
+        big = seed_task(for_={"reference": f"Patient/{patient}"}, description="x" * 50_000)
+        for _ in range(3):
+            _assert_503_with_retry_after(api.post("/Task", json=big))
+        _assert_503_with_retry_after(api.put(f"/Task/{task_id}", json={**big, "id": task_id}))
+        assert api.get(f"/Task/{task_id}").status_code == 200
+        assert api.get("/Task", params={"patient": patient}).json()["total"] == 1
+        _assert_503_with_retry_after(httpx.get(f"{srv.url}/readyz"))
+        ballast.unlink()
+        assert api.post("/Task", json=big).status_code == 201
+        assert api.put(f"/Task/{task_id}", json={**big, "id": task_id}).status_code == 200
+        assert httpx.get(f"{srv.url}/readyz").status_code == 200
+        assert api.get("/Task", params={"patient": patient}).json()["total"] == 2
+    assert "Traceback" not in srv.log()
+
+
+def test_a_server_restarted_on_a_full_disk_is_not_ready_and_answers_writes_with_503(
+    make_server,  # type: ignore[no-untyped-def]
+    small_disk: Path,
+) -> None:
+    database = f"sqlite:///{small_disk / 'caretask.db'}"
+    srv: Server = make_server(database=database)
+    token = srv.token()
+    with srv.client(token) as api:
+        task_id = create_task(api, seed_task())
+        ballast = _fill(small_disk)
+    srv.stop()
+    restarted: Server = make_server(database=database)
+    with restarted.client(token) as api:
+        _assert_503_with_retry_after(httpx.get(f"{restarted.url}/readyz"))
+        big = seed_task(description="x" * 50_000)
+        for _ in range(200):  # what the WAL file holds already can still be reused
+            response = api.post("/Task", json=big)
+            if response.status_code != 201:
+                break
+        _assert_503_with_retry_after(response)
+        assert api.get(f"/Task/{task_id}").status_code == 200
+        ballast.unlink()
+        assert api.post("/Task", json=seed_task()).status_code == 201
+        assert httpx.get(f"{restarted.url}/readyz").status_code == 200
+    assert "Traceback" not in restarted.log()
+
+
+def test_the_wal_is_given_back_to_the_disk_once_writes_pause(
+    make_server,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    srv: Server = make_server()
+    wal = tmp_path / "caretask.db-wal"
+    with srv.client(srv.token()) as api:
+        for _ in range(20):
+            create_task(api, seed_task(description="x" * 20_000))
+        assert wal.stat().st_size > 100_000
+        deadline = time.monotonic() + 10
+        while wal.stat().st_size > 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert wal.stat().st_size == 0

@@ -48,14 +48,16 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Ready: the database answers and takes writes (storage.ping), within READY_SECONDS."""
+    retry_after = 1
     try:
         await asyncio.wait_for(request.app.state.storage.ping(), READY_SECONDS)
     except StorageUnavailable as error:
-        text = error.text
+        text, retry_after = error.text, error.retry_after
     except TimeoutError:
         text = f"the database did not answer within {READY_SECONDS} s"
     except Exception:
         text = "the database is not reachable"
     else:
         return fhir_response({"status": "ready"}, headers=_NO_STORE)
-    raise HttpProblem(503, "transient", text, headers=_NO_STORE)
+    headers = {**_NO_STORE, "Retry-After": str(retry_after)}
+    raise HttpProblem(503, "transient", text, headers=headers)
