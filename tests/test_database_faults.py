@@ -5,20 +5,24 @@ Retry-After, never a 500, and the server recovers by itself when the fault is go
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
+import string
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import psycopg
 import pytest
 from psycopg import sql
 
+from caretask.http.negotiation import FORM
 from tests.conftest import (
     POSTGRES_URL,
     Server,
@@ -289,3 +293,45 @@ def test_the_wal_is_given_back_to_the_disk_once_writes_pause(
         while wal.stat().st_size > 0 and time.monotonic() < deadline:
             time.sleep(0.2)
     assert wal.stat().st_size == 0
+
+
+# --- readiness while every reader is busy ---------------------------------------------------
+
+
+def _slow_search_form() -> str:
+    """Sixteen ANDed label:contains of 25 two-letter values each: a few tenths of a second
+    over a few thousand tasks, all on one reader thread (or pooled connection)."""
+    pairs = ["".join(p) for p in itertools.product(string.ascii_lowercase, repeat=2)]
+    form = [("label:contains", ",".join(pairs[i * 25 : (i + 1) * 25])) for i in range(16)]
+    return urlencode(form)
+
+
+def test_readiness_answers_within_a_second_while_searches_hold_every_reader(
+    make_server,  # type: ignore[no-untyped-def]
+    fresh_database: str,
+    tmp_path: Path,
+) -> None:
+    demo = tmp_path / "demo.ndjson"
+    demo.write_text(run_cli("demo-data", "3000").stdout)
+    run_cli("import", str(demo), "--database", fresh_database)
+    # two pooled connections on PostgreSQL, four reader threads on SQLite
+    srv: Server = make_server(database=fresh_database, env={"CARETASK_DB_POOL_SIZE": "2"})
+    headers = {"Authorization": f"Bearer {srv.token()}", "Content-Type": FORM}
+    body = _slow_search_form()
+
+    async def scenario() -> tuple[float, int, list[int]]:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=120) as client:
+            searches = [
+                asyncio.create_task(client.post("/Task/_search", content=body, headers=headers))
+                for _ in range(48)
+            ]
+            await asyncio.sleep(0.5)  # every reader busy, the rest queued behind them
+            started = time.monotonic()
+            ready = await client.get("/readyz")
+            took = time.monotonic() - started
+            return took, ready.status_code, [r.status_code for r in await asyncio.gather(*searches)]
+
+    took, status, searched = asyncio.run(scenario())
+    assert status == 200
+    assert took < 1.0, f"/readyz took {took:.2f} s"
+    assert set(searched) == {200}
