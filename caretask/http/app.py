@@ -25,6 +25,7 @@ from caretask.http.auth import ClientRows
 from caretask.http.limits import RequestLimits
 from caretask.http.timeouts import BodyTimeout
 from caretask.storage import open_storage
+from caretask.storage.base import StorageUnavailable
 from caretask.storage.urls import DatabaseURL
 
 access_log = logging.getLogger("caretask.access")
@@ -133,6 +134,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={
             DomainError: errors.domain_error,
             errors.HttpProblem: errors.http_problem,
+            StorageUnavailable: errors.storage_unavailable,
             HTTPException: errors.starlette_http_error,
             Exception: errors.unexpected_error,
         },

@@ -18,6 +18,7 @@ from caretask.domain.errors import (
 )
 from caretask.domain.outcome import operation_outcome, outcome
 from caretask.http.responses import fhir_response
+from caretask.storage.base import StorageUnavailable
 
 log = logging.getLogger("caretask.http")
 
@@ -51,6 +52,13 @@ async def domain_error(request: Request, exc: Exception) -> Response:
 async def http_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HttpProblem)
     return fhir_response(outcome(exc.code, exc.text), exc.status, exc.headers)
+
+
+async def storage_unavailable(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StorageUnavailable)
+    log.warning("database unavailable on %s: %s", request.method, exc.text)
+    headers = {"Retry-After": str(exc.retry_after)}
+    return fhir_response(outcome("transient", exc.text), 503, headers)
 
 
 async def starlette_http_error(request: Request, exc: Exception) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import lru_cache
 
 import orjson
@@ -13,8 +14,11 @@ from caretask.http.errors import HttpProblem
 from caretask.http.openapi import openapi_document
 from caretask.http.responses import fhir_response
 from caretask.http.urls import base_url
+from caretask.storage.base import StorageUnavailable
 
 _NO_STORE = {"Cache-Control": "no-store"}
+# the readiness answer must reach a load balancer within its usual 5 s timeout
+READY_SECONDS = 4.5
 
 
 async def metadata(request: Request) -> Response:
@@ -43,10 +47,17 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready: the database answers and takes writes (storage.ping), within READY_SECONDS."""
+    retry_after = 1
     try:
-        await request.app.state.storage.ping()
+        await asyncio.wait_for(request.app.state.storage.ping(), READY_SECONDS)
+    except StorageUnavailable as error:
+        text, retry_after = error.text, error.retry_after
+    except TimeoutError:
+        text = f"the database did not answer within {READY_SECONDS} s"
     except Exception:
-        raise HttpProblem(
-            503, "transient", "the database is not reachable", headers=_NO_STORE
-        ) from None
-    return fhir_response({"status": "ready"}, headers=_NO_STORE)
+        text = "the database is not reachable"
+    else:
+        return fhir_response({"status": "ready"}, headers=_NO_STORE)
+    headers = {**_NO_STORE, "Retry-After": str(retry_after)}
+    raise HttpProblem(503, "transient", text, headers=headers)

@@ -590,6 +590,7 @@ _ETAG = _header({"type": "string", "pattern": ETAG_PATTERN}, 'the version, W/"<n
 _LAST_MODIFIED = _header({"type": "string"}, "when this version was stored (RFC 7231 date)")
 _LOCATION = _header({"type": "string"}, "the Task's URL (after an update, the version's)")
 _CHALLENGE = _header({"type": "string", "pattern": "^Bearer "}, "the Bearer challenge")
+_RETRY_AFTER = _header({"type": "string", "pattern": "^[0-9]+$"}, "seconds to wait")
 
 
 def _errors(*statuses: int) -> dict[str, Schema]:
@@ -608,15 +609,18 @@ def _errors(*statuses: int) -> dict[str, Schema]:
         414: "the URL is longer than the limit",
         415: "the body's Content-Type is not accepted",
         431: "too many or too large request headers",
+        503: "the database cannot answer now (unreachable, its disk full); see Retry-After",
     }
     out = {}
     for status in statuses:
         headers = {"WWW-Authenticate": _CHALLENGE} if status == 401 else None
+        if status == 503:
+            headers = {"Retry-After": _RETRY_AFTER}
         out[str(status)] = _outcome(texts[status], headers)
     return out
 
 
-_FHIR_ERRORS = (400, 401, 403, 406, 414, 431)
+_FHIR_ERRORS = (400, 401, 403, 406, 414, 431, 503)
 _BODY_ERRORS = (408, 413, 415)
 _BEARER = [{"bearer": []}]
 
@@ -695,7 +699,7 @@ def _paths() -> dict[str, Schema]:
                 )
             },
             "413": _outcome("the form is larger than 64 KiB"),
-            **_errors(414, 431),
+            **_errors(414, 431, 503),
         },
     }
     return {
@@ -753,11 +757,15 @@ def _paths() -> dict[str, Schema]:
         "/readyz": {
             "get": {
                 "operationId": "readyz",
-                "summary": "Readiness: the database answers",
+                "summary": "Readiness: the database answers and takes writes",
                 "security": [],
                 "responses": {
                     "200": _fhir("Health", "ready"),
-                    "503": _outcome("the database is not reachable"),
+                    "503": _outcome(
+                        "the database is unreachable, read-only, its disk full, or slower than "
+                        "the 5 s budget",
+                        {"Retry-After": _RETRY_AFTER},
+                    ),
                     **_errors(414, 431),
                 },
             }

@@ -43,6 +43,15 @@ class TaskNotFound(Exception):
     """The task addressed does not exist."""
 
 
+class StorageUnavailable(Exception):
+    """The database cannot do this now (unreachable, lost mid-write, its disk full): a
+    503 with Retry-After, not a 500. `text` is shown to clients: no SQL, no paths."""
+
+    def __init__(self, text: str, retry_after: int = 1) -> None:
+        super().__init__(text)
+        self.text, self.retry_after = text, retry_after
+
+
 class SchemaTooNew(Exception):
     """The database was migrated by a newer caretask than this one."""
 
@@ -96,6 +105,10 @@ class Storage(Protocol):
         """The token signing key shared by every server on this database (made once)."""
         ...
 
-    async def ping(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise StorageUnavailable unless the database answers and takes writes. Cheap (a
+        load balancer calls it every few seconds): it writes nothing, and it does not wait
+        for the connections or threads that requests use."""
+        ...
 
     async def close(self) -> None: ...

@@ -12,6 +12,10 @@ made only of such writes commits with `synchronous=NORMAL`, without waiting for 
 In WAL mode that commit is still atomic, and the next FULL commit makes it durable too.
 Each commit with an fsync cost the server about 12 ms of CPU on the benchmark machine, so
 the audit trail's two commits a second took 5% of a read-only server's CPU.
+
+A group that fails as a whole (a full disk, an I/O error: SQLite may then have rolled the
+whole transaction back itself) fails each of its writes with that error and is reported
+to `after_failure`; the thread goes on with the next group whatever happened to this one.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -35,9 +40,13 @@ class GroupCommitWriter:
         self,
         connect: Callable[[], sqlite3.Connection],
         after_commit: Callable[[], None] | None = None,
+        after_failure: Callable[[], None] | None = None,
     ) -> None:
         self._connect = connect
         self._after_commit = after_commit
+        self._after_failure = after_failure
+        self.failed_at: float | None = None  # monotonic; the last group that failed, if none
+        # has committed since
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._thread.start()
@@ -51,6 +60,9 @@ class GroupCommitWriter:
     def close(self) -> None:
         self._queue.put(_STOP)
         self._thread.join()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
@@ -72,17 +84,25 @@ class GroupCommitWriter:
             try:
                 if conn is None:  # here, not at start: a failure is the group's, not fatal
                     conn = self._connect()
-            except Exception as error:
-                _fail(group, error)
-            else:
-                if self._commit(conn, group) and self._after_commit:
+                committed = self._commit(conn, group)
+            except Exception as error:  # no connection, or it could not be rolled back
+                _fail(group, error)  # answers only the writes not answered yet
+                committed = False
+            if committed:
+                self.failed_at = None
+                if self._after_commit:
                     self._after_commit()
+            else:
+                self.failed_at = time.monotonic()
+                if self._after_failure:
+                    self._after_failure()
             if stop:
                 return
 
     @staticmethod
     def _commit(conn: sqlite3.Connection, group: list[Any]) -> bool:
-        """Run and commit a group; whether it committed."""
+        """Run and commit a group; whether it committed. Raises (the group unanswered) only
+        if the connection cannot be rolled back or reset."""
         outcomes: list[tuple[bool, Any]] = []
         committed = False
         lazy = not any(durable for _, _, _, durable in group)
@@ -95,6 +115,8 @@ class GroupCommitWriter:
                 try:
                     outcomes.append((True, work(conn)))
                 except BaseException as error:  # this write alone is undone
+                    if not conn.in_transaction:  # SQLite undid the whole group (SQLITE_FULL)
+                        raise
                     conn.execute("ROLLBACK TO write")
                     outcomes.append((False, error))
                 conn.execute("RELEASE write")

@@ -2,20 +2,31 @@
 
 The SQL is the same as SQLite's (shared search builder, `?` rewritten to `%s`); writes
 lock the task row (`FOR UPDATE`) so that servers sharing the database never lose an update.
+
+A pooled connection may have been closed by the database's side while it sat idle (a
+restart, pg_terminate_backend, an idle timeout, a network reset); that shows only when it
+is next used. Every unit of work therefore runs through `_run`: if the connection breaks
+before the work could have committed (a read, or a write whose COMMIT was not yet sent),
+it is discarded and the work runs once more on a new connection; if that fails too, or a
+COMMIT's outcome is unknown, the request gets StorageUnavailable (a 503), never a 500.
+Checking each connection as it leaves the pool would cost a round trip per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import os
 import secrets
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import orjson
+import psycopg
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from caretask.domain.audit import AuditRecord, encode_batch
 from caretask.domain.indexing import TaskIndex
@@ -25,6 +36,7 @@ from caretask.storage.base import (
     ClientRecord,
     SearchResult,
     StaleVersion,
+    StorageUnavailable,
     StoredTask,
     TaskNotFound,
 )
@@ -39,7 +51,22 @@ from caretask.storage.columns import (
 from caretask.storage.search_cache import SearchCache
 from caretask.storage.sql_search import stored_task
 
+T = TypeVar("T")
 _pg = pyformat
+CONNECT_SECONDS = 5  # libpq's connect_timeout for connections made outside the pool
+# seconds the pool keeps retrying a connection it failed to make before it gives up; the
+# next request that finds the pool empty starts again at once (its own backoff grows to
+# minutes, which would delay recovery after an outage that long)
+RECONNECT_SECONDS = 10.0
+_UNREACHABLE = "the database is not reachable; retry later"
+_READY = (
+    "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on', "
+    "(SELECT version_num FROM alembic_version)"
+)
+
+
+class _Broken(Exception):
+    """The connection broke before the work could have committed: safe to run again."""
 
 
 _INSERT_TASK = _pg(insert_task_sql("::jsonb") + " RETURNING pk")
@@ -54,10 +81,22 @@ _INSERT_VERSION = _pg(
 class PostgreSQLStorage:
     def __init__(self, conninfo: str, pool_size: int | None = None) -> None:
         size = pool_size or int(os.environ.get("CARETASK_DB_POOL_SIZE") or 10)
+        self._conninfo = conninfo
         self._pool = AsyncConnectionPool(
-            conninfo, min_size=1, max_size=size, open=False, kwargs={"autocommit": True}
+            conninfo,
+            min_size=1,
+            max_size=size,
+            open=False,
+            kwargs={"autocommit": True},
+            reconnect_timeout=RECONNECT_SECONDS,
         )
         self._opened = False
+        # set when a new connection could not be made, cleared when a pooled one works:
+        # meanwhile a request does not wait for the pool to reconnect (it backs off)
+        self._down = False
+        self._outside = asyncio.Semaphore(size)  # connections made outside the pool at once
+        self._probe: AsyncConnection | None = None  # readiness's own connection
+        self._probe_lock = asyncio.Lock()
         self._cache = SearchCache()
 
     async def _open(self) -> AsyncConnectionPool:
@@ -65,6 +104,60 @@ class PostgreSQLStorage:
             await self._pool.open(wait=True, timeout=30)
             self._opened = True
         return self._pool
+
+    # --- connections -----------------------------------------------------------------------
+
+    async def _run(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], transaction: bool = False
+    ) -> T:
+        """`work` on a pooled connection (in one transaction if `transaction`), run again
+        on a new connection if the pooled one turns out broken before anything committed."""
+        pool = await self._open()
+        if not self._down or pool.get_stats().get("pool_available", 0):
+            try:
+                async with pool.connection() as conn:
+                    result = await _attempt(conn, work, transaction)
+                self._down = False
+                return result
+            except _Broken:
+                pass  # the pool discards it and makes another in the background
+            except PoolTimeout:
+                self._down = True
+                raise StorageUnavailable(_UNREACHABLE) from None
+        async with self._outside:
+            try:
+                conn = await AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=CONNECT_SECONDS
+                )
+            except psycopg.Error:
+                self._down = True
+                raise StorageUnavailable(_UNREACHABLE) from None
+            async with conn:
+                if self._down:  # it is back: let the pool reconnect now, not after its backoff
+                    await pool.check()
+                try:
+                    return await _attempt(conn, work, transaction)
+                except _Broken:
+                    raise StorageUnavailable(_UNREACHABLE) from None
+
+    async def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
+        async def run(conn: AsyncConnection) -> Any:
+            cur = await conn.execute(_pg(sql), params)
+            return await cur.fetchone()
+
+        return await self._run(run)
+
+    async def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
+        """One statement in a transaction of its own (an outcome known even if the
+        connection breaks); the number of rows it changed."""
+
+        async def run(conn: AsyncConnection) -> int:
+            cur = await conn.execute(_pg(sql), params)
+            return cur.rowcount
+
+        return await self._run(run, transaction=True)
+
+    # --- tasks -----------------------------------------------------------------------------
 
     @staticmethod
     async def _insert_side_rows(conn: AsyncConnection, pk: int, index: TaskIndex) -> None:
@@ -76,21 +169,17 @@ class PostgreSQLStorage:
         self, task_id: str, resource: dict[str, Any], index: TaskIndex, last_updated: int
     ) -> StoredTask:
         body = orjson.dumps(resource).decode()
-        pool = await self._open()
-        async with pool.connection() as conn, conn.transaction():
+
+        async def run(conn: AsyncConnection) -> None:
             cur = await conn.execute(
                 _INSERT_TASK, (task_id, 1, last_updated, *index_values(index), body)
             )
             pk = (await cur.fetchone())[0]  # type: ignore[index]
             await conn.execute(_INSERT_VERSION, (pk, 1, last_updated, body))
             await self._insert_side_rows(conn, pk, index)
-        return StoredTask(task_id, 1, resource)
 
-    async def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
-        pool = await self._open()
-        async with pool.connection() as conn:
-            cur = await conn.execute(_pg(sql), params)
-            return await cur.fetchone()
+        await self._run(run, transaction=True)
+        return StoredTask(task_id, 1, resource)
 
     async def read_task(self, task_id: str) -> StoredTask | None:
         row = await self._one(
@@ -116,8 +205,8 @@ class PostgreSQLStorage:
     ) -> StoredTask:
         body = orjson.dumps(resource).decode()
         version = expected_version + 1
-        pool = await self._open()
-        async with pool.connection() as conn, conn.transaction():
+
+        async def run(conn: AsyncConnection) -> None:
             cur = await conn.execute(
                 _pg("SELECT pk, version_id FROM tasks WHERE id = ? FOR UPDATE"), (task_id,)
             )
@@ -134,14 +223,15 @@ class PostgreSQLStorage:
             for sql in _SIDE_DELETES:
                 await conn.execute(sql, (pk,))
             await self._insert_side_rows(conn, pk, index)
+
+        await self._run(run, transaction=True)
         return StoredTask(task_id, version, resource)
 
     async def search(self, query: SearchQuery) -> SearchResult:
-        plan = sql_search.plan_search(
-            query, self._cache, columns="t.id, t.version_id, t.resource::text"
-        )
-        pool = await self._open()
-        async with pool.connection() as conn:
+        async def run(conn: AsyncConnection) -> SearchResult:
+            plan = sql_search.plan_search(
+                query, self._cache, columns="t.id, t.version_id, t.resource::text"
+            )
             try:
                 sql, params = next(plan)
                 while True:
@@ -150,9 +240,10 @@ class PostgreSQLStorage:
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
 
+        return await self._run(run)
+
     async def history(self, task_id: str, count: int, offset: int) -> tuple[int, list[StoredTask]]:
-        pool = await self._open()
-        async with pool.connection() as conn:
+        async def run(conn: AsyncConnection) -> tuple[int, list[StoredTask]]:
             cur = await conn.execute(
                 _pg("SELECT pk, version_id FROM tasks WHERE id = ?"), (task_id,)
             )
@@ -168,12 +259,9 @@ class PostgreSQLStorage:
             )
             return row[1], [stored_task(r) for r in await cur.fetchall()]
 
-    async def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
-        """One autocommitted statement; the number of rows it changed."""
-        pool = await self._open()
-        async with pool.connection() as conn:
-            cur = await conn.execute(_pg(sql), params)
-            return cur.rowcount
+        return await self._run(run)
+
+    # --- clients, keys, audit --------------------------------------------------------------
 
     async def create_client(self, record: ClientRecord) -> None:
         await self._execute(
@@ -206,10 +294,12 @@ class PostgreSQLStorage:
         self, client_id: str | None, since: int | None, after_seq: int, limit: int
     ) -> list[tuple[int, str]]:
         sql, params = audit_sql.select(client_id, since, after_seq, limit, "::text")
-        pool = await self._open()
-        async with pool.connection() as conn:
+
+        async def run(conn: AsyncConnection) -> list[tuple[int, str]]:
             cur = await conn.execute(_pg(sql), params)
             return [(row[0], row[1]) for row in await cur.fetchall()]
+
+        return await self._run(run)
 
     async def signing_key(self) -> bytes:
         fresh = base64.b64encode(secrets.token_bytes(32)).decode()
@@ -222,11 +312,58 @@ class PostgreSQLStorage:
         return base64.b64decode(row[0])
 
     async def ping(self) -> None:
-        # a short wait: a readiness probe must answer before the load balancer gives up
-        pool = await self._open()
-        async with pool.connection(timeout=5) as conn:
-            await conn.execute("SELECT version_num FROM alembic_version")
+        # a connection of its own: the pool's may all be busy with long searches
+        async with self._probe_lock:
+            for _ in range(2):  # once more on a new connection if the kept one broke
+                try:
+                    if self._probe is None or self._probe.closed:
+                        self._probe = await AsyncConnection.connect(
+                            self._conninfo, autocommit=True, connect_timeout=CONNECT_SECONDS
+                        )
+                    cur = await self._probe.execute(_READY)
+                    read_only, _ = await cur.fetchone()  # type: ignore[misc]
+                except psycopg.Error:
+                    await self._drop_probe()
+                    continue
+                except BaseException:  # cancelled (the probe's time ran out): mid-statement
+                    await self._drop_probe()
+                    raise
+                if read_only:
+                    raise StorageUnavailable("the database accepts no writes (read-only)")
+                return
+        raise StorageUnavailable(_UNREACHABLE)
+
+    async def _drop_probe(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            with contextlib.suppress(Exception):
+                await probe.close()
 
     async def close(self) -> None:
+        await self._drop_probe()
         if self._opened:
             await self._pool.close()
+
+
+async def _attempt(
+    conn: AsyncConnection, work: Callable[[AsyncConnection], Awaitable[T]], transaction: bool
+) -> T:
+    """Run `work`; _Broken if the connection broke before a COMMIT was sent, and
+    StorageUnavailable if it broke during one (the write may or may not be stored)."""
+    committing = False
+    try:
+        if not transaction:
+            return await work(conn)
+        async with conn.transaction():
+            result = await work(conn)
+            committing = True
+        return result
+    except psycopg.Error as error:
+        if not conn.broken:
+            raise
+        if committing:
+            raise StorageUnavailable(
+                "the database connection was lost while committing: the write may or may "
+                "not be stored; read it back before repeating it"
+            ) from None
+        raise _Broken from error

@@ -5,12 +5,15 @@ at a time anyway, and the busy timeout queues writers of other processes), which
 the writes that arrive together as one group (storage.group_commit); reads use a small
 pool of threads, each with its own connection, so they never wait on writes.
 `synchronous=FULL`: a commit is on disk before the 2xx leaves, even if the machine dies.
+A full disk, an I/O error, a read-only file or a lock held too long by another process
+is StorageUnavailable (a 503 with Retry-After), and the next write tries again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import secrets
 import sqlite3
 import threading
@@ -29,6 +32,7 @@ from caretask.storage.base import (
     ClientRecord,
     SearchResult,
     StaleVersion,
+    StorageUnavailable,
     StoredTask,
     TaskNotFound,
 )
@@ -51,6 +55,25 @@ T = TypeVar("T")
 _INSERT_TASK = insert_task_sql()
 _CURRENT_INDEX = f"SELECT pk, version_id, {', '.join(INDEX_COLUMNS)} FROM tasks WHERE id = ?"
 _NORM = INDEX_COLUMNS.index("description_norm")
+# the errors that are the database's state, not the request's (primary result codes)
+_UNAVAILABLE = {
+    sqlite3.SQLITE_FULL: ("the database's disk is full; retry later", 10),
+    sqlite3.SQLITE_IOERR: ("the database's disk failed to read or write; retry later", 10),
+    sqlite3.SQLITE_READONLY: ("the database file cannot be written", 10),
+    sqlite3.SQLITE_CANTOPEN: ("the database file cannot be opened", 10),
+    sqlite3.SQLITE_BUSY: ("the database is locked by another process; retry later", 1),
+}
+# below this much free space a write is likely to fail: readiness says not ready
+MIN_FREE_BYTES = 1024 * 1024
+# after a write failed as a whole, readiness says not ready for this long (or until a
+# write commits); then it looks at the disk again, so a server that takes no traffic
+# because it is not ready still becomes ready once the disk has room
+FAILED_WRITE_SECONDS = 5.0
+
+
+def _unavailable(error: sqlite3.Error) -> StorageUnavailable | None:
+    known = _UNAVAILABLE.get(getattr(error, "sqlite_errorcode", 0) & 0xFF)
+    return StorageUnavailable(*known) if known else None
 
 
 class SQLiteStorage:
@@ -64,8 +87,12 @@ class SQLiteStorage:
         # journal mode get "database is locked" at once, without the busy timeout)
         self._connection()
         self._checkpointer = Checkpointer(path, self._connection)
-        self._writer = GroupCommitWriter(self._connection, self._checkpointer.after_commit)
+        self._writer = GroupCommitWriter(
+            self._connection, self._checkpointer.after_commit, self._checkpointer.after_failure
+        )
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
+        # readiness has a thread of its own: long searches may hold every reader
+        self._health = ThreadPoolExecutor(1, thread_name_prefix="sqlite-health")
         self._cache = SearchCache()
 
     # --- plumbing --------------------------------------------------------------------------
@@ -91,14 +118,23 @@ class SQLiteStorage:
         of microseconds, less than handing it to a reader thread and back (two GIL hand-
         offs and a wake-up: 15% of a read's CPU in the profile of issue 5). A WAL reader
         does not wait for writers. Anything that may read many rows goes to _read."""
-        return fn(self._connection())
+        try:
+            return fn(self._connection())
+        except sqlite3.Error as error:
+            raise _unavailable(error) or error from None
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: fn(self._connection()))
+        try:
+            return await loop.run_in_executor(self._readers, lambda: fn(self._connection()))
+        except sqlite3.Error as error:
+            raise _unavailable(error) or error from None
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._writer.submit(fn)
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], durable: bool = True) -> T:
+        try:
+            return await self._writer.submit(fn, durable)
+        except sqlite3.Error as error:
+            raise _unavailable(error) or error from None
 
     # --- tasks -----------------------------------------------------------------------------
 
@@ -260,7 +296,7 @@ class SQLiteStorage:
         batch = encode_batch(records)
         sql = audit_sql.INSERT.format(json_cast="")
         # not worth an fsync of its own: a crash may lose the last batches anyway (http.audit)
-        await self._writer.submit(lambda conn: conn.execute(sql, batch), durable=False)
+        await self._write(lambda conn: conn.execute(sql, batch), durable=False)
 
     async def audit_batches(
         self, client_id: str | None, since: int | None, after_seq: int, limit: int
@@ -283,14 +319,34 @@ class SQLiteStorage:
         return base64.b64decode(await self._write(run))
 
     async def ping(self) -> None:
-        await self._read(
-            lambda conn: conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        )
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._health, self._check_writable)
+
+    def _check_writable(self) -> None:
+        """Without writing: the writer thread runs and its last group did not fail lately,
+        the file and its directory (for the WAL) are writable, the disk has room, and the
+        database answers."""
+        failed_at = self._writer.failed_at
+        if not self._writer.alive() or (
+            failed_at is not None and time.monotonic() - failed_at < FAILED_WRITE_SECONDS
+        ):
+            raise StorageUnavailable("the database's last writes failed", 10)
+        folder = os.path.dirname(os.path.abspath(self._path))
+        if not (os.access(self._path, os.W_OK) and os.access(folder, os.W_OK)):
+            raise StorageUnavailable("the database file cannot be written", 10)
+        disk = os.statvfs(folder)
+        if disk.f_bavail * disk.f_frsize < MIN_FREE_BYTES:
+            raise StorageUnavailable("the database's disk is full", 10)
+        try:
+            self._connection().execute("SELECT version_num FROM alembic_version").fetchone()
+        except sqlite3.Error as error:
+            raise _unavailable(error) or StorageUnavailable("the database cannot be read") from None
 
     async def close(self) -> None:
         self._writer.close()
         self._checkpointer.close()
         self._readers.shutdown(wait=True)
+        self._health.shutdown(wait=False)  # a probe stuck on a sick disk must not hold us
         with self._lock:
             for conn in self._connections:
                 conn.close()
