@@ -43,6 +43,10 @@ class TaskNotFound(Exception):
     """The task addressed does not exist."""
 
 
+class SearchTimedOut(Exception):
+    """A search ran past the engine's search timeout and was stopped."""
+
+
 class SchemaTooNew(Exception):
     """The database was migrated by a newer caretask than this one."""
 

@@ -11,10 +11,12 @@ import os
 import secrets
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
+import psycopg
+from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
 from caretask.domain.audit import AuditRecord, encode_batch
@@ -24,6 +26,7 @@ from caretask.storage import audit_sql, sql_search
 from caretask.storage.base import (
     ClientRecord,
     SearchResult,
+    SearchTimedOut,
     StaleVersion,
     StoredTask,
     TaskNotFound,
@@ -51,9 +54,23 @@ _INSERT_VERSION = _pg(
 )
 
 
+def _search_settings(timeout: float | None) -> str:
+    """A search's transaction and its settings, sent in one round trip (no parameters:
+    the simple protocol takes several statements). JIT compilation of a search's large
+    expressions cannot be interrupted, by a timeout or a cancel, and buys nothing on these
+    short statements; parallel workers would let one search take several cores."""
+    settings = "BEGIN; SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0"
+    if timeout is not None:
+        settings += f"; SET LOCAL statement_timeout = {max(1, round(timeout * 1000))}"
+    return settings
+
+
 class PostgreSQLStorage:
-    def __init__(self, conninfo: str, pool_size: int | None = None) -> None:
+    def __init__(
+        self, conninfo: str, pool_size: int | None = None, search_timeout: float | None = None
+    ) -> None:
         size = pool_size or int(os.environ.get("CARETASK_DB_POOL_SIZE") or 10)
+        self._search_settings = _search_settings(search_timeout)
         self._pool = AsyncConnectionPool(
             conninfo, min_size=1, max_size=size, open=False, kwargs={"autocommit": True}
         )
@@ -142,6 +159,9 @@ class PostgreSQLStorage:
         )
         pool = await self._open()
         async with pool.connection() as conn:
+            # ended by ROLLBACK (it only read); if the task is cancelled (its client left),
+            # psycopg cancels the running statement on the server before this ends
+            await conn.execute(self._search_settings)
             try:
                 sql, params = next(plan)
                 while True:
@@ -149,6 +169,12 @@ class PostgreSQLStorage:
                     sql, params = plan.send(await cur.fetchall())
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+            except errors.QueryCanceled:  # statement_timeout (or an operator's cancel)
+                raise SearchTimedOut from None
+            finally:
+                if not conn.closed:
+                    with suppress(psycopg.OperationalError):  # the pool drops a broken one
+                        await conn.execute("ROLLBACK")
 
     async def history(self, task_id: str, count: int, offset: int) -> tuple[int, list[StoredTask]]:
         pool = await self._open()
