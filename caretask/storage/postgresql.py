@@ -11,11 +11,9 @@ import os
 import secrets
 import time
 from collections.abc import Sequence
-from contextlib import suppress
 from typing import Any
 
 import orjson
-import psycopg
 from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
@@ -54,14 +52,16 @@ _INSERT_VERSION = _pg(
 )
 
 
-def _search_settings(timeout: float | None) -> str:
-    """A search's transaction and its settings, sent in one round trip (no parameters:
-    the simple protocol takes several statements). JIT compilation of a search's large
-    expressions cannot be interrupted, by a timeout or a cancel, and buys nothing on these
-    short statements; parallel workers would let one search take several cores."""
-    settings = "BEGIN; SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0"
-    if timeout is not None:
-        settings += f"; SET LOCAL statement_timeout = {max(1, round(timeout * 1000))}"
+def _session_settings(search_timeout: float | None) -> str:
+    """Set once on each pooled connection: a SET LOCAL in a transaction around each search
+    would cost two more round trips a search. JIT compilation of a search's
+    large expressions cannot be interrupted, by the timeout or a cancel, and buys nothing on
+    these short statements; parallel workers would let one search take several cores. The
+    time limit holds for every statement of the server's connections: only searches come
+    near it."""
+    settings = "SET jit = off; SET max_parallel_workers_per_gather = 0"
+    if search_timeout is not None:
+        settings += f"; SET statement_timeout = {max(1, round(search_timeout * 1000))}"
     return settings
 
 
@@ -70,9 +70,18 @@ class PostgreSQLStorage:
         self, conninfo: str, pool_size: int | None = None, search_timeout: float | None = None
     ) -> None:
         size = pool_size or int(os.environ.get("CARETASK_DB_POOL_SIZE") or 10)
-        self._search_settings = _search_settings(search_timeout)
+        settings = _session_settings(search_timeout)
+
+        async def configure(conn: AsyncConnection) -> None:
+            await conn.execute(settings)  # several statements: no parameters, simple protocol
+
         self._pool = AsyncConnectionPool(
-            conninfo, min_size=1, max_size=size, open=False, kwargs={"autocommit": True}
+            conninfo,
+            min_size=1,
+            max_size=size,
+            open=False,
+            kwargs={"autocommit": True},
+            configure=configure,
         )
         self._opened = False
         self._cache = SearchCache()
@@ -159,9 +168,8 @@ class PostgreSQLStorage:
         )
         pool = await self._open()
         async with pool.connection() as conn:
-            # ended by ROLLBACK (it only read); if the task is cancelled (its client left),
-            # psycopg cancels the running statement on the server before this ends
-            await conn.execute(self._search_settings)
+            # if the task is cancelled (its client left), psycopg cancels the running
+            # statement on the server before the connection goes back to the pool
             try:
                 sql, params = next(plan)
                 while True:
@@ -171,10 +179,6 @@ class PostgreSQLStorage:
                 return done.value  # type: ignore[no-any-return]
             except errors.QueryCanceled:  # statement_timeout (or an operator's cancel)
                 raise SearchTimedOut from None
-            finally:
-                if not conn.closed:
-                    with suppress(psycopg.OperationalError):  # the pool drops a broken one
-                        await conn.execute("ROLLBACK")
 
     async def history(self, task_id: str, count: int, offset: int) -> tuple[int, list[StoredTask]]:
         pool = await self._open()
