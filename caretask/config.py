@@ -40,6 +40,8 @@ class Settings:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keepalive_timeout: int = 5
+    # seconds a search's statements may run before it is stopped with a 503
+    search_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         positive = {
@@ -56,6 +58,7 @@ class Settings:
             "CARETASK_HEADER_TIMEOUT": self.header_timeout,
             "CARETASK_BODY_TIMEOUT": self.body_timeout,
             "CARETASK_KEEPALIVE_TIMEOUT": self.keepalive_timeout,
+            "CARETASK_SEARCH_TIMEOUT": self.search_timeout,
         }
         for name, value in positive.items():
             if not value > 0:
@@ -91,6 +94,7 @@ class Settings:
             header_timeout=env("HEADER_TIMEOUT", 10.0, float),
             body_timeout=env("BODY_TIMEOUT", 30.0, float),
             keepalive_timeout=env("KEEPALIVE_TIMEOUT", 5, int),
+            search_timeout=env("SEARCH_TIMEOUT", 10.0, float),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -110,6 +114,7 @@ class Settings:
             "CARETASK_HEADER_TIMEOUT": str(self.header_timeout),
             "CARETASK_BODY_TIMEOUT": str(self.body_timeout),
             "CARETASK_KEEPALIVE_TIMEOUT": str(self.keepalive_timeout),
+            "CARETASK_SEARCH_TIMEOUT": str(self.search_timeout),
         }
         if self.base_url:
             env["CARETASK_BASE_URL"] = self.base_url

@@ -176,14 +176,26 @@ def test_every_parsed_query_becomes_sql_with_one_bound_value_per_placeholder(
         [("description", "a\x00b")],
         [("label\x00", "x")],
         [("_count", "\u0661\u0660")],  # Arabic-Indic digits: digits to int(), not to FHIR
-        [("label", "x")] * 65,
+        [("label", "x")] * 17,
+        [("label", ",".join(["x"] * 100)), ("description", ",".join(["x"] * 29))],
     ],
-    ids=["nul-in-value", "nul-in-name", "non-ascii-digits", "too-many-conditions"],
+    ids=[
+        "nul-in-value",
+        "nul-in-name",
+        "non-ascii-digits",
+        "too-many-conditions",
+        "too-many-values-in-all",
+    ],
 )
 def test_hostile_query_shapes_are_a_400(pairs: list[tuple[str, str]]) -> None:
     with pytest.raises(InvalidSearch):
         parse(pairs)
 
 
-def test_up_to_64_conditions_are_accepted() -> None:
-    assert len(parse([("label", "x")] * 64).conditions) == 64
+def test_up_to_16_conditions_are_accepted() -> None:
+    assert len(parse([("label", "x")] * 16).conditions) == 16
+
+
+def test_up_to_128_values_in_all_are_accepted() -> None:
+    pairs = [("label", ",".join(["x"] * 100)), ("description", ",".join(["x"] * 28))]
+    assert sum(len(c.values) for c in parse(pairs).conditions) == 128

@@ -91,7 +91,9 @@ def _settle_heap() -> None:
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        storage = open_storage(DatabaseURL.parse(settings.database_url))
+        storage = open_storage(
+            DatabaseURL.parse(settings.database_url), search_timeout=settings.search_timeout
+        )
         app.state.storage = storage
         app.state.signing_key = await storage.signing_key()
         app.state.tokens = VerifiedTokens(app.state.signing_key)

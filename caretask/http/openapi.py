@@ -677,6 +677,10 @@ def _paths() -> dict[str, Schema]:
     search_responses = {
         "200": _fhir("SearchsetBundle", "the matching Tasks, one page"),
         **_errors(*_FHIR_ERRORS),
+        "503": _outcome(
+            "the search ran past the search timeout (CARETASK_SEARCH_TIMEOUT) and was stopped",
+            {"Retry-After": _header({"type": "string", "pattern": "^[0-9]+$"}, "seconds")},
+        ),
     }
     token_operation = {
         "summary": "OAuth 2.0 client credentials (Canvas form)",

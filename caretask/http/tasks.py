@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
+from collections.abc import Awaitable
 from email.utils import formatdate
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from caretask.auth import scopes
 from caretask.domain import audit, bundle, indexing, search_params, task_rules
@@ -19,9 +23,19 @@ from caretask.http.errors import HttpProblem
 from caretask.http.negotiation import FORM, check_accept, media_type, prefer, read_body, read_json
 from caretask.http.responses import empty_response, fhir_response
 from caretask.http.urls import base_url, link_path
-from caretask.storage.base import StaleVersion, Storage, StoredTask, TaskNotFound
+from caretask.storage.base import (
+    SearchTimedOut,
+    StaleVersion,
+    Storage,
+    StoredTask,
+    TaskNotFound,
+)
 
 UPDATE_ATTEMPTS = 20
+# a search still running this long after it started is watched for its client leaving;
+# shorter ones (nearly all) cost a timer instead of a task
+WATCH_AFTER = 0.05
+T = TypeVar("T")
 
 
 def _storage(request: Request) -> Storage:
@@ -208,7 +222,17 @@ async def _search(request: Request, pairs: list[tuple[str, str]]) -> Response:
     request.state.audit_query = audit.redact_pairs(pairs)  # the form's names too
     lenient = prefer(request).get("handling") == "lenient"
     query = search_params.parse(pairs, lenient=lenient)
-    result = await _storage(request).search(query)
+    try:
+        result = await _unless_client_leaves(request, _storage(request).search(query))
+    except SearchTimedOut:
+        seconds = request.app.state.settings.search_timeout
+        raise HttpProblem(
+            503,
+            "timeout",
+            f"the search did not finish within {seconds:g} s (CARETASK_SEARCH_TIMEOUT); "
+            "narrow it, with fewer values or parameters, or retry later",
+            {"Retry-After": str(max(1, math.ceil(seconds)))},
+        ) from None
     base = base_url(request)
     body: dict[str, Any]
     if query.summary_count:
@@ -224,6 +248,42 @@ async def _search(request: Request, pairs: list[tuple[str, str]]) -> Response:
             included=[t.resource for t in result.included],
         )
     return fhir_response(body)
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """`work`, cancelled if the client disconnects while it runs: the engines then stop the
+    statement (SQLite's progress handler, PostgreSQL's cancel), so no database time goes to
+    an answer nobody will read."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    watcher: asyncio.Task[None] | None = None
+
+    def watch() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(_cancel_on_disconnect(request.receive, task))
+
+    timer = loop.call_later(WATCH_AFTER, watch)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if watcher is not None and watcher.done() and not watcher.cancelled():
+            task.uncancel()  # our own cancel, not the server's: answer (to nobody)
+            raise HttpProblem(
+                499, "incomplete", "the client closed the connection during the search"
+            ) from None
+        raise
+    finally:
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
+
+
+async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> None:
+    # the body, if any, has been read: what comes next is the disconnect
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    task.cancel()
 
 
 async def search_get(request: Request) -> Response:

@@ -11,8 +11,9 @@ class SchemaNotCurrent(Exception):
     pass
 
 
-def open_storage(url: DatabaseURL) -> Storage:
-    """An engine for a migrated database (call schema.migrate first)."""
+def open_storage(url: DatabaseURL, search_timeout: float | None = None) -> Storage:
+    """An engine for a migrated database (call schema.migrate first). `search_timeout`:
+    seconds a search may run before it raises base.SearchTimedOut (None: no limit)."""
     revision = current_revision(url)
     if revision != head_revision():
         raise SchemaNotCurrent(
@@ -22,7 +23,7 @@ def open_storage(url: DatabaseURL) -> Storage:
     if url.is_sqlite:
         from caretask.storage.sqlite import SQLiteStorage
 
-        return SQLiteStorage(url.sqlite_path)
+        return SQLiteStorage(url.sqlite_path, search_timeout=search_timeout)
     from caretask.storage.postgresql import PostgreSQLStorage
 
-    return PostgreSQLStorage(url.libpq_url())
+    return PostgreSQLStorage(url.libpq_url(), search_timeout=search_timeout)

@@ -52,6 +52,10 @@ class StorageUnavailable(Exception):
         self.text, self.retry_after = text, retry_after
 
 
+class SearchTimedOut(Exception):
+    """A search ran past the engine's search timeout and was stopped."""
+
+
 class SchemaTooNew(Exception):
     """The database was migrated by a newer caretask than this one."""
 

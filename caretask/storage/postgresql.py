@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import orjson
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from caretask.domain.audit import AuditRecord, encode_batch
@@ -35,6 +35,7 @@ from caretask.storage import audit_sql, sql_search
 from caretask.storage.base import (
     ClientRecord,
     SearchResult,
+    SearchTimedOut,
     StaleVersion,
     StorageUnavailable,
     StoredTask,
@@ -78,10 +79,26 @@ _INSERT_VERSION = _pg(
 )
 
 
+def _session_settings(search_timeout: float | None) -> str:
+    """Set once on each pooled connection: a SET LOCAL in a transaction around each search
+    would cost two more round trips a search. JIT compilation of a search's
+    large expressions cannot be interrupted, by the timeout or a cancel, and buys nothing on
+    these short statements; parallel workers would let one search take several cores. The
+    time limit holds for every statement of the server's connections: only searches come
+    near it."""
+    settings = "SET jit = off; SET max_parallel_workers_per_gather = 0"
+    if search_timeout is not None:
+        settings += f"; SET statement_timeout = {max(1, round(search_timeout * 1000))}"
+    return settings
+
+
 class PostgreSQLStorage:
-    def __init__(self, conninfo: str, pool_size: int | None = None) -> None:
+    def __init__(
+        self, conninfo: str, pool_size: int | None = None, search_timeout: float | None = None
+    ) -> None:
         size = pool_size or int(os.environ.get("CARETASK_DB_POOL_SIZE") or 10)
         self._conninfo = conninfo
+        self._settings = _session_settings(search_timeout)
         self._pool = AsyncConnectionPool(
             conninfo,
             min_size=1,
@@ -89,6 +106,7 @@ class PostgreSQLStorage:
             open=False,
             kwargs={"autocommit": True},
             reconnect_timeout=RECONNECT_SECONDS,
+            configure=self._configure,
         )
         self._opened = False
         # set when a new connection could not be made, cleared when a pooled one works:
@@ -98,6 +116,9 @@ class PostgreSQLStorage:
         self._probe: AsyncConnection | None = None  # readiness's own connection
         self._probe_lock = asyncio.Lock()
         self._cache = SearchCache()
+
+    async def _configure(self, conn: AsyncConnection) -> None:
+        await conn.execute(self._settings)  # several statements: no parameters, simple protocol
 
     async def _open(self) -> AsyncConnectionPool:
         if not self._opened:
@@ -129,6 +150,7 @@ class PostgreSQLStorage:
                 conn = await AsyncConnection.connect(
                     self._conninfo, autocommit=True, connect_timeout=CONNECT_SECONDS
                 )
+                await self._configure(conn)
             except psycopg.Error:
                 self._down = True
                 raise StorageUnavailable(_UNREACHABLE) from None
@@ -232,6 +254,8 @@ class PostgreSQLStorage:
             plan = sql_search.plan_search(
                 query, self._cache, columns="t.id, t.version_id, t.resource::text"
             )
+            # if the task is cancelled (its client left), psycopg cancels the running
+            # statement on the server before the connection goes back to the pool
             try:
                 sql, params = next(plan)
                 while True:
@@ -239,6 +263,8 @@ class PostgreSQLStorage:
                     sql, params = plan.send(await cur.fetchall())
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+            except errors.QueryCanceled:  # statement_timeout (or an operator's cancel)
+                raise SearchTimedOut from None
 
         return await self._run(run)
 
@@ -358,6 +384,10 @@ async def _attempt(
             result = await work(conn)
             committing = True
         return result
+    except errors.QueryCanceled:
+        # the connections' statement_timeout (set for searches, which catch it themselves)
+        # stopped another statement: the database is too busy to answer in time
+        raise StorageUnavailable("the database did not answer in time; retry later") from None
     except psycopg.Error as error:
         if not conn.broken:
             raise

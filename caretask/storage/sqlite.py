@@ -31,6 +31,7 @@ from caretask.storage import audit_sql, sql_search
 from caretask.storage.base import (
     ClientRecord,
     SearchResult,
+    SearchTimedOut,
     StaleVersion,
     StorageUnavailable,
     StoredTask,
@@ -76,9 +77,41 @@ def _unavailable(error: sqlite3.Error) -> StorageUnavailable | None:
     return StorageUnavailable(*known) if known else None
 
 
+# how often, in virtual-machine instructions, a running search asks whether to stop: a
+# fraction of a millisecond apart, and a few calls for a search that takes a millisecond
+_CHECK_EVERY = 20_000
+
+
+class _SearchStop:
+    """A search's progress handler: stops its statement (SQLITE_INTERRUPT) once the deadline
+    has passed or the search was abandoned. Installed only while that search runs on its
+    reader connection, so it can never stop another request's statement."""
+
+    __slots__ = ("abandoned", "deadline", "timed_out", "timeout")
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self.deadline = float("inf")
+        self.abandoned = False
+        self.timed_out = False
+
+    def start(self) -> None:
+        if self.timeout is not None:
+            self.deadline = time.monotonic() + self.timeout
+
+    def __call__(self) -> int:
+        if self.abandoned:
+            return 1
+        if time.monotonic() > self.deadline:
+            self.timed_out = True
+            return 1
+        return 0
+
+
 class SQLiteStorage:
-    def __init__(self, path: str, readers: int = 4) -> None:
+    def __init__(self, path: str, readers: int = 4, search_timeout: float | None = None) -> None:
         self._path = path
+        self._search_timeout = search_timeout
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -226,18 +259,34 @@ class SQLiteStorage:
         return StoredTask(task_id, version, resource)
 
     async def search(self, query: SearchQuery) -> SearchResult:
+        stop = _SearchStop(self._search_timeout)
+
         def run(conn: sqlite3.Connection) -> SearchResult:
             plan = sql_search.plan_search(
                 query, self._cache, columns="t.id, t.version_id, t.resource", fts=True
             )
+            stop.start()  # the time limit counts from here, not from the wait for a reader
+            conn.set_progress_handler(stop, _CHECK_EVERY)
             try:
                 sql, params = next(plan)
                 while True:
                     sql, params = plan.send(conn.execute(sql, params).fetchall())
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+            except sqlite3.OperationalError:
+                if stop.timed_out:
+                    raise SearchTimedOut from None
+                raise
+            finally:
+                conn.set_progress_handler(None, 0)
 
-        return await self._read(run)
+        try:
+            return await self._read(run)
+        except asyncio.CancelledError:
+            # the caller gave up (its client left): a search still waiting for a reader
+            # never starts, a running one is stopped at its next check
+            stop.abandoned = True
+            raise
 
     async def history(self, task_id: str, count: int, offset: int) -> tuple[int, list[StoredTask]]:
         def run(conn: sqlite3.Connection) -> tuple[int, list[StoredTask]]:

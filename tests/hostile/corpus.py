@@ -542,6 +542,33 @@ def methods_and_media() -> Iterator[Entry]:
     )
 
 
+def huge_searches() -> Iterator[Entry]:
+    """Issue 12 item 1: searches past the bounds on values (128 in all, 100 a parameter) and
+    ANDed conditions (16), which ran for minutes unbounded; the form takes what no URL holds."""
+
+    def dates(i: int, n: int) -> str:
+        return ",".join(f"ap20{10 + (i + j) % 15}-0{1 + j % 9}-1{j % 10}" for j in range(n))
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+
+    def pairs(i: int, n: int) -> str:
+        return ",".join(letters[(i + j) % 26] + letters[(7 * j + i) % 26] for j in range(n))
+
+    shapes: dict[str, list[tuple[str, str]]] = {
+        "values-in-all-129": [("_lastUpdated", dates(0, 100)), ("authored-on", dates(1, 29))],
+        "contains-in-all-130": [("label:contains", pairs(i, 65)) for i in range(2)],
+        "conditions-17": [("label:contains", pairs(i, 1)) for i in range(17)],
+        "lastupdated-24x100": [("_lastUpdated", dates(i, 100)) for i in range(24)],
+        "authored-on-64x100": [("authored-on", dates(i, 100)) for i in range(64)],
+        "label-contains-64x100": [("label:contains", pairs(i, 100)) for i in range(64)],
+    }
+    for label, shape in shapes.items():
+        query = "&".join(f"{quote(n, safe=':_')}={quote(v, safe=',')}" for n, v in shape)
+        if len(query) < 7_000:  # within the URL limit: the GET form too
+            yield Entry(f"huge-search/get-{label}", "GET", f"/Task?{query}", 400)
+        yield Entry(f"huge-search/post-{label}", "POST", "/Task/_search", 400, query.encode(), FORM)
+
+
 def build() -> list[Entry]:
     entries = [
         *malformed_json(),
@@ -553,6 +580,7 @@ def build() -> list[Entry]:
         *transport(),
         *auth(),
         *methods_and_media(),
+        *huge_searches(),
     ]
     names = [entry.name for entry in entries]
     assert len(names) == len(set(names)), "corpus entry names must be unique"
