@@ -22,6 +22,7 @@ MAX_COUNT = 100
 MAX_OFFSET = 2**31 - 1
 MAX_VALUES = 100
 MAX_CONDITIONS = 64  # ANDed parameters: each is a term in one SQL statement
+MAX_ELEMENTS = 64  # _elements names: a Task has fewer elements than that
 
 ParamType = Literal["token", "string", "reference", "date"]
 
@@ -105,8 +106,13 @@ RESULT_PARAMETERS = frozenset(
 )
 # the references between Tasks that _include and _revinclude can follow
 INCLUDABLE = frozenset({"part-of", "based-on"})
+# values of _include (or _revinclude), repeats included: each includable once in each
+# spelling (Task:part-of, Task:part-of:Task); a longer list only repeats itself
+MAX_INCLUDE_VALUES = 2 * len(INCLUDABLE)
 MAX_INCLUDED = 1_000
 JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
+# every sortable parameter once in each direction: a longer _sort only repeats itself
+MAX_SORT_KEYS = 2 * sum(1 for p in PARAMETERS.values() if p.sortable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +184,7 @@ class SearchQuery:
 
 
 _COMMA = re.compile(r"(?<!\\),")
+_ELEMENT = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
 
 
 def _split_values(raw: str) -> list[str]:
@@ -301,15 +308,21 @@ def _result_parameter(query: SearchQuery, name: str, raw: str) -> None:
     elif name == "_offset":
         query.offset = parse_int(name, raw, MAX_OFFSET)
     elif name == "_sort":
+        keys = raw.split(",")
+        if len(keys) > MAX_SORT_KEYS:
+            raise _fail(name, f"_sort takes at most {MAX_SORT_KEYS} keys")
         query.sort = []
-        for key in raw.split(","):
+        for key in keys:
             descending = key.startswith("-")
             param = key[1:] if descending else key
             pdef = PARAMETERS.get(param)
             if pdef is None or not pdef.sortable:
                 sortable = ", ".join(p for p, d in PARAMETERS.items() if d.sortable)
                 raise _fail(name, f"_sort: cannot sort by '{param[:40]}'; use {sortable}")
-            query.sort.append((param, descending))
+            # a repeated key (`status,-status`) can order nothing the first one left tied:
+            # the first occurrence, and its direction, wins
+            if all(param != p for p, _ in query.sort):
+                query.sort.append((param, descending))
     elif name == "_total":
         if raw not in ("none", "estimate", "accurate"):
             raise _fail(name, "_total must be none, estimate or accurate")
@@ -319,8 +332,11 @@ def _result_parameter(query: SearchQuery, name: str, raw: str) -> None:
             raise _fail(name, "_summary supports count and false")
         query.summary_count = raw == "count"
     elif name == "_elements":
-        elements = tuple(e.strip() for e in raw.split(",") if e.strip())
-        if not elements or not all(re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,63}", e) for e in elements):
+        names = raw.split(",")
+        if len(names) > MAX_ELEMENTS:
+            raise _fail(name, f"_elements takes at most {MAX_ELEMENTS} element names")
+        elements = tuple(dict.fromkeys(e.strip() for e in names if e.strip()))
+        if not elements or not all(_ELEMENT.fullmatch(e) for e in elements):
             raise _fail(name, "_elements takes a comma-separated list of element names")
         query.elements = elements
     elif name == "_format" and raw not in JSON_FORMATS:
@@ -331,7 +347,11 @@ def _result_parameter(query: SearchQuery, name: str, raw: str) -> None:
 def _include(query: SearchQuery, name: str, raw: str) -> None:
     """`_include=Task:part-of` (optionally `:Task` as the target type); repeatable."""
     targets = query.includes if name == "_include" else query.revincludes
-    for value in _split_values(raw):
+    values = _split_values(raw)
+    earlier = sum(len(_split_values(r)) for n, r in query.applied if n == name)
+    if earlier + len(values) > MAX_INCLUDE_VALUES:
+        raise _fail(name, f"{name} takes at most {MAX_INCLUDE_VALUES} values")
+    for value in values:
         source, _, rest = value.partition(":")
         param, _, target = rest.partition(":")
         if source != "Task" or param not in INCLUDABLE or target not in ("", "Task"):

@@ -1,0 +1,91 @@
+"""Issue 12 items 4, 5, 9 and 16: search values that are odd but reach the engines.
+
+Sort lists and element lists are bounded; string values that fold to nothing are refused;
+a leap second is a moment of its own minute; only ASCII digits are digits; `:exact`
+compares the NFC forms of stored and searched strings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from tests.conftest import create_task, new_patient, seed_task
+
+
+def _ids(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [e["resource"]["id"] for e in response.json().get("entry", [])]
+
+
+def _task(api: httpx.Client, patient: str, **changes: Any) -> str:
+    return create_task(api, seed_task(for_={"reference": f"Patient/{patient}"}, **changes))
+
+
+def _refused(response: httpx.Response, named: str) -> None:
+    """A 400 OperationOutcome whose text names the parameter."""
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/fhir+json; charset=utf-8"
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert named in body["issue"][0]["details"]["text"]
+
+
+# --- item 4: _sort and _elements lists ------------------------------------------------------
+
+
+def test_sort_with_hundreds_of_keys_is_a_400_naming_sort(api: httpx.Client) -> None:
+    keys = ",".join(["authored-on", "-due", "status", "_lastUpdated", "modified"] * 140)
+    _refused(api.get("/Task", params={"_sort": keys}), "_sort")
+
+
+def test_sort_with_thousands_of_keys_in_a_form_is_a_400_naming_sort(api: httpx.Client) -> None:
+    keys = ",".join(["status"] * 2000)
+    _refused(api.post("/Task/_search", data={"_sort": keys}), "_sort")
+
+
+def test_sort_key_repeated_counts_once_and_its_first_direction_wins(api: httpx.Client) -> None:
+    patient = new_patient()
+    early = _task(api, patient, authoredOn="2024-01-01T10:00:00Z")
+    late = _task(api, patient, authoredOn="2024-06-01T10:00:00Z")
+    for keys, order in (
+        ("-authored-on,authored-on", [late, early]),
+        ("authored-on,-authored-on,authored-on", [early, late]),
+        ("status,-authored-on,-status,authored-on", [late, early]),
+    ):
+        response = api.get("/Task", params={"patient": patient, "_sort": keys})
+        assert _ids(response) == order, keys
+
+
+def test_sort_with_every_key_once_in_both_directions_is_allowed(api: httpx.Client) -> None:
+    keys = ["authored-on", "due", "status", "_lastUpdated", "modified"]
+    both = ",".join([*keys, *(f"-{k}" for k in keys)])
+    patient = new_patient()
+    task_id = _task(api, patient)
+    assert _ids(api.get("/Task", params={"patient": patient, "_sort": both})) == [task_id]
+
+
+def test_elements_with_thousands_of_names_is_a_400_naming_elements(api: httpx.Client) -> None:
+    names = ",".join(f"e{i}" for i in range(2000))
+    _refused(api.post("/Task/_search", data={"_elements": names}), "_elements")
+
+
+def test_elements_with_64_names_repeats_included_is_allowed(api: httpx.Client) -> None:
+    patient = new_patient()
+    task_id = _task(api, patient)
+    names = ",".join(["status", "status", *(f"e{i}" for i in range(62))])
+    response = api.post("/Task/_search", data={"patient": patient, "_elements": names})
+    assert _ids(response) == [task_id]
+    assert set(response.json()["entry"][0]["resource"]) == {"resourceType", "id", "meta", "status"}
+    _refused(api.post("/Task/_search", data={"_elements": names + ",e99"}), "_elements")
+
+
+def test_include_with_more_values_than_it_has_spellings_is_a_400(api: httpx.Client) -> None:
+    four = "Task:part-of,Task:part-of:Task,Task:based-on,Task:based-on:Task"
+    for name in ("_include", "_revinclude"):
+        assert api.get("/Task", params={name: four}).status_code == 200
+        _refused(api.get("/Task", params=[(name, four), (name, "Task:part-of")]), name)
+        _refused(api.post("/Task/_search", data={name: ",".join(["Task:part-of"] * 2000)}), name)
