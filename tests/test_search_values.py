@@ -89,3 +89,39 @@ def test_include_with_more_values_than_it_has_spellings_is_a_400(api: httpx.Clie
         assert api.get("/Task", params={name: four}).status_code == 200
         _refused(api.get("/Task", params=[(name, four), (name, "Task:part-of")]), name)
         _refused(api.post("/Task/_search", data={name: ",".join(["Task:part-of"] * 2000)}), name)
+
+
+# --- item 5: values that fold to nothing ------------------------------------------------------
+
+FOLDING = ["description", "label", "code:text", "business-status:text", "performer:text"]
+FOLDING_MODIFIED = [*FOLDING, "description:contains", "label:contains"]
+MARKS_ONLY = {"acute": "\u0301", "virama": "\u094d", "stacked": "\u0301\u0300\u0327"}
+
+
+@pytest.mark.parametrize("param", FOLDING_MODIFIED)
+@pytest.mark.parametrize("value", list(MARKS_ONLY.values()), ids=list(MARKS_ONLY))
+def test_a_value_of_combining_marks_only_is_a_400_naming_the_parameter(
+    api: httpx.Client, param: str, value: str
+) -> None:
+    _refused(api.get(f"/Task?{param}={quote(value)}"), param)
+
+
+@pytest.mark.parametrize("param", ["description", "description:contains", "code:text"])
+def test_one_value_of_combining_marks_in_an_or_list_is_a_400(api: httpx.Client, param: str) -> None:
+    _refused(api.get(f"/Task?{param}=referral,{quote(chr(0x301))}"), param)
+
+
+def test_exact_takes_a_value_of_combining_marks_as_it_is(api: httpx.Client) -> None:
+    """:exact does not fold: a description of one combining mark is stored and found."""
+    patient = new_patient()
+    task_id = _task(api, patient, description="\u0301", input=_label("\u094d"))
+    other = _task(api, patient, description="Call")
+    found = api.get(f"/Task?patient={patient}&description:exact={quote(chr(0x301))}")
+    assert _ids(found) == [task_id]
+    assert _ids(api.get(f"/Task?patient={patient}&label:exact={quote(chr(0x94D))}")) == [task_id]
+    assert _ids(api.get(f"/Task?patient={patient}&description=c")) == [other]
+    assert _ids(api.get(f"/Task?patient={patient}&description:contains=a")) == [other]
+
+
+def _label(text: str) -> list[dict[str, Any]]:
+    return [{"type": {"text": "label"}, "valueString": text}]

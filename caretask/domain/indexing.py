@@ -20,7 +20,7 @@ class TaskIndex:
     status: str
     intent: str
     description: str | None
-    description_norm: str | None
+    description_norm: str | None  # folded (text.normalize); '' for combining marks only
     subject_ref: str | None = None
     subject_id: str | None = None
     owner_ref: str | None = None

@@ -135,7 +135,7 @@ class CodingCondition:
 class StringCondition:
     param: str
     mode: Literal["prefix", "exact", "contains"]
-    values: tuple[str, ...]  # normalised for prefix and contains, as given for exact
+    values: tuple[str, ...]  # folded (text.normalize) for prefix and contains, as given for exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +253,20 @@ def _date_value(name: str, raw: str) -> tuple[str, int, int]:
     return (prefix, bounds[0], bounds[1])
 
 
+def _folded(name: str, values: list[str]) -> tuple[str, ...]:
+    """The case- and accent-folded values. One of combining marks only folds to '', which
+    would match every string as a prefix or :contains (and left no prefix range at all):
+    it is refused, for every parameter and modifier that folds."""
+    folded = tuple(normalize(v) for v in values)
+    if "" in folded:
+        raise _fail(
+            name,
+            f"{name}: a value of combining marks only is empty once accents are ignored;"
+            " use :exact to search for it",
+        )
+    return folded
+
+
 def _condition(name: str, raw: str, lenient: bool) -> Condition | None:
     base, _, modifier = name.partition(":")
     pdef = PARAMETERS.get(base)
@@ -284,7 +298,7 @@ def _condition(name: str, raw: str, lenient: bool) -> Condition | None:
     if any(v == "" for v in values):
         raise _fail(name, f"{name} has an empty value")
     if pdef.type == "token" and modifier == "text":
-        return StringCondition(f"{base}:text", "prefix", tuple(normalize(v) for v in values))
+        return StringCondition(f"{base}:text", "prefix", _folded(name, values))
     if pdef.coded:
         codings = tuple(_coding_value(name, v) for v in values)
         return CodingCondition(base, codings, negate=modifier == "not")
@@ -295,7 +309,7 @@ def _condition(name: str, raw: str, lenient: bool) -> Condition | None:
         if modifier == "exact":
             return StringCondition(base, "exact", tuple(values))
         mode = "contains" if modifier == "contains" else "prefix"
-        return StringCondition(base, mode, tuple(normalize(v) for v in values))
+        return StringCondition(base, mode, _folded(name, values))
     if pdef.type == "reference":
         refs = tuple(_reference_value(pdef, name, v, type_modifier) for v in values)
         return ReferenceCondition(base, refs)
