@@ -221,3 +221,34 @@ def test_a_migration_that_fails_half_way_leaves_the_schema_as_it_was(tmp_path) -
         ).fetchall()
     assert result.returncode != 0
     assert (revision, first) == ("0004", [])
+
+
+def test_migrate_reindexes_the_tasks_that_index_version_3_indexed_differently(
+    make_server,
+    fresh_database: str,  # type: ignore[no-untyped-def]
+) -> None:
+    """Issue 12: index version 4 reads a leap second as the end of its minute."""
+    run_cli("migrate", "--database", fresh_database)
+    first: Server = make_server(database=fresh_database)
+    token = first.token()
+    with first.client(token) as client:
+        leap = client.post("/Task", json={**SEED_CREATE, "authoredOn": "2016-12-31T23:59:60Z"})
+    leap_id = leap.headers["location"].rsplit("/", 1)[1]
+    first.stop()
+    # the row as index version 3 left it: the leap second ran into 2017
+    engine = sa.create_engine(
+        DatabaseURL.parse(fresh_database).sqlalchemy_url(), poolclass=sa.pool.NullPool
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE tasks SET authored_lo = :lo, authored_hi = :hi WHERE id = :id"),
+            {"lo": 1483228799999999, "hi": 1483228800999998, "id": leap_id},
+        )
+        conn.execute(sa.text("UPDATE caretask_meta SET value = '3' WHERE key = 'index_version'"))
+    engine.dispose()
+
+    run_cli("migrate", "--database", fresh_database)
+    srv: Server = make_server(database=fresh_database)
+    with srv.client(token) as client:
+        found = client.get("/Task", params={"_id": leap_id, "authored-on": "2016-12-31"}).json()
+    assert found["total"] == 1

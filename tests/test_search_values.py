@@ -125,3 +125,48 @@ def test_exact_takes_a_value_of_combining_marks_as_it_is(api: httpx.Client) -> N
 
 def _label(text: str) -> list[dict[str, Any]]:
     return [{"type": {"text": "label"}, "valueString": text}]
+
+
+# --- item 9: leap seconds ---------------------------------------------------------------------
+
+LEAP = "2016-12-31T23:59:60Z"
+LEAP_ELEMENTS = {
+    "authored-on": lambda v: {"authoredOn": v},
+    "due": lambda v: {"restriction": {"period": {"end": v}}},
+    "modified": lambda v: {"lastModified": v},
+    "period": lambda v: {"executionPeriod": {"start": v, "end": v}},
+}
+
+
+@pytest.mark.parametrize("param", list(LEAP_ELEMENTS))
+@pytest.mark.parametrize("stored", [LEAP, "2016-12-31T23:59:60.5Z", "2016-12-31T18:59:60-05:00"])
+def test_a_leap_second_is_found_in_its_minute_day_month_and_year(
+    api: httpx.Client, param: str, stored: str
+) -> None:
+    patient = new_patient()
+    task_id = _task(api, patient, **LEAP_ELEMENTS[param](stored))
+
+    def found(value: str) -> list[str]:
+        return _ids(api.get("/Task", params={"patient": patient, param: value}))
+
+    for value in ("2016", "2016-12", "2016-12-31", "2016-12-31T23:59Z", "le2016-12-31", LEAP):
+        assert found(value) == [task_id], value
+    for value in ("2017", "2017-01-01", "ge2017-01-01T00:00:00Z", "2016-12-31T23:58Z"):
+        assert found(value) == [], value
+
+
+def test_a_leap_second_sorts_after_the_rest_of_its_minute(api: httpx.Client) -> None:
+    patient = new_patient()
+    leap = _task(api, patient, authoredOn=LEAP)
+    before = _task(api, patient, authoredOn="2016-12-31T23:59:59.999Z")
+    after = _task(api, patient, authoredOn="2017-01-01T00:00:00Z")
+    response = api.get("/Task", params={"patient": patient, "_sort": "authored-on"})
+    assert _ids(response) == [before, leap, after]
+
+
+def test_a_leap_second_search_value_is_the_end_of_its_minute(api: httpx.Client) -> None:
+    patient = new_patient()
+    inside = _task(api, patient, authoredOn="2016-12-31T23:59:30Z")
+    _task(api, patient, authoredOn="2017-01-01T00:00:00Z")
+    for value in ("le2016-12-31T23:59:60Z", "lt2016-12-31T23:59:60.5Z"):
+        assert _ids(api.get("/Task", params={"patient": patient, "authored-on": value})) == [inside]

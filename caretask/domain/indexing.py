@@ -12,7 +12,9 @@ from caretask.domain.text import normalize
 
 # Bump when extract() changes what it produces: `caretask migrate` then re-indexes every
 # stored task, so searches see old tasks the way they see new ones.
-INDEX_VERSION = 3  # 3: dates with more than 9 fraction digits are indexed
+# 3: dates with more than 9 fraction digits are indexed
+# 4: a leap second is the last microsecond of its minute
+INDEX_VERSION = 4
 
 
 @dataclass(slots=True)
