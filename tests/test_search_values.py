@@ -25,6 +25,10 @@ def _task(api: httpx.Client, patient: str, **changes: Any) -> str:
     return create_task(api, seed_task(for_={"reference": f"Patient/{patient}"}, **changes))
 
 
+def _label(text: str) -> list[dict[str, Any]]:
+    return [{"type": {"text": "label"}, "valueString": text}]
+
+
 def _refused(response: httpx.Response, named: str) -> None:
     """A 400 OperationOutcome whose text names the parameter."""
     assert response.status_code == 400, response.text
@@ -123,10 +127,6 @@ def test_exact_takes_a_value_of_combining_marks_as_it_is(api: httpx.Client) -> N
     assert _ids(api.get(f"/Task?patient={patient}&description:contains=a")) == [other]
 
 
-def _label(text: str) -> list[dict[str, Any]]:
-    return [{"type": {"text": "label"}, "valueString": text}]
-
-
 # --- item 9: leap seconds ---------------------------------------------------------------------
 
 LEAP = "2016-12-31T23:59:60Z"
@@ -170,3 +170,65 @@ def test_a_leap_second_search_value_is_the_end_of_its_minute(api: httpx.Client) 
     _task(api, patient, authoredOn="2017-01-01T00:00:00Z")
     for value in ("le2016-12-31T23:59:60Z", "lt2016-12-31T23:59:60.5Z"):
         assert _ids(api.get("/Task", params={"patient": patient, "authored-on": value})) == [inside]
+
+
+# --- item 16: ASCII digits, and NFC for :exact ------------------------------------------------
+
+ARABIC_2024 = "\u0662\u0660\u0662\u0664"  # ٢٠٢٤
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ARABIC_2024,
+        f"ge{ARABIC_2024}-01",
+        "2024-0\u0661",
+        "2024-01-01T10:00:0\u0660Z",
+        "2024-01-01T10:00:00.\u0665Z",
+        "2024-01-01T10:00:00+0\u0661:00",
+        "\uff12\uff10\uff12\uff14",  # fullwidth
+        "2024-01-01T10:00:00\u00b2Z",
+    ],
+)
+def test_a_date_with_digits_other_than_ascii_is_a_400(api: httpx.Client, value: str) -> None:
+    _refused(api.get("/Task", params={"authored-on": value}), "authored-on")
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0661", "1\u00b2", "\uff11"])
+@pytest.mark.parametrize("param", ["_count", "_offset"])
+def test_paging_with_digits_other_than_ascii_is_a_400(
+    api: httpx.Client, param: str, value: str
+) -> None:
+    _refused(api.get("/Task", params={param: value}), param)
+
+
+@pytest.mark.parametrize("vid", ["\u00b2", "\u0661", "\uff11", "\u00b9"])
+def test_a_version_id_with_digits_other_than_ascii_is_not_found(
+    api: httpx.Client, vid: str
+) -> None:
+    task_id = _task(api, new_patient())
+    response = api.get(f"/Task/{task_id}/_history/{quote(vid)}")
+    assert response.status_code == 404, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+# a header is bytes: ¹ ² ³ arrive as one Latin-1 byte each, other scripts as UTF-8
+IF_MATCH = {
+    "superscript-one": b'W/"\xb9"',
+    "superscript-two-bare": b"\xb2",
+    "superscript-three-quoted": b'"\xb3"',
+    "arabic-indic-one": 'W/"\u0661"'.encode(),
+}
+
+
+@pytest.mark.parametrize("etag", list(IF_MATCH.values()), ids=list(IF_MATCH))
+def test_if_match_with_digits_other_than_ascii_is_a_400(api: httpx.Client, etag: bytes) -> None:
+    task_id = _task(api, new_patient())
+    response = api.put(
+        f"/Task/{task_id}",
+        json=seed_task(id=task_id, status="completed"),
+        headers={"If-Match": etag},
+    )
+    assert response.status_code == 400, response.text
+    assert "If-Match" in response.json()["issue"][0]["details"]["text"]
+    assert api.get(f"/Task/{task_id}").headers["etag"] == 'W/"1"'

@@ -2,7 +2,8 @@
 
 A FHIR date is implicitly a range (`2024-03` is all of March), so both stored values
 and search values become an inclusive [low, high] range; comparisons follow the
-FHIR search rules on ranges. Values without a zone are read as UTC.
+FHIR search rules on ranges. Values without a zone are read as UTC. Digits are ASCII
+only (FHIR's regex is [0-9]; Python's \\d would read '٢٠٢٤' as 2024).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PATTERN = re.compile(
     r"(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
     r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d+))?)?"
-    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?",
+    re.ASCII,
 )
 _LAST_MICRO = timedelta(microseconds=59_999_999)  # from a minute's start to its last microsecond
 
