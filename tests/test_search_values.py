@@ -232,3 +232,26 @@ def test_if_match_with_digits_other_than_ascii_is_a_400(api: httpx.Client, etag:
     assert response.status_code == 400, response.text
     assert "If-Match" in response.json()["issue"][0]["details"]["text"]
     assert api.get(f"/Task/{task_id}").headers["etag"] == 'W/"1"'
+
+
+COMPOSED = "Caf\u00e9 r\u00e9sum\u00e9"  # é as one code point
+DECOMPOSED = "Cafe\u0301 re\u0301sume\u0301"  # e and a combining acute
+
+
+@pytest.mark.parametrize(("stored", "searched"), [(COMPOSED, DECOMPOSED), (DECOMPOSED, COMPOSED)])
+def test_exact_compares_the_nfc_forms(api: httpx.Client, stored: str, searched: str) -> None:
+    patient = new_patient()
+    task_id = _task(api, patient, description=stored, input=_label(stored))
+    for param in ("description:exact", "label:exact"):
+        found = api.get("/Task", params={"patient": patient, param: searched})
+        assert _ids(found) == [task_id], param
+    # the stored body is returned as it was sent
+    assert api.get(f"/Task/{task_id}").json()["description"] == stored
+
+
+def test_exact_still_tells_accents_and_case_apart(api: httpx.Client) -> None:
+    patient = new_patient()
+    _task(api, patient, description=COMPOSED)
+    for searched in ("Cafe resume", "caf\u00e9 r\u00e9sum\u00e9"):
+        found = api.get("/Task", params={"patient": patient, "description:exact": searched})
+        assert _ids(found) == [], searched

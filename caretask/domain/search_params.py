@@ -15,7 +15,7 @@ from caretask.domain.dates import parse_range
 from caretask.domain.errors import InvalidSearch, Issue
 from caretask.domain.references import ID_PATTERN, split_reference
 from caretask.domain.task_rules import TASK_INTENT, TASK_PRIORITY, TASK_STATUS
-from caretask.domain.text import normalize
+from caretask.domain.text import exact, normalize
 
 DEFAULT_COUNT = 10
 MAX_COUNT = 100
@@ -135,7 +135,7 @@ class CodingCondition:
 class StringCondition:
     param: str
     mode: Literal["prefix", "exact", "contains"]
-    values: tuple[str, ...]  # folded (text.normalize) for prefix and contains, as given for exact
+    values: tuple[str, ...]  # folded (text.normalize) for prefix and contains, NFC for exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +307,7 @@ def _condition(name: str, raw: str, lenient: bool) -> Condition | None:
         return TokenCondition(base, codes, negate=modifier == "not")
     if pdef.type == "string":
         if modifier == "exact":
-            return StringCondition(base, "exact", tuple(values))
+            return StringCondition(base, "exact", tuple(exact(v) for v in values))
         mode = "contains" if modifier == "contains" else "prefix"
         return StringCondition(base, mode, _folded(name, values))
     if pdef.type == "reference":

@@ -11,3 +11,10 @@ def normalize(value: str) -> str:
     decomposed = unicodedata.normalize("NFKD", value)
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return stripped.casefold()
+
+
+def exact(value: str) -> str:
+    """The form `:exact` compares, of stored and searched values alike: Unicode NFC. FHIR
+    names no normalization; NFC is the W3C character model's, so that a precomposed 'é'
+    and 'e' plus U+0301 are one string, while case and accents still tell strings apart."""
+    return unicodedata.normalize("NFC", value)
