@@ -24,6 +24,7 @@ NOW = int(time.time() * 1_000_000)
 SECRET = "old-client-secret-from-0001"
 PARENT = "parent-task-0001"
 CHILD = "child-task-0001"
+COMPOSED, DECOMPOSED = "Caf\u00e9 visit", "Cafe\u0301 visit"
 
 
 def _task(task_id: str, version: int, **changes: Any) -> dict[str, Any]:
@@ -221,3 +222,43 @@ def test_a_migration_that_fails_half_way_leaves_the_schema_as_it_was(tmp_path) -
         ).fetchall()
     assert result.returncode != 0
     assert (revision, first) == ("0004", [])
+
+
+def test_migrate_reindexes_the_tasks_that_index_version_3_indexed_differently(
+    make_server,
+    fresh_database: str,  # type: ignore[no-untyped-def]
+) -> None:
+    """Issue 12: index version 4 reads a leap second as the end of its minute, and keeps
+    the NFC form of strings for :exact."""
+    run_cli("migrate", "--database", fresh_database)
+    first: Server = make_server(database=fresh_database)
+    token = first.token()
+    with first.client(token) as client:
+        leap = client.post(
+            "/Task",
+            json={**SEED_CREATE, "authoredOn": "2016-12-31T23:59:60Z", "description": DECOMPOSED},
+        )
+    leap_id = leap.headers["location"].rsplit("/", 1)[1]
+    first.stop()
+    # the row as index version 3 left it: the leap second ran into 2017, the string as sent
+    engine = sa.create_engine(
+        DatabaseURL.parse(fresh_database).sqlalchemy_url(), poolclass=sa.pool.NullPool
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE tasks SET authored_lo = :lo, authored_hi = :hi, description = :d"
+                " WHERE id = :id"
+            ),
+            {"lo": 1483228799999999, "hi": 1483228800999998, "d": DECOMPOSED, "id": leap_id},
+        )
+        conn.execute(sa.text("UPDATE caretask_meta SET value = '3' WHERE key = 'index_version'"))
+    engine.dispose()
+
+    run_cli("migrate", "--database", fresh_database)
+    srv: Server = make_server(database=fresh_database)
+    with srv.client(token) as client:
+        found = client.get("/Task", params={"_id": leap_id, "authored-on": "2016-12-31"}).json()
+        exact = client.get("/Task", params={"_id": leap_id, "description:exact": COMPOSED}).json()
+    assert found["total"] == 1
+    assert exact["total"] == 1

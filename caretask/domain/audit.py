@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from caretask.domain.references import ID_PATTERN
+from caretask.domain.references import ID_PATTERN, version_number
 
 # result parameters whose values are counts, element names or fixed codes, never PHI
 KEPT_VALUES = frozenset(
@@ -89,8 +89,7 @@ def classify(method: str, path: str) -> tuple[str, str | None, int | None]:
     interaction = _INTERACTIONS.get((method, parts), "unknown")
     if task_id is not None and not ID_PATTERN.fullmatch(task_id):
         task_id = None  # not an id: it names nothing, and may be anything an attacker sent
-    version = int(vid) if vid is not None and vid.isdigit() and len(vid) < 10 else None
-    return interaction, task_id, version
+    return interaction, task_id, None if vid is None else version_number(vid)
 
 
 def redact_names(names: list[str]) -> str | None:

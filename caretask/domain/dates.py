@@ -2,7 +2,8 @@
 
 A FHIR date is implicitly a range (`2024-03` is all of March), so both stored values
 and search values become an inclusive [low, high] range; comparisons follow the
-FHIR search rules on ranges. Values without a zone are read as UTC.
+FHIR search rules on ranges. Values without a zone are read as UTC. Digits are ASCII
+only (FHIR's regex is [0-9]; Python's \\d would read '٢٠٢٤' as 2024).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PATTERN = re.compile(
     r"(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
     r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d+))?)?"
-    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?",
+    re.ASCII,
 )
+_LAST_MICRO = timedelta(microseconds=59_999_999)  # from a minute's start to its last microsecond
 
 
 def _micros(dt: datetime) -> int:
@@ -46,8 +49,15 @@ def parse_range(value: str) -> tuple[int, int] | None:
             if hh > 14 or mm > 59:
                 return None
             tz = timezone(timedelta(minutes=sign * (hh * 60 + mm)))
-        if second == 60:  # FHIR allows a leap second; treat it as the last microsecond
-            second, micro = 59, 999_999
+        # FHIR allows second 60 (a leap second). Epoch microseconds, like POSIX time, have
+        # no room for a 61st second, so the whole leap second (any fraction of it) is the
+        # last microsecond of its minute: it stays in its minute, day, month and year, and
+        # sorts after every other instant of that minute. (Read as 59.999999 plus a second,
+        # it ran into the next day, and no search of its own day, month or year found it.)
+        if second == 60:
+            minute_start = datetime(year, month, day, hour, minute, tzinfo=tz)
+            low = _micros(minute_start + _LAST_MICRO)
+            return low, low
         start = datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
     except ValueError:
         return None

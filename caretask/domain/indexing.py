@@ -8,19 +8,21 @@ from typing import Any
 from caretask.domain.dates import parse_range
 from caretask.domain.references import split_reference
 from caretask.domain.task_rules import GROUP_EXTENSION
-from caretask.domain.text import normalize
+from caretask.domain.text import exact, normalize
 
 # Bump when extract() changes what it produces: `caretask migrate` then re-indexes every
 # stored task, so searches see old tasks the way they see new ones.
-INDEX_VERSION = 3  # 3: dates with more than 9 fraction digits are indexed
+# 3: dates with more than 9 fraction digits are indexed
+# 4: a leap second is the last microsecond of its minute; :exact values are NFC
+INDEX_VERSION = 4
 
 
 @dataclass(slots=True)
 class TaskIndex:
     status: str
     intent: str
-    description: str | None
-    description_norm: str | None
+    description: str | None  # NFC (text.exact), for :exact
+    description_norm: str | None  # folded (text.normalize); '' for combining marks only
     subject_ref: str | None = None
     subject_id: str | None = None
     owner_ref: str | None = None
@@ -35,7 +37,7 @@ class TaskIndex:
     modified_hi: int | None = None
     period_lo: int | None = None
     period_hi: int | None = None
-    # multi-valued string parameters as (param, normalised, exact) rows
+    # multi-valued string parameters as (param, folded, NFC) rows
     strings: list[tuple[str, str, str]] = field(default_factory=list)
     # token parameters as (param, system or None, code) rows
     tokens: list[tuple[str, str | None, str]] = field(default_factory=list)
@@ -110,7 +112,7 @@ def extract(task: dict[str, Any]) -> TaskIndex:
     index = TaskIndex(
         status=task["status"],
         intent=task["intent"],
-        description=description,
+        description=exact(description) if description else description,
         description_norm=normalize(description) if description else None,
         owner_ref=_ref(task.get("owner")),
         requester_ref=_ref(task.get("requester")),
@@ -131,7 +133,7 @@ def extract(task: dict[str, Any]) -> TaskIndex:
         index.due_lo, index.due_hi = due
     seen = set()
     for label in labels(task):
-        row = ("label", normalize(label), label)
+        row = ("label", normalize(label), exact(label))
         if row not in seen:
             seen.add(row)
             index.strings.append(row)
@@ -147,7 +149,7 @@ def extract(task: dict[str, Any]) -> TaskIndex:
     index.refs = _refs(task)
     for param, concept in _concepts(task):
         for text in _concept_texts(concept):
-            row = (f"{param}:text", normalize(text), text)
+            row = (f"{param}:text", normalize(text), exact(text))
             if row not in seen:
                 seen.add(row)
                 index.strings.append(row)

@@ -1,10 +1,14 @@
-"""Parsing FHIR literal references (`Type/id`, absolute URLs, `_history` suffixes)."""
+"""Parsing FHIR literal references (`Type/id`, absolute URLs, `_history` suffixes) and
+the version numbers that `_history/<vid>` and ETags carry."""
 
 from __future__ import annotations
 
 import re
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# ASCII digits only: str.isdigit() is true of Arabic-Indic '1' (int() reads it) and of '²' (int()
+# raises), and a version number under 10 digits fits a 32-bit column
+_VERSION = re.compile(r"[0-9]{1,9}")
 _REFERENCE = re.compile(
     r"(?:https?://[^\s/]+(?:/[^\s]*)?/)?"
     r"(?P<type>[A-Z][A-Za-z]{1,63})/(?P<id>[A-Za-z0-9\-.]{1,64})"
@@ -18,3 +22,8 @@ def split_reference(reference: str) -> tuple[str, str] | None:
     if match is None:
         return None
     return match["type"], match["id"]
+
+
+def version_number(text: str) -> int | None:
+    """The version a `_history/<vid>` segment or an ETag's digits name, or None."""
+    return int(text) if _VERSION.fullmatch(text) else None

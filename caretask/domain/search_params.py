@@ -15,7 +15,7 @@ from caretask.domain.dates import parse_range
 from caretask.domain.errors import InvalidSearch, Issue
 from caretask.domain.references import ID_PATTERN, split_reference
 from caretask.domain.task_rules import TASK_INTENT, TASK_PRIORITY, TASK_STATUS
-from caretask.domain.text import normalize
+from caretask.domain.text import exact, normalize
 
 DEFAULT_COUNT = 10
 MAX_COUNT = 100
@@ -27,6 +27,7 @@ MAX_OFFSET = 2**31 - 1
 MAX_VALUES = 100  # comma-separated values of one parameter
 MAX_CONDITIONS = 16  # ANDed parameters
 MAX_TOTAL_VALUES = 128  # values of all the parameters together
+MAX_ELEMENTS = 64  # _elements names: a Task has fewer elements than that
 
 ParamType = Literal["token", "string", "reference", "date"]
 
@@ -110,8 +111,13 @@ RESULT_PARAMETERS = frozenset(
 )
 # the references between Tasks that _include and _revinclude can follow
 INCLUDABLE = frozenset({"part-of", "based-on"})
+# values of _include (or _revinclude), repeats included: each includable once in each
+# spelling (Task:part-of, Task:part-of:Task); a longer list only repeats itself
+MAX_INCLUDE_VALUES = 2 * len(INCLUDABLE)
 MAX_INCLUDED = 1_000
 JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
+# every sortable parameter once in each direction: a longer _sort only repeats itself
+MAX_SORT_KEYS = 2 * sum(1 for p in PARAMETERS.values() if p.sortable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +140,7 @@ class CodingCondition:
 class StringCondition:
     param: str
     mode: Literal["prefix", "exact", "contains"]
-    values: tuple[str, ...]  # normalised for prefix and contains, as given for exact
+    values: tuple[str, ...]  # folded (text.normalize) for prefix and contains, NFC for exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +189,7 @@ class SearchQuery:
 
 
 _COMMA = re.compile(r"(?<!\\),")
+_ELEMENT = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
 
 
 def _split_values(raw: str) -> list[str]:
@@ -251,6 +258,20 @@ def _date_value(name: str, raw: str) -> tuple[str, int, int]:
     return (prefix, bounds[0], bounds[1])
 
 
+def _folded(name: str, values: list[str]) -> tuple[str, ...]:
+    """The case- and accent-folded values. One of combining marks only folds to '', which
+    would match every string as a prefix or :contains (and left no prefix range at all):
+    it is refused, for every parameter and modifier that folds."""
+    folded = tuple(normalize(v) for v in values)
+    if "" in folded:
+        raise _fail(
+            name,
+            f"{name}: a value of combining marks only is empty once accents are ignored;"
+            " use :exact to search for it",
+        )
+    return folded
+
+
 def _condition(name: str, raw: str, lenient: bool) -> Condition | None:
     base, _, modifier = name.partition(":")
     pdef = PARAMETERS.get(base)
@@ -282,7 +303,7 @@ def _condition(name: str, raw: str, lenient: bool) -> Condition | None:
     if any(v == "" for v in values):
         raise _fail(name, f"{name} has an empty value")
     if pdef.type == "token" and modifier == "text":
-        return StringCondition(f"{base}:text", "prefix", tuple(normalize(v) for v in values))
+        return StringCondition(f"{base}:text", "prefix", _folded(name, values))
     if pdef.coded:
         codings = tuple(_coding_value(name, v) for v in values)
         return CodingCondition(base, codings, negate=modifier == "not")
@@ -291,9 +312,9 @@ def _condition(name: str, raw: str, lenient: bool) -> Condition | None:
         return TokenCondition(base, codes, negate=modifier == "not")
     if pdef.type == "string":
         if modifier == "exact":
-            return StringCondition(base, "exact", tuple(values))
+            return StringCondition(base, "exact", tuple(exact(v) for v in values))
         mode = "contains" if modifier == "contains" else "prefix"
-        return StringCondition(base, mode, tuple(normalize(v) for v in values))
+        return StringCondition(base, mode, _folded(name, values))
     if pdef.type == "reference":
         refs = tuple(_reference_value(pdef, name, v, type_modifier) for v in values)
         return ReferenceCondition(base, refs)
@@ -306,15 +327,21 @@ def _result_parameter(query: SearchQuery, name: str, raw: str) -> None:
     elif name == "_offset":
         query.offset = parse_int(name, raw, MAX_OFFSET)
     elif name == "_sort":
+        keys = raw.split(",")
+        if len(keys) > MAX_SORT_KEYS:
+            raise _fail(name, f"_sort takes at most {MAX_SORT_KEYS} keys")
         query.sort = []
-        for key in raw.split(","):
+        for key in keys:
             descending = key.startswith("-")
             param = key[1:] if descending else key
             pdef = PARAMETERS.get(param)
             if pdef is None or not pdef.sortable:
                 sortable = ", ".join(p for p, d in PARAMETERS.items() if d.sortable)
                 raise _fail(name, f"_sort: cannot sort by '{param[:40]}'; use {sortable}")
-            query.sort.append((param, descending))
+            # a repeated key (`status,-status`) can order nothing the first one left tied:
+            # the first occurrence, and its direction, wins
+            if all(param != p for p, _ in query.sort):
+                query.sort.append((param, descending))
     elif name == "_total":
         if raw not in ("none", "estimate", "accurate"):
             raise _fail(name, "_total must be none, estimate or accurate")
@@ -324,8 +351,11 @@ def _result_parameter(query: SearchQuery, name: str, raw: str) -> None:
             raise _fail(name, "_summary supports count and false")
         query.summary_count = raw == "count"
     elif name == "_elements":
-        elements = tuple(e.strip() for e in raw.split(",") if e.strip())
-        if not elements or not all(re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,63}", e) for e in elements):
+        names = raw.split(",")
+        if len(names) > MAX_ELEMENTS:
+            raise _fail(name, f"_elements takes at most {MAX_ELEMENTS} element names")
+        elements = tuple(dict.fromkeys(e.strip() for e in names if e.strip()))
+        if not elements or not all(_ELEMENT.fullmatch(e) for e in elements):
             raise _fail(name, "_elements takes a comma-separated list of element names")
         query.elements = elements
     elif name == "_format" and raw not in JSON_FORMATS:
@@ -336,7 +366,11 @@ def _result_parameter(query: SearchQuery, name: str, raw: str) -> None:
 def _include(query: SearchQuery, name: str, raw: str) -> None:
     """`_include=Task:part-of` (optionally `:Task` as the target type); repeatable."""
     targets = query.includes if name == "_include" else query.revincludes
-    for value in _split_values(raw):
+    values = _split_values(raw)
+    earlier = sum(len(_split_values(r)) for n, r in query.applied if n == name)
+    if earlier + len(values) > MAX_INCLUDE_VALUES:
+        raise _fail(name, f"{name} takes at most {MAX_INCLUDE_VALUES} values")
+    for value in values:
         source, _, rest = value.partition(":")
         param, _, target = rest.partition(":")
         if source != "Task" or param not in INCLUDABLE or target not in ("", "Task"):

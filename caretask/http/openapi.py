@@ -16,7 +16,10 @@ from caretask import __version__
 from caretask.domain.search_params import (
     DATE_PREFIXES,
     INCLUDABLE,
+    MAX_ELEMENTS,
+    MAX_INCLUDE_VALUES,
     MAX_OFFSET,
+    MAX_SORT_KEYS,
     PARAMETERS,
     ParamDef,
 )
@@ -487,9 +490,10 @@ def _other_schemas() -> dict[str, Schema]:
 # --- search parameters ---------------------------------------------------------------------
 
 
-def _values(one: str) -> str:
-    """A comma-separated list (OR) of values of the form `one`."""
-    return f"^{one}(,{one})*$"
+def _values(one: str, most: int | None = None) -> str:
+    """A comma-separated list (OR) of values of the form `one`, at most `most` of them."""
+    repeat = "*" if most is None else f"{{0,{most - 1}}}"
+    return f"^{one}(,{one}){repeat}$"
 
 
 def _search_value_pattern(pdef: ParamDef) -> str:
@@ -528,6 +532,7 @@ def _search_properties() -> dict[str, Schema]:
     out["status:not"] = {"type": "string", "pattern": _search_value_pattern(PARAMETERS["status"])}
     sortable = "|".join(p for p, d in PARAMETERS.items() if d.sortable)
     includes = "|".join(sorted(INCLUDABLE))
+    include = _values(f"Task:({includes})(:Task)?", MAX_INCLUDE_VALUES)
     out.update(
         {
             "_count": {
@@ -537,15 +542,15 @@ def _search_properties() -> dict[str, Schema]:
                 "description": "page size: default 10, larger than 100 is clamped to 100",
             },
             "_offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
-            "_sort": {"type": "string", "pattern": _values(f"-?({sortable})")},
+            "_sort": {"type": "string", "pattern": _values(f"-?({sortable})", MAX_SORT_KEYS)},
             "_total": {"type": "string", "enum": ["none", "estimate", "accurate"]},
             "_summary": {"type": "string", "enum": ["count", "false"]},
             "_elements": {
                 "type": "string",
-                "pattern": _values("[A-Za-z][A-Za-z0-9]{0,63}"),
+                "pattern": _values("[A-Za-z][A-Za-z0-9]{0,63}", MAX_ELEMENTS),
             },
-            "_include": {"type": "string", "pattern": _values(f"Task:({includes})(:Task)?")},
-            "_revinclude": {"type": "string", "pattern": _values(f"Task:({includes})(:Task)?")},
+            "_include": {"type": "string", "pattern": include},
+            "_revinclude": {"type": "string", "pattern": include},
             "_format": {"type": "string", "enum": ["json", "application/json", FHIR_JSON]},
         }
     )

@@ -17,7 +17,7 @@ from caretask.auth import scopes
 from caretask.domain import audit, bundle, indexing, search_params, task_rules
 from caretask.domain.dates import now_instant, parse_range
 from caretask.domain.errors import InvalidRequest, InvalidSearch, Issue, NotFound, VersionConflict
-from caretask.domain.references import ID_PATTERN
+from caretask.domain.references import ID_PATTERN, version_number
 from caretask.http.auth import authorize
 from caretask.http.errors import HttpProblem
 from caretask.http.negotiation import FORM, check_accept, media_type, prefer, read_body, read_json
@@ -58,10 +58,10 @@ def _parse_etag(value: str, header: str) -> int:
     text = value.strip()
     if text.startswith("W/"):
         text = text[2:]
-    text = text.strip('"')
-    if not text.isdigit() or len(text) > 9:
+    version = version_number(text.strip('"'))
+    if version is None:
         raise InvalidRequest.single("invalid", f'{header} must look like W/"<version>"')
-    return int(text)
+    return version
 
 
 def _task_id(request: Request) -> str:
@@ -114,11 +114,11 @@ async def read(request: Request) -> Response:
 async def vread(request: Request) -> Response:
     await authorize(request, scopes.READ)
     check_accept(request)
-    raw_version = request.path_params["vid"]
+    version = version_number(request.path_params["vid"])
     task_id = _task_id(request)
     task = None
-    if raw_version.isdigit() and len(raw_version) < 10:
-        task = await _storage(request).read_version(task_id, int(raw_version))
+    if version is not None:
+        task = await _storage(request).read_version(task_id, version)
     if task is None:
         raise NotFound.single("not-found", "no such version of this Task")
     return fhir_response(

@@ -569,6 +569,93 @@ def huge_searches() -> Iterator[Entry]:
         yield Entry(f"huge-search/post-{label}", "POST", "/Task/_search", 400, query.encode(), FORM)
 
 
+# --- 6. odd search values: long result lists, values that fold to nothing, digits that are
+# not ASCII, leap seconds (issue 12 items 4, 5, 9, 16) -----------------------------------------
+
+MARKS_ONLY: Final = {"acute": "\u0301", "virama": "\u094d", "stacked": "\u0301\u0300\u0327"}
+FOLDING_PARAMS: Final = [
+    "description",
+    "description:contains",
+    "label",
+    "label:contains",
+    "code:text",
+    "business-status:text",
+    "performer:text",
+]
+NOT_ASCII_DIGITS: Final = {
+    "arabic-indic": "\u0661",
+    "fullwidth": "\uff11",
+    "superscript": "\u00b2",
+    "devanagari": "\u0967",
+}
+
+
+def odd_search_values() -> Iterator[Entry]:
+    sortable = ["authored-on", "_lastUpdated", "modified", "due", "status"]
+    thousands = "_sort=" + ",".join((sortable * 400)[:2000])
+    yield Entry("odd/sort-2000-keys-form", "POST", "/Task/_search", 400, thousands.encode(), FORM)
+    yield Entry("odd/sort-11-keys", "GET", "/Task?_sort=" + ",".join(["status"] * 11), 400)
+    both = ",".join([*sortable, *(f"-{k}" for k in sortable)])
+    yield Entry("odd/sort-10-keys", "GET", f"/Task?_sort={both}&{NOBODY}", 200, empty_bundle=True)
+    yield Entry("odd/sort-key-and-its-reverse", "GET", "/Task?_sort=status,-status", 200)
+    names = ",".join(f"e{i}" for i in range(2000)).encode()
+    yield Entry(
+        "odd/elements-2000-names-form", "POST", "/Task/_search", 400, b"_elements=" + names, FORM
+    )
+    yield Entry("odd/elements-65-names", "GET", "/Task?_elements=" + ",".join(["id"] * 65), 400)
+    many = ",".join(["Task:part-of"] * 2000).encode()
+    for name in ("_include", "_revinclude"):
+        yield Entry(
+            f"odd/{name}-2000-values-form",
+            "POST",
+            "/Task/_search",
+            400,
+            name.encode() + b"=" + many,
+            FORM,
+        )
+        repeated = "&".join([f"{name}=Task:part-of"] * 5)
+        yield Entry(f"odd/{name}-repeated-5-times", "GET", f"/Task?{repeated}", 400)
+    for label, marks in MARKS_ONLY.items():
+        for param in FOLDING_PARAMS:
+            yield Entry(f"odd/{param}-{label}-only", "GET", _query(param, marks), 400)
+            yield Entry(
+                f"odd/{param}-{label}-in-an-or-list", "GET", _query(param, f"call,{marks}"), 400
+            )
+        # :exact does not fold: the marks are a value like any other
+        for param in ("description:exact", "label:exact"):
+            path = f"{_query(param, marks)}&{NOBODY}"
+            yield Entry(f"odd/{param}-{label}-only", "GET", path, 200, empty_bundle=True)
+    for label, digit in NOT_ASCII_DIGITS.items():
+        for param in DATE_PARAMS:
+            yield Entry(f"odd/{param}-{label}-year", "GET", _query(param, digit * 4), 400)
+            yield Entry(
+                f"odd/{param}-{label}-second",
+                "GET",
+                _query(param, f"ge2024-01-01T10:00:0{digit}Z"),
+                400,
+            )
+        for param in ("_count", "_offset"):
+            yield Entry(f"odd/{param}-{label}", "GET", _query(param, digit), 400)
+            yield Entry(
+                f"odd/{param}-{label}-history",
+                "GET",
+                f"/Task/{UNKNOWN_ID}/_history?{param}={quote(digit)}",
+                400,
+            )
+        yield Entry(f"odd/vid-{label}", "GET", f"/Task/{UNKNOWN_ID}/_history/{quote(digit)}", 404)
+        # a header is sent as UTF-8 here: the digit arrives as two or three Latin-1 characters
+        put = {**JSON, "If-Match": f'W/"{digit}"'}
+        yield Entry(f"odd/if-match-{label}", "PUT", f"/Task/{UNKNOWN_ID}", 400, SEED_BYTES, put)
+    for param in DATE_PARAMS:
+        for label, value in {
+            "leap-second": "2016-12-31T23:59:60Z",
+            "leap-second-fraction": "le2016-12-31T23:59:60.999Z",
+            "leap-second-offset": "2016-12-31T18:59:60-05:00",
+        }.items():
+            path = f"{_query(param, value)}&{NOBODY}"
+            yield Entry(f"odd/{param}-{label}", "GET", path, 200, empty_bundle=True)
+
+
 def build() -> list[Entry]:
     entries = [
         *malformed_json(),
@@ -581,6 +668,7 @@ def build() -> list[Entry]:
         *auth(),
         *methods_and_media(),
         *huge_searches(),
+        *odd_search_values(),
     ]
     names = [entry.name for entry in entries]
     assert len(names) == len(set(names)), "corpus entry names must be unique"
