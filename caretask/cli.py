@@ -145,9 +145,9 @@ def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
         proxy_headers=False,
         timeout_graceful_shutdown=30,
         h11_max_incomplete_event_size=64 * 1024,
-        # httptools with header timeouts (caretask.http.timeouts); a string, so that
-        # worker processes import it
-        http="caretask.http.timeouts:HeaderTimeoutProtocol",
+        # httptools with header timeouts and head limits (caretask.http.timeouts); a
+        # string, so that worker processes import it
+        http="caretask.http.timeouts:EdgeProtocol",
         timeout_keep_alive=settings.keepalive_timeout,
     )
     return 0
