@@ -6,14 +6,17 @@ import gc
 import logging
 import re
 import time
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from caretask.auth.throttle import FailureThrottle
 from caretask.auth.tokens import VerifiedTokens
@@ -24,10 +27,12 @@ from caretask.http.audit import AuditTrail, AuditWriter
 from caretask.http.auth import ClientRows
 from caretask.http.limits import RequestLimits
 from caretask.http.timeouts import BodyTimeout
+from caretask.http.urls import AllowedHosts
 from caretask.storage import open_storage
 from caretask.storage.urls import DatabaseURL
 
 access_log = logging.getLogger("caretask.access")
+log = logging.getLogger("caretask.http")
 
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._\-]{1,64}")
@@ -75,6 +80,55 @@ class AccessLog:
                     status,
                     (time.perf_counter() - started) * 1000,
                 )
+
+
+class ResponseCutShort(Exception):
+    """Raised in place of an error that came after the response had started: uvicorn then
+    closes the connection (the only honest end of a half-sent response) and logs this,
+    not the original, whose message may carry PHI."""
+
+
+def _origin(exc: BaseException) -> str:
+    """Where an exception was raised: the innermost frames' files, lines and functions
+    (its message is left out: it may quote a value)."""
+    frames = traceback.extract_tb(exc.__traceback__)[-4:]
+    return " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
+
+
+class UnexpectedErrors:
+    """An exception nothing else handled becomes a 500 OperationOutcome on a connection
+    that stays open. Starlette's ServerErrorMiddleware sends its 500 and re-raises, and
+    uvicorn then closed the connection, resetting every request pipelined behind it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = True  # the first message is always the response's start
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except ClientDisconnect:
+            return  # nobody to answer
+        except Exception as exc:
+            log.error(
+                "unhandled %s on %s %s at %s",
+                type(exc).__name__,
+                scope["method"],
+                loggable_path(scope["path"]),
+                _origin(exc),
+            )
+            if started:
+                raise ResponseCutShort from None
+            await errors.internal_error()(scope, receive, send)
 
 
 def _settle_heap() -> None:
@@ -134,7 +188,6 @@ def create_app(settings: Settings) -> Starlette:
             DomainError: errors.domain_error,
             errors.HttpProblem: errors.http_problem,
             HTTPException: errors.starlette_http_error,
-            Exception: errors.unexpected_error,
         },
     )
     app.state.settings = settings
@@ -146,8 +199,12 @@ def create_app(settings: Settings) -> Starlette:
         max_headers=settings.max_headers,
         max_url_bytes=settings.max_url_bytes,
     )
+    hosts = settings.accepted_hosts()
+    if hosts is not None:
+        app.add_middleware(AllowedHosts, hosts=hosts)
     app.add_middleware(AuditTrail)  # outside the limits: refused requests are recorded too
     app.add_middleware(AccessLog)
+    app.add_middleware(UnexpectedErrors)  # outermost: the layers above are covered too
     return app
 
 

@@ -2,8 +2,10 @@
 
 uvicorn's httptools parser takes headers of any size and number, so an oversized request
 reached the app (and its memory) unchecked. Past the limits the answer is a FHIR
-OperationOutcome: 431 for headers, 414 for the URL. Body size is limited where bodies are
-read (negotiation.read_body), JSON depth where they are parsed (task_rules).
+OperationOutcome: 431 for headers, 414 for the URL (a head that grows past them before it
+is complete is refused the same way by the HTTP protocol, http.timeouts). Body size is
+limited where bodies are read (negotiation.read_body), JSON depth where they are parsed
+(task_rules).
 """
 
 from __future__ import annotations
@@ -12,6 +14,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from caretask.domain.outcome import outcome
 from caretask.http.responses import fhir_response
+
+
+def url_too_long(limit: int) -> tuple[int, str]:
+    return 414, f"the URL exceeds {limit} bytes"
+
+
+def headers_too_large(limit: int) -> tuple[int, str]:
+    return 431, f"the request headers exceed {limit} bytes"
 
 
 class RequestLimits:
@@ -38,8 +48,8 @@ class RequestLimits:
             return 431, f"at most {self.max_headers} request headers are accepted"
         size = sum(len(name) + len(value) + 4 for name, value in headers)
         if size > self.max_header_bytes:
-            return 431, f"the request headers exceed {self.max_header_bytes} bytes"
+            return headers_too_large(self.max_header_bytes)
         url = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
         if url > self.max_url_bytes:
-            return 414, f"the URL exceeds {self.max_url_bytes} bytes"
+            return url_too_long(self.max_url_bytes)
         return None

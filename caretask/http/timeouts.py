@@ -30,8 +30,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from http import HTTPStatus
 from asyncio import TimerHandle
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -40,7 +40,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from caretask.config import Settings
 from caretask.domain.outcome import outcome
-from caretask.http.responses import FHIR_JSON, fhir_response
+from caretask.http.limits import headers_too_large, url_too_long
+from caretask.http.responses import EVERY_RESPONSE, FHIR_JSON, fhir_response
 
 log = logging.getLogger("caretask.http")
 # the base class, called directly on the per-request path: cheaper than super()
@@ -55,14 +56,17 @@ def _settings() -> Settings:
 
 
 @functools.cache
-def _refusal(status: int, code: str, text: str) -> bytes:
+def _refusal(status: int, text: str, code: str) -> bytes:
     """A complete response that ends the connection, written by the protocol itself."""
     body = orjson.dumps(outcome(code, text))
+    every = "".join(f"{name}: {value}\r\n" for name, value in EVERY_RESPONSE).encode()
     return (
         b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())
         + b"content-type: "
         + FHIR_JSON.encode()
-        + b"\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        + b"\r\ncontent-length: %d\r\nconnection: close\r\n" % len(body)
+        + every
+        + b"\r\n"
         + body
     )
 
@@ -127,23 +131,37 @@ class EdgeProtocol(HttpToolsProtocol):
             if self._header_timer is None and self._idle():
                 self._arm(self._headers_due - self.loop.time())
 
+    def _url_too_long(self) -> bool:
+        return len(self.url) > self.max_url_bytes + 1  # the limit does not count the '?'
+
     def _check_head(self) -> None:
-        url = len(self.url)
-        if url > self.max_url_bytes + 1:  # the limit does not count the '?'
-            self._refuse(414, "too-long", f"the URL exceeds {self.max_url_bytes} bytes")
-        elif self._head_bytes - url > self.max_header_bytes + _REQUEST_LINE:
-            text = f"the request headers exceed {self.max_header_bytes} bytes"
-            self._refuse(431, "too-long", text)
+        if self._url_too_long():
+            self._refuse(*url_too_long(self.max_url_bytes), "too-long")
+        elif self._head_bytes - len(self.url) > self.max_header_bytes + _REQUEST_LINE:
+            self._refuse(*headers_too_large(self.max_header_bytes), "too-long")
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to input its parser refuses (msg is its text/plain message)."""
-        self._refuse(400, "structure", "the request is not valid HTTP/1.1")
+        if self.scope is not None and self._url_too_long():
+            # httptools cannot parse a URL over 64 KiB: too long before it is invalid
+            self._refuse(*url_too_long(self.max_url_bytes), "too-long")
+        else:
+            self._refuse(400, "the request is not valid HTTP/1.1", "structure")
 
-    def _refuse(self, status: int, code: str, text: str) -> None:
-        """Stop reading requests and answer once the responses in progress are sent."""
+    def _refuse(self, status: int, text: str, code: str) -> None:
+        """Stop reading requests, and answer once the responses before are sent."""
         log.info("request refused by the HTTP protocol: %d", status)
         self._refused = True
-        self._refusal = _refusal(status, code, text)
+        self._refusal = _refusal(status, text, code)
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not cycle.response_started:
+            # the latest request's body will never arrive: the refusal is its answer
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if not (self.pipeline and self.pipeline[0][0] is cycle):
+                self._send_refusal()  # it was being answered: nothing is before it
+                return
+            self.pipeline.popleft()  # queued: answered after the responses before it
         if self._idle() and not self.pipeline:
             self._send_refusal()
 
@@ -208,7 +226,7 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._in_headers():
             log.debug("request headers incomplete after %gs: 408", self.header_timeout)
             text = f"the request headers did not arrive within {self.header_timeout:g} s"
-            self.transport.write(_refusal(408, "timeout", text))
+            self.transport.write(_refusal(408, text, "timeout"))
         self.transport.close()
 
 
