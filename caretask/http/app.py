@@ -46,42 +46,6 @@ def loggable_path(path: str) -> str:
     return "/".join(s if not s or _SEGMENT.fullmatch(s) else "*" for s in segments)[:200]
 
 
-class AccessLog:
-    """One line per request: method, path, status, time. Query values are never logged
-    (they carry patient ids and other PHI), only the parameter names."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: dict) -> None:  # type: ignore[type-arg]
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            if access_log.isEnabledFor(logging.INFO):
-                query = scope.get("query_string", b"").decode("latin-1")
-                names = sorted({p.split("=", 1)[0] for p in query.split("&") if p})
-                access_log.info(
-                    "%s %s%s %d %.1fms",
-                    scope["method"],
-                    loggable_path(scope["path"]),
-                    f" params={','.join(names)[:200]}" if names else "",
-                    status,
-                    (time.perf_counter() - started) * 1000,
-                )
-
-
 class ResponseCutShort(Exception):
     """Raised in place of an error that came after the response had started: uvicorn then
     closes the connection (the only honest end of a half-sent response) and logs this,
@@ -95,10 +59,13 @@ def _origin(exc: BaseException) -> str:
     return " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
 
 
-class UnexpectedErrors:
-    """An exception nothing else handled becomes a 500 OperationOutcome on a connection
-    that stays open. Starlette's ServerErrorMiddleware sends its 500 and re-raises, and
-    uvicorn then closed the connection, resetting every request pipelined behind it."""
+class AccessLog:
+    """The outermost layer. One line per request: method, path, status, time; query
+    values are never logged (they carry patient ids and other PHI), only the parameter
+    names. And the last resort for an exception nothing handled: a 500 OperationOutcome
+    on a connection that stays open (Starlette's ServerErrorMiddleware sends its 500 and
+    re-raises, and uvicorn then closed the connection, resetting every request pipelined
+    behind it). One layer for both: each layer costs every request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -107,17 +74,19 @@ class UnexpectedErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        started = time.perf_counter()
+        status = 0  # no response started yet
 
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = True  # the first message is always the response's start
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
             await send(message)
 
         try:
-            await self.app(scope, receive, tracked_send)
+            await self.app(scope, receive, send_status)
         except ClientDisconnect:
-            return  # nobody to answer
+            pass  # nobody to answer
         except Exception as exc:
             log.error(
                 "unhandled %s on %s %s at %s",
@@ -126,9 +95,22 @@ class UnexpectedErrors:
                 loggable_path(scope["path"]),
                 _origin(exc),
             )
-            if started:
+            if status:
                 raise ResponseCutShort from None
+            status = 500
             await errors.internal_error()(scope, receive, send)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                query = scope.get("query_string", b"").decode("latin-1")
+                names = sorted({p.split("=", 1)[0] for p in query.split("&") if p})
+                access_log.info(
+                    "%s %s%s %d %.1fms",
+                    scope["method"],
+                    loggable_path(scope["path"]),
+                    f" params={','.join(names)[:200]}" if names else "",
+                    status or 500,
+                    (time.perf_counter() - started) * 1000,
+                )
 
 
 def _settle_heap() -> None:
@@ -198,13 +180,10 @@ def create_app(settings: Settings) -> Starlette:
         max_header_bytes=settings.max_header_bytes,
         max_headers=settings.max_headers,
         max_url_bytes=settings.max_url_bytes,
+        hosts=AllowedHosts(hosts) if (hosts := settings.accepted_hosts()) is not None else None,
     )
-    hosts = settings.accepted_hosts()
-    if hosts is not None:
-        app.add_middleware(AllowedHosts, hosts=hosts)
     app.add_middleware(AuditTrail)  # outside the limits: refused requests are recorded too
-    app.add_middleware(AccessLog)
-    app.add_middleware(UnexpectedErrors)  # outermost: the layers above are covered too
+    app.add_middleware(AccessLog)  # outermost: its last-resort 500 covers every layer
     return app
 
 

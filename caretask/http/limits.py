@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from caretask.domain.outcome import outcome
 from caretask.http.responses import fhir_response
+from caretask.http.urls import AllowedHosts
 
 
 def url_too_long(limit: int) -> tuple[int, str]:
@@ -25,20 +26,31 @@ def headers_too_large(limit: int) -> tuple[int, str]:
 
 
 class RequestLimits:
+    """The limits, and the Host names allowed (http.urls.AllowedHosts), checked in one
+    layer: each layer costs every request."""
+
     def __init__(
-        self, app: ASGIApp, *, max_header_bytes: int, max_headers: int, max_url_bytes: int
+        self,
+        app: ASGIApp,
+        *,
+        max_header_bytes: int,
+        max_headers: int,
+        max_url_bytes: int,
+        hosts: AllowedHosts | None = None,
     ) -> None:
         self.app = app
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
         self.max_url_bytes = max_url_bytes
+        self.hosts = hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             problem = self._problem(scope)
             if problem is not None:
                 status, text = problem
-                await fhir_response(outcome("too-long", text), status)(scope, receive, send)
+                code = "invalid" if status == 400 else "too-long"
+                await fhir_response(outcome(code, text), status)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -52,4 +64,6 @@ class RequestLimits:
         url = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
         if url > self.max_url_bytes:
             return url_too_long(self.max_url_bytes)
+        if self.hosts is not None and not self.hosts.allow(headers):
+            return 400, AllowedHosts.REFUSAL
         return None

@@ -6,10 +6,6 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from caretask.domain.outcome import outcome
-from caretask.http.responses import fhir_response
 
 
 def base_url(request: Request) -> str:
@@ -31,20 +27,30 @@ def host_name(value: bytes) -> str:
 
 
 class AllowedHosts:
-    """400 for a Host header whose name is not allowed (or more than one Host), before
-    any endpoint: without a configured base URL the Host decides the URLs the server
-    writes, so a forged one would put its host into Location, fullUrl and redirects.
-    A request without a Host gets URLs from the address the server is bound to."""
+    """The Host names a request may carry (checked with the limits, http.limits, before
+    any endpoint): without a configured base URL the Host decides the URLs the server
+    writes, so a forged one would put its host into Location, fullUrl and redirects. More
+    than one Host is refused too. A request without one gets URLs from the address the
+    server is bound to."""
 
-    def __init__(self, app: ASGIApp, *, hosts: frozenset[str]) -> None:
-        self.app = app
-        self.hosts = hosts
+    REFUSAL = "the Host header names a host this server does not answer for"
+    _REMEMBERED = 64  # raw Host values found allowed, so that the common case is a lookup
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            sent = [value for name, value in scope["headers"] if name == b"host"]
-            if len(sent) > 1 or (sent and host_name(sent[0]) not in self.hosts):
-                text = "the Host header names a host this server does not answer for"
-                await fhir_response(outcome("invalid", text), 400)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+        self._allowed: set[bytes] = set()
+
+    def allow(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        sent = [value for name, value in headers if name == b"host"]
+        if not sent:
+            return True
+        if len(sent) > 1:
+            return False
+        value = sent[0]
+        if value in self._allowed:
+            return True
+        if host_name(value) not in self.names:
+            return False
+        if len(self._allowed) < self._REMEMBERED:
+            self._allowed.add(value)
+        return True
