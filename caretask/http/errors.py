@@ -62,5 +62,5 @@ async def starlette_http_error(request: Request, exc: Exception) -> Response:
 
 
 def internal_error() -> Response:
-    """The answer to an exception nothing handled (app.UnexpectedErrors logs it)."""
+    """The answer to an exception nothing handled (app.AccessLog logs it)."""
     return fhir_response(outcome("exception", "internal server error"), 500)
