@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from caretask.auth import scopes, secrets
-from caretask.config import BadSetting, Settings
+from caretask.config import BadSetting, Settings, host_list
 from caretask.storage import SchemaNotCurrent, open_storage, schema
 from caretask.storage.base import ClientRecord, SchemaTooNew
 from caretask.storage.urls import BadDatabaseURL, DatabaseURL
@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     _database_arg(serve)
     serve.add_argument("--workers", type=int, default=1, help="worker processes")
     serve.add_argument("--base-url", default=None, help="public URL for Location and fullUrl")
+    serve.add_argument(
+        "--allowed-hosts",
+        default=None,
+        help="Host header names accepted, comma-separated ('*': any); default: with "
+        "--base-url any, else the loopback names and --host",
+    )
     serve.add_argument(
         "--max-body-bytes", type=int, default=None, help="request body limit (default 1 MiB)"
     )
@@ -123,6 +129,8 @@ def _log_config() -> dict[str, Any]:
 def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
     import uvicorn
 
+    from caretask.http.responses import EVERY_RESPONSE
+
     base = Settings.from_env()  # the environment's settings, the command line's on top
     settings = dataclasses.replace(
         base,
@@ -130,6 +138,11 @@ def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
         base_url=args.base_url.rstrip("/") if args.base_url else base.base_url,
         max_body_bytes=args.max_body_bytes or base.max_body_bytes,
         token_ttl=args.token_ttl or base.token_ttl,
+        allowed_hosts=host_list(args.allowed_hosts or "") or base.allowed_hosts,
+    )
+    accepted = settings.accepted_hosts(args.host)  # the bound host is known only here
+    settings = dataclasses.replace(
+        settings, allowed_hosts=tuple(sorted(accepted)) if accepted is not None else ("*",)
     )
     os.environ.update(settings.to_env())
     uvicorn.run(
@@ -145,9 +158,10 @@ def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
         proxy_headers=False,
         timeout_graceful_shutdown=30,
         h11_max_incomplete_event_size=64 * 1024,
-        # httptools with header timeouts (caretask.http.timeouts); a string, so that
-        # worker processes import it
-        http="caretask.http.timeouts:HeaderTimeoutProtocol",
+        # httptools with header timeouts and head limits (caretask.http.timeouts); a
+        # string, so that worker processes import it
+        http="caretask.http.timeouts:EdgeProtocol",
+        headers=list(EVERY_RESPONSE),
         timeout_keep_alive=settings.keepalive_timeout,
     )
     return 0

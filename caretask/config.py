@@ -42,6 +42,9 @@ class Settings:
     keepalive_timeout: int = 5
     # seconds a search's statements may run before it is stopped with a 503
     search_timeout: float = 10.0
+    # Host header names accepted (http.urls): without a base URL the Host decides the URLs
+    # the server writes (Location, fullUrl, links, redirects). Empty: see accepted_hosts
+    allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         positive = {
@@ -65,6 +68,24 @@ class Settings:
                 raise BadSetting(f"{name} must be greater than 0, not {value}")
         if self.client_cache_seconds < 0:
             raise BadSetting("CARETASK_CLIENT_CACHE_SECONDS must not be negative")
+        for host in self.allowed_hosts:
+            if not host or any(c.isspace() or c in "/@," for c in host):
+                raise BadSetting(f"CARETASK_ALLOWED_HOSTS: '{host}' is not a host name")
+
+    def accepted_hosts(self, bound_host: str | None = None) -> frozenset[str] | None:
+        """The Host names a request may carry (lower case, without port or brackets), or
+        None for any. By default, with a base URL any (the Host decides nothing), without
+        one the loopback names and the host the server is bound to; "*" allows any."""
+        hosts = self.allowed_hosts
+        if not hosts:
+            if self.base_url:
+                return None
+            hosts = LOOPBACK_HOSTS
+            if bound_host and bound_host not in ("0.0.0.0", "::"):
+                hosts = (*hosts, bound_host)
+        if "*" in hosts:
+            return None
+        return frozenset(h.lower().strip("[]") for h in hosts)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -95,6 +116,7 @@ class Settings:
             body_timeout=env("BODY_TIMEOUT", 30.0, float),
             keepalive_timeout=env("KEEPALIVE_TIMEOUT", 5, int),
             search_timeout=env("SEARCH_TIMEOUT", 10.0, float),
+            allowed_hosts=host_list(os.environ.get("CARETASK_ALLOWED_HOSTS", "")),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -118,4 +140,14 @@ class Settings:
         }
         if self.base_url:
             env["CARETASK_BASE_URL"] = self.base_url
+        if self.allowed_hosts:
+            env["CARETASK_ALLOWED_HOSTS"] = ",".join(self.allowed_hosts)
         return env
+
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def host_list(text: str) -> tuple[str, ...]:
+    """A comma-separated list of host names."""
+    return tuple(h.strip() for h in text.split(",") if h.strip())

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import select
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
 import httpx
 
 from tests.conftest import Server, seed_task
@@ -66,3 +74,147 @@ def test_the_json_depth_limit_is_configurable(make_server) -> None:  # type: ign
         response = client.post("/Task", json=seed_task(extension=[_nested_extension(3)]))
         assert response.status_code == 400
         assert response.json()["issue"][0]["details"]["text"] == "nesting deeper than 8 levels"
+
+
+# --- issue 12 item 2: the head's limits apply while its bytes arrive, with no token --------
+
+HEAD_CUTOFF = 64 * 1024  # bytes a client may send past which it must have been stopped
+
+
+@contextlib.contextmanager
+def _raw(srv: Server) -> Iterator[socket.socket]:
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def _send_until_stopped(
+    sock: socket.socket, head: bytes, filler: bytes, most: int, wait: float = 0.01
+) -> int:
+    """Send `head`, then `filler` again and again until the server answers or closes the
+    connection, or `most` bytes were sent; the bytes sent. `wait` gives the server time to
+    read each piece."""
+    sent = 0
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        sock.sendall(head)
+        sent = len(head)
+        while sent < most:
+            readable, _, _ = select.select([sock], [], [], wait)
+            if readable:
+                break
+            sock.sendall(filler)
+            sent += len(filler)
+    return sent
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """What the server sent before closing (nothing if it reset the connection)."""
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def _one_response(sock: socket.socket) -> bytes:
+    """One response with a Content-Length, and not a byte more."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(1)
+    length = int(received.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(received.partition(b"\r\n\r\n")[2]) < length:
+        received += sock.recv(length)
+    return received
+
+
+def _assert_refused(answer: bytes, status: int) -> None:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0].split()[1] == str(status), lines[0]
+    assert f"content-type: {FHIR_JSON}" in [line.lower() for line in lines[1:]]
+    assert "connection: close" in [line.lower() for line in lines[1:]]
+    outcome = json.loads(body)
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["code"] == "too-long"
+
+
+def _rss_kib(srv: Server) -> int:
+    assert srv.process is not None
+    status = Path(f"/proc/{srv.process.pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0])
+
+
+def test_an_endless_url_is_refused_with_414_before_64_kb_were_sent(server: Server) -> None:
+    with _raw(server) as sock:
+        sent = _send_until_stopped(sock, b"GET /Task?description=", b"a" * 1024, 1024 * 1024)
+        assert sent < HEAD_CUTOFF
+        _assert_refused(_answer(sock), 414)
+
+
+def test_an_endless_path_is_refused_with_414_before_64_kb_were_sent(server: Server) -> None:
+    with _raw(server) as sock:
+        sent = _send_until_stopped(sock, b"GET /Task/", b"a" * 1024, 1024 * 1024)
+        assert sent < HEAD_CUTOFF
+        _assert_refused(_answer(sock), 414)
+
+
+def test_an_endless_header_line_is_refused_with_431_before_64_kb_were_sent(
+    server: Server,
+) -> None:
+    head = b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Endless: "
+    with _raw(server) as sock:
+        sent = _send_until_stopped(sock, head, b"a" * 1024, 1024 * 1024)
+        assert sent < HEAD_CUTOFF
+        _assert_refused(_answer(sock), 431)
+
+
+def test_endless_small_headers_are_refused_with_431_before_64_kb_were_sent(
+    server: Server,
+) -> None:
+    head = b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    with _raw(server) as sock:
+        sent = _send_until_stopped(sock, head, b"X-A: b\r\n" * 128, 1024 * 1024)
+        assert sent < HEAD_CUTOFF
+        _assert_refused(_answer(sock), 431)
+
+
+def test_an_endless_header_on_a_keep_alive_connection_is_refused_with_431(
+    server: Server,
+) -> None:
+    get = b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with _raw(server) as sock:
+        sock.sendall(get)
+        assert _one_response(sock).startswith(b"HTTP/1.1 200")
+        sent = _send_until_stopped(sock, get[:-2] + b"X-Endless: ", b"a" * 1024, 1024 * 1024)
+        assert sent < HEAD_CUTOFF
+        _assert_refused(_answer(sock), 431)
+
+
+def test_a_head_within_the_limits_sent_in_pieces_is_served(server: Server) -> None:
+    head = (
+        b"GET /metadata?_format=json HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + b"".join(b"X-Padding-%d: %s\r\n" % (i, b"a" * 1000) for i in range(12))
+        + b"\r\n"
+    )
+    with _raw(server) as sock:
+        for start in range(0, len(head), 1000):
+            sock.sendall(head[start : start + 1000])
+            time.sleep(0.005)
+        assert _one_response(sock).startswith(b"HTTP/1.1 200")
+
+
+def test_endless_urls_and_headers_do_not_grow_the_servers_memory(server: Server) -> None:
+    before = _rss_kib(server)
+    heads = [b"GET /Task?description=", b"GET /metadata HTTP/1.1\r\nX-Endless: "] * 2
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in heads]
+    try:
+        for sock, head in zip(socks, heads, strict=True):
+            _send_until_stopped(sock, head, b"a" * 65536, 32 * 1024 * 1024, wait=0)
+        held = _rss_kib(server) - before  # while the connections are open
+    finally:
+        for sock in socks:
+            sock.close()
+    assert held < 8 * 1024
+    assert httpx.get(f"{server.url}/healthz").status_code == 200

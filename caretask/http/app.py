@@ -6,14 +6,17 @@ import gc
 import logging
 import re
 import time
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from caretask.auth.throttle import FailureThrottle
 from caretask.auth.tokens import VerifiedTokens
@@ -24,11 +27,13 @@ from caretask.http.audit import AuditTrail, AuditWriter
 from caretask.http.auth import ClientRows
 from caretask.http.limits import RequestLimits
 from caretask.http.timeouts import BodyTimeout
+from caretask.http.urls import AllowedHosts
 from caretask.storage import open_storage
 from caretask.storage.base import StorageUnavailable
 from caretask.storage.urls import DatabaseURL
 
 access_log = logging.getLogger("caretask.access")
+log = logging.getLogger("caretask.http")
 
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._\-]{1,64}")
@@ -42,9 +47,26 @@ def loggable_path(path: str) -> str:
     return "/".join(s if not s or _SEGMENT.fullmatch(s) else "*" for s in segments)[:200]
 
 
+class ResponseCutShort(Exception):
+    """Raised in place of an error that came after the response had started: uvicorn then
+    closes the connection (the only honest end of a half-sent response) and logs this,
+    not the original, whose message may carry PHI."""
+
+
+def _origin(exc: BaseException) -> str:
+    """Where an exception was raised: the innermost frames' files, lines and functions
+    (its message is left out: it may quote a value)."""
+    frames = traceback.extract_tb(exc.__traceback__)[-4:]
+    return " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
+
+
 class AccessLog:
-    """One line per request: method, path, status, time. Query values are never logged
-    (they carry patient ids and other PHI), only the parameter names."""
+    """The outermost layer. One line per request: method, path, status, time; query
+    values are never logged (they carry patient ids and other PHI), only the parameter
+    names. And the last resort for an exception nothing handled: a 500 OperationOutcome
+    on a connection that stays open (Starlette's ServerErrorMiddleware sends its 500 and
+    re-raises, and uvicorn then closed the connection, resetting every request pipelined
+    behind it). One layer for both: each layer costs every request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -54,9 +76,9 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status = 0  # no response started yet
 
-        async def send_status(message: dict) -> None:  # type: ignore[type-arg]
+        async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -64,6 +86,20 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, send_status)
+        except ClientDisconnect:
+            pass  # nobody to answer
+        except Exception as exc:
+            log.error(
+                "unhandled %s on %s %s at %s",
+                type(exc).__name__,
+                scope["method"],
+                loggable_path(scope["path"]),
+                _origin(exc),
+            )
+            if status:
+                raise ResponseCutShort from None
+            status = 500
+            await errors.internal_error()(scope, receive, send)
         finally:
             if access_log.isEnabledFor(logging.INFO):
                 query = scope.get("query_string", b"").decode("latin-1")
@@ -73,7 +109,7 @@ class AccessLog:
                     scope["method"],
                     loggable_path(scope["path"]),
                     f" params={','.join(names)[:200]}" if names else "",
-                    status,
+                    status or 500,
                     (time.perf_counter() - started) * 1000,
                 )
 
@@ -138,7 +174,6 @@ def create_app(settings: Settings) -> Starlette:
             errors.HttpProblem: errors.http_problem,
             StorageUnavailable: errors.storage_unavailable,
             HTTPException: errors.starlette_http_error,
-            Exception: errors.unexpected_error,
         },
     )
     app.state.settings = settings
@@ -149,9 +184,10 @@ def create_app(settings: Settings) -> Starlette:
         max_header_bytes=settings.max_header_bytes,
         max_headers=settings.max_headers,
         max_url_bytes=settings.max_url_bytes,
+        hosts=AllowedHosts(hosts) if (hosts := settings.accepted_hosts()) is not None else None,
     )
     app.add_middleware(AuditTrail)  # outside the limits: refused requests are recorded too
-    app.add_middleware(AccessLog)
+    app.add_middleware(AccessLog)  # outermost: its last-resort 500 covers every layer
     return app
 
 

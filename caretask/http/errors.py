@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,8 +17,6 @@ from caretask.domain.errors import (
 from caretask.domain.outcome import operation_outcome, outcome
 from caretask.http.responses import fhir_response
 from caretask.storage.base import StorageUnavailable
-
-log = logging.getLogger("caretask.http")
 
 _STATUS: dict[type[DomainError], int] = {
     InvalidResource: 400,
@@ -73,6 +69,6 @@ async def starlette_http_error(request: Request, exc: Exception) -> Response:
     return fhir_response(outcome(_HTTP_CODES.get(status, "processing"), text), status, exc.headers)
 
 
-async def unexpected_error(request: Request, exc: Exception) -> Response:
-    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+def internal_error() -> Response:
+    """The answer to an exception nothing handled (app.AccessLog logs it)."""
     return fhir_response(outcome("exception", "internal server error"), 500)

@@ -32,8 +32,29 @@ def check_accept(request: Request) -> None:
     raise HttpProblem(406, "not-supported", "responses are available as application/fhir+json only")
 
 
+def _check_content_encoding(request: Request) -> None:
+    """415 for a body in a content coding (gzip...): read as it is, it was a confusing 400
+    about its bytes. RFC 9110 15.5.16: 415, with the codings accepted in Accept-Encoding."""
+    encoding = request.headers.get("content-encoding")
+    if encoding is None:
+        return
+    codings = {c.strip().lower() for c in encoding.split(",")} - {"", "identity"}
+    has_body = request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
+    if codings and has_body:
+        shown = encoding.strip()[:40]
+        raise HttpProblem(
+            415,
+            "not-supported",
+            f"Content-Encoding {shown} is not supported: send the body unencoded (identity)",
+            {"Accept-Encoding": "identity"},
+        )
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refusing more than `limit` bytes before reading them all."""
+    _check_content_encoding(request)
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():

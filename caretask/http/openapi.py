@@ -602,7 +602,7 @@ def _errors(*statuses: int) -> dict[str, Schema]:
     """The error answers of a FHIR endpoint, each an OperationOutcome."""
     texts = {
         304: "",
-        400: "bad request: malformed body, parameter or header (issue names it)",
+        400: "bad request: malformed body, parameter or header, or a Host not allowed",
         401: "no, malformed, forged or expired token, or a revoked client",
         403: "the token lacks the scope",
         404: "no such Task or version",
@@ -612,7 +612,7 @@ def _errors(*statuses: int) -> dict[str, Schema]:
         412: "If-Match is not the current version",
         413: "the body is larger than the limit (1 MiB by default)",
         414: "the URL is longer than the limit",
-        415: "the body's Content-Type is not accepted",
+        415: "the body's Content-Type or Content-Encoding is not accepted",
         431: "too many or too large request headers",
         503: "the database cannot answer now (unreachable, its disk full); see Retry-After",
     }
@@ -625,7 +625,9 @@ def _errors(*statuses: int) -> dict[str, Schema]:
     return out
 
 
-_FHIR_ERRORS = (400, 401, 403, 406, 414, 431, 503)
+# what the HTTP edge answers before any route: a Host not allowed (400), and the limits
+_EDGE_ERRORS = (400, 414, 431)
+_FHIR_ERRORS = (*_EDGE_ERRORS, 401, 403, 406, 503)
 _BODY_ERRORS = (408, 413, 415)
 _BEARER = [{"bearer": []}]
 
@@ -708,9 +710,12 @@ def _paths() -> dict[str, Schema]:
                 )
             },
             "413": _outcome("the form is larger than 64 KiB"),
+            "415": _outcome("the form is in a Content-Encoding other than identity"),
             **_errors(414, 431, 503),
         },
     }
+    # a Host not allowed is refused before the endpoint: an OperationOutcome
+    token_operation["responses"]["400"]["content"].update(_errors(400)["400"]["content"])
     return {
         "/metadata": {
             "get": {
@@ -719,7 +724,7 @@ def _paths() -> dict[str, Schema]:
                 "security": [],
                 "responses": {
                     "200": _fhir("CapabilityStatement", "what this server supports"),
-                    **_errors(414, 431),
+                    **_errors(*_EDGE_ERRORS),
                 },
             }
         },
@@ -737,7 +742,7 @@ def _paths() -> dict[str, Schema]:
                             }
                         },
                     },
-                    **_errors(414, 431),
+                    **_errors(*_EDGE_ERRORS),
                 },
             }
         },
@@ -751,7 +756,7 @@ def _paths() -> dict[str, Schema]:
                         "description": "the token endpoint and scopes",
                         "content": {"application/json": {"schema": _ref("SmartConfiguration")}},
                     },
-                    **_errors(414, 431),
+                    **_errors(*_EDGE_ERRORS),
                 },
             }
         },
@@ -760,7 +765,10 @@ def _paths() -> dict[str, Schema]:
                 "operationId": "healthz",
                 "summary": "Liveness",
                 "security": [],
-                "responses": {"200": _fhir("Health", "the process runs"), **_errors(414, 431)},
+                "responses": {
+                    "200": _fhir("Health", "the process runs"),
+                    **_errors(*_EDGE_ERRORS),
+                },
             }
         },
         "/readyz": {
@@ -775,7 +783,7 @@ def _paths() -> dict[str, Schema]:
                         "the 5 s budget",
                         {"Retry-After": _RETRY_AFTER},
                     ),
-                    **_errors(414, 431),
+                    **_errors(*_EDGE_ERRORS),
                 },
             }
         },
@@ -922,7 +930,7 @@ def _paths() -> dict[str, Schema]:
                 "responses": {
                     "302": {"description": "to the Task", "headers": {"Location": _LOCATION}},
                     "404": _outcome("not a permalink of this server"),
-                    **_errors(414, 431),
+                    **_errors(*_EDGE_ERRORS),
                 },
             }
         },

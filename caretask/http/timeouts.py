@@ -17,6 +17,12 @@ few hundred of them (slowloris) could exhaust the server.
   headers (one total per request, so trickling a byte at a time does not extend it); else
   408 and the connection is closed. It is checked where the app waits for the body, so
   requests that have none cost nothing.
+
+The protocol also bounds a request's head while it arrives (http.limits checks complete
+heads exactly, as OperationOutcomes the audit trail records): uvicorn gathers the URL and
+each header line whole before anything looks at their size, so one connection sending an
+endless URL or header line held as much memory as it sent. And it answers malformed HTTP
+with a 400 OperationOutcome instead of uvicorn's text/plain one.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import asyncio
 import functools
 import logging
 from asyncio import TimerHandle
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -33,7 +40,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from caretask.config import Settings
 from caretask.domain.outcome import outcome
-from caretask.http.responses import FHIR_JSON, fhir_response
+from caretask.http.limits import headers_too_large, url_too_long
+from caretask.http.responses import EVERY_RESPONSE, FHIR_JSON, fhir_response
 
 log = logging.getLogger("caretask.http")
 # the base class, called directly on the per-request path: cheaper than super()
@@ -41,39 +49,61 @@ _httptools = HttpToolsProtocol
 
 
 @functools.cache
-def _header_timeout() -> float:
+def _settings() -> Settings:
     """Read once per process: uvicorn builds the protocol without our settings, but the
     serve command puts them into the environment of the server and of every worker."""
-    return Settings.from_env().header_timeout
+    return Settings.from_env()
 
 
 @functools.cache
-def _header_timeout_response(seconds: float) -> bytes:
-    body = orjson.dumps(
-        outcome("timeout", f"the request headers did not arrive within {seconds:g} s")
-    )
+def _refusal(status: int, text: str, code: str) -> bytes:
+    """A complete response that ends the connection, written by the protocol itself."""
+    body = orjson.dumps(outcome(code, text))
+    every = "".join(f"{name}: {value}\r\n" for name, value in EVERY_RESPONSE).encode()
     return (
-        b"HTTP/1.1 408 Request Timeout\r\n"
-        b"content-type: " + FHIR_JSON.encode() + b"\r\n"
-        b"content-length: " + str(len(body)).encode() + b"\r\n"
-        b"connection: close\r\n\r\n" + body
+        b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())
+        + b"content-type: "
+        + FHIR_JSON.encode()
+        + b"\r\ncontent-length: %d\r\nconnection: close\r\n" % len(body)
+        + every
+        + b"\r\n"
+        + body
     )
 
 
-class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline for complete request headers.
+# a request line's bytes besides its URL: method, spaces, version and CRLF
+_REQUEST_LINE = 32
+# how long a refused client may go on sending (discarded) before the connection is closed:
+# closing with unread data resets the connection, which can destroy the answer in transit
+_LINGER_SECONDS = 2.0
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline for complete request headers, limits
+    on a request head's size while it arrives, and malformed HTTP answered in FHIR.
 
     The timer is lazy: never cancelled, it checks the state when it fires, and is re-armed
     only when a read or a response ends inside a request. A request whose headers arrive in
     one read costs a dictionary lookup. "Inside the headers" is read from uvicorn's state:
     its on_message_begin starts a new scope, and on_headers_complete gives it a method.
+
+    A head's size is counted over the reads that arrive while it is incomplete, from the
+    read after the one in which it began (whose bytes may belong to the request before):
+    past the limits by at most one read, it is refused with 414 or 431 and the connection
+    closed. A head that completes is left to http.limits.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.header_timeout = _header_timeout()
+        settings = _settings()
+        self.header_timeout = settings.header_timeout
+        self.max_url_bytes = settings.max_url_bytes
+        self.max_header_bytes = settings.max_header_bytes
         self._header_timer: TimerHandle | None = None
         self._headers_due = 0.0  # loop time by which the next request's headers are due
+        self._head_bytes = 0  # bytes read of the current request's incomplete head
+        self._refused = False  # refused by the protocol: the rest of the input is discarded
+        self._refusal: bytes | None = None  # its answer, until the responses before it are sent
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -87,19 +117,78 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        before = self.scope
         _httptools.data_received(self, data)
         scope = self.scope  # inline _in_headers(): this runs for every read
-        if (
-            self._header_timer is None
-            and scope is not None
-            and "method" not in scope
-            and self._idle()
-        ):
-            self._arm(self._headers_due - self.loop.time())
+        if scope is not None and "method" not in scope and not self._refused:
+            if scope is before:
+                self._head_bytes += len(data)
+                self._check_head()
+            else:  # begun in this read, after an unknown share of it
+                self._head_bytes = 0
+            if self._header_timer is None and self._idle():
+                self._arm(self._headers_due - self.loop.time())
+
+    def _url_too_long(self) -> bool:
+        return len(self.url) > self.max_url_bytes + 1  # the limit does not count the '?'
+
+    def _check_head(self) -> None:
+        if self._url_too_long():
+            self._refuse(*url_too_long(self.max_url_bytes), "too-long")
+        elif self._head_bytes - len(self.url) > self.max_header_bytes + _REQUEST_LINE:
+            self._refuse(*headers_too_large(self.max_header_bytes), "too-long")
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to input its parser refuses (msg is its text/plain message)."""
+        if self.scope is not None and self._url_too_long():
+            # httptools cannot parse a URL over 64 KiB: too long before it is invalid
+            self._refuse(*url_too_long(self.max_url_bytes), "too-long")
+        else:
+            self._refuse(400, "the request is not valid HTTP/1.1", "structure")
+
+    def _refuse(self, status: int, text: str, code: str) -> None:
+        """Stop reading requests, and answer once the responses before are sent."""
+        log.info("request refused by the HTTP protocol: %d", status)
+        self._refused = True
+        self._refusal = _refusal(status, text, code)
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not cycle.response_started:
+            # the latest request's body will never arrive: the refusal is its answer
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if not (self.pipeline and self.pipeline[0][0] is cycle):
+                self._send_refusal()  # it was being answered: nothing is before it
+                return
+            self.pipeline.popleft()  # queued: answered after the responses before it
+        if self._idle() and not self.pipeline:
+            self._send_refusal()
+
+    def _send_refusal(self) -> None:
+        """The refusal, then a close once the client has had time to read it (or at once
+        if the transport cannot half-close)."""
+        if self.transport.is_closing() or self._refusal is None:
+            return
+        self.transport.write(self._refusal)
+        self._refusal = None
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(_LINGER_SECONDS, self._close)
+        else:
+            self.transport.close()
+
+    def _close(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
 
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)
         _httptools.on_response_complete(self)
+        if self._refused:
+            if not pipelined:
+                self._send_refusal()
+            return
         self._headers_due = self.loop.time() + self.header_timeout
         # the next request has begun, or the app left part of this one's body unread: that
         # data cancelled the keep-alive timer, so the header deadline guards the connection
@@ -125,7 +214,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def _deadline(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing() or not self._idle():
+        if self.transport.is_closing() or self._refused or not self._idle():
             return  # the app has the request; the body timeout is its guard
         waiting = self.scope is None or self._in_headers() or self.cycle.more_body
         if not waiting:
@@ -136,7 +225,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             return
         if self._in_headers():
             log.debug("request headers incomplete after %gs: 408", self.header_timeout)
-            self.transport.write(_header_timeout_response(self.header_timeout))
+            text = f"the request headers did not arrive within {self.header_timeout:g} s"
+            self.transport.write(_refusal(408, text, "timeout"))
         self.transport.close()
 
 

@@ -1,4 +1,5 @@
-"""The public base URL of this server, as configured or as the request shows it."""
+"""The public base URL of this server, as configured or as the request shows it, and the
+Host names a request may show."""
 
 from __future__ import annotations
 
@@ -15,3 +16,41 @@ def base_url(request: Request) -> str:
 def link_path(base: str) -> str:
     """The path part of the base, for the seed's host-relative paging links."""
     return urlsplit(base).path.rstrip("/")
+
+
+def host_name(value: bytes) -> str:
+    """A Host header's name: lower case, without its port or an IPv6 address's brackets."""
+    text = value.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[1 : text.find("]")] if "]" in text else text
+    return text.partition(":")[0]
+
+
+class AllowedHosts:
+    """The Host names a request may carry (checked with the limits, http.limits, before
+    any endpoint): without a configured base URL the Host decides the URLs the server
+    writes, so a forged one would put its host into Location, fullUrl and redirects. More
+    than one Host is refused too. A request without one gets URLs from the address the
+    server is bound to."""
+
+    REFUSAL = "the Host header names a host this server does not answer for"
+    _REMEMBERED = 64  # raw Host values found allowed, so that the common case is a lookup
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+        self._allowed: set[bytes] = set()
+
+    def allow(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        sent = [value for name, value in headers if name == b"host"]
+        if not sent:
+            return True
+        if len(sent) > 1:
+            return False
+        value = sent[0]
+        if value in self._allowed:
+            return True
+        if host_name(value) not in self.names:
+            return False
+        if len(self._allowed) < self._REMEMBERED:
+            self._allowed.add(value)
+        return True

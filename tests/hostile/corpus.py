@@ -36,7 +36,7 @@ class Entry:
     headers: dict[str, str] = field(default_factory=dict)
     authenticated: bool = True  # send the session's valid Bearer token
     empty_bundle: bool = False  # a 200 search that must match no task at all
-    transport: bool = False  # answered by the HTTP layer before the app: may be text/plain
+    raw: bytes | None = None  # sent instead of a request built from the fields above
     bug: str | None = None  # a known server bug: the entry is an expected (strict) failure
     bug_writes: bool = False  # ... and that bug stores a task
     bug_engine: str | None = None  # ... only on this storage engine
@@ -428,27 +428,71 @@ def paging_and_parameters() -> Iterator[Entry]:
 
 
 def transport() -> Iterator[Entry]:
-    # uvicorn (httptools) refuses these itself with a text/plain "Invalid HTTP request received."
+    # refused by the HTTP protocol (caretask.http.timeouts), as OperationOutcomes
     long_url = "/Task?description=" + "a" * 100_000
-    yield Entry("url/100-KB-query", "GET", long_url, 400, transport=True)
-    yield Entry("url/100-KB-path", "GET", "/Task/" + "a" * 100_000, 400, transport=True)
+    yield Entry("url/100-KB-query", "GET", long_url, 414)
+    yield Entry("url/100-KB-path", "GET", "/Task/" + "a" * 100_000, 414)
     bad_length = [("not-a-number", "abc"), ("negative", "-1"), ("two-values", "10, 20")]
     for label, length in bad_length:
         headers = {**JSON, "Content-Length": length}
-        yield Entry(
-            f"header/content-length-{label}",
-            "POST",
-            "/Task",
-            400,
-            SEED_BYTES,
-            headers,
-            transport=True,
-        )
+        yield Entry(f"header/content-length-{label}", "POST", "/Task", 400, SEED_BYTES, headers)
     big = {"X-Big": "a" * 100_000}
     yield Entry("header/100-KB-header", "GET", "/Task?_count=1", 431, headers=big)
     many = {f"X-H{i}": "x" for i in range(1000)}
     yield Entry("header/1000-headers", "GET", "/Task?_count=1", 431, headers=many)
     yield Entry("url/10-KB-query", "GET", "/Task?description=" + "a" * 10_000, 414)
+
+
+def _raw(name: str, request: bytes, expected: int) -> Entry:
+    return Entry(name, "GET", "/", expected, raw=request, authenticated=False)
+
+
+def malformed_http() -> Iterator[Entry]:
+    """Requests the HTTP parser refuses: a 400 OperationOutcome, then the connection closes."""
+    host = b"Host: 127.0.0.1\r\n"
+    requests = {
+        "garbage-request-line": b"GARBAGE\r\n\r\n",
+        "binary-request-line": b"\x00\x01\x02\xff\r\n\r\n",
+        "version-garbage": b"GET /metadata HTTP/x.y\r\n" + host + b"\r\n",
+        "space-in-method": b"G ET /metadata HTTP/1.1\r\n" + host + b"\r\n",
+        "space-before-colon": b"GET /metadata HTTP/1.1\r\nHost : 127.0.0.1\r\n\r\n",
+        "header-without-colon": b"GET /metadata HTTP/1.1\r\n" + host + b"NoColon\r\n\r\n",
+        "control-char-in-header-name": b"GET /metadata HTTP/1.1\r\n" + host + b"X\x01Y: z\r\n\r\n",
+        "nul-in-header-value": b"GET /metadata HTTP/1.1\r\n" + host + b"X-A: a\x00b\r\n\r\n",
+        "obs-fold": b"GET /metadata HTTP/1.1\r\n" + host + b"X-A: a\r\n b\r\n\r\n",
+        "content-length-and-chunked": b"POST /Task HTTP/1.1\r\n"
+        + host
+        + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "bad-chunk-size": b"POST /Task HTTP/1.1\r\n"
+        + host
+        + b"Content-Type: application/fhir+json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"zz\r\n{}\r\n0\r\n\r\n",
+        "two-content-lengths": b"POST /Task HTTP/1.1\r\n"
+        + host
+        + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    }
+    for name, request in requests.items():
+        yield _raw(f"http/{name}", request, 400)
+
+
+def head_sizes() -> Iterator[Entry]:
+    """Heads past the URL and header limits, however they are sent: 414 and 431, no token
+    needed (the protocol refuses a head that is still growing past them)."""
+    mib = 1024 * 1024
+    yield _raw("head/1-MiB-url", b"GET /Task?description=" + b"a" * mib, 414)
+    yield _raw("head/1-MiB-path", b"GET /Task/" + b"a" * mib, 414)
+    header = b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Endless: "
+    yield _raw("head/1-MiB-header-line", header + b"a" * mib, 431)
+    yield _raw("head/1-MiB-of-small-headers", header + b"a\r\n" + b"X-A: b\r\n" * (mib // 8), 431)
+    yield _raw("head/1-MiB-header-name", header[:-11] + b"X" * mib, 431)
+    yield Entry("head/url-of-17-KB", "GET", "/Task?description=" + "a" * 17_000, 414)
+    yield Entry("head/url-of-70-KB", "GET", "/Task?description=" + "a" * 70_000, 414)
+    yield Entry("head/url-of-8-KB-is-served", "GET", "/Task?_count=1&x=" + "a" * 7_000, 400)
+    big = {f"X-Pad-{i}": "a" * 1000 for i in range(20)}
+    yield Entry("head/20-KB-of-headers", "GET", "/Task?_count=1", 431, headers=big)
+    yield Entry(
+        "head/20-KB-of-headers-no-token", "GET", "/Task", 431, headers=big, authenticated=False
+    )
 
 
 def auth() -> Iterator[Entry]:
@@ -665,6 +709,8 @@ def build() -> list[Entry]:
         *paths_and_ids(),
         *paging_and_parameters(),
         *transport(),
+        *malformed_http(),
+        *head_sizes(),
         *auth(),
         *methods_and_media(),
         *huge_searches(),
