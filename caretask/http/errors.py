@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,6 +19,8 @@ from caretask.domain.errors import (
 from caretask.domain.outcome import operation_outcome, outcome
 from caretask.http.responses import fhir_response
 from caretask.storage.base import StorageUnavailable
+
+log = logging.getLogger("caretask.http")
 
 _STATUS: dict[type[DomainError], int] = {
     InvalidResource: 400,
