@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import SEED_CREATE, Server, run_cli
+from tests.conftest import SEED_CREATE, Server, create_task, run_cli, seed_task
 
 
 def _lines(text: str) -> list[dict[str, Any]]:
@@ -217,3 +217,82 @@ def test_import_into_a_database_with_tasks_keeps_its_indexes(
     assert after == before
     assert mode in (None, "wal")
     assert len(_lines(run_cli("export", "--database", fresh_database).stdout)) == 2
+
+
+def _history(client: Any, task_id: str) -> list[dict[str, Any]]:
+    """Every version of a task, oldest first, without the fields a write sets afresh."""
+    bundle = client.get(f"/Task/{task_id}/_history", params={"_count": "100"}).json()
+    out = []
+    for entry in reversed(bundle["entry"]):
+        resource = {k: v for k, v in entry["resource"].items() if k not in ("id", "extension")}
+        # the permalink extension is made from the id
+        resource["extension"] = entry["resource"]["extension"][:1]
+        resource["meta"] = {k: v for k, v in resource["meta"].items() if k != "lastUpdated"}
+        out.append(resource)
+    return out
+
+
+def _contains(client: Any, text: str) -> list[str]:
+    found = client.get("/Task", params={"description:contains": text, "_count": "100"}).json()
+    return [e["resource"]["id"] for e in found.get("entry", [])]
+
+
+def test_ids_repeated_in_an_import_into_an_empty_database_become_versions_like_puts(
+    make_server,
+    fresh_database: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    note = {k: v for k, v in SEED_CREATE["note"][0].items() if k != "time"}
+    first = seed_task(id="bulk-repeat-x", description="Call the pharmacy about refills")
+    # no authoredOn and a note without a time: PUT keeps both from the previous version
+    second = seed_task(
+        id="bulk-repeat-x", description="Café visit follow-up", authoredOn=None, note=[note]
+    )
+    third = seed_task(id="bulk-repeat-x", description="CAFE VISIT FOLLOW-UP", status="completed")
+    other = seed_task(id="bulk-repeat-y", description="Fax the referral letter")
+    source = _write(tmp_path / "repeats.ndjson", [first, other, second, other, third])
+    result = run_cli("import", str(source), "--database", fresh_database)
+    assert "imported 2 new and 3 updated tasks; skipped 0 invalid line(s)" in result.stderr
+    srv: Server = make_server(database=fresh_database)
+    with srv.client(srv.token()) as client:
+        put_id = create_task(client, {k: v for k, v in first.items() if k != "id"})
+        for body in (second, third):
+            assert client.put(f"/Task/{put_id}", json={**body, "id": put_id}).status_code == 200
+        imported, by_put = _history(client, "bulk-repeat-x"), _history(client, put_id)
+        assert [v["meta"]["versionId"] for v in imported] == ["1", "2", "3"]
+        assert [v["description"] for v in imported] == [
+            first["description"],
+            second["description"],
+            third["description"],
+        ]
+        assert imported == by_put
+        assert [v["meta"]["versionId"] for v in _history(client, "bulk-repeat-y")] == ["1", "2"]
+        assert _contains(client, "pharmacy") == []
+        assert sorted(_contains(client, "cafe visit")) == sorted(["bulk-repeat-x", put_id])
+        assert _contains(client, "referral") == ["bulk-repeat-y"]
+        prefix = client.get("/Task", params={"description": "call the", "_count": "100"})
+        assert prefix.json()["total"] == 0
+
+
+def test_an_id_repeated_three_times_leaves_a_consistent_text_index(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    task = seed_task(id="bulk-repeat-z", description="Renew the prior authorization")
+    changed = {**task, "description": "Book the follow-up visit"}
+    source = _write(tmp_path / "three.ndjson", [task, changed, {**task, "status": "completed"}])
+    result = run_cli("import", str(source), "--database", fresh_database)
+    assert "imported 1 new and 2 updated tasks; skipped 0 invalid line(s)" in result.stderr
+    exported = _lines(run_cli("export", "--database", fresh_database).stdout)
+    assert [(t["id"], t["status"], t["meta"]["versionId"]) for t in exported] == [
+        ("bulk-repeat-z", "completed", "3")
+    ]
+    if fresh_database.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(fresh_database.removeprefix("sqlite:///")) as conn:
+            # FTS5 checks its index against the content table (tasks), and fails if not equal
+            conn.execute("INSERT INTO task_text (task_text, rank) VALUES ('integrity-check', 1)")
+            rows = conn.execute(
+                "SELECT rowid FROM task_text WHERE description_norm LIKE '%follow%'"
+            ).fetchall()
+        assert rows == []

@@ -333,6 +333,15 @@ def _note_key(note: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def stamp_uses_previous(body: dict[str, Any]) -> bool:
+    """Whether stamp() takes anything from `previous` for this body (else the previous
+    version changes only versionId): an authoredOn or a note time that the body lacks."""
+    notes = body.get("note")
+    return "authoredOn" not in body or (
+        isinstance(notes, list) and any("time" not in note for note in notes)
+    )
+
+
 def stamp(
     body: dict[str, Any],
     *,
@@ -344,7 +353,8 @@ def stamp(
     """Build the resource to store: server-managed fields set, Canvas defaults applied.
 
     `previous` is the current version on update: its `authoredOn` and the times of notes
-    sent again without a time are kept, so that re-sending a note does not re-date it.
+    sent again without a time are kept, so that re-sending a note does not re-date it
+    (stamp_uses_previous says when that applies: keep the two in step).
     """
     meta = dict(body.get("meta") or {})
     meta["versionId"] = str(version_id)
