@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 
-from caretask.domain.errors import InvalidRequest
-from caretask.domain.json_keys import has_duplicate_keys
+from caretask.domain import task_rules
 from caretask.http.errors import HttpProblem
 
 JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
@@ -64,20 +62,10 @@ def _check_json_media_type(request: Request) -> None:
         raise HttpProblem(415, "not-supported", "only the UTF-8 charset is accepted")
 
 
-async def read_json(request: Request, limit: int) -> Any:
+async def read_task(request: Request, limit: int, max_depth: int) -> dict[str, Any]:
+    """The request's body as a validated Task (task_rules.parse, as `caretask import`)."""
     _check_json_media_type(request)
-    raw = await read_body(request, limit)
-    if not raw.strip():
-        raise InvalidRequest.single("structure", "the request body is empty", "Task")
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidRequest.single("structure", f"the body is not valid JSON: {error}") from None
-    if has_duplicate_keys(raw, parsed):
-        raise InvalidRequest.single(
-            "structure", "the body repeats a key within one JSON object; FHIR JSON does not"
-        )
-    return parsed
+    return task_rules.parse(await read_body(request, limit), limit, max_depth)
 
 
 def prefer(request: Request) -> dict[str, str]:

@@ -16,7 +16,7 @@ from caretask.domain.errors import InvalidRequest, InvalidSearch, Issue, NotFoun
 from caretask.domain.references import ID_PATTERN
 from caretask.http.auth import authorize
 from caretask.http.errors import HttpProblem
-from caretask.http.negotiation import FORM, check_accept, media_type, prefer, read_body, read_json
+from caretask.http.negotiation import FORM, check_accept, media_type, prefer, read_body, read_task
 from caretask.http.responses import empty_response, fhir_response
 from caretask.http.urls import base_url, link_path
 from caretask.storage.base import StaleVersion, Storage, StoredTask, TaskNotFound
@@ -57,8 +57,9 @@ def _task_id(request: Request) -> str:
     return task_id
 
 
-def _valid_body(body: Any, request: Request) -> dict[str, Any]:
-    return task_rules.validate(body, request.app.state.settings.max_json_depth)
+async def _valid_body(request: Request) -> dict[str, Any]:
+    settings = request.app.state.settings
+    return await read_task(request, settings.max_body_bytes, settings.max_json_depth)
 
 
 def _written(request: Request, task: StoredTask, status: int) -> Response:
@@ -75,7 +76,7 @@ def _written(request: Request, task: StoredTask, status: int) -> Response:
 async def create(request: Request) -> Response:
     await authorize(request, scopes.CREATE)
     check_accept(request)
-    body = _valid_body(await read_json(request, request.app.state.settings.max_body_bytes), request)
+    body = await _valid_body(request)
     now, now_us = now_instant()
     task_id = task_rules.new_id()
     resource = task_rules.stamp(body, task_id=task_id, version_id=1, now=now)
@@ -118,7 +119,7 @@ async def update(request: Request) -> Response:
     task_id = _task_id(request)
     if_match = request.headers.get("if-match")
     wanted = _parse_etag(if_match, "If-Match") if if_match is not None else None
-    body = _valid_body(await read_json(request, request.app.state.settings.max_body_bytes), request)
+    body = await _valid_body(request)
     if "id" in body and body["id"] != task_id:
         raise InvalidRequest(
             [Issue("invalid", "the id in the body must match the id in the URL", "Task.id")]
