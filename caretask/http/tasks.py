@@ -19,9 +19,7 @@ from caretask.http.errors import HttpProblem
 from caretask.http.negotiation import FORM, check_accept, media_type, prefer, read_body, read_task
 from caretask.http.responses import empty_response, fhir_response
 from caretask.http.urls import base_url, link_path
-from caretask.storage.base import StaleVersion, Storage, StoredTask, TaskNotFound
-
-UPDATE_ATTEMPTS = 20
+from caretask.storage.base import NewVersion, StaleVersion, Storage, StoredTask, TaskNotFound
 
 
 def _storage(request: Request) -> Storage:
@@ -124,13 +122,10 @@ async def update(request: Request) -> Response:
         raise InvalidRequest(
             [Issue("invalid", "the id in the body must match the id in the URL", "Task.id")]
         )
-    storage = _storage(request)
-    for _ in range(UPDATE_ATTEMPTS):
-        current = await storage.read_task(task_id)
-        if current is None:
-            raise NotFound.single("not-found", "no Task has this id")
-        if wanted is not None and wanted != current.version_id:
-            raise _stale(wanted, current.version_id)
+
+    def build(current: StoredTask) -> NewVersion:
+        # run under the task's lock: the time is taken there too, so versions and their
+        # lastUpdated keep one order
         now, now_us = now_instant()
         resource = task_rules.stamp(
             body,
@@ -139,24 +134,19 @@ async def update(request: Request) -> Response:
             now=now,
             previous=current.resource,
         )
-        try:
-            task = await storage.update_task(
-                task_id, current.version_id, resource, indexing.extract(resource), now_us
-            )
-        except TaskNotFound:
-            raise NotFound.single("not-found", "no Task has this id") from None
-        except StaleVersion:
-            if wanted is not None:
-                raise _stale(wanted, None) from None
-            continue  # last writer wins without If-Match, but every version is kept
-        return _written(request, task, 200)
-    raise HttpProblem(409, "conflict", "the task changed too often while updating; retry")
+        return NewVersion(resource, indexing.extract(resource), now_us)
+
+    try:
+        task = await _storage(request).update_task(task_id, build, wanted)
+    except TaskNotFound:
+        raise NotFound.single("not-found", "no Task has this id") from None
+    except StaleVersion as stale:
+        raise _stale(wanted, stale.current) from None
+    return _written(request, task, 200)
 
 
-def _stale(wanted: int, current: int | None) -> VersionConflict:
-    text = f'If-Match W/"{wanted}" is not the current version'
-    if current is not None:
-        text += f' (W/"{current}")'
+def _stale(wanted: int | None, current: int) -> VersionConflict:
+    text = f'If-Match W/"{wanted}" is not the current version (W/"{current}")'
     return VersionConflict.single("conflict", text)
 
 

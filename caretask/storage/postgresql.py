@@ -22,6 +22,7 @@ from caretask.domain.indexing import TaskIndex
 from caretask.domain.search_params import SearchQuery
 from caretask.storage import audit_sql, sql_search
 from caretask.storage.base import (
+    BuildVersion,
     ClientRecord,
     SearchResult,
     StaleVersion,
@@ -45,6 +46,7 @@ _pg = pyformat
 _INSERT_TASK = _pg(insert_task_sql("::jsonb") + " RETURNING pk")
 _UPDATE_TASK = _pg(update_task_sql("::jsonb"))
 _SIDE_DELETES = [_pg(sql) for sql in SIDE_DELETES]
+_CURRENT = _pg("SELECT pk, version_id, resource::text FROM tasks WHERE id = ? FOR UPDATE")
 _INSERT_VERSION = _pg(
     "INSERT INTO task_versions (task_pk, version_id, last_updated, resource) "
     "VALUES (?, ?, ?, ?::jsonb)"
@@ -107,26 +109,23 @@ class PostgreSQLStorage:
         return stored_task(row) if row else None
 
     async def update_task(
-        self,
-        task_id: str,
-        expected_version: int,
-        resource: dict[str, Any],
-        index: TaskIndex,
-        last_updated: int,
+        self, task_id: str, build: BuildVersion, expected_version: int | None = None
     ) -> StoredTask:
-        body = orjson.dumps(resource).decode()
-        version = expected_version + 1
         pool = await self._open()
         async with pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                _pg("SELECT pk, version_id FROM tasks WHERE id = ? FOR UPDATE"), (task_id,)
-            )
+            # the row lock holds off every other writer of this task, on any server
+            cur = await conn.execute(_CURRENT, (task_id,))
             row = await cur.fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
-            if row[1] != expected_version:
-                raise StaleVersion(task_id)
-            pk = row[0]
+            pk, current = row[0], row[1]
+            if expected_version is not None and current != expected_version:
+                raise StaleVersion(task_id, current)
+            resource, index, last_updated = build(
+                StoredTask(task_id, current, orjson.loads(row[2]))
+            )
+            version = current + 1
+            body = orjson.dumps(resource).decode()
             await conn.execute(
                 _UPDATE_TASK, (version, last_updated, *index_values(index), body, pk)
             )
