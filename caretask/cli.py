@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="write nothing unless every line is valid"
     )
     load.add_argument("--workers", type=int, default=None, help="validating processes")
+    load.add_argument(
+        "--max-line-bytes",
+        type=int,
+        default=None,
+        help="longest line accepted (default: the request body limit, $CARETASK_MAX_BODY_BYTES)",
+    )
     _database_arg(load)
 
     dump = sub.add_parser("export", help="write every Task's current version as NDJSON")
@@ -180,6 +186,10 @@ def _demo_data(count: int, seed: int) -> int:
 def _import(args: argparse.Namespace, url: DatabaseURL) -> int:
     from caretask.bulk.ndjson import LineError, import_ndjson, progress_bar
 
+    if args.max_line_bytes is not None and args.max_line_bytes <= 0:
+        return _fail("--max-line-bytes must be greater than 0")
+    base = Settings.from_env()  # a line is held to the limits of a request body
+    settings = dataclasses.replace(base, max_body_bytes=args.max_line_bytes or base.max_body_bytes)
     stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     bar = progress_bar()
 
@@ -192,6 +202,8 @@ def _import(args: argparse.Namespace, url: DatabaseURL) -> int:
             url,
             stream,
             strict=args.strict,
+            max_line_bytes=settings.max_body_bytes,
+            max_depth=settings.max_json_depth,
             workers=args.workers,
             on_error=on_error,
             on_progress=bar.update if bar else None,

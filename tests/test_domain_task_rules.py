@@ -9,8 +9,8 @@ import pytest
 
 from caretask.domain.errors import InvalidResource
 from caretask.domain.indexing import extract
-from caretask.domain.task_rules import PERMALINK_EXTENSION, stamp, validate
-from tests.conftest import SEED_CREATE
+from caretask.domain.task_rules import PERMALINK_EXTENSION, stamp, stamp_uses_previous, validate
+from tests.conftest import SEED_CREATE, seed_task
 
 
 def test_the_seed_create_body_is_valid() -> None:
@@ -75,3 +75,27 @@ def test_a_json_value_of_the_wrong_type_is_invalid_even_where_the_model_would_co
     with pytest.raises(InvalidResource) as raised:
         validate(body)
     assert expression in [issue.expression for issue in raised.value.issues]
+
+
+@pytest.mark.parametrize(
+    ("changes", "uses_previous"),
+    [
+        ({}, False),
+        ({"authoredOn": None}, True),
+        ({"note": [{"text": "no time"}]}, True),
+        ({"note": None}, False),
+    ],
+)
+def test_stamp_uses_previous_says_exactly_when_the_previous_version_matters(
+    changes: dict[str, Any], uses_previous: bool
+) -> None:
+    body = seed_task(**changes)
+    previous = {
+        "authoredOn": "2020-01-01T00:00:00Z",
+        "note": [{"text": "no time", "time": "2020-01-02T00:00:00Z"}],
+    }
+    now = "2026-01-01T00:00:00+00:00"
+    alone = stamp(validate(body), task_id="t1", version_id=2, now=now)
+    over = stamp(validate(body), task_id="t1", version_id=2, now=now, previous=previous)
+    assert stamp_uses_previous(validate(body)) is uses_previous
+    assert (alone != over) is uses_previous

@@ -171,3 +171,43 @@ def test_racing_if_match_writers_across_servers_lose_no_update(
         assert history["total"] == RACERS + 1
         descriptions = [e["resource"]["description"] for e in history["entry"][:-1]]
         assert sorted(descriptions) == sorted(f"racer {i}" for i in range(RACERS))
+
+
+async def _blind_writers(
+    cluster: list[Server], token: str, task_id: str, writers: int, each: int
+) -> list[tuple[int, str | None]]:
+    """`writers` clients, spread over the servers, each sending `each` PUTs without If-Match."""
+    clients = _clients(cluster, token)
+
+    async def writer(i: int) -> list[tuple[int, str | None]]:
+        client = clients[i % len(clients)]
+        out = []
+        for n in range(each):
+            body = {**SEED_CREATE, "description": f"writer {i} update {n}"}
+            response = await client.put(f"/Task/{task_id}", json=body)
+            out.append((response.status_code, response.headers.get("etag")))
+        return out
+
+    try:
+        done = await asyncio.gather(*(writer(i) for i in range(writers)))
+    finally:
+        await asyncio.gather(*(client.aclose() for client in clients))
+    return [answer for answers in done for answer in answers]
+
+
+def test_updates_without_if_match_across_servers_never_fail_for_contention(
+    cluster: list[Server], cluster_token: str
+) -> None:
+    with cluster[0].client(cluster_token) as client:
+        created = client.post("/Task", json=SEED_CREATE)
+        task_id = created.headers["location"].rsplit("/", 1)[1]
+
+    answers = asyncio.run(_blind_writers(cluster, cluster_token, task_id, 16, 20))
+
+    assert Counter(status for status, _ in answers) == {200: 320}
+    assert sorted(etag for _, etag in answers) == sorted(f'W/"{v}"' for v in range(2, 322))
+    for srv in cluster:
+        with srv.client(cluster_token) as client:
+            assert client.get(f"/Task/{task_id}").headers["etag"] == 'W/"321"'
+            history = client.get(f"/Task/{task_id}/_history", params={"_count": 1}).json()
+        assert history["total"] == 321

@@ -93,6 +93,52 @@ def test_concurrent_updates_without_if_match_each_get_a_version(api: httpx.Clien
     ]
 
 
+def test_sixteen_writers_without_if_match_all_succeed_each_with_its_own_version(
+    api: httpx.Client,
+) -> None:
+    task_id = create_task(api, SEED_CREATE)
+
+    def update(writer: int) -> list[tuple[int, str | None]]:
+        out = []
+        for n in range(20):
+            body = seed_task(description=f"writer {writer} update {n}")
+            response = api.put(f"/Task/{task_id}", json=body)
+            out.append((response.status_code, response.headers.get("etag")))
+        return out
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = [a for writer in pool.map(update, range(16)) for a in writer]
+    assert [status for status, _ in answers] == [200] * 320
+    assert sorted(etag for _, etag in answers) == sorted(f'W/"{v}"' for v in range(2, 322))
+    current = api.get(f"/Task/{task_id}")
+    assert current.headers["etag"] == 'W/"321"'
+    history = api.get(f"/Task/{task_id}/_history", params={"_count": 100}).json()
+    assert history["total"] == 321
+    assert history["entry"][0]["resource"] == current.json()
+
+
+def test_racing_if_match_writers_have_exactly_one_winner_per_version(api: httpx.Client) -> None:
+    task_id = create_task(api, SEED_CREATE)
+    for version in range(1, 11):
+
+        def update(writer: int, version: int = version) -> httpx.Response:
+            body = seed_task(description=f"round {version} writer {writer}")
+            return api.put(f"/Task/{task_id}", json=body, headers={"If-Match": f'W/"{version}"'})
+
+        with ThreadPoolExecutor(16) as pool:
+            responses = list(pool.map(update, range(16)))
+        statuses = [r.status_code for r in responses]
+        assert statuses.count(200) == 1, statuses
+        assert statuses.count(412) == 15
+        refused = next(r for r in responses if r.status_code == 412).json()
+        assert refused["resourceType"] == "OperationOutcome"
+        assert (
+            f'If-Match W/"{version}" is not the current version'
+            in (refused["issue"][0]["details"]["text"])
+        )
+    assert api.get(f"/Task/{task_id}").headers["etag"] == 'W/"11"'
+
+
 def test_update_of_unknown_id_is_404(api: httpx.Client) -> None:
     response = api.put("/Task/00000000-0000-4000-8000-000000000000", json=SEED_CREATE)
     assert response.status_code == 404

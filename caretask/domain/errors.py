@@ -33,6 +33,10 @@ class InvalidResource(DomainError):
     """The body is not an acceptable Task (400)."""
 
 
+class TooLarge(DomainError):
+    """The body (a request's, or a line of an import) is larger than allowed (413)."""
+
+
 class InvalidSearch(DomainError):
     """A search parameter is unknown or malformed (400)."""
 

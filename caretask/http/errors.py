@@ -14,6 +14,7 @@ from caretask.domain.errors import (
     InvalidResource,
     InvalidSearch,
     NotFound,
+    TooLarge,
     VersionConflict,
 )
 from caretask.domain.outcome import operation_outcome, outcome
@@ -27,6 +28,7 @@ _STATUS: dict[type[DomainError], int] = {
     InvalidSearch: 400,
     InvalidRequest: 400,
     NotFound: 404,
+    TooLarge: 413,
     VersionConflict: 412,
 }
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 
-from caretask.domain.errors import InvalidRequest
-from caretask.domain.json_keys import has_duplicate_keys
+from caretask.domain import task_rules
 from caretask.http.errors import HttpProblem
 
 JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
@@ -57,7 +55,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     _check_content_encoding(request)
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise HttpProblem(400, "invalid", "Content-Length is not a number")
         if int(declared) > limit:
             raise HttpProblem(413, "too-long", f"the body is larger than {limit} bytes")
@@ -85,20 +83,10 @@ def _check_json_media_type(request: Request) -> None:
         raise HttpProblem(415, "not-supported", "only the UTF-8 charset is accepted")
 
 
-async def read_json(request: Request, limit: int) -> Any:
+async def read_task(request: Request, limit: int, max_depth: int) -> dict[str, Any]:
+    """The request's body as a validated Task (task_rules.parse, as `caretask import`)."""
     _check_json_media_type(request)
-    raw = await read_body(request, limit)
-    if not raw.strip():
-        raise InvalidRequest.single("structure", "the request body is empty", "Task")
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidRequest.single("structure", f"the body is not valid JSON: {error}") from None
-    if has_duplicate_keys(raw, parsed):
-        raise InvalidRequest.single(
-            "structure", "the body repeats a key within one JSON object; FHIR JSON does not"
-        )
-    return parsed
+    return task_rules.parse(await read_body(request, limit), limit, max_depth)
 
 
 def prefer(request: Request) -> dict[str, str]:

@@ -20,10 +20,11 @@ from caretask.domain.errors import InvalidRequest, InvalidSearch, Issue, NotFoun
 from caretask.domain.references import ID_PATTERN, version_number
 from caretask.http.auth import authorize
 from caretask.http.errors import HttpProblem
-from caretask.http.negotiation import FORM, check_accept, media_type, prefer, read_body, read_json
+from caretask.http.negotiation import FORM, check_accept, media_type, prefer, read_body, read_task
 from caretask.http.responses import empty_response, fhir_response
 from caretask.http.urls import base_url, link_path
 from caretask.storage.base import (
+    NewVersion,
     SearchTimedOut,
     StaleVersion,
     Storage,
@@ -31,7 +32,6 @@ from caretask.storage.base import (
     TaskNotFound,
 )
 
-UPDATE_ATTEMPTS = 20
 # a search still running this long after it started is watched for its client leaving;
 # shorter ones (nearly all) cost a timer instead of a task
 WATCH_AFTER = 0.05
@@ -71,8 +71,9 @@ def _task_id(request: Request) -> str:
     return task_id
 
 
-def _valid_body(body: Any, request: Request) -> dict[str, Any]:
-    return task_rules.validate(body, request.app.state.settings.max_json_depth)
+async def _valid_body(request: Request) -> dict[str, Any]:
+    settings = request.app.state.settings
+    return await read_task(request, settings.max_body_bytes, settings.max_json_depth)
 
 
 def _written(request: Request, task: StoredTask, status: int) -> Response:
@@ -89,7 +90,7 @@ def _written(request: Request, task: StoredTask, status: int) -> Response:
 async def create(request: Request) -> Response:
     await authorize(request, scopes.CREATE)
     check_accept(request)
-    body = _valid_body(await read_json(request, request.app.state.settings.max_body_bytes), request)
+    body = await _valid_body(request)
     now, now_us = now_instant()
     task_id = task_rules.new_id()
     resource = task_rules.stamp(body, task_id=task_id, version_id=1, now=now)
@@ -132,18 +133,15 @@ async def update(request: Request) -> Response:
     task_id = _task_id(request)
     if_match = request.headers.get("if-match")
     wanted = _parse_etag(if_match, "If-Match") if if_match is not None else None
-    body = _valid_body(await read_json(request, request.app.state.settings.max_body_bytes), request)
+    body = await _valid_body(request)
     if "id" in body and body["id"] != task_id:
         raise InvalidRequest(
             [Issue("invalid", "the id in the body must match the id in the URL", "Task.id")]
         )
-    storage = _storage(request)
-    for _ in range(UPDATE_ATTEMPTS):
-        current = await storage.read_task(task_id)
-        if current is None:
-            raise NotFound.single("not-found", "no Task has this id")
-        if wanted is not None and wanted != current.version_id:
-            raise _stale(wanted, current.version_id)
+
+    def build(current: StoredTask) -> NewVersion:
+        # run under the task's lock: the time is taken there too, so versions and their
+        # lastUpdated keep one order
         now, now_us = now_instant()
         resource = task_rules.stamp(
             body,
@@ -152,24 +150,19 @@ async def update(request: Request) -> Response:
             now=now,
             previous=current.resource,
         )
-        try:
-            task = await storage.update_task(
-                task_id, current.version_id, resource, indexing.extract(resource), now_us
-            )
-        except TaskNotFound:
-            raise NotFound.single("not-found", "no Task has this id") from None
-        except StaleVersion:
-            if wanted is not None:
-                raise _stale(wanted, None) from None
-            continue  # last writer wins without If-Match, but every version is kept
-        return _written(request, task, 200)
-    raise HttpProblem(409, "conflict", "the task changed too often while updating; retry")
+        return NewVersion(resource, indexing.extract(resource), now_us)
+
+    try:
+        task = await _storage(request).update_task(task_id, build, wanted)
+    except TaskNotFound:
+        raise NotFound.single("not-found", "no Task has this id") from None
+    except StaleVersion as stale:
+        raise _stale(wanted, stale.current) from None
+    return _written(request, task, 200)
 
 
-def _stale(wanted: int, current: int | None) -> VersionConflict:
-    text = f'If-Match W/"{wanted}" is not the current version'
-    if current is not None:
-        text += f' (W/"{current}")'
+def _stale(wanted: int | None, current: int) -> VersionConflict:
+    text = f'If-Match W/"{wanted}" is not the current version (W/"{current}")'
     return VersionConflict.single("conflict", text)
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from caretask.domain.audit import AuditRecord
 from caretask.domain.indexing import TaskIndex
@@ -35,8 +35,24 @@ class SearchResult:
     included: list[StoredTask] = field(default_factory=list)
 
 
+class NewVersion(NamedTuple):
+    """A task's next version: the resource to store, its index, when (us since the epoch)."""
+
+    resource: dict[str, Any]
+    index: TaskIndex
+    last_updated: int
+
+
+# makes the next version from the current one, inside the write (domain work only, no I/O)
+BuildVersion = Callable[[StoredTask], NewVersion]
+
+
 class StaleVersion(Exception):
     """A conditional write found another version current."""
+
+    def __init__(self, task_id: str, current: int) -> None:
+        super().__init__(task_id)
+        self.current = current
 
 
 class TaskNotFound(Exception):
@@ -72,14 +88,12 @@ class Storage(Protocol):
     async def read_version(self, task_id: str, version_id: int) -> StoredTask | None: ...
 
     async def update_task(
-        self,
-        task_id: str,
-        expected_version: int,
-        resource: dict[str, Any],
-        index: TaskIndex,
-        last_updated: int,
+        self, task_id: str, build: BuildVersion, expected_version: int | None = None
     ) -> StoredTask:
-        """Write version expected_version + 1; raise StaleVersion if another is current."""
+        """Write the next version, made by `build` from the current one while the task is
+        locked, so that no other write comes between the two and an update never fails
+        for contention (last writer wins). TaskNotFound for an unknown id; StaleVersion if
+        `expected_version` (If-Match) is given and is not the current version."""
         ...
 
     async def search(self, query: SearchQuery) -> SearchResult: ...

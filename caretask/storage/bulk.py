@@ -8,7 +8,7 @@ The SQL and column order are the same as the servers' (storage.columns).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,13 @@ class BulkRow:
     strings: list[tuple[str, str, str]]
     tokens: list[tuple[str, str | None, str]]
     refs: list[tuple[str, str, str]]
+    # the validated line, if stamping it over a stored version takes something from that
+    # version (else only versionId differs): a Restamp then makes the row anew
+    source: str | None = None
+
+
+# (row, the stored resource, the new version id) -> the row stamped as that version
+Restamp = Callable[[BulkRow, dict[str, Any], int], BulkRow]
 
 
 _NORM = INDEX_COLUMNS.index("description_norm")
@@ -220,10 +227,30 @@ class BulkStore:
                 found[task_id] = (pk, version, norm)
         return found
 
+    def _resources(self, pks: list[int]) -> dict[int, dict[str, Any]]:
+        """The current resource of each of these tasks."""
+        body = "resource::text" if self.is_pg else "resource"
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(pks), 500):
+            chunk = pks[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for pk, resource in self._run(
+                f"SELECT pk, {body} FROM tasks WHERE pk IN ({marks})", tuple(chunk)
+            ):
+                found[pk] = orjson.loads(resource)
+        return found
+
     def write(
-        self, rows: list[BulkRow], last_updated: int, *, text_index: bool = True
+        self,
+        rows: list[BulkRow],
+        last_updated: int,
+        restamp: Restamp,
+        *,
+        text_index: bool = True,
     ) -> tuple[int, int]:
-        """Store the rows (ids already stored get a new version); (created, updated)."""
+        """Store the rows (ids already stored get a new version); (created, updated).
+        `text_index` False: the load fills SQLite's text index at its end (finish_load),
+        from the tasks as they are then, so no write may touch it before."""
         created = updated = 0
         start = 0
         while start < len(rows):
@@ -233,14 +260,17 @@ class BulkStore:
             while end < len(rows) and rows[end].id not in seen:
                 seen.add(rows[end].id)
                 end += 1
-            c, u = self._write_distinct(rows[start:end], last_updated, text_index)
+            c, u = self._write_distinct(rows[start:end], last_updated, restamp, text_index)
             created, updated, start = created + c, updated + u, end
         return created, updated
 
     def _write_distinct(
-        self, rows: list[BulkRow], last_updated: int, text_index: bool
+        self, rows: list[BulkRow], last_updated: int, restamp: Restamp, text_index: bool
     ) -> tuple[int, int]:
         existing = self._existing([r.id for r in rows])
+        previous = self._resources(
+            [existing[r.id][0] for r in rows if r.id in existing and r.source is not None]
+        )
         new = [r for r in rows if r.id not in existing]
         pks = self._allocate_pks(len(new)) if new else []
         task_rows, version_rows = [], []
@@ -257,15 +287,19 @@ class BulkStore:
             if row.id not in existing:
                 continue
             pk, version, old_norm = existing[row.id]
-            resource = orjson.loads(row.body)
-            resource["meta"]["versionId"] = str(version + 1)
-            body = orjson.dumps(resource).decode()
+            if row.source is not None:
+                row = restamp(row, previous[pk], version + 1)
+                body = row.body
+            else:
+                resource = orjson.loads(row.body)
+                resource["meta"]["versionId"] = str(version + 1)
+                body = orjson.dumps(resource).decode()
             updates.append((version + 1, last_updated, *row.index, body, pk))
             version_rows.append((pk, version + 1, last_updated, body))
             stale.append((pk,))
             self._collect_side(side, pk, row)
             new_norm = row.index[_NORM]
-            if old_norm != new_norm:
+            if text_index and old_norm != new_norm:
                 if old_norm is not None:
                     text_deletes.append((pk, old_norm))
                 if new_norm is not None:

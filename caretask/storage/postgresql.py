@@ -33,6 +33,7 @@ from caretask.domain.indexing import TaskIndex
 from caretask.domain.search_params import SearchQuery
 from caretask.storage import audit_sql, sql_search
 from caretask.storage.base import (
+    BuildVersion,
     ClientRecord,
     SearchResult,
     SearchTimedOut,
@@ -73,6 +74,7 @@ class _Broken(Exception):
 _INSERT_TASK = _pg(insert_task_sql("::jsonb") + " RETURNING pk")
 _UPDATE_TASK = _pg(update_task_sql("::jsonb"))
 _SIDE_DELETES = [_pg(sql) for sql in SIDE_DELETES]
+_CURRENT = _pg("SELECT pk, version_id, resource::text FROM tasks WHERE id = ? FOR UPDATE")
 _INSERT_VERSION = _pg(
     "INSERT INTO task_versions (task_pk, version_id, last_updated, resource) "
     "VALUES (?, ?, ?, ?::jsonb)"
@@ -218,26 +220,22 @@ class PostgreSQLStorage:
         return stored_task(row) if row else None
 
     async def update_task(
-        self,
-        task_id: str,
-        expected_version: int,
-        resource: dict[str, Any],
-        index: TaskIndex,
-        last_updated: int,
+        self, task_id: str, build: BuildVersion, expected_version: int | None = None
     ) -> StoredTask:
-        body = orjson.dumps(resource).decode()
-        version = expected_version + 1
-
-        async def run(conn: AsyncConnection) -> None:
-            cur = await conn.execute(
-                _pg("SELECT pk, version_id FROM tasks WHERE id = ? FOR UPDATE"), (task_id,)
-            )
+        async def run(conn: AsyncConnection) -> StoredTask:
+            # the row lock holds off every other writer of this task, on any server
+            cur = await conn.execute(_CURRENT, (task_id,))
             row = await cur.fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
-            if row[1] != expected_version:
-                raise StaleVersion(task_id)
-            pk = row[0]
+            pk, current = row[0], row[1]
+            if expected_version is not None and current != expected_version:
+                raise StaleVersion(task_id, current)
+            resource, index, last_updated = build(
+                StoredTask(task_id, current, orjson.loads(row[2]))
+            )
+            version = current + 1
+            body = orjson.dumps(resource).decode()
             await conn.execute(
                 _UPDATE_TASK, (version, last_updated, *index_values(index), body, pk)
             )
@@ -245,9 +243,9 @@ class PostgreSQLStorage:
             for sql in _SIDE_DELETES:
                 await conn.execute(sql, (pk,))
             await self._insert_side_rows(conn, pk, index)
+            return StoredTask(task_id, version, resource)
 
-        await self._run(run, transaction=True)
-        return StoredTask(task_id, version, resource)
+        return await self._run(run, transaction=True)
 
     async def search(self, query: SearchQuery) -> SearchResult:
         async def run(conn: AsyncConnection) -> SearchResult:

@@ -29,6 +29,7 @@ from caretask.domain.indexing import TaskIndex
 from caretask.domain.search_params import SearchQuery
 from caretask.storage import audit_sql, sql_search
 from caretask.storage.base import (
+    BuildVersion,
     ClientRecord,
     SearchResult,
     SearchTimedOut,
@@ -54,7 +55,7 @@ from caretask.storage.sql_search import stored_task
 
 T = TypeVar("T")
 _INSERT_TASK = insert_task_sql()
-_CURRENT_INDEX = f"SELECT pk, version_id, {', '.join(INDEX_COLUMNS)} FROM tasks WHERE id = ?"
+_CURRENT = f"SELECT pk, version_id, resource, {', '.join(INDEX_COLUMNS)} FROM tasks WHERE id = ?"
 _NORM = INDEX_COLUMNS.index("description_norm")
 # the errors that are the database's state, not the request's (primary result codes)
 _UNAVAILABLE = {
@@ -217,23 +218,22 @@ class SQLiteStorage:
         return self._lookup(run)
 
     async def update_task(
-        self,
-        task_id: str,
-        expected_version: int,
-        resource: dict[str, Any],
-        index: TaskIndex,
-        last_updated: int,
+        self, task_id: str, build: BuildVersion, expected_version: int | None = None
     ) -> StoredTask:
-        body = orjson.dumps(resource).decode()
-        version = expected_version + 1
-
-        def run(conn: sqlite3.Connection) -> None:
-            row = conn.execute(_CURRENT_INDEX, (task_id,)).fetchone()
+        def run(conn: sqlite3.Connection) -> StoredTask:
+            # the writer thread runs one write at a time: nothing comes between read and write
+            row = conn.execute(_CURRENT, (task_id,)).fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
-            if row[1] != expected_version:
-                raise StaleVersion(task_id)
-            pk, old = row[0], row[2:]
+            pk, current = row[0], row[1]
+            if expected_version is not None and current != expected_version:
+                raise StaleVersion(task_id, current)
+            resource, index, last_updated = build(
+                StoredTask(task_id, current, orjson.loads(row[2]))
+            )
+            version = current + 1
+            body = orjson.dumps(resource).decode()
+            old = row[3:]
             values = index_values(index)
             changed = [i for i, value in enumerate(values) if value != old[i]]
             conn.execute(
@@ -254,9 +254,9 @@ class SQLiteStorage:
                 if index.description_norm is not None:
                     conn.execute(TEXT_INSERT, (pk, index.description_norm))
             self._insert_side_rows(conn, pk, index)
+            return StoredTask(task_id, version, resource)
 
-        await self._write(run)
-        return StoredTask(task_id, version, resource)
+        return await self._write(run)
 
     async def search(self, query: SearchQuery) -> SearchResult:
         stop = _SearchStop(self._search_timeout)

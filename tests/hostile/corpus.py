@@ -700,6 +700,44 @@ def odd_search_values() -> Iterator[Entry]:
             yield Entry(f"odd/{param}-{label}", "GET", path, 200, empty_bundle=True)
 
 
+# --- an update's body: the same reading as a create's (task_rules.parse) ----------------------
+
+
+def update_bodies() -> Iterator[Entry]:
+    """Every hostile create body again as a PUT: an update reads its body through the same
+    parser and limits as a create (and as `caretask import` reads a line), before it looks
+    the task up, so even an unknown id answers for the body first."""
+    for entry in [*malformed_json(), *hostile_values()]:
+        assert entry.method == "POST" and entry.body is not None
+        yield Entry(
+            f"update-body/{entry.name}",
+            "PUT",
+            f"/Task/{UNKNOWN_ID}",
+            entry.expected,
+            entry.body,
+            entry.headers,
+            bug=entry.bug,
+            bug_engine=entry.bug_engine,
+        )
+    yield Entry(
+        "update-body/unknown-id-without-if-match",
+        "PUT",
+        f"/Task/{UNKNOWN_ID}",
+        404,
+        SEED_BYTES,
+        JSON,
+    )
+    stale = {**JSON, "If-Match": 'W/"0"'}
+    yield Entry(
+        "update-body/unknown-id-with-version-0",
+        "PUT",
+        f"/Task/{UNKNOWN_ID}",
+        404,
+        SEED_BYTES,
+        stale,
+    )
+
+
 def build() -> list[Entry]:
     entries = [
         *malformed_json(),
@@ -715,6 +753,7 @@ def build() -> list[Entry]:
         *methods_and_media(),
         *huge_searches(),
         *odd_search_values(),
+        *update_bodies(),
     ]
     names = [entry.name for entry in entries]
     assert len(names) == len(set(names)), "corpus entry names must be unique"
