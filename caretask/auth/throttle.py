@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 
 class Budget:
-    def __init__(self, limit: int, window: float, max_keys: int = 100_000) -> None:
+    def __init__(self, limit: int, window: float, max_keys: int = 20_000) -> None:
         self._limit = float(limit)
         self._rate = limit / window  # budget earned back per second
         self._max_keys = max_keys
