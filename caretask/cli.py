@@ -1,4 +1,8 @@
-"""The `caretask` command: serve, migrate and manage OAuth clients."""
+"""The `caretask` command: serve, migrate and manage OAuth clients.
+
+Every failure is one line on stderr, `caretask: <what is wrong>`, and exit status 2 for a
+usage error (as argparse's), 1 for anything else; never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,15 @@ import asyncio
 import copy
 import dataclasses
 import os
+import socket
+import sqlite3
 import sys
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import orjson
+import psycopg
+import sqlalchemy
 
 from caretask.auth import scopes, secrets
 from caretask.config import BadSetting, Settings, host_list
@@ -19,6 +28,23 @@ from caretask.storage.base import ClientRecord, SchemaTooNew
 from caretask.storage.urls import BadDatabaseURL, DatabaseURL
 
 DEFAULT_SCOPE = "system/Task.read system/Task.write"
+# what a database can raise, wrapped (SQLAlchemy, in migrations) or not (the storage engines)
+DATABASE_ERRORS = (sqlite3.Error, psycopg.Error, sqlalchemy.exc.SQLAlchemyError)
+WRITES_STDOUT = {"export", "audit", "demo-data", "create"}  # create: a client's secret
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+# bounds of numeric options, checked after parsing: (attribute, lowest, highest)
+NUMBERS = (("port", 0, 65535), ("workers", 1, None), ("count", 0, None), ("seed", 0, None))
+
+
+class CLIError(Exception):
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse's prints the whole usage first
+        raise CLIError(f"{message} (see {self.prog} --help)", 2)
 
 
 def _database_arg(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +56,7 @@ def _database_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="caretask", description=__doc__)
+    parser = _Parser(prog="caretask", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the FHIR server")
@@ -99,9 +125,82 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str) -> int:
-    print(f"caretask: {message}", file=sys.stderr)
-    return 2
+def _fail(message: str, status: int = 2) -> int:
+    if sys.stderr is not None:
+        print(f"caretask: {message}", file=sys.stderr)
+    return status
+
+
+def _shown(text: str) -> str:
+    """Text from argv or a file name as it can be printed: undecodable bytes as \\xff."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _describe(error: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    if isinstance(error, OSError) and error.strerror:
+        if error.filename is None:
+            return error.strerror
+        return f"{_shown(os.fsdecode(error.filename))}: {error.strerror}"
+    if isinstance(error, sqlalchemy.exc.DBAPIError) and error.orig is not None:
+        error = error.orig  # the driver's error, without the SQL and the link
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _where(url: DatabaseURL) -> str:
+    """The database for messages: the SQLite path, or PostgreSQL's host and name (never the
+    user or password)."""
+    if url.is_sqlite:
+        return _shown(url.sqlite_path)
+    parts = urlsplit(url.raw)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    for name, value in vars(args).items():
+        if name == "file" or not isinstance(value, str):
+            continue  # a file name may be any bytes; a value that is stored or sent may not
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            flag = name if name in ("name", "client_id") else "--" + name.replace("_", "-")
+            raise CLIError(f"{flag}: '{_shown(value)}' is not valid UTF-8", 2) from None
+    for name, lowest, highest in NUMBERS:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if value < lowest or (highest is not None and value > highest):
+            bounds = f"from {lowest} to {highest}" if highest is not None else f">= {lowest}"
+            raise CLIError(f"{name}: {value} is out of range ({bounds})", 2)
+    if getattr(args, "log_level", "info") not in LOG_LEVELS:
+        raise CLIError(f"--log-level: choose from {', '.join(LOG_LEVELS)}", 2)
+    command = getattr(args, "clients_command", None) or args.command
+    if command in WRITES_STDOUT and sys.stdout is None:
+        raise CLIError("standard output is closed")
+    if args.command == "import" and args.file == "-" and sys.stdin is None:
+        raise CLIError("standard input is closed")
+
+
+def _check_listening(host: str, port: int) -> None:
+    """uvicorn finds a busy port or an unknown host only after start-up, with a traceback in
+    every worker: try the address here first (as uvicorn binds: SO_REUSEADDR)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as error:
+        raise CLIError(f"cannot listen on {_shown(host)}:{port}: {_describe(error)}") from None
+
+
+def _silence_stdout() -> None:
+    """Send what is left for stdout nowhere, so that exiting does not fail on it again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
 
 
 async def _create_client(url: DatabaseURL, name: str, scope: str) -> dict[str, str]:
@@ -137,6 +236,8 @@ def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
 
     from caretask.http.responses import EVERY_RESPONSE
 
+    schema.check_writable(url)  # here, in one process, not in every worker at start-up
+    _check_listening(args.host, args.port)
     base = Settings.from_env()  # the environment's settings, the command line's on top
     settings = dataclasses.replace(
         base,
@@ -234,12 +335,8 @@ def _export(args: argparse.Namespace, url: DatabaseURL) -> int:
         since = _since(args.since)
     except ValueError as error:
         return _fail(str(error))
-    try:
-        count = export_ndjson(url, sys.stdout.buffer, since)
-        sys.stdout.buffer.flush()
-    except BrokenPipeError:  # the reader stopped early (`| head`): not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    count = export_ndjson(url, sys.stdout.buffer, since)
+    sys.stdout.buffer.flush()
     print(f"exported {count} tasks", file=sys.stderr)
     return 0
 
@@ -271,9 +368,6 @@ async def _audit(args: argparse.Namespace, url: DatabaseURL, since: int | None) 
                 count += 1
             after = batches[-1][0]
         out.flush()
-    except BrokenPipeError:  # the reader stopped early (`| head`): not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     finally:
         await storage.close()
     print(f"{count} audit records", file=sys.stderr)
@@ -281,37 +375,77 @@ async def _audit(args: argparse.Namespace, url: DatabaseURL, since: int | None) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        return status
+    except CLIError as error:
+        status, message = error.status, str(error)
+    except (BadDatabaseURL, BadSetting) as error:
+        status, message = 2, str(error)
+    except (SchemaTooNew, SchemaNotCurrent) as error:
+        status, message = 1, str(error)
+    except BrokenPipeError:  # the reader stopped early (`| head`): not an error
+        _silence_stdout()
+        return 0
+    except KeyboardInterrupt:
+        status, message = 130, "interrupted"
+    except Exception as error:  # the promise of this module: one line, never a traceback
+        status, message = 1, _describe(error)
+    _silence_stdout()  # output cut short is not flushed at exit (a second error)
+    return _fail(message, status)
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
+    _check_arguments(args)
     if args.command == "demo-data":
         return _demo_data(args.count, args.seed)
+    url = DatabaseURL.parse(args.database)
     try:
-        url = DatabaseURL.parse(args.database)
-        schema.migrate(url)
-        if args.command == "migrate":
-            print(f"database schema at revision {schema.head_revision()}", file=sys.stderr)
-            return 0
-        if args.command == "serve":
-            return _serve(args, url)
-        if args.command == "import":
-            return _import(args, url)
-        if args.command == "export":
-            return _export(args, url)
-        if args.command == "audit":
-            try:
-                since = _since(args.since)
-            except ValueError as error:
-                return _fail(str(error))
-            return asyncio.run(_audit(args, url, since))
-        if args.clients_command == "create":
-            bad = scopes.invalid_scopes(args.scope)
-            if bad or not args.scope.strip():
-                return _fail(f"invalid scope: {' '.join(bad) or '(empty)'}")
-            out = asyncio.run(_create_client(url, args.name, " ".join(args.scope.split())))
-            sys.stdout.write(orjson.dumps(out).decode() + "\n")
-            return 0
-        if not asyncio.run(_revoke_client(url, args.client_id)):
-            return _fail(f"no active client {args.client_id}")
-        print(f"revoked {args.client_id}", file=sys.stderr)
+        return _run(args, url)
+    except DATABASE_ERRORS as error:
+        raise CLIError(f"database {_where(url)}: {_describe(error)}") from None
+    except BrokenPipeError:
+        raise
+    except OSError as error:  # the SQLite file, its folder, its lock file
+        raise CLIError(_describe(error)) from None
+
+
+def _run(args: argparse.Namespace, url: DatabaseURL) -> int:
+    schema.migrate(url)
+    if args.command == "migrate":
+        print(f"database schema at revision {schema.head_revision()}", file=sys.stderr)
         return 0
-    except (BadDatabaseURL, BadSetting, SchemaTooNew, SchemaNotCurrent) as error:
-        return _fail(str(error))
+    if args.command == "serve":
+        return _serve(args, url)
+    if args.command == "import":
+        schema.check_writable(url)  # "read-only" rather than a disk I/O error mid-import
+        return _import(args, url)
+    if args.command == "export":
+        return _export(args, url)
+    if args.command == "audit":
+        try:
+            since = _since(args.since)
+        except ValueError as error:
+            return _fail(str(error))
+        return asyncio.run(_audit(args, url, since))
+    if args.clients_command == "create":
+        bad = scopes.invalid_scopes(args.scope)
+        if bad or not args.scope.strip():
+            return _fail(f"invalid scope: {' '.join(bad) or '(empty)'}")
+        out = asyncio.run(_create_client(url, args.name, " ".join(args.scope.split())))
+        try:
+            sys.stdout.write(orjson.dumps(out).decode() + "\n")
+            sys.stdout.flush()
+        except OSError as error:  # the secret is shown once: not printed is lost
+            raise CLIError(
+                f"cannot print the new client's secret ({_describe(error)}): "
+                f"revoke {out['client_id']} and create another"
+            ) from None
+        return 0
+    if not asyncio.run(_revoke_client(url, args.client_id)):
+        return _fail(f"no active client {args.client_id}")
+    print(f"revoked {args.client_id}", file=sys.stderr)
+    return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -25,10 +25,14 @@ class Settings:
     # how long a server may answer from its copy of a client's row: a revocation takes
     # effect on every server within this many seconds
     client_cache_seconds: float = 1.0
-    # failed token requests allowed per client id and per peer address in a window
+    # token requests (auth.throttle): failures allowed for one client id from one peer address,
+    # and secret checks one peer address may start (counted until they succeed), per window
     token_failures_per_client: int = 5
     token_failures_per_address: int = 30
     token_failure_window: float = 60.0
+    # secret checks (scrypt) run at once per process, and how many more may wait for a thread
+    token_hash_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    token_hash_queue: int = 16
     # request limits checked before routing (http.limits); the body limit is above
     max_header_bytes: int = 16 * 1024
     max_headers: int = 100
@@ -54,6 +58,7 @@ class Settings:
             "CARETASK_TOKEN_FAILURES_PER_CLIENT": self.token_failures_per_client,
             "CARETASK_TOKEN_FAILURES_PER_ADDRESS": self.token_failures_per_address,
             "CARETASK_TOKEN_FAILURE_WINDOW": self.token_failure_window,
+            "CARETASK_TOKEN_HASH_THREADS": self.token_hash_threads,
             "CARETASK_MAX_HEADER_BYTES": self.max_header_bytes,
             "CARETASK_MAX_HEADERS": self.max_headers,
             "CARETASK_MAX_URL_BYTES": self.max_url_bytes,
@@ -71,6 +76,8 @@ class Settings:
         for host in self.allowed_hosts:
             if not host or any(c.isspace() or c in "/@," for c in host):
                 raise BadSetting(f"CARETASK_ALLOWED_HOSTS: '{host}' is not a host name")
+        if self.token_hash_queue < 0:
+            raise BadSetting("CARETASK_TOKEN_HASH_QUEUE must not be negative")
 
     def accepted_hosts(self, bound_host: str | None = None) -> frozenset[str] | None:
         """The Host names a request may carry (lower case, without port or brackets), or
@@ -108,6 +115,8 @@ class Settings:
             token_failures_per_client=env("TOKEN_FAILURES_PER_CLIENT", 5, int),
             token_failures_per_address=env("TOKEN_FAILURES_PER_ADDRESS", 30, int),
             token_failure_window=env("TOKEN_FAILURE_WINDOW", 60.0, float),
+            token_hash_threads=env("TOKEN_HASH_THREADS", os.cpu_count() or 1, int),
+            token_hash_queue=env("TOKEN_HASH_QUEUE", 16, int),
             max_header_bytes=env("MAX_HEADER_BYTES", 16 * 1024, int),
             max_headers=env("MAX_HEADERS", 100, int),
             max_url_bytes=env("MAX_URL_BYTES", 8 * 1024, int),
@@ -129,6 +138,8 @@ class Settings:
             "CARETASK_TOKEN_FAILURES_PER_CLIENT": str(self.token_failures_per_client),
             "CARETASK_TOKEN_FAILURES_PER_ADDRESS": str(self.token_failures_per_address),
             "CARETASK_TOKEN_FAILURE_WINDOW": str(self.token_failure_window),
+            "CARETASK_TOKEN_HASH_THREADS": str(self.token_hash_threads),
+            "CARETASK_TOKEN_HASH_QUEUE": str(self.token_hash_queue),
             "CARETASK_MAX_HEADER_BYTES": str(self.max_header_bytes),
             "CARETASK_MAX_HEADERS": str(self.max_headers),
             "CARETASK_MAX_URL_BYTES": str(self.max_url_bytes),

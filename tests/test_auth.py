@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
 import time
+from pathlib import Path
 
 import httpx
 import jwt
@@ -350,7 +353,7 @@ def _assert_429(response: httpx.Response) -> None:
     assert response.headers["cache-control"] == "no-store"
 
 
-def test_repeated_wrong_secrets_for_one_client_are_slowed_with_429(make_server) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_secrets_for_one_client_from_one_address_are_slowed_with_429(make_server) -> None:  # type: ignore[no-untyped-def]
     srv: Server = make_server(env={"CARETASK_TOKEN_FAILURES_PER_CLIENT": "3"})
     target, other = srv.create_client(), srv.create_client()
     for _ in range(3):
@@ -374,3 +377,95 @@ def test_a_successful_token_request_clears_the_clients_failures(make_server) -> 
         for _ in range(2):
             assert _try(srv, creds["client_id"], "typo").status_code == 401
         assert _try(srv, creds["client_id"], creds["client_secret"]).status_code == 200
+
+
+def _try_from(server: Server, address: str, client_id: str, secret: str) -> httpx.Response:
+    """A token request from another loopback address (any 127.x.y.z is this machine)."""
+    transport = httpx.HTTPTransport(local_address=address)
+    with httpx.Client(transport=transport) as client:
+        return client.post(
+            f"{server.url}/auth/token/",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": secret,
+            },
+        )
+
+
+def _server_cpu_seconds(server: Server) -> float:
+    """User and system CPU time of the server process and its children (uvicorn workers)."""
+    assert server.process is not None
+    pid = server.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = 0
+    for process in [pid, *map(int, children)]:
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def _wrong_secrets_at_once(
+    server: Server, client_id: str, addresses: list[str]
+) -> list[httpx.Response]:
+    form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": "guess"}
+    clients = [
+        httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(local_address=a), timeout=60)
+        for a in addresses
+    ]
+    try:
+        return await asyncio.gather(
+            *[c.post(f"{server.url}/auth/token/", data=form) for c in clients]
+        )
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+def test_wrong_secrets_from_another_address_never_lock_a_client_out(make_server) -> None:  # type: ignore[no-untyped-def]
+    srv: Server = make_server(env={"CARETASK_TOKEN_FAILURES_PER_CLIENT": "3"})
+    victim = srv.create_client()
+    attempts = [_try_from(srv, "127.0.0.2", victim["client_id"], "guess") for _ in range(8)]
+    assert [r.status_code for r in attempts] == [401] * 3 + [429] * 5
+    _assert_429(attempts[-1])
+    real = _try_from(srv, "127.0.0.1", victim["client_id"], victim["client_secret"])
+    assert real.status_code == 200
+
+
+def test_concurrent_wrong_secrets_from_one_address_are_refused_before_hashing(make_server) -> None:  # type: ignore[no-untyped-def]
+    from caretask.auth import secrets
+
+    srv: Server = make_server(env={"CARETASK_TOKEN_FAILURES_PER_ADDRESS": "10"})
+    victim = srv.create_client()
+    started = time.process_time()
+    secrets.verify_secret("guess", secrets.hash_secret("other"))
+    one_check = (time.process_time() - started) / 2  # a hash and a check
+    cpu_before = _server_cpu_seconds(srv)
+    responses = asyncio.run(_wrong_secrets_at_once(srv, victim["client_id"], ["127.0.0.1"] * 150))
+    cpu_used = _server_cpu_seconds(srv) - cpu_before
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(401) <= 10  # every attempt counts from its start, not after its hash
+    assert statuses.count(401) + statuses.count(429) + statuses.count(503) == 150
+    assert statuses.count(429) >= 150 - 10
+    for refused in (r for r in responses if r.status_code in (429, 503)):
+        assert refused.json()["error"] == "temporarily_unavailable"
+        assert int(refused.headers["retry-after"]) >= 1
+    # ten secret checks and 150 small requests, where 150 checks cost 150 * one_check
+    assert cpu_used < 10 * one_check + 1.5, (cpu_used, one_check)
+
+
+def test_a_flood_from_many_addresses_gets_503_past_the_hash_threads_and_queue(make_server) -> None:  # type: ignore[no-untyped-def]
+    srv: Server = make_server(
+        env={"CARETASK_TOKEN_HASH_THREADS": "1", "CARETASK_TOKEN_HASH_QUEUE": "2"}
+    )
+    victim = srv.create_client()
+    addresses = [f"127.0.1.{i}" for i in range(1, 41)]
+    responses = asyncio.run(_wrong_secrets_at_once(srv, victim["client_id"], addresses))
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {401, 503}
+    busy = [r for r in responses if r.status_code == 503]
+    assert busy, statuses
+    assert busy[0].json()["error"] == "temporarily_unavailable"
+    assert busy[0].headers["retry-after"] == "1"
+    assert busy[0].headers["cache-control"] == "no-store"
+    assert _grant(srv, victim).status_code == 200  # and it is over once the flood is

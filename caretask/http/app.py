@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from caretask.auth.throttle import FailureThrottle
+from caretask.auth.throttle import BoundedPool, Budget
 from caretask.auth.tokens import VerifiedTokens
 from caretask.config import Settings
 from caretask.domain.errors import DomainError
@@ -134,12 +134,10 @@ def create_app(settings: Settings) -> Starlette:
         app.state.signing_key = await storage.signing_key()
         app.state.tokens = VerifiedTokens(app.state.signing_key)
         app.state.clients = ClientRows(storage, settings.client_cache_seconds)
-        app.state.failed_clients = FailureThrottle(
-            settings.token_failures_per_client, settings.token_failure_window
-        )
-        app.state.failed_addresses = FailureThrottle(
-            settings.token_failures_per_address, settings.token_failure_window
-        )
+        window = settings.token_failure_window
+        app.state.failed_pairs = Budget(settings.token_failures_per_client, window)
+        app.state.address_checks = Budget(settings.token_failures_per_address, window)
+        app.state.hash_pool = BoundedPool(settings.token_hash_threads, settings.token_hash_queue)
         app.state.audit = AuditWriter(storage, settings.audit_flush_seconds)
         app.state.audit.start()
         _settle_heap()
@@ -148,6 +146,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await app.state.audit.close()
             await storage.close()
+            app.state.hash_pool.close()
 
     routes = [
         Route("/metadata", metadata.metadata, methods=["GET"]),

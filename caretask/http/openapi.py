@@ -705,7 +705,8 @@ def _paths() -> dict[str, Schema]:
                 for status, text in (
                     (400, "not a form, no or another grant type, or a scope beyond the client's"),
                     (401, "unknown client or wrong secret"),
-                    (429, "too many failed attempts; see Retry-After"),
+                    (429, "too many failed or unfinished attempts; see Retry-After"),
+                    (503, "too many secret checks at once; see Retry-After"),
                 )
             },
             "413": _outcome("the form is larger than 64 KiB"),

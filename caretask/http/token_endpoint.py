@@ -1,12 +1,20 @@
 """POST /auth/token/: OAuth 2.0 client credentials with RFC 6749 section 5.2 errors.
 
-Repeated failures are slowed: past CARETASK_TOKEN_FAILURES_PER_CLIENT failures for one
-client id, or CARETASK_TOKEN_FAILURES_PER_ADDRESS from one peer address, within
-CARETASK_TOKEN_FAILURE_WINDOW seconds, the endpoint answers 429 with Retry-After."""
+A secret check costs tens of milliseconds of scrypt, so checks are bounded (auth.throttle),
+each refusal a 429 or 503 with Retry-After, answered before any hashing:
+- per peer address, CARETASK_TOKEN_FAILURES_PER_ADDRESS checks per
+  CARETASK_TOKEN_FAILURE_WINDOW seconds, counted when a check starts and given back when it
+  succeeds, so that concurrent guesses from one address cannot all be hashed;
+- per client id and peer address, CARETASK_TOKEN_FAILURES_PER_CLIENT failures per window;
+- per process, CARETASK_TOKEN_HASH_THREADS checks at once and CARETASK_TOKEN_HASH_QUEUE
+  waiting, so that a flood from many addresses cannot queue unbounded work (503).
+There is deliberately no limit per client id alone: client ids are public (every token's
+`sub`), so it would let anyone lock a client out, and it protects nothing, since a secret
+is 256 random bits that no online guessing rate can find.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import math
@@ -18,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from caretask.auth import scopes, secrets, tokens
+from caretask.auth.throttle import Busy
 from caretask.http.negotiation import FORM, media_type, read_body
 from caretask.storage.base import Storage
 
@@ -44,6 +53,11 @@ def _error(
     if basic and status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="caretask"'
     return _oauth(status, {"error": error, "error_description": description}, headers)
+
+
+def _retry_later(status: int, description: str, wait: float) -> Response:
+    retry = {"Retry-After": str(max(1, math.ceil(wait)))}
+    return _error(status, "temporarily_unavailable", description, extra=retry)
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:
@@ -85,30 +99,27 @@ async def token(request: Request) -> Response:
     request.state.client_id = client_id  # claimed, not proven: the audit trail's "who"
     state = request.app.state
     address = request.client.host if request.client else "unknown"
+    pair = f"{address} {client_id}"
     now = time.monotonic()
-    waits = [
-        state.failed_clients.retry_after(client_id, now),
-        state.failed_addresses.retry_after(address, now),
-    ]
-    wait = max((w for w in waits if w is not None), default=None)
+    wait = state.failed_pairs.retry_after(pair, now)
+    if wait is None:
+        wait = state.address_checks.spend(address, now)
     if wait is not None:  # refused before the (slow) secret check: guessing gains nothing
-        return _error(
-            429,
-            "temporarily_unavailable",
-            "too many failed attempts; retry later",
-            extra={"Retry-After": str(max(1, math.ceil(wait)))},
-        )
+        return _retry_later(429, "too many failed attempts; retry later", wait)
     storage: Storage = state.storage
     client = await storage.get_client(client_id)
     stored = client.secret_hash if client and not client.revoked else None
-    # scrypt takes tens of milliseconds: keep it off the event loop
-    if not await asyncio.to_thread(secrets.verify_secret, secret[:1000], stored):
-        now = time.monotonic()
-        state.failed_clients.record(client_id, now)
-        state.failed_addresses.record(address, now)
+    try:
+        verified = await state.hash_pool.run(secrets.verify_secret, secret[:1000], stored)
+    except Busy:  # still counted for the address, like any attempt that did not succeed
+        return _retry_later(503, "too many token requests at once; retry later", 1)
+    now = time.monotonic()
+    if not verified:
+        state.failed_pairs.record(pair, now)
         return _error(401, "invalid_client", "client authentication failed", basic is not None)
     assert client is not None
-    state.failed_clients.clear(client_id)
+    state.address_checks.refund(address, now)
+    state.failed_pairs.clear(pair)
     scope = scopes.narrow(form.get("scope"), client.scope)
     if scope is None:
         return _error(400, "invalid_scope", "the requested scope exceeds what the client holds")

@@ -102,3 +102,17 @@ def migrate(url: DatabaseURL, revision: str = "head") -> None:
                 reindex_if_stale(connection)
     finally:
         engine.dispose()
+
+
+def check_writable(url: DatabaseURL) -> None:
+    """Raise the database's own error unless it takes a write (a read-only file, folder or
+    PostgreSQL server), so that `serve` finds out before it starts any worker. The write
+    changes nothing and is rolled back."""
+    engine = _engine(url)
+    try:
+        with engine.connect() as connection:
+            transaction = connection.begin()
+            connection.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
+            transaction.rollback()
+    finally:
+        engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -51,11 +52,26 @@ class DatabaseURL:
         """Create what an embedded database needs on disk (its folder)."""
         if self.is_sqlite:
             folder = os.path.dirname(os.path.abspath(self.sqlite_path))
-            os.makedirs(folder, exist_ok=True)
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except FileExistsError:  # a file where a folder should be
+                not_folder = os.strerror(errno.ENOTDIR)
+                raise NotADirectoryError(errno.ENOTDIR, not_folder, folder) from None
 
     @classmethod
     def parse(cls, raw: str | None) -> DatabaseURL:
         url = cls(raw or os.environ.get("CARETASK_DATABASE_URL") or DEFAULT_URL)
+        # the URL itself is never echoed: it may hold a password
+        try:
+            url.raw.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes from argv or the environment
+            raise BadDatabaseURL("the database URL is not valid UTF-8") from None
+        if "://" not in url.raw:
+            raise BadDatabaseURL("the database URL must start with sqlite:/// or postgresql://")
+        try:
+            urlsplit(url.raw).port  # noqa: B018  (validates the host and port)
+        except ValueError as error:
+            raise BadDatabaseURL(f"malformed database URL: {error}") from None
         if not (url.is_sqlite or url.is_postgresql):
             raise BadDatabaseURL(
                 f"unsupported database URL scheme '{url.scheme}': use sqlite:/// or postgresql://"

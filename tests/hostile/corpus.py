@@ -738,6 +738,33 @@ def update_bodies() -> Iterator[Entry]:
     )
 
 
+def token_throttle_keys() -> Iterator[Entry]:
+    """Client ids shaped to collide with or bloat the token throttle's keys (issue 12 item
+    3): refused as any unknown client, each costing its address one check."""
+    import base64
+
+    forged = quote("127.0.0.2 ct_000000000000000000000000", safe="")
+    yield Entry(
+        "token-throttle/client-id-naming-another-address",
+        "POST",
+        "/auth/token/",
+        401,
+        f"grant_type=client_credentials&client_id={forged}&client_secret=x".encode(),
+        FORM,
+        authenticated=False,
+    )
+    basic = base64.b64encode(b"c" * 10_000 + b":x").decode()
+    yield Entry(
+        "token-throttle/10-KB-client-id-in-basic",
+        "POST",
+        "/auth/token/",
+        401,
+        b"grant_type=client_credentials",
+        {**FORM, "Authorization": f"Basic {basic}"},
+        authenticated=False,
+    )
+
+
 def build() -> list[Entry]:
     entries = [
         *malformed_json(),
@@ -754,6 +781,7 @@ def build() -> list[Entry]:
         *huge_searches(),
         *odd_search_values(),
         *update_bodies(),
+        *token_throttle_keys(),
     ]
     names = [entry.name for entry in entries]
     assert len(names) == len(set(names)), "corpus entry names must be unique"
