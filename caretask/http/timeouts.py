@@ -141,9 +141,11 @@ class EdgeProtocol(HttpToolsProtocol):
         self._framed = False
         _httptools.data_received(self, data)
         scope = self.scope
-        if scope is None or self._refused:
+        if scope is None:
             return
         if "method" not in scope:  # inline _in_headers(): this runs for every read
+            if self._refused:
+                return
             if scope is before:
                 self._head_bytes += len(data)
                 self._check_head()
@@ -154,7 +156,7 @@ class EdgeProtocol(HttpToolsProtocol):
                 self._arm(self._headers_due - self.loop.time())
         elif scope is not before:  # begun in this read, and its head complete
             self._tail_bytes = 0
-        elif not self._framed:
+        elif not self._framed and not self._refused:
             tail = self._tail_bytes
             if tail is None:  # the head completed in this read, after an unknown share of it
                 self._tail_bytes = 0
