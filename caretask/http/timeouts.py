@@ -83,6 +83,17 @@ _REQUEST_LINE = 32
 _LINGER_SECONDS = 2.0
 
 
+class _Dropped(list[tuple[bytes, bytes]]):
+    """Where uvicorn puts a request's trailer fields: nowhere (RFC 9110 6.5.1, a trailer
+    field is not merged into the headers; caretask uses none)."""
+
+    def append(self, field: tuple[bytes, bytes]) -> None:
+        pass
+
+
+_DROPPED = _Dropped()
+
+
 class EdgeProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline for complete request headers, limits
     on a request head's size while it arrives, and malformed HTTP answered in FHIR.
@@ -172,8 +183,7 @@ class EdgeProtocol(HttpToolsProtocol):
         """A chunk's size line has been read (httptools calls this only for chunked bodies)."""
         self._framed = True
         self._tail_bytes = 0
-        # trailer fields, which follow the last chunk, go to a list that nobody reads
-        self.headers = []
+        self.headers = _DROPPED  # for the trailer fields, which follow the last chunk
 
     def _check_tail(self, tail: int) -> None:
         if tail > self.max_header_bytes:
