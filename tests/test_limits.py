@@ -309,6 +309,17 @@ def test_an_endless_trailer_after_the_answer_closes_the_connection_before_64_kb_
     assert _statuses(answer) == [401]  # no second answer to a request already answered
 
 
+def test_endless_blank_lines_after_a_response_close_the_connection_before_64_kb_were_sent(
+    server: Server,
+) -> None:
+    with _raw(server) as sock:
+        sock.sendall(b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert _one_response(sock).startswith(b"HTTP/1.1 200")
+        sent, answer = _flood(sock, b"", b"\r\n" * 512, 1024 * 1024, wait=0.01)
+    assert sent < HEAD_CUTOFF
+    assert answer == b""  # blank lines are no request: nothing to answer
+
+
 def test_trailer_fields_are_not_taken_for_request_headers(server: Server) -> None:
     # 101 trailer fields: taken for headers, they would be over the limit of 100 (431)
     trailers = b"".join(b"X-T-%d: x\r\n" % i for i in range(101))
