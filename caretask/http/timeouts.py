@@ -12,7 +12,8 @@ few hundred of them (slowloris) could exhaust the server.
   time counts towards the next request's deadline, which only matters if the keep-alive
   timeout is the longer). The common request, whose headers arrive in one read, arms no
   timer: one is armed when a connection opens, or when a read or a response ends inside a
-  request.
+  request. Blank lines after a response (allowed before a request) cancel uvicorn's
+  keep-alive timer, so they start the next request's deadline.
 - Bodies: the whole body must arrive within `body_timeout` seconds of the end of the
   headers (one total per request, so trickling a byte at a time does not extend it); else
   408 and the connection is closed. It is checked where the app waits for the body, so
@@ -21,13 +22,12 @@ few hundred of them (slowloris) could exhaust the server.
 The protocol also bounds a request's head while it arrives (http.limits checks complete
 heads exactly, as OperationOutcomes the audit trail records): uvicorn gathers the URL and
 each header line whole before anything looks at their size, so one connection sending an
-endless URL or header line held as much memory as it sent. The same holds after the head for
-a chunked body's trailer section (httptools gathers each trailer line whole, and uvicorn
-kept every trailer field), and a chunk-size line or chunk extension that never ends, or
-blank lines after a response, were read for as long as they came: these bytes besides the
-body are bounded by the header limit too. Trailer fields are dropped (RFC 9110 6.5.1: never
-merged into the request's headers). And it answers malformed HTTP with a 400
-OperationOutcome instead of uvicorn's text/plain one.
+endless URL or header line held as much memory as it sent. So did a chunked body's trailer
+section (httptools gathers each trailer line whole, uvicorn kept every trailer field), and a
+chunk-size line or extension that never ends, or blank lines after a response, were read
+for as long as they came: these bytes after a head besides its body are held to the header
+limit too. Trailer fields are dropped (RFC 9110 6.5.1: not merged into the headers). And it
+answers malformed HTTP with a 400 OperationOutcome instead of uvicorn's text/plain one.
 """
 
 from __future__ import annotations
