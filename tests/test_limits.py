@@ -218,3 +218,166 @@ def test_endless_urls_and_headers_do_not_grow_the_servers_memory(server: Server)
             sock.close()
     assert held < 8 * 1024
     assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+# --- the bytes of a request after its head besides its body: chunk-size lines, chunk ---------
+# --- extensions, the trailer section (issue 12 item 2's class, after the head) ----------------
+
+CHUNKED = b"Host: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+CHUNKED += b"Transfer-Encoding: chunked\r\n\r\n"
+# the token endpoint reads the whole body before it looks at anything: no token needed
+TOKEN_POST = b"POST /auth/token HTTP/1.1\r\n" + CHUNKED
+GRANT = b"grant_type=client_credentials"
+LAST_CHUNK = b"%x\r\n%s\r\n0\r\n" % (len(GRANT), GRANT)
+# answered (401) before its body is read
+SEARCH_POST = b"POST /Task/_search HTTP/1.1\r\n" + CHUNKED
+
+
+def _flood(
+    sock: socket.socket, head: bytes, filler: bytes, most: int, wait: float
+) -> tuple[int, bytes]:
+    """Send `head`, then `filler` again and again, reading whatever the server answers, until
+    it closes the connection or `most` bytes were sent; the bytes sent and what it answered.
+    `wait` gives the server time to read each piece."""
+    sent, received = 0, b""
+    try:
+        sock.sendall(head)
+        sent = len(head)
+        while sent < most:
+            if select.select([sock], [], [], wait)[0]:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+                continue
+            sock.sendall(filler)
+            sent += len(filler)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    return sent, received
+
+
+def _statuses(answer: bytes) -> list[int]:
+    return [int(line.split()[1]) for line in answer.split(b"\r\n") if line.startswith(b"HTTP/1.")]
+
+
+def test_an_endless_trailer_line_is_refused_with_431_before_64_kb_were_sent(
+    server: Server,
+) -> None:
+    with _raw(server) as sock:
+        sent = _send_until_stopped(
+            sock, TOKEN_POST + LAST_CHUNK + b"X-Endless: ", b"a" * 1024, 1024 * 1024
+        )
+        assert sent < HEAD_CUTOFF
+        _assert_refused(_answer(sock), 431)
+
+
+def test_endless_small_trailer_lines_are_refused_with_431_before_64_kb_were_sent(
+    server: Server,
+) -> None:
+    with _raw(server) as sock:
+        sent = _send_until_stopped(sock, TOKEN_POST + LAST_CHUNK, b"X-A: b\r\n" * 128, 1024 * 1024)
+        assert sent < HEAD_CUTOFF
+        _assert_refused(_answer(sock), 431)
+
+
+def test_an_endless_chunk_extension_is_refused_with_431_before_64_kb_were_sent(
+    server: Server,
+) -> None:
+    with _raw(server) as sock:
+        sent = _send_until_stopped(sock, TOKEN_POST + b"5;ext=", b"a" * 1024, 1024 * 1024)
+        assert sent < HEAD_CUTOFF
+        _assert_refused(_answer(sock), 431)
+
+
+def test_an_endless_chunk_size_line_is_refused_with_431_before_64_kb_were_sent(
+    server: Server,
+) -> None:
+    with _raw(server) as sock:  # leading zeros: a valid size that never ends
+        sent = _send_until_stopped(sock, TOKEN_POST, b"0" * 1024, 1024 * 1024)
+        assert sent < HEAD_CUTOFF
+        _assert_refused(_answer(sock), 431)
+
+
+def test_an_endless_trailer_after_the_answer_closes_the_connection_before_64_kb_were_sent(
+    server: Server,
+) -> None:
+    head = SEARCH_POST + b"5\r\n_id=x\r\n0\r\nX-Endless: "
+    with _raw(server) as sock:
+        sent, answer = _flood(sock, head, b"a" * 1024, 1024 * 1024, wait=0.01)
+    assert sent < HEAD_CUTOFF
+    assert _statuses(answer) == [401]  # no second answer to a request already answered
+
+
+def test_endless_blank_lines_after_a_response_close_the_connection_before_64_kb_were_sent(
+    server: Server,
+) -> None:
+    with _raw(server) as sock:
+        sock.sendall(b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert _one_response(sock).startswith(b"HTTP/1.1 200")
+        sent, answer = _flood(sock, b"", b"\r\n" * 512, 1024 * 1024, wait=0.01)
+    assert sent < HEAD_CUTOFF
+    assert answer == b""  # blank lines are no request: nothing to answer
+
+
+def test_trailer_fields_are_not_taken_for_request_headers(server: Server) -> None:
+    # 101 trailer fields: taken for headers, they would be over the limit of 100 (431)
+    trailers = b"".join(b"X-T-%d: x\r\n" % i for i in range(101))
+    with _raw(server) as sock:
+        sock.sendall(SEARCH_POST + b"5\r\n_id=x\r\n0\r\n" + trailers + b"\r\n")
+        assert _one_response(sock).startswith(b"HTTP/1.1 401")
+
+
+def test_a_chunked_body_with_trailers_within_the_limits_sent_in_pieces_is_served(
+    server: Server, token: str
+) -> None:
+    body = json.dumps(seed_task()).encode()
+    head = (
+        b"POST /Task HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\n"
+        b"Authorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\n" % token.encode()
+    )
+    trailer = b"".join(b"X-Trailer-%d: %s\r\n" % (i, b"a" * 1000) for i in range(12))
+    request = head + b"%x;name=value\r\n%s\r\n0\r\n%s\r\n" % (len(body), body, trailer)
+    with _raw(server) as sock:
+        for start in range(0, len(request), 1000):
+            sock.sendall(request[start : start + 1000])
+            time.sleep(0.005)
+        assert _one_response(sock).startswith(b"HTTP/1.1 201")
+
+
+def test_a_body_in_thousands_of_one_byte_chunks_is_served(server: Server, token: str) -> None:
+    # its chunk framing (5 bytes a chunk) is more than the header limit, sent in pieces
+    body = json.dumps(seed_task(description="a" * 4000)).encode()
+    head = (
+        b"POST /Task HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\n"
+        b"Authorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\n" % token.encode()
+    )
+    with _raw(server) as sock:
+        sock.sendall(head)
+        for byte in body:
+            sock.sendall(b"1\r\n")
+            sock.sendall(bytes([byte]) + b"\r\n")
+        sock.sendall(b"0\r\n\r\n")
+        assert _one_response(sock).startswith(b"HTTP/1.1 201")
+
+
+def test_endless_trailers_and_chunk_framing_do_not_grow_the_servers_memory(
+    server: Server,
+) -> None:
+    before = _rss_kib(server)
+    floods = [
+        (TOKEN_POST + LAST_CHUNK + b"X-Endless: ", b"a" * 65536),
+        (SEARCH_POST + b"5\r\n_id=x\r\n0\r\nX-Endless: ", b"a" * 65536),
+        (SEARCH_POST + b"5\r\n_id=x\r\n0\r\n", b"X-A: b\r\n" * 8192),
+        (TOKEN_POST + b"5;ext=", b"a" * 65536),
+    ]
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in floods]
+    try:
+        for sock, (head, filler) in zip(socks, floods, strict=True):
+            _flood(sock, head, filler, 32 * 1024 * 1024, wait=0)
+        held = _rss_kib(server) - before  # while the connections are open
+    finally:
+        for sock in socks:
+            sock.close()
+    assert held < 8 * 1024
+    assert httpx.get(f"{server.url}/healthz").status_code == 200

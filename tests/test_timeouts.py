@@ -219,6 +219,18 @@ def test_a_body_left_unread_cannot_hold_the_connection_past_the_header_timeout(
         assert HEADER_TIMEOUT - 0.1 <= time.monotonic() - answered < HEADER_TIMEOUT + SLACK
 
 
+def test_blank_lines_after_a_response_cannot_hold_the_connection_past_the_header_timeout(
+    slow_server: Server,
+) -> None:
+    with _connect(slow_server) as sock:  # blank lines before a request are allowed, not owed
+        sock.sendall(GET_METADATA)
+        assert _read_response(sock)[0] == 200
+        answered = time.monotonic()
+        _trickle(sock, b"\r\n" * 100, every=0.5, limit=HEADER_TIMEOUT + SLACK)
+        assert _closed_by_server(sock)
+        assert HEADER_TIMEOUT - 0.1 <= time.monotonic() - answered < HEADER_TIMEOUT + SLACK
+
+
 def test_a_body_slower_than_the_body_timeout_gets_a_408_outcome(
     slow_server: Server, token: str
 ) -> None:

@@ -12,7 +12,8 @@ few hundred of them (slowloris) could exhaust the server.
   time counts towards the next request's deadline, which only matters if the keep-alive
   timeout is the longer). The common request, whose headers arrive in one read, arms no
   timer: one is armed when a connection opens, or when a read or a response ends inside a
-  request.
+  request. Blank lines after a response (allowed before a request) cancel uvicorn's
+  keep-alive timer, so they start the next request's deadline.
 - Bodies: the whole body must arrive within `body_timeout` seconds of the end of the
   headers (one total per request, so trickling a byte at a time does not extend it); else
   408 and the connection is closed. It is checked where the app waits for the body, so
@@ -21,8 +22,12 @@ few hundred of them (slowloris) could exhaust the server.
 The protocol also bounds a request's head while it arrives (http.limits checks complete
 heads exactly, as OperationOutcomes the audit trail records): uvicorn gathers the URL and
 each header line whole before anything looks at their size, so one connection sending an
-endless URL or header line held as much memory as it sent. And it answers malformed HTTP
-with a 400 OperationOutcome instead of uvicorn's text/plain one.
+endless URL or header line held as much memory as it sent. So did a chunked body's trailer
+section (httptools gathers each trailer line whole, uvicorn kept every trailer field), and a
+chunk-size line or extension that never ends, or blank lines after a response, were read
+for as long as they came: these bytes after a head besides its body are held to the header
+limit too. Trailer fields are dropped (RFC 9110 6.5.1: not merged into the headers). And it
+answers malformed HTTP with a 400 OperationOutcome instead of uvicorn's text/plain one.
 """
 
 from __future__ import annotations
@@ -78,6 +83,17 @@ _REQUEST_LINE = 32
 _LINGER_SECONDS = 2.0
 
 
+class _Dropped(list[tuple[bytes, bytes]]):
+    """Where uvicorn puts a request's trailer fields: nowhere (RFC 9110 6.5.1, a trailer
+    field is not merged into the headers; caretask uses none)."""
+
+    def append(self, field: tuple[bytes, bytes]) -> None:
+        pass
+
+
+_DROPPED = _Dropped()
+
+
 class EdgeProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline for complete request headers, limits
     on a request head's size while it arrives, and malformed HTTP answered in FHIR.
@@ -91,6 +107,14 @@ class EdgeProtocol(HttpToolsProtocol):
     read after the one in which it began (whose bytes may belong to the request before):
     past the limits by at most one read, it is refused with 414 or 431 and the connection
     closed. A head that completes is left to http.limits.
+
+    After the head, the reads that carry neither body data nor a chunk's start are counted
+    the same way ("the tail": a chunk-size line and its extensions, the trailer section,
+    blank lines before the next request), from the read after the one in which the head
+    completed or the latest chunk began: past the header limit by at most one read, 431
+    (or only the close, if the request was answered already). A chunk's start restarts the
+    count, so a body of many small chunks is not refused for its framing; a chunk's
+    extensions are skipped by the parser, not held.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -102,8 +126,13 @@ class EdgeProtocol(HttpToolsProtocol):
         self._header_timer: TimerHandle | None = None
         self._headers_due = 0.0  # loop time by which the next request's headers are due
         self._head_bytes = 0  # bytes read of the current request's incomplete head
+        # bytes read after the head besides body data (see above); None while the head is
+        # incomplete, for the read that completes it is not counted
+        self._tail_bytes: int | None = 0
+        self._framed = False  # whether the latest read carried body data or a chunk's start
         self._refused = False  # refused by the protocol: the rest of the input is discarded
-        self._refusal: bytes | None = None  # its answer, until the responses before it are sent
+        # its answer (b"" for none), until the responses before it are sent
+        self._refusal: bytes | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -120,16 +149,51 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._refused:
             return
         before = self.scope
+        self._framed = False
         _httptools.data_received(self, data)
-        scope = self.scope  # inline _in_headers(): this runs for every read
-        if scope is not None and "method" not in scope and not self._refused:
+        scope = self.scope
+        if scope is None:
+            return
+        if "method" not in scope:  # inline _in_headers(): this runs for every read
+            if self._refused:
+                return
             if scope is before:
                 self._head_bytes += len(data)
                 self._check_head()
             else:  # begun in this read, after an unknown share of it
                 self._head_bytes = 0
+            self._tail_bytes = None
             if self._header_timer is None and self._idle():
                 self._arm(self._headers_due - self.loop.time())
+        elif scope is not before:  # begun in this read, and its head complete
+            self._tail_bytes = 0
+        elif not self._framed and not self._refused:
+            tail = self._tail_bytes
+            if tail is None:  # the head completed in this read, after an unknown share of it
+                self._tail_bytes = 0
+            else:
+                self._tail_bytes = tail = tail + len(data)
+                self._check_tail(tail)
+
+    def on_body(self, body: bytes) -> None:
+        self._framed = True
+        _httptools.on_body(self, body)
+
+    def on_chunk_header(self) -> None:
+        """A chunk's size line has been read (httptools calls this only for chunked bodies)."""
+        self._framed = True
+        self._tail_bytes = 0
+        self.headers = _DROPPED  # for the trailer fields, which follow the last chunk
+
+    def _check_tail(self, tail: int) -> None:
+        if tail > self.max_header_bytes:
+            cycle = self.cycle  # the request after whose head the bytes came
+            answered = cycle is not None and cycle.response_started
+            self._refuse(*headers_too_large(self.max_header_bytes), "too-long", answer=not answered)
+        elif self._header_timer is None and self._idle():
+            # blank lines after a response cancelled uvicorn's keep-alive timer: the next
+            # request's headers are due as if they had begun
+            self._arm(self._headers_due - self.loop.time())
 
     def _url_too_long(self) -> bool:
         return len(self.url) > self.max_url_bytes + 1  # the limit does not count the '?'
@@ -148,11 +212,12 @@ class EdgeProtocol(HttpToolsProtocol):
         else:
             self._refuse(400, "the request is not valid HTTP/1.1", "structure")
 
-    def _refuse(self, status: int, text: str, code: str) -> None:
-        """Stop reading requests, and answer once the responses before are sent."""
+    def _refuse(self, status: int, text: str, code: str, answer: bool = True) -> None:
+        """Stop reading requests, and answer (unless `answer` is false: the request was
+        answered already) once the responses before are sent."""
         log.info("request refused by the HTTP protocol: %d", status)
         self._refused = True
-        self._refusal = _refusal(status, text, code)
+        self._refusal = _refusal(status, text, code) if answer else b""
         cycle = self.cycle
         if cycle is not None and cycle.more_body and not cycle.response_started:
             # the latest request's body will never arrive: the refusal is its answer
@@ -170,7 +235,8 @@ class EdgeProtocol(HttpToolsProtocol):
         if the transport cannot half-close)."""
         if self.transport.is_closing() or self._refusal is None:
             return
-        self.transport.write(self._refusal)
+        if self._refusal:
+            self.transport.write(self._refusal)
         self._refusal = None
         if self.transport.can_write_eof():
             self.transport.write_eof()
@@ -216,7 +282,13 @@ class EdgeProtocol(HttpToolsProtocol):
         self._header_timer = None
         if self.transport.is_closing() or self._refused or not self._idle():
             return  # the app has the request; the body timeout is its guard
-        waiting = self.scope is None or self._in_headers() or self.cycle.more_body
+        waiting = (
+            self.scope is None
+            or self._in_headers()
+            or self.cycle.more_body
+            # bytes since the response (blank lines) cancelled uvicorn's keep-alive timer
+            or self.timeout_keep_alive_task is None
+        )
         if not waiting:
             return  # an idle keep-alive connection: uvicorn's keep-alive timeout applies
         remaining = self._headers_due - self.loop.time()

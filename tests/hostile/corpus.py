@@ -495,6 +495,25 @@ def head_sizes() -> Iterator[Entry]:
     )
 
 
+def chunk_framing() -> Iterator[Entry]:
+    """The bytes of a chunked request besides its head and its body (chunk-size lines, chunk
+    extensions, the trailer section) past the header limit: 431 with no token needed, the
+    token endpoint reading the body first; trailer fields are never taken for headers."""
+    mib = 1024 * 1024
+    chunked = b"Host: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    chunked += b"Transfer-Encoding: chunked\r\n\r\n"
+    token = b"POST /auth/token HTTP/1.1\r\n" + chunked
+    last = b"1d\r\ngrant_type=client_credentials\r\n0\r\n"
+    yield _raw("chunked/1-MiB-trailer-line", token + last + b"X-Endless: " + b"a" * mib, 431)
+    yield _raw("chunked/1-MiB-of-small-trailers", token + last + b"X-A: b\r\n" * (mib // 8), 431)
+    yield _raw("chunked/1-MiB-chunk-extension", token + b"5;ext=" + b"a" * mib, 431)
+    yield _raw("chunked/1-MiB-chunk-size-line", token + b"0" * mib, 431)
+    search = b"POST /Task/_search HTTP/1.1\r\n" + chunked + b"5\r\n_id=x\r\n0\r\n"
+    yield _raw("chunked/1-MiB-trailer-after-the-answer", search + b"X-Endless: " + b"a" * mib, 401)
+    fields = b"".join(b"X-T-%d: x\r\n" % i for i in range(101))  # 101 headers would be 431
+    yield _raw("chunked/101-trailer-fields-are-not-headers", search + fields + b"\r\n", 401)
+
+
 def auth() -> Iterator[Entry]:
     no_auth: dict[str, dict[str, str]] = {
         "no-token": {},
@@ -776,6 +795,7 @@ def build() -> list[Entry]:
         *transport(),
         *malformed_http(),
         *head_sizes(),
+        *chunk_framing(),
         *auth(),
         *methods_and_media(),
         *huge_searches(),
