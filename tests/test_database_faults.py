@@ -166,25 +166,58 @@ def test_requests_are_503_with_retry_after_while_the_database_refuses_connection
     assert "Traceback" not in pg_server.log()
 
 
-def test_readiness_is_503_when_the_database_accepts_no_writes(pg_server: Server) -> None:
+@contextmanager
+def _read_only(url: str) -> Iterator[None]:
+    """The database accepts no writes (as a hot standby or a full-disk guard would): new
+    sessions start read-only, and the open ones are closed so that none is left over."""
     assert POSTGRES_URL
-    name = sql.Identifier(_database_name(pg_server.database))
+    name = sql.Identifier(_database_name(url))
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
         admin.execute(
             sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(name)
         )
-    _terminate_backends(pg_server.database)  # the setting applies to new sessions
+    _terminate_backends(url)  # the setting applies to new sessions
     try:
-        ready = httpx.get(f"{pg_server.url}/readyz", timeout=10)
+        yield
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
             admin.execute(
                 sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(name)
             )
-        _terminate_backends(pg_server.database)
+        _terminate_backends(url)
+
+
+def test_readiness_is_503_when_the_database_accepts_no_writes(pg_server: Server) -> None:
+    with _read_only(pg_server.database):
+        ready = httpx.get(f"{pg_server.url}/readyz", timeout=10)
     assert ready.status_code == 503
     assert "accepts no writes" in ready.json()["issue"][0]["details"]["text"]
     assert httpx.get(f"{pg_server.url}/readyz", timeout=10).status_code == 200
+
+
+def test_writes_are_503_with_retry_after_while_the_database_accepts_no_writes(
+    pg_server: Server,
+) -> None:
+    creds = pg_server.create_client()
+    token = pg_server.token()
+    requests = _every_request_type(pg_server, token, creds)
+    time.sleep(1.1)  # past the client cache: the token request reads the client's row
+    with _read_only(pg_server.database):
+        for name in ("create", "update"):
+            response = requests[name]()
+            assert response.status_code == 503, (name, response.status_code, response.text)
+            assert response.headers["retry-after"] == "1"
+            assert response.headers["content-type"].startswith("application/fhir+json")
+            outcome = response.json()["issue"][0]
+            assert outcome["code"] == "transient"
+            assert "accepts no writes" in outcome["details"]["text"], name
+        for name in ("read", "search", "history", "token"):  # issuing a token writes nothing
+            response = requests[name]()
+            assert response.status_code == 200, (name, response.status_code, response.text)
+    for name, request in requests.items():
+        response = request()
+        assert response.status_code in (200, 201), (name, response.status_code, response.text)
+    assert "Traceback" not in pg_server.log()
 
 
 # --- SQLite: a full disk -------------------------------------------------------------------

@@ -369,6 +369,25 @@ class PostgreSQLStorage:
             await self._pool.close()
 
 
+def _unavailable(sqlstate: str | None) -> str | None:
+    """What to tell a client when the database refused the work for a state of its own
+    that passes (read-only, out of resources, shutting down), or None for an error of the
+    work itself. By SQLSTATE class, so that every member of a class is covered."""
+    if sqlstate is None:
+        return None
+    if sqlstate == "25006":  # read_only_sql_transaction: a standby, or made read-only
+        return "the database accepts no writes (read-only); retry later"
+    if sqlstate == "53100":  # disk_full
+        return "the database's disk is full; retry later"
+    if sqlstate.startswith("53"):  # insufficient resources: memory, connections, limits
+        return "the database is out of resources; retry later"
+    if sqlstate in ("57P01", "57P02", "57P03"):  # admin/crash shutdown, cannot connect now
+        return "the database is restarting; retry later"
+    if sqlstate.startswith(("08", "58")):  # connection exception, system (I/O) error
+        return _UNREACHABLE
+    return None
+
+
 async def _attempt(
     conn: AsyncConnection, work: Callable[[AsyncConnection], Awaitable[T]], transaction: bool
 ) -> T:
@@ -388,7 +407,10 @@ async def _attempt(
         raise StorageUnavailable("the database did not answer in time; retry later") from None
     except psycopg.Error as error:
         if not conn.broken:
-            raise
+            text = _unavailable(error.sqlstate)
+            if text is None:
+                raise
+            raise StorageUnavailable(text) from None
         if committing:
             raise StorageUnavailable(
                 "the database connection was lost while committing: the write may or may "
