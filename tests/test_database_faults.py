@@ -23,6 +23,8 @@ import pytest
 from psycopg import sql
 
 from caretask.http.negotiation import FORM
+from caretask.storage.base import StorageUnavailable
+from caretask.storage.postgresql import PostgreSQLStorage
 from tests.conftest import (
     POSTGRES_URL,
     Server,
@@ -218,6 +220,49 @@ def test_writes_are_503_with_retry_after_while_the_database_accepts_no_writes(
         response = request()
         assert response.status_code in (200, 201), (name, response.status_code, response.text)
     assert "Traceback" not in pg_server.log()
+
+
+def _connections_to(url: str) -> int:
+    assert POSTGRES_URL
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (_database_name(url),)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_request_that_finds_every_pooled_connection_busy_is_503_busy_and_opens_no_more() -> None:
+    """Unit level: the pool's wait runs out only while its one connection is held."""
+    if not POSTGRES_URL:
+        pytest.skip("CARETASK_TEST_POSTGRES_URL is not set: no PostgreSQL to test against")
+
+    async def hold(conn: psycopg.AsyncConnection, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def scenario(url: str) -> None:
+        # a search time limit of 0.5 s: a request waits 2.5 s for a pooled connection
+        storage = PostgreSQLStorage(url, pool_size=1, search_timeout=0.5)
+        try:
+            holder = asyncio.create_task(storage._run(lambda conn: hold(conn, 4)))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            with pytest.raises(StorageUnavailable) as busy:
+                await storage._run(lambda conn: hold(conn, 0))
+            assert 2 < time.monotonic() - started < 3.5
+            assert busy.value.text.startswith("the server is busy")
+            assert busy.value.retry_after == 1
+            # the next request waits for the pool again, on no connection of its own
+            waiting = asyncio.create_task(storage._run(lambda conn: hold(conn, 0)))
+            await asyncio.sleep(0.5)
+            assert await asyncio.to_thread(_connections_to, url) == 1
+            await holder
+            await waiting
+        finally:
+            await storage.close()
+
+    with postgres_database() as url:
+        asyncio.run(scenario(url))
 
 
 # --- SQLite: a full disk -------------------------------------------------------------------
