@@ -222,6 +222,29 @@ def test_writes_are_503_with_retry_after_while_the_database_accepts_no_writes(
     assert "Traceback" not in pg_server.log()
 
 
+def test_an_update_held_behind_a_row_lock_past_the_time_limit_is_503_with_retry_after(
+    make_server,  # type: ignore[no-untyped-def]
+) -> None:
+    if not POSTGRES_URL:
+        pytest.skip("CARETASK_TEST_POSTGRES_URL is not set: no PostgreSQL to test against")
+    with postgres_database() as url:
+        srv: Server = make_server(database=url, env={"CARETASK_SEARCH_TIMEOUT": "1"})
+        with srv.client(srv.token()) as api:
+            task_id = create_task(api, seed_task())
+            with psycopg.connect(url) as locker:  # a transaction holding the task's row
+                locker.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
+                started = time.monotonic()
+                response = api.put(f"/Task/{task_id}", json={**seed_task(), "id": task_id})
+                took = time.monotonic() - started
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "1"
+            assert response.json()["issue"][0]["code"] == "transient"
+            assert took < 3
+            update = api.put(f"/Task/{task_id}", json={**seed_task(), "id": task_id})
+            assert update.status_code == 200
+        assert "Traceback" not in srv.log()
+
+
 def _connections_to(url: str) -> int:
     assert POSTGRES_URL
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
