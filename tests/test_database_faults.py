@@ -23,6 +23,8 @@ import pytest
 from psycopg import sql
 
 from caretask.http.negotiation import FORM
+from caretask.storage.base import StorageUnavailable
+from caretask.storage.postgresql import PostgreSQLStorage
 from tests.conftest import (
     POSTGRES_URL,
     Server,
@@ -166,25 +168,124 @@ def test_requests_are_503_with_retry_after_while_the_database_refuses_connection
     assert "Traceback" not in pg_server.log()
 
 
-def test_readiness_is_503_when_the_database_accepts_no_writes(pg_server: Server) -> None:
+@contextmanager
+def _read_only(url: str) -> Iterator[None]:
+    """The database accepts no writes (as a hot standby or a full-disk guard would): new
+    sessions start read-only, and the open ones are closed so that none is left over."""
     assert POSTGRES_URL
-    name = sql.Identifier(_database_name(pg_server.database))
+    name = sql.Identifier(_database_name(url))
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
         admin.execute(
             sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(name)
         )
-    _terminate_backends(pg_server.database)  # the setting applies to new sessions
+    _terminate_backends(url)  # the setting applies to new sessions
     try:
-        ready = httpx.get(f"{pg_server.url}/readyz", timeout=10)
+        yield
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
             admin.execute(
                 sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(name)
             )
-        _terminate_backends(pg_server.database)
+        _terminate_backends(url)
+
+
+def test_readiness_is_503_when_the_database_accepts_no_writes(pg_server: Server) -> None:
+    with _read_only(pg_server.database):
+        ready = httpx.get(f"{pg_server.url}/readyz", timeout=10)
     assert ready.status_code == 503
     assert "accepts no writes" in ready.json()["issue"][0]["details"]["text"]
     assert httpx.get(f"{pg_server.url}/readyz", timeout=10).status_code == 200
+
+
+def test_writes_are_503_with_retry_after_while_the_database_accepts_no_writes(
+    pg_server: Server,
+) -> None:
+    creds = pg_server.create_client()
+    token = pg_server.token()
+    requests = _every_request_type(pg_server, token, creds)
+    time.sleep(1.1)  # past the client cache: the token request reads the client's row
+    with _read_only(pg_server.database):
+        for name in ("create", "update"):
+            response = requests[name]()
+            assert response.status_code == 503, (name, response.status_code, response.text)
+            assert response.headers["retry-after"] == "1"
+            assert response.headers["content-type"].startswith("application/fhir+json")
+            outcome = response.json()["issue"][0]
+            assert outcome["code"] == "transient"
+            assert "accepts no writes" in outcome["details"]["text"], name
+        for name in ("read", "search", "history", "token"):  # issuing a token writes nothing
+            response = requests[name]()
+            assert response.status_code == 200, (name, response.status_code, response.text)
+    for name, request in requests.items():
+        response = request()
+        assert response.status_code in (200, 201), (name, response.status_code, response.text)
+    assert "Traceback" not in pg_server.log()
+
+
+def test_an_update_held_behind_a_row_lock_past_the_time_limit_is_503_with_retry_after(
+    make_server,  # type: ignore[no-untyped-def]
+) -> None:
+    if not POSTGRES_URL:
+        pytest.skip("CARETASK_TEST_POSTGRES_URL is not set: no PostgreSQL to test against")
+    with postgres_database() as url:
+        srv: Server = make_server(database=url, env={"CARETASK_SEARCH_TIMEOUT": "1"})
+        with srv.client(srv.token()) as api:
+            task_id = create_task(api, seed_task())
+            with psycopg.connect(url) as locker:  # a transaction holding the task's row
+                locker.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
+                started = time.monotonic()
+                response = api.put(f"/Task/{task_id}", json={**seed_task(), "id": task_id})
+                took = time.monotonic() - started
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "1"
+            assert response.json()["issue"][0]["code"] == "transient"
+            assert took < 3
+            update = api.put(f"/Task/{task_id}", json={**seed_task(), "id": task_id})
+            assert update.status_code == 200
+        assert "Traceback" not in srv.log()
+
+
+def _connections_to(url: str) -> int:
+    assert POSTGRES_URL
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (_database_name(url),)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_request_that_finds_every_pooled_connection_busy_is_503_busy_and_opens_no_more() -> None:
+    """Unit level: the pool's wait runs out only while its one connection is held."""
+    if not POSTGRES_URL:
+        pytest.skip("CARETASK_TEST_POSTGRES_URL is not set: no PostgreSQL to test against")
+
+    async def hold(conn: psycopg.AsyncConnection, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def scenario(url: str) -> None:
+        # a search time limit of 0.5 s: a request waits 2.5 s for a pooled connection
+        storage = PostgreSQLStorage(url, pool_size=1, search_timeout=0.5)
+        try:
+            holder = asyncio.create_task(storage._run(lambda conn: hold(conn, 4)))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            with pytest.raises(StorageUnavailable) as busy:
+                await storage._run(lambda conn: hold(conn, 0))
+            assert 2 < time.monotonic() - started < 3.5
+            assert busy.value.text.startswith("the server is busy")
+            assert busy.value.retry_after == 1
+            # the next request waits for the pool again, on no connection of its own
+            waiting = asyncio.create_task(storage._run(lambda conn: hold(conn, 0)))
+            await asyncio.sleep(0.5)
+            assert await asyncio.to_thread(_connections_to, url) == 1
+            await holder
+            await waiting
+        finally:
+            await storage.close()
+
+    with postgres_database() as url:
+        asyncio.run(scenario(url))
 
 
 # --- SQLite: a full disk -------------------------------------------------------------------

@@ -61,6 +61,18 @@ CONNECT_SECONDS = 5  # libpq's connect_timeout for connections made outside the 
 # minutes, which would delay recovery after an outage that long)
 RECONNECT_SECONDS = 10.0
 _UNREACHABLE = "the database is not reachable; retry later"
+_BUSY = "the server is busy: every database connection is in use; retry later"
+POOL_WAIT_SECONDS = 30.0  # the most a request waits for a pooled connection
+
+
+def _pool_wait(search_timeout: float | None) -> float:
+    """A request waits for a pooled connection about as long as one statement may run
+    (the longest statements are searches), not for a queue of them."""
+    if search_timeout is None:
+        return POOL_WAIT_SECONDS
+    return min(POOL_WAIT_SECONDS, search_timeout + 2)
+
+
 _READY = (
     "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on', "
     "(SELECT version_num FROM alembic_version)"
@@ -106,12 +118,13 @@ class PostgreSQLStorage:
             min_size=1,
             max_size=size,
             open=False,
+            timeout=_pool_wait(search_timeout),
             kwargs={"autocommit": True},
             reconnect_timeout=RECONNECT_SECONDS,
             configure=self._configure,
         )
         self._opened = False
-        # set when a new connection could not be made, cleared when a pooled one works:
+        # set when a new connection could not be made, cleared when one works again:
         # meanwhile a request does not wait for the pool to reconnect (it backs off)
         self._down = False
         self._outside = asyncio.Semaphore(size)  # connections made outside the pool at once
@@ -145,6 +158,11 @@ class PostgreSQLStorage:
             except _Broken:
                 pass  # the pool discards it and makes another in the background
             except PoolTimeout:
+                # every connection the pool may hold is lent out: busy, not down; with
+                # fewer, the pool could not make the ones it needed
+                stats = pool.get_stats()
+                if stats.get("pool_size", 0) >= pool.max_size:
+                    raise StorageUnavailable(_BUSY) from None
                 self._down = True
                 raise StorageUnavailable(_UNREACHABLE) from None
         async with self._outside:
@@ -160,9 +178,11 @@ class PostgreSQLStorage:
                 if self._down:  # it is back: let the pool reconnect now, not after its backoff
                     await pool.check()
                 try:
-                    return await _attempt(conn, work, transaction)
+                    result = await _attempt(conn, work, transaction)
                 except _Broken:
                     raise StorageUnavailable(_UNREACHABLE) from None
+                self._down = False
+                return result
 
     async def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
         async def run(conn: AsyncConnection) -> Any:
@@ -369,6 +389,25 @@ class PostgreSQLStorage:
             await self._pool.close()
 
 
+def _unavailable(sqlstate: str | None) -> str | None:
+    """What to tell a client when the database refused the work for a state of its own
+    that passes (read-only, out of resources, shutting down), or None for an error of the
+    work itself. By SQLSTATE class, so that every member of a class is covered."""
+    if sqlstate is None:
+        return None
+    if sqlstate == "25006":  # read_only_sql_transaction: a standby, or made read-only
+        return "the database accepts no writes (read-only); retry later"
+    if sqlstate == "53100":  # disk_full
+        return "the database's disk is full; retry later"
+    if sqlstate.startswith("53"):  # insufficient resources: memory, connections, limits
+        return "the database is out of resources; retry later"
+    if sqlstate in ("57P01", "57P02", "57P03"):  # admin/crash shutdown, cannot connect now
+        return "the database is restarting; retry later"
+    if sqlstate.startswith(("08", "58")):  # connection exception, system (I/O) error
+        return _UNREACHABLE
+    return None
+
+
 async def _attempt(
     conn: AsyncConnection, work: Callable[[AsyncConnection], Awaitable[T]], transaction: bool
 ) -> T:
@@ -388,7 +427,10 @@ async def _attempt(
         raise StorageUnavailable("the database did not answer in time; retry later") from None
     except psycopg.Error as error:
         if not conn.broken:
-            raise
+            text = _unavailable(error.sqlstate)
+            if text is None:
+                raise
+            raise StorageUnavailable(text) from None
         if committing:
             raise StorageUnavailable(
                 "the database connection was lost while committing: the write may or may "
