@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
+import pytest
+import schemathesis
 
 from tests.conftest import SEED_CREATE, create_task, new_patient, seed_task
 
@@ -147,3 +150,51 @@ def test_text_comes_back_byte_for_byte(api: httpx.Client) -> None:
     response = api.get(f"/Task/{task_id}")
     assert response.json()["description"] == text
     assert text.encode() in response.content
+
+
+# FHIR's uri (and a literal reference, a URL) holds no whitespace and is not empty; a code
+# separates its words with single spaces. fhir.resources checked none of this (its uri
+# pattern is unanchored), so such values were stored and echoed in a 201 that the
+# OpenAPI document's response schema refused (found by the PostgreSQL fuzz run).
+WHITESPACE_IN_FORMS = [
+    ({"implicitRules": "http://rules/a b"}, "Task.implicitRules"),
+    ({"implicitRules": ""}, "Task.implicitRules"),
+    ({"identifier": [{"system": "urn:a\u3000b", "value": "1"}]}, "Task.identifier[0].system"),
+    ({"identifier": [{"use": "official\tplus", "value": "1"}]}, "Task.identifier[0].use"),
+    ({"language": "en\u2028US"}, "Task.language"),
+    ({"basedOn": [{"reference": "Task/a\u00a0b"}]}, "Task.basedOn[0].reference"),
+    ({"meta": {"profile": ["urn:p\u0085q"]}}, "Task.meta.profile[0]"),
+]
+
+
+@pytest.mark.parametrize(("change", "expression"), WHITESPACE_IN_FORMS)
+def test_a_uri_code_or_reference_holding_whitespace_is_refused_and_not_stored(
+    api: httpx.Client, change: dict[str, Any], expression: str
+) -> None:
+    before = api.get("/Task", params={"_summary": "count"}).json()["total"]
+    response = api.post(
+        "/Task", json=seed_task(**change), headers={"Prefer": "return=representation"}
+    )
+    assert response.status_code == 400
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert [issue["expression"] for issue in outcome["issue"]] == [[expression]]
+    assert api.get("/Task", params={"_summary": "count"}).json()["total"] == before
+
+
+def test_a_created_task_with_unicode_that_is_not_whitespace_conforms_to_the_document(
+    api: httpx.Client,
+) -> None:
+    """U+FEFF, U+200B and U+180E are not whitespace to the server (nor to Unicode), but U+FEFF
+    is to ECMA-262's `\\s`, the reading of the document's validator: the document spells
+    its whitespace out, so the two agree."""
+    body = seed_task(
+        executionPeriod={"start": "0001"},
+        identifier=[{"use": "a\ufeffb", "system": "urn:\ufeff\u200b", "value": "\u3000x"}],
+        language="en\u180eus",
+    )
+    response = api.post("/Task", json=body, headers={"Prefer": "return=representation"})
+    assert response.status_code == 201
+    assert response.json()["identifier"] == body["identifier"]
+    document = schemathesis.openapi.from_dict(api.get("/openapi.json").json())
+    document["/Task"]["POST"].validate_response(response)  # raises if it does not conform

@@ -19,12 +19,14 @@ and headers only: the document gives the body that return=representation brings.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import pytest
@@ -57,6 +59,16 @@ BODY_CHECKS = (content_type_conformance, response_schema_conformance)
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 OAUTH_PATHS = ("/auth/token", "/auth/token/")
 SEEDED_TASKS = 5
+# characters that regex dialects disagree on (tests/test_openapi.py): whitespace to one of
+# the server (Python), the validator (ECMA-262) and the generator (Python, ASCII) and not to
+# another. The generator draws them rarely: one in four bodies gets one in one of its
+# strings, and every run ends with valid creates and updates that each carry one and ask for
+# the stored Task back, so that a 201 echoing what the document refuses is found.
+EDGE_CHARACTERS = [*"\t\n \u0085\u00a0\u1680\u2000\u2028\u202f\u3000\ufeff\u200b\u180e"]
+EDGE = st.tuples(st.integers(0, 2**16), st.sampled_from(EDGE_CHARACTERS), st.integers(0, 64))
+EDGES = st.one_of(st.none(), st.none(), st.none(), EDGE)
+EDGE_OPERATIONS = ("POST /Task", "PUT /Task/{id}")
+EDGE_SHARE = 10  # of every run's requests, the percentage sent by those final rounds
 
 
 @dataclass
@@ -93,6 +105,32 @@ def describe(case: schemathesis.Case, response: schemathesis.Response | None) ->
     answer = f" -> {response.status_code} {text}" if response is not None else ""
     where = f"{case.operation.label} path={case.path_parameters} query={case.query}"
     return f"{where} body={sent}{answer}"
+
+
+def _string_paths(node: object, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    if isinstance(node, str):
+        return [path]
+    if isinstance(node, dict):
+        items: Any = node.items()
+    else:
+        items = enumerate(node) if isinstance(node, list) else ()
+    return [found for key, value in items for found in _string_paths(value, (*path, key))]
+
+
+def with_edge_character(body: object, pick: int, char: str, at: int) -> object:
+    """`body` with `char` put into one of its strings (`pick`, `at` chosen modulo)."""
+    paths = _string_paths(body)
+    if not paths:
+        return body
+    path = paths[pick % len(paths)]
+    out = copy.deepcopy(body)
+    node: Any = out
+    for step in path[:-1]:
+        node = node[step]
+    text = node[path[-1]]
+    cut = at % (len(text) + 1)
+    node[path[-1]] = text[:cut] + char + text[cut:]
+    return out
 
 
 def is_fhir_endpoint(path: str) -> bool:
@@ -163,9 +201,17 @@ class Fuzzer:
         if case.operation.label == "PUT /Task/{id}" and response.status_code == 200:
             tally.updates += 1
 
-    def run(self, operation: schemathesis.APIOperation, mode: GenerationMode, n: int) -> bool:
+    def run(
+        self,
+        operation: schemathesis.APIOperation,
+        mode: GenerationMode,
+        n: int,
+        edges: st.SearchStrategy[tuple[int, str, int] | None] = EDGES,
+        representation: bool = False,
+    ) -> bool:
         """Send up to `n` cases; False when the operation has no cases of this mode (say,
-        negative ones for an operation without parameters)."""
+        negative ones for an operation without parameters). `edges` puts an edge character
+        into the body; `representation` asks a write for the stored Task."""
         strategy = operation.as_strategy(generation_mode=mode)
         # most reads and updates address a Task that exists (else nearly all would be 404s)
         ids = st.sampled_from(self.known_ids)
@@ -178,8 +224,14 @@ class Fuzzer:
             phases=[Phase.generate],
             suppress_health_check=list(HealthCheck),
         )
-        @given(case=strategy, known_id=known)
-        def fuzz(case: schemathesis.Case, known_id: str | None) -> None:
+        @given(case=strategy, known_id=known, edge=edges)
+        def fuzz(
+            case: schemathesis.Case, known_id: str | None, edge: tuple[int, str, int] | None
+        ) -> None:
+            if edge is not None and isinstance(case.body, dict | list):
+                case.body = with_edge_character(case.body, *edge)
+            if representation:
+                case.headers = {**(case.headers or {}), "Prefer": "return=representation"}
             self.send(case, known_id)
 
         try:
@@ -214,8 +266,12 @@ def fuzz(server: Server, target: int, label: str) -> Tally:
         runs = [(operation, mode) for operation in fuzzer.operations() for mode in MODES]
         per_run = max(1, target // len(runs))
         started = time.monotonic()
-        while tally.requests < target:  # operations with few possible requests end early
+        edge_runs = [op for op in fuzzer.operations() if op.label in EDGE_OPERATIONS]
+        edge_target = target * EDGE_SHARE // 100
+        while tally.requests < target - edge_target:  # operations with few requests end early
             runs = [(op, mode) for op, mode in runs if fuzzer.run(op, mode, per_run)]
+        for op in edge_runs:
+            fuzzer.run(op, GenerationMode.POSITIVE, edge_target // len(edge_runs), EDGE, True)
         seconds = time.monotonic() - started
         tasks_after, versions_after = stored_versions(api)
     print("\n" + tally.report(label, seconds))

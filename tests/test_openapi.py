@@ -7,15 +7,19 @@ cannot drift from the routing table; and its search parameters are the Capabilit
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 import schemathesis
 from starlette.routing import Route
 
 from caretask.config import Settings
 from caretask.domain.search_params import PARAMETERS, RESULT_PARAMETERS
+from caretask.domain.task_rules import WHITESPACE
 from caretask.http.app import create_app
 from tests.conftest import Server
 
@@ -82,3 +86,52 @@ def test_search_parameters_are_the_capability_statements(
     form = document["paths"]["/Task/_search"]["post"]["requestBody"]["content"]
     form_names = set(form["application/x-www-form-urlencoded"]["schema"]["properties"])
     assert form_names == {p["name"] for p in query if p["in"] == "query"}
+
+
+# characters that one regex dialect counts as whitespace (or a digit, or a word character)
+# and another does not: Python's `\s` (the server's), ECMA-262's (the validator's: it adds
+# U+FEFF, drops U+0085) and Python's ASCII `\s` (what the fuzzer draws values from)
+EDGE_CHARACTERS = sorted(
+    {chr(c) for c in range(0x3001) if chr(c).isspace()}
+    | {"\ufeff", "\u200b", "\u180e", "\u0660", "\u00e9", "\u00b2"}
+)
+PROBE_AROUND = [("", ""), ("a", ""), ("", "b"), ("a", "b"), ("Patient/a", ""), ("2024", "")]
+
+
+def _patterns(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str):
+                yield value
+            else:
+                yield from _patterns(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _patterns(item)
+
+
+def test_the_documents_whitespace_is_the_servers() -> None:
+    spelled = re.compile(f"[{WHITESPACE}]")
+    for code in range(0x110000):
+        assert bool(spelled.fullmatch(chr(code))) == bool(re.fullmatch(r"\s", chr(code))), code
+
+
+def test_every_pattern_admits_the_same_values_in_ecma_262_and_in_python(
+    document: dict[str, Any],
+) -> None:
+    """The fuzzer draws values with Python's `re` (ASCII), the server checks them with
+    Python's (Unicode), and schemathesis validates answers with ECMA-262's, as JSON Schema
+    says: a pattern that reads differently made a 201 fail its own document."""
+    disagreements = []
+    for pattern in sorted(set(_patterns(document))):
+        ecma = jsonschema_rs.validator_for({"type": "string", "pattern": pattern})
+        # Python's `$` also matches before a final newline; ECMA's (and a fullmatch) do not
+        python = pattern.removesuffix("$") + "\\Z" if pattern.endswith("$") else pattern
+        readings = (re.compile(python), re.compile(python, re.ASCII))
+        for before, after in PROBE_AROUND:
+            for char in EDGE_CHARACTERS:
+                value = f"{before}{char}{after}"
+                answers = {ecma.is_valid(value), *(bool(r.search(value)) for r in readings)}
+                if len(answers) > 1:
+                    disagreements.append((pattern[:60], value))
+    assert disagreements == []

@@ -113,7 +113,8 @@ def _one_of(
     return check
 
 
-_REFERENCE_FIELDS: dict[str, Check] = {"reference": _string, "type": _uri, "display": _string}
+# a literal reference is a URL: no whitespace (task_rules holds the slow path to the same)
+_REFERENCE_FIELDS: dict[str, Check] = {"reference": _uri, "type": _uri, "display": _string}
 _CODING = _obj(
     {
         "system": _uri,

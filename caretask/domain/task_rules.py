@@ -61,6 +61,25 @@ TASK_PRIORITY = frozenset(["routine", "urgent", "asap", "stat"])
 
 MAX_DEPTH = 32
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# What the server counts as whitespace: Python's `\s` (str.isspace), spelled out as a
+# character class so that the OpenAPI document's patterns can say the same thing: `\s` in
+# a JSON Schema pattern is ECMA-262's, which counts U+FEFF and not U+0085 (and a fuzzer
+# drawing from Python's ASCII `\s` counts neither U+00A0 nor U+3000).
+WHITESPACE = (
+    "\\t\\n\\u000b\\u000c\\r\\u001c-\\u001f\\u0020\\u0085\\u00a0\\u1680"
+    "\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+)
+# FHIR's uri (no whitespace, not empty) and code (words separated by single spaces, as
+# FHIR's definition of code says): fhir.resources holds values to neither (its uri pattern
+# is unanchored, so it checks nothing, and its code pattern lets any whitespace separate
+# words), so the server does, as its fast check (task_fast_check) and OpenAPI document do
+_URI_FORM = re.compile(f"[^{WHITESPACE}]+")
+_CODE_FORM = re.compile(f"[^{WHITESPACE}]+( [^{WHITESPACE}]+)*")
+_FORMS = {"uri": _URI_FORM, "url": _URI_FORM, "canonical": _URI_FORM, "code": _CODE_FORM}
+_FORM_TEXT = {
+    _URI_FORM: "'{}' must not be empty or hold whitespace (a uri)",
+    _CODE_FORM: "'{}' must be words separated by single spaces, without other whitespace (a code)",
+}
 
 Path = tuple[str | int, ...]
 
@@ -141,17 +160,22 @@ _JSON_KIND = {bool: "boolean", int: "number", str: "string"}
 
 
 @cache
-def _primitive_elements(model_class: type[BaseModel]) -> dict[str, type]:
-    """JSON name -> the JSON type of a primitive element's value: FHIR JSON writes
-    booleans as true/false, integers and decimals as numbers, every other primitive
-    (dates and times included) as a string."""
-    out: dict[str, type] = {}
+def _primitive_elements(model_class: type[BaseModel]) -> dict[str, tuple[type, str | None]]:
+    """JSON name -> the JSON type of a primitive element's value (FHIR JSON writes
+    booleans as true/false, integers and decimals as numbers, every other primitive, dates
+    and times included, as a string) and the FHIR type whose form _FORMS checks, if any."""
+    out: dict[str, tuple[type, str | None]] = {}
     for name, info in model_class.model_fields.items():
         if not is_primitive_type(info):
             continue
-        args = set(_flatten(info.annotation))
-        kind = bool if bool in args else int if args & {int, float, Decimal} else str
-        out[info.alias or name] = kind
+        args = list(_flatten(info.annotation))
+        kind = bool if bool in args else int if set(args) & {int, float, Decimal} else str
+        names = [getattr(arg, "__visit_name__", None) for arg in args]
+        fhir_type = next((n for n in names if n in _FORMS), None)
+        out[info.alias or name] = (kind, fhir_type)
+    if model_class.__name__ == "Reference":
+        # a string in FHIR, but a literal reference is a URL (relative or absolute)
+        out["reference"] = (str, "uri")
     return out
 
 
@@ -171,14 +195,18 @@ def _shape_issues(raw: dict[str, Any], model_class: type[BaseModel], path: Path)
     elements = _complex_elements(model_class)
     primitives = _primitive_elements(model_class)
     for key, value in raw.items():
-        kind = primitives.get(key)
-        if kind is not None:
+        primitive = primitives.get(key)
+        if primitive is not None:
+            kind, fhir_type = primitive
+            form = _FORMS.get(fhir_type) if fhir_type else None
             values = enumerate(value) if isinstance(value, list) else [(None, value)]
             for index, item in values:
+                where = (*path, key) if index is None else (*path, key, index)
                 if item is not None and not _json_type_matches(item, kind):
-                    where = (*path, key) if index is None else (*path, key, index)
                     text = f"'{key}' must be a JSON {_JSON_KIND[kind]}"
                     yield Issue("structure", text, fhirpath(where))
+                elif form is not None and isinstance(item, str) and not form.fullmatch(item):
+                    yield Issue("structure", _FORM_TEXT[form].format(key), fhirpath(where))
             continue
         if key not in elements:
             continue

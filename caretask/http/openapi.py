@@ -29,6 +29,7 @@ from caretask.domain.task_rules import (
     TASK_INTENT,
     TASK_PRIORITY,
     TASK_STATUS,
+    WHITESPACE,
 )
 
 Schema = dict[str, Any]
@@ -36,11 +37,14 @@ Schema = dict[str, Any]
 FHIR_JSON = "application/fhir+json"
 FORM = "application/x-www-form-urlencoded"
 
-# FHIR's primitive forms, as the server checks them (task_rules: no control characters)
+# FHIR's primitive forms, as the server checks them (task_rules: no control characters).
+# Whitespace is the server's, spelled out: `\\s` reads differently in the validator
+# (ECMA-262), the generator (Python, ASCII) and the server (Python, Unicode).
 _NO_CONTROL = "\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f"
+_WORD = f"[^{WHITESPACE}{_NO_CONTROL}]+"
 STRING_PATTERN = f"^[^{_NO_CONTROL}]+$"
-CODE_PATTERN = f"^[^\\s{_NO_CONTROL}]+( [^\\s{_NO_CONTROL}]+)*$"
-URI_PATTERN = f"^[^\\s{_NO_CONTROL}]+$"
+CODE_PATTERN = f"^{_WORD}( {_WORD})*$"
+URI_PATTERN = f"^{_WORD}$"
 ID_PATTERN = "^[A-Za-z0-9\\-.]{1,64}$"
 _YEAR = "([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
 _ZONE = "(Z|[+\\-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
@@ -76,9 +80,11 @@ def _object(properties: dict[str, Schema], closed: bool, required: tuple[str, ..
 def _literal_reference(target: str) -> str:
     """task_rules' reference form (references.split_reference) for one resource type."""
     return (
-        f"^(https?://[^\\s/]+(/[^\\s]*)?/)?{target}/{_REF_ID}(/_history/{_REF_ID})?$"
+        f"^(https?://[^{WHITESPACE}{_NO_CONTROL}/]+(/[^{WHITESPACE}{_NO_CONTROL}]*)?/)?"
+        f"{target}/{_REF_ID}"
+        f"(/_history/{_REF_ID})?$"
         if target
-        else f"^[^\\s{_NO_CONTROL}]+$"
+        else URI_PATTERN
     )
 
 

@@ -719,6 +719,67 @@ def odd_search_values() -> Iterator[Entry]:
             yield Entry(f"odd/{param}-{label}", "GET", path, 200, empty_bundle=True)
 
 
+# --- whitespace in a uri, a code or a literal reference -------------------------------------
+
+# Unicode whitespace that regex dialects disagree on (ECMA-262's \s lacks U+0085, Python's
+# ASCII \s has only the first three): FHIR's uri and reference hold none, a code only single
+# spaces between words, and the server must refuse each (fhir.resources checks neither)
+WHITESPACE_SAMPLES: Final = {
+    "space": " ",
+    "tab": "\t",
+    "newline": "\n",
+    "nbsp": "\u00a0",
+    "nel": "\u0085",
+    "line-separator": "\u2028",
+    "ideographic-space": "\u3000",
+}
+
+
+def whitespace_in_uris_and_codes() -> Iterator[Entry]:
+    seed_paths: list[tuple[str | int, ...]] = [
+        ("extension", 0, "url"),
+        ("extension", 0, "valueReference", "reference"),
+        ("requester", "reference"),
+        ("for", "reference"),
+        ("note", 0, "authorReference", "reference"),
+    ]
+    added: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
+        "implicitRules": ({"implicitRules": "urn:x"}, ("implicitRules",)),
+        "meta.source": ({"meta": {"source": "urn:x"}}, ("meta", "source")),
+        "identifier.system": ({"identifier": [{"system": "urn:x"}]}, ("identifier", 0, "system")),
+        "basedOn.reference": ({"basedOn": [{"reference": "Task/x"}]}, ("basedOn", 0, "reference")),
+        "focus.type": ({"focus": {"reference": "Task/x", "type": "Task"}}, ("focus", "type")),
+    }
+    codes: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
+        "language": ({"language": "en"}, ("language",)),
+        "identifier.use": ({"identifier": [{"use": "official"}]}, ("identifier", 0, "use")),
+        "input.coding.code": (
+            {"input": [{"type": {"coding": [{"code": "x"}]}, "valueString": "v"}]},
+            ("input", 0, "type", "coding", 0, "code"),
+        ),
+    }
+    bodies = [(copy.deepcopy(SEED_CREATE), path, "uri") for path in seed_paths]
+    for extra, path in added.values():
+        bodies.append(({**copy.deepcopy(SEED_CREATE), **extra}, path, "uri"))
+    for extra, path in codes.values():
+        bodies.append(({**copy.deepcopy(SEED_CREATE), **extra}, path, "code"))
+    for base, path, kind in bodies:
+        node: Any = base
+        for step in path[:-1]:
+            node = node[step]
+        value = node[path[-1]]
+        if kind == "uri":
+            node[path[-1]] = ""
+            yield _create(f"whitespace/empty-{_label(path)}", _dumps(base))
+        for label, char in WHITESPACE_SAMPLES.items():
+            if kind == "code" and char == " ":
+                node[path[-1]] = f"{value}  {value}"  # two spaces between words
+            else:
+                node[path[-1]] = f"{value[:4]}{char}{value[4:]}"
+            yield _create(f"whitespace/{label}-in-{_label(path)}", _dumps(base))
+        node[path[-1]] = value
+
+
 # --- an update's body: the same reading as a create's (task_rules.parse) ----------------------
 
 
@@ -802,6 +863,7 @@ def build() -> list[Entry]:
         *odd_search_values(),
         *update_bodies(),
         *token_throttle_keys(),
+        *whitespace_in_uris_and_codes(),
     ]
     names = [entry.name for entry in entries]
     assert len(names) == len(set(names)), "corpus entry names must be unique"
