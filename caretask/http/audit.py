@@ -17,6 +17,7 @@ import time
 from collections import deque
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from caretask.domain import audit
@@ -89,6 +90,11 @@ class AuditWriter:
         await self.flush()
 
 
+# What the access log and the trail say for a request whose client went away before it was
+# answered (nginx's convention): not a 500, which is a server bug.
+CLIENT_CLOSED = 499
+
+
 def _written_version(start: Message) -> tuple[str | None, int | None]:
     """The task id and version a response names: its Location (create, update), else
     its ETag's version (read). Starlette sends header names in lower case."""
@@ -130,6 +136,9 @@ class AuditTrail:
 
         try:
             await self.app(scope, receive, remember_start)
+        except ClientDisconnect:
+            start = {"status": CLIENT_CLOSED}
+            raise
         finally:
             writer: AuditWriter | None = getattr(scope["app"].state, "audit", None)
             if writer is not None:
