@@ -127,6 +127,7 @@ def test_a_503_keeps_the_connection_open(make_server, fresh_database: str) -> No
         status, headers, body = _read_response(sock)
         assert status == 503
         assert headers.get("connection") != "close"
+        assert headers["cache-control"] == "no-store"
         _outcome(body, "transient")
         assert _read_response(sock)[0] == 200
 
@@ -259,6 +260,12 @@ def test_fhir_responses_with_patient_data_are_no_store(api: httpx.Client) -> Non
     for response in responses:
         assert response.headers["cache-control"] == "no-store", (response.request.url, response)
     assert [r.status_code for r in responses[2:3]] == [304]  # revalidation still works
+
+
+def test_health_probes_are_no_store(server: Server) -> None:
+    for path in ("/healthz", "/readyz"):
+        response = httpx.get(f"{server.url}{path}")
+        assert (response.status_code, response.headers["cache-control"]) == (200, "no-store")
 
 
 def test_the_token_endpoint_says_no_store(server: Server) -> None:

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from caretask.domain import audit
 from caretask.domain.audit import AuditRecord
+from caretask.domain.references import version_number
 from caretask.storage.base import Storage
 
 log = logging.getLogger("caretask.audit")
@@ -108,9 +109,7 @@ def _written_version(start: Message) -> tuple[str | None, int | None]:
         _, rid, version = audit.classify("GET", "/Task/" + location.split("/Task/", 1)[1])
         return rid, version
     if etag is not None:
-        digits = etag.removeprefix("W/").strip('"')
-        if digits.isdigit() and len(digits) < 10:
-            return None, int(digits)
+        return None, version_number(etag.removeprefix("W/").strip('"'))
     return None, None
 
 
