@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -74,8 +76,12 @@ class Settings:
         if self.client_cache_seconds < 0:
             raise BadSetting("CARETASK_CLIENT_CACHE_SECONDS must not be negative")
         for host in self.allowed_hosts:
-            if not host or any(c.isspace() or c in "/@," for c in host):
-                raise BadSetting(f"CARETASK_ALLOWED_HOSTS: '{host}' is not a host name")
+            if host != "*" and _bare_ipv6(host) is None:
+                split = split_host(host)
+                if split is None:
+                    raise BadSetting(f"CARETASK_ALLOWED_HOSTS: '{host}' is not a host name")
+                if split[1]:  # ports are not compared, so this entry could never match
+                    raise BadSetting(f"CARETASK_ALLOWED_HOSTS: '{host}' has a port; give the name")
         if self.token_hash_queue < 0:
             raise BadSetting("CARETASK_TOKEN_HASH_QUEUE must not be negative")
 
@@ -157,6 +163,29 @@ class Settings:
 
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+# A Host header or an allowed host: a name (letters, digits, '-', '.') or a bracketed IPv6
+# address, then an optional port. Nothing else, so that no userinfo, path or second address
+# can ride behind a name that is allowed.
+_HOST = re.compile(r"(?:([a-z0-9.-]+)|\[([0-9a-f:.]+)\])(?::([0-9]{1,5}))?", re.ASCII)
+
+
+def split_host(text: str) -> tuple[str, str] | None:
+    """A host's name (lower case, an IPv6 address without brackets) and port ("" if none),
+    or None if it is not a name or bracketed IPv6 address with an optional port."""
+    match = _HOST.fullmatch(text.lower())
+    if match is None:
+        return None
+    name, ipv6, port = match.groups()
+    return (name if name is not None else ipv6), port or ""
+
+
+def _bare_ipv6(text: str) -> ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.IPv6Address(text)
+    except ValueError:
+        return None
 
 
 def host_list(text: str) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -308,3 +309,21 @@ def test_a_claimed_client_id_with_a_nul_is_recorded_cleaned(audited: Server) -> 
     assert httpx.post(f"{audited.url}/auth/token/", data=form).status_code == 401
     lines = audit_lines(audited, "--client", "ct_?evil", expect=1)
     assert what(lines) == [("POST", "login", "-", "-", "401")]
+
+
+def test_a_client_that_disconnects_mid_body_is_logged_and_recorded_as_499(audited: Server) -> None:
+    token = audited.token()
+    head = (
+        "POST /Task HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Length: 1000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", audited.port), timeout=10) as sock:
+        sock.sendall(head.encode() + b'{"resourceType": "Task"')
+        time.sleep(0.3)  # the handler is waiting for the rest of the body
+    deadline = time.monotonic() + 10
+    while " 499 " not in audited.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    access = [line for line in audited.log().splitlines() if "POST /Task " in line]
+    assert len(access) == 1 and " 499 " in access[0], access
+    lines = audit_lines(audited, expect=3)  # the readiness check's metadata, the login, this
+    assert [(m, i, s) for _t, _w, _a, m, i, _g, _q, s in lines][-1] == ("POST", "create", "499")

@@ -469,3 +469,19 @@ def test_a_flood_from_many_addresses_gets_503_past_the_hash_threads_and_queue(ma
     assert busy[0].headers["retry-after"] == "1"
     assert busy[0].headers["cache-control"] == "no-store"
     assert _grant(srv, victim).status_code == 200  # and it is over once the flood is
+
+
+def test_token_requests_whose_secret_was_never_checked_leave_the_address_its_budget(
+    make_server, fresh_database: str
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_edge import _rename_table
+
+    srv: Server = make_server(
+        database=fresh_database, env={"CARETASK_TOKEN_FAILURES_PER_ADDRESS": "2"}
+    )
+    creds = srv.create_client()
+    _rename_table(fresh_database, "clients", "clients_away")  # the database fails the lookup
+    failed = [_try(srv, creds["client_id"], creds["client_secret"]) for _ in range(5)]
+    assert all(r.status_code >= 500 for r in failed), [r.status_code for r in failed]
+    _rename_table(fresh_database, "clients_away", "clients")
+    assert _try(srv, creds["client_id"], creds["client_secret"]).status_code == 200

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from caretask.config import BadSetting, Settings
+from caretask.http.urls import AllowedHosts
 from tests.conftest import SEED_CREATE, Server, create_task, seed_task
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -126,6 +127,7 @@ def test_a_503_keeps_the_connection_open(make_server, fresh_database: str) -> No
         status, headers, body = _read_response(sock)
         assert status == 503
         assert headers.get("connection") != "close"
+        assert headers["cache-control"] == "no-store"
         _outcome(body, "transient")
         assert _read_response(sock)[0] == 200
 
@@ -260,6 +262,12 @@ def test_fhir_responses_with_patient_data_are_no_store(api: httpx.Client) -> Non
     assert [r.status_code for r in responses[2:3]] == [304]  # revalidation still works
 
 
+def test_health_probes_are_no_store(server: Server) -> None:
+    for path in ("/healthz", "/readyz"):
+        response = httpx.get(f"{server.url}{path}")
+        assert (response.status_code, response.headers["cache-control"]) == (200, "no-store")
+
+
 def test_the_token_endpoint_says_no_store(server: Server) -> None:
     creds = server.create_client()
     form = {"grant_type": "client_credentials", **creds}
@@ -292,6 +300,30 @@ def test_a_host_that_is_not_allowed_is_a_400_with_no_location(
     assert "location" not in headers
     assert "evil" not in body.decode()
     _outcome(body, "invalid")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost:@evil.example",
+        "localhost@evil.example",
+        "[::1]@evil.example",
+        "[::1]:8000@evil.example",
+        "127.0.0.1:80:81",
+        "localhost:80x",
+        "localhost/evil",
+        "[::1",
+        "user@localhost",
+    ],
+)
+def test_a_host_that_is_not_a_name_and_port_is_a_400_whatever_it_starts_with(
+    server: Server, token: str, host: str
+) -> None:
+    status, headers, body = _raw_create(server, host, token)
+    assert status == 400
+    assert "location" not in headers
+    assert "evil" not in body.decode()
+    assert AllowedHosts.REFUSAL in json.dumps(_outcome(body, "invalid"))
 
 
 def test_a_host_that_is_not_allowed_is_a_400_before_authentication(server: Server) -> None:
@@ -336,10 +368,23 @@ def test_with_a_base_url_the_location_is_the_base_urls_whatever_the_host(make_se
 
 
 def test_allowed_hosts_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CARETASK_ALLOWED_HOSTS", "a.example, b.example:8000 ,")
+    monkeypatch.setenv("CARETASK_ALLOWED_HOSTS", "a.example, [::1] ,")
     settings = Settings.from_env()
-    assert settings.allowed_hosts == ("a.example", "b.example:8000")
-    assert settings.to_env()["CARETASK_ALLOWED_HOSTS"] == "a.example,b.example:8000"
+    assert settings.allowed_hosts == ("a.example", "[::1]")
+    assert settings.to_env()["CARETASK_ALLOWED_HOSTS"] == "a.example,[::1]"
+    assert settings.accepted_hosts() == {"a.example", "::1"}
+
+
+@pytest.mark.parametrize("host", ["example.org:443", "[::1]:8000", "127.0.0.1:80"])
+def test_an_allowed_host_with_a_port_is_refused_at_start_up(host: str) -> None:
+    with pytest.raises(BadSetting, match="has a port"):
+        Settings(database_url="x", allowed_hosts=(host,))
+
+
+@pytest.mark.parametrize("host", ["a b", "user@a.example", "a.example/x", "[::1]@b", "a.example:"])
+def test_an_allowed_host_that_is_not_a_name_is_refused_at_start_up(host: str) -> None:
+    with pytest.raises(BadSetting, match="not a host name"):
+        Settings(database_url="x", allowed_hosts=(host,))
 
 
 def test_the_default_hosts_are_loopback_and_the_bound_host_without_a_base_url() -> None:

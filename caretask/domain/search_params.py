@@ -22,8 +22,8 @@ MAX_COUNT = 100
 MAX_OFFSET = 2**31 - 1
 # A search's cost is its rows times its values (a value that no index serves is tested on
 # every row), and PostgreSQL's planning time grows steeply with ANDed side-table conditions
-# (each a semi-join): the bounds keep the worst search within them near a second at 50,000
-# tasks on both engines; CARETASK_SEARCH_TIMEOUT stops what still runs too long.
+# (each a semi-join): the bounds keep the worst search a client can write cheap enough to
+# share the server on both engines; CARETASK_SEARCH_TIMEOUT stops what still runs too long.
 MAX_VALUES = 100  # comma-separated values of one parameter
 MAX_CONDITIONS = 16  # ANDed parameters
 MAX_TOTAL_VALUES = 128  # values of all the parameters together

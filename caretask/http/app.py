@@ -23,7 +23,7 @@ from caretask.auth.tokens import VerifiedTokens
 from caretask.config import Settings
 from caretask.domain.errors import DomainError
 from caretask.http import errors, metadata, tasks, token_endpoint
-from caretask.http.audit import AuditTrail, AuditWriter
+from caretask.http.audit import CLIENT_CLOSED, AuditTrail, AuditWriter
 from caretask.http.auth import ClientRows
 from caretask.http.limits import RequestLimits
 from caretask.http.timeouts import BodyTimeout
@@ -87,7 +87,7 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_status)
         except ClientDisconnect:
-            pass  # nobody to answer
+            status = status or CLIENT_CLOSED  # nobody to answer
         except Exception as exc:
             log.error(
                 "unhandled %s on %s %s at %s",

@@ -17,10 +17,12 @@ import time
 from collections import deque
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from caretask.domain import audit
 from caretask.domain.audit import AuditRecord
+from caretask.domain.references import version_number
 from caretask.storage.base import Storage
 
 log = logging.getLogger("caretask.audit")
@@ -89,6 +91,11 @@ class AuditWriter:
         await self.flush()
 
 
+# What the access log and the trail say for a request whose client went away before it was
+# answered (nginx's convention): not a 500, which is a server bug.
+CLIENT_CLOSED = 499
+
+
 def _written_version(start: Message) -> tuple[str | None, int | None]:
     """The task id and version a response names: its Location (create, update), else
     its ETag's version (read). Starlette sends header names in lower case."""
@@ -102,9 +109,7 @@ def _written_version(start: Message) -> tuple[str | None, int | None]:
         _, rid, version = audit.classify("GET", "/Task/" + location.split("/Task/", 1)[1])
         return rid, version
     if etag is not None:
-        digits = etag.removeprefix("W/").strip('"')
-        if digits.isdigit() and len(digits) < 10:
-            return None, int(digits)
+        return None, version_number(etag.removeprefix("W/").strip('"'))
     return None, None
 
 
@@ -130,6 +135,9 @@ class AuditTrail:
 
         try:
             await self.app(scope, receive, remember_start)
+        except ClientDisconnect:
+            start = {"status": CLIENT_CLOSED}
+            raise
         finally:
             writer: AuditWriter | None = getattr(scope["app"].state, "audit", None)
             if writer is not None:

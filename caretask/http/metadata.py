@@ -16,7 +16,6 @@ from caretask.http.responses import fhir_response
 from caretask.http.urls import base_url
 from caretask.storage.base import StorageUnavailable
 
-_NO_STORE = {"Cache-Control": "no-store"}
 # the readiness answer must reach a load balancer within its usual 5 s timeout
 READY_SECONDS = 4.5
 
@@ -43,7 +42,7 @@ async def openapi(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    return fhir_response({"status": "ok"}, headers=_NO_STORE)
+    return fhir_response({"status": "ok"})
 
 
 async def readyz(request: Request) -> Response:
@@ -58,6 +57,5 @@ async def readyz(request: Request) -> Response:
     except Exception:
         text = "the database is not reachable"
     else:
-        return fhir_response({"status": "ready"}, headers=_NO_STORE)
-    headers = {**_NO_STORE, "Retry-After": str(retry_after)}
-    raise HttpProblem(503, "transient", text, headers=headers)
+        return fhir_response({"status": "ready"})
+    raise HttpProblem(503, "transient", text, headers={"Retry-After": str(retry_after)})

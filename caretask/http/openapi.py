@@ -691,7 +691,7 @@ def _paths() -> dict[str, Schema]:
         **_errors(*_FHIR_ERRORS),
         "503": _outcome(
             "the search ran past the search timeout (CARETASK_SEARCH_TIMEOUT) and was stopped",
-            {"Retry-After": _header({"type": "string", "pattern": "^[0-9]+$"}, "seconds")},
+            {"Retry-After": _RETRY_AFTER},
         ),
     }
     token_operation = {
@@ -785,8 +785,8 @@ def _paths() -> dict[str, Schema]:
                 "responses": {
                     "200": _fhir("Health", "ready"),
                     "503": _outcome(
-                        "the database is unreachable, read-only, its disk full, or slower than "
-                        "the 5 s budget",
+                        "the database is unreachable, read-only, its disk full, or too slow to "
+                        "answer within a load balancer's usual 5 s timeout",
                         {"Retry-After": _RETRY_AFTER},
                     ),
                     **_errors(*_EDGE_ERRORS),

@@ -4,7 +4,7 @@ A secret check costs tens of milliseconds of scrypt, so checks are bounded (auth
 each refusal a 429 or 503 with Retry-After, answered before any hashing:
 - per peer address, CARETASK_TOKEN_FAILURES_PER_ADDRESS checks per
   CARETASK_TOKEN_FAILURE_WINDOW seconds, counted when a check starts and given back when it
-  succeeds, so that concurrent guesses from one address cannot all be hashed;
+  succeeds or never runs, so that concurrent guesses from one address cannot all be hashed;
 - per client id and peer address, CARETASK_TOKEN_FAILURES_PER_CLIENT failures per window;
 - per process, CARETASK_TOKEN_HASH_THREADS checks at once and CARETASK_TOKEN_HASH_QUEUE
   waiting, so that a flood from many addresses cannot queue unbounded work (503).
@@ -107,12 +107,18 @@ async def token(request: Request) -> Response:
     if wait is not None:  # refused before the (slow) secret check: guessing gains nothing
         return _retry_later(429, "too many failed attempts; retry later", wait)
     storage: Storage = state.storage
-    client = await storage.get_client(client_id)
-    stored = client.secret_hash if client and not client.revoked else None
+    verified: bool | None = None  # None: the secret was never checked
     try:
+        client = await storage.get_client(client_id)
+        stored = client.secret_hash if client and not client.revoked else None
         verified = await state.hash_pool.run(secrets.verify_secret, secret[:1000], stored)
-    except Busy:  # still counted for the address, like any attempt that did not succeed
+    except Busy:
         return _retry_later(503, "too many token requests at once; retry later", 1)
+    finally:
+        # a check that never ran (Busy, the database away) guessed nothing: given back,
+        # or a client retrying through a blip would lock its whole address out
+        if verified is None:
+            state.address_checks.refund(address, time.monotonic())
     now = time.monotonic()
     if not verified:
         state.failed_pairs.record(pair, now)

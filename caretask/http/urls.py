@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
+from caretask.config import split_host
+
 
 def base_url(request: Request) -> str:
     configured = request.app.state.settings.base_url
@@ -18,12 +20,11 @@ def link_path(base: str) -> str:
     return urlsplit(base).path.rstrip("/")
 
 
-def host_name(value: bytes) -> str:
-    """A Host header's name: lower case, without its port or an IPv6 address's brackets."""
-    text = value.decode("latin-1").strip().lower()
-    if text.startswith("["):
-        return text[1 : text.find("]")] if "]" in text else text
-    return text.partition(":")[0]
+def host_name(value: bytes) -> str | None:
+    """A Host header's name: lower case, without its port or an IPv6 address's brackets;
+    None if the header is anything but a name or bracketed IPv6 address and a port."""
+    split = split_host(value.decode("latin-1").strip())
+    return split[0] if split is not None else None
 
 
 class AllowedHosts:

@@ -10,6 +10,7 @@ element" really covers every element of the seed's create body.
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -845,6 +846,117 @@ def token_throttle_keys() -> Iterator[Entry]:
     )
 
 
+def content_encodings() -> Iterator[Entry]:
+    """A body in a content coding (issue 12 item 14c), on every endpoint that reads a body:
+    415 with Accept-Encoding: identity, before the body is read as JSON or a form; identity
+    alone is the body as it is."""
+    token_form = b"grant_type=client_credentials&client_id=x&client_secret=y"
+    targets = [
+        ("create", "POST", "/Task", SEED_BYTES, JSON),
+        ("update", "PUT", f"/Task/{UNKNOWN_ID}", SEED_BYTES, JSON),
+        ("form-search", "POST", "/Task/_search", f"_id={UNKNOWN_ID}".encode(), FORM),
+        ("token", "POST", "/auth/token/", token_form, FORM),
+    ]
+    codings = ["gzip", "br", "deflate", "compress", "gzip, identity", "x-unknown"]
+    for label, method, path, body, media in targets:
+        unauthenticated = path.startswith("/auth/")
+        for coding in codings:
+            encoded = gzip.compress(body) if coding.startswith("gzip") else body
+            yield Entry(
+                f"content-encoding/{label}-{coding.replace(', ', '-and-')}",
+                method,
+                path,
+                415,
+                encoded,
+                {**media, "Content-Encoding": coding},
+                authenticated=not unauthenticated,
+            )
+    identity = {"Content-Encoding": "identity"}
+    yield Entry(
+        "content-encoding/update-identity-reaches-the-lookup",
+        "PUT",
+        f"/Task/{UNKNOWN_ID}",
+        404,
+        SEED_BYTES,
+        {**JSON, **identity},
+    )
+    yield Entry(
+        "content-encoding/form-search-identity-is-searched",
+        "POST",
+        "/Task/_search",
+        200,
+        f"_id={UNKNOWN_ID}".encode(),
+        {**FORM, **identity},
+        empty_bundle=True,
+    )
+    yield Entry(
+        "content-encoding/token-identity-checks-the-client",
+        "POST",
+        "/auth/token/",
+        401,
+        token_form,
+        {**FORM, **identity},
+        authenticated=False,
+    )
+
+
+def hosts() -> Iterator[Entry]:
+    """Host headers (issue 12 item 15b): only `name[:port]` or `[IPv6][:port]` naming an
+    allowed host is answered; forged hosts, userinfo, paths, a second Host, an empty one and
+    IPv6 forms that are not an allowed address get the same 400, before authentication."""
+    refused = [
+        ("forged", "evil.example"),
+        ("forged-with-port", "evil.example:80"),
+        ("allowed-name-as-prefix", "127.0.0.1.evil.example"),
+        ("userinfo-after-port-colon", "localhost:@evil.example"),
+        ("userinfo-after-name", "localhost@evil.example"),
+        ("userinfo-before-name", "user@localhost"),
+        ("userinfo-after-ipv6", "[::1]@evil.example"),
+        ("userinfo-after-ipv6-port", "[::1]:8000@evil.example"),
+        ("two-ports", "127.0.0.1:80:81"),
+        ("port-not-digits", "localhost:80x"),
+        ("empty-port", "localhost:"),
+        ("path", "localhost/evil"),
+        ("path-after-port", "localhost:8000/evil"),
+        ("query", "localhost?evil"),
+        ("empty", ""),
+        ("ipv6-unbracketed", "::1"),
+        ("ipv6-unclosed", "[::1"),
+        ("ipv6-with-zone", "[fe80::1%25eth0]"),
+        ("ipv6-not-allowed", "[2001:db8::1]"),
+        ("ipv6-mapped-forged", "[::ffff:203.0.113.7]"),
+    ]
+    for label, host in refused:
+        yield Entry(f"host/{label}", "POST", "/Task", 400, SEED_BYTES, {**JSON, "Host": host})
+    yield Entry(
+        "host/forged-without-token",
+        "GET",
+        "/metadata",
+        400,
+        headers={"Host": "evil.example"},
+        authenticated=False,
+    )
+    yield _raw(
+        "host/two-host-headers",
+        b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n",
+        400,
+    )
+    yield _raw(
+        "host/two-equal-host-headers",
+        b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: 127.0.0.1\r\n\r\n",
+        400,
+    )
+    for host in ["localhost", "LocalHost:8000", "127.0.0.1", "127.0.0.1:1", "[::1]", "[::1]:8000"]:
+        yield Entry(
+            f"host/loopback-{host}-is-served",
+            "GET",
+            "/metadata",
+            200,
+            headers={"Host": host},
+            authenticated=False,
+        )
+
+
 def build() -> list[Entry]:
     entries = [
         *malformed_json(),
@@ -864,6 +976,8 @@ def build() -> list[Entry]:
         *update_bodies(),
         *token_throttle_keys(),
         *whitespace_in_uris_and_codes(),
+        *content_encodings(),
+        *hosts(),
     ]
     names = [entry.name for entry in entries]
     assert len(names) == len(set(names)), "corpus entry names must be unique"
