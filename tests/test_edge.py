@@ -8,13 +8,10 @@ Spoken to over raw sockets where the bytes on the connection are what is tested.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
-import socket
 import sqlite3
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -22,48 +19,10 @@ import pytest
 from caretask.config import BadSetting, Settings
 from caretask.http.urls import AllowedHosts
 from tests.conftest import SEED_CREATE, Server, create_task, seed_task
+from tests.rawhttp import closed_by_server, connect, read_response
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 GET_METADATA = b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-
-
-@contextlib.contextmanager
-def _connect(srv: Server) -> Iterator[socket.socket]:
-    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-    try:
-        yield sock
-    finally:
-        sock.close()
-
-
-def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One response, read to its last byte and not beyond (pipelined ones follow it)."""
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        byte = sock.recv(1)
-        if not byte:
-            raise ConnectionError(f"closed before a complete response: {head!r}")
-        head += byte
-    status_line, *lines = head.decode("latin-1").strip().split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    body = b""
-    length = int(headers.get("content-length", "0"))
-    while len(body) < length:
-        chunk = sock.recv(length - len(body))
-        if not chunk:
-            raise ConnectionError("closed inside the response body")
-        body += chunk
-    return int(status_line.split()[1]), headers, body
-
-
-def _closed_by_server(sock: socket.socket) -> bool:
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
 
 
 def _outcome(body: bytes, code: str) -> dict[str, object]:
@@ -102,18 +61,18 @@ def test_an_unexpected_error_is_a_500_outcome_and_the_connection_serves_the_next
         task_id = create_task(api, seed_task())
     _rename_table(fresh_database, "task_versions", "task_versions_gone")
     vread = _request("GET", f"/Task/{task_id}/_history/1", token)
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         sock.sendall(vread + GET_METADATA)  # pipelined: the second waits for the first
-        status, headers, body = _read_response(sock)
+        status, headers, body = read_response(sock)
         assert status == 500
         assert headers["content-type"] == FHIR_JSON
         assert headers.get("connection") != "close"
         assert _outcome(body, "exception")["issue"][0]["details"]["text"] == (  # type: ignore[index]
             "internal server error"
         )
-        assert _read_response(sock)[0] == 200
+        assert read_response(sock)[0] == 200
         sock.sendall(GET_METADATA)  # and the connection is still open
-        assert _read_response(sock)[0] == 200
+        assert read_response(sock)[0] == 200
     log = srv.log()
     assert "unhandled " in log and f"/Task/{task_id}/_history/1" in log
     assert "Traceback" not in log  # uvicorn no longer logs the exception, message and all
@@ -122,14 +81,14 @@ def test_an_unexpected_error_is_a_500_outcome_and_the_connection_serves_the_next
 def test_a_503_keeps_the_connection_open(make_server, fresh_database: str) -> None:  # type: ignore[no-untyped-def]
     srv: Server = make_server(database=fresh_database)
     _rename_table(fresh_database, "alembic_version", "alembic_version_gone")
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         sock.sendall(_request("GET", "/readyz") + _request("GET", "/healthz"))
-        status, headers, body = _read_response(sock)
+        status, headers, body = read_response(sock)
         assert status == 503
         assert headers.get("connection") != "close"
         assert headers["cache-control"] == "no-store"
         _outcome(body, "transient")
-        assert _read_response(sock)[0] == 200
+        assert read_response(sock)[0] == 200
 
 
 # --- item 14 (b): malformed HTTP is a 400 OperationOutcome ---------------------------------
@@ -147,33 +106,33 @@ def test_a_503_keeps_the_connection_open(make_server, fresh_database: str) -> No
 def test_malformed_http_is_a_400_outcome_and_the_connection_closes(
     server: Server, request_bytes: bytes
 ) -> None:
-    with _connect(server) as sock:
+    with connect(server) as sock:
         sock.sendall(request_bytes)
-        status, headers, body = _read_response(sock)
+        status, headers, body = read_response(sock)
         assert status == 400
         assert headers["content-type"] == FHIR_JSON
         assert headers["connection"] == "close"
         assert headers["x-content-type-options"] == "nosniff"
         _outcome(body, "structure")
-        assert _closed_by_server(sock)
+        assert closed_by_server(sock)
 
 
 def test_malformed_http_behind_a_valid_request_is_answered_after_it(server: Server) -> None:
-    with _connect(server) as sock:
+    with connect(server) as sock:
         sock.sendall(GET_METADATA + b"GARBAGE\r\n\r\n")
-        assert _read_response(sock)[0] == 200
-        status, _, body = _read_response(sock)
+        assert read_response(sock)[0] == 200
+        status, _, body = read_response(sock)
         assert status == 400
         _outcome(body, "structure")
-        assert _closed_by_server(sock)
+        assert closed_by_server(sock)
 
 
 def test_a_malformed_chunked_body_is_a_400_at_once(server: Server, token: str) -> None:
     headers = "Content-Type: application/fhir+json\r\nTransfer-Encoding: chunked\r\n"
-    with _connect(server) as sock:
+    with connect(server) as sock:
         started = time.monotonic()
         sock.sendall(_request("POST", "/Task", token, headers) + b"zz\r\n{}\r\n0\r\n\r\n")
-        status, _, body = _read_response(sock)
+        status, _, body = read_response(sock)
         assert status == 400
         _outcome(body, "structure")
         assert time.monotonic() - started < 2  # not after the body timeout
@@ -286,9 +245,9 @@ def _raw_create(srv: Server, host: str, token: str | None) -> tuple[int, dict[st
         f"POST /Task HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/fhir+json\r\n"
         f"Content-Length: {len(body)}\r\n" + (f"Authorization: Bearer {token}\r\n" if token else "")
     )
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         sock.sendall(head.encode() + b"\r\n" + body)
-        return _read_response(sock)
+        return read_response(sock)
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "127.0.0.1.evil.example"])
@@ -332,16 +291,16 @@ def test_a_host_that_is_not_allowed_is_a_400_before_authentication(server: Serve
 
 
 def test_the_permalink_redirect_is_not_built_from_a_forged_host(server: Server) -> None:
-    with _connect(server) as sock:
+    with connect(server) as sock:
         sock.sendall(b"GET /permalinks/v1/abc HTTP/1.1\r\nHost: evil.example\r\n\r\n")
-        status, headers, _ = _read_response(sock)
+        status, headers, _ = read_response(sock)
     assert status == 400 and "location" not in headers
 
 
 def test_two_host_headers_are_a_400(server: Server) -> None:
-    with _connect(server) as sock:
+    with connect(server) as sock:
         sock.sendall(b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n")
-        assert _read_response(sock)[0] == 400
+        assert read_response(sock)[0] == 400
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost:8000", "LOCALHOST", "[::1]:8000"])

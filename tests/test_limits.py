@@ -7,12 +7,12 @@ import json
 import select
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import Server, seed_task
+from tests.rawhttp import connect
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 
@@ -81,15 +81,6 @@ def test_the_json_depth_limit_is_configurable(make_server) -> None:  # type: ign
 HEAD_CUTOFF = 64 * 1024  # bytes a client may send past which it must have been stopped
 
 
-@contextlib.contextmanager
-def _raw(srv: Server) -> Iterator[socket.socket]:
-    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-    try:
-        yield sock
-    finally:
-        sock.close()
-
-
 def _send_until_stopped(
     sock: socket.socket, head: bytes, filler: bytes, most: int, wait: float = 0.01
 ) -> int:
@@ -147,14 +138,14 @@ def _rss_kib(srv: Server) -> int:
 
 
 def test_an_endless_url_is_refused_with_414_before_64_kb_were_sent(server: Server) -> None:
-    with _raw(server) as sock:
+    with connect(server) as sock:
         sent = _send_until_stopped(sock, b"GET /Task?description=", b"a" * 1024, 1024 * 1024)
         assert sent < HEAD_CUTOFF
         _assert_refused(_answer(sock), 414)
 
 
 def test_an_endless_path_is_refused_with_414_before_64_kb_were_sent(server: Server) -> None:
-    with _raw(server) as sock:
+    with connect(server) as sock:
         sent = _send_until_stopped(sock, b"GET /Task/", b"a" * 1024, 1024 * 1024)
         assert sent < HEAD_CUTOFF
         _assert_refused(_answer(sock), 414)
@@ -164,7 +155,7 @@ def test_an_endless_header_line_is_refused_with_431_before_64_kb_were_sent(
     server: Server,
 ) -> None:
     head = b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Endless: "
-    with _raw(server) as sock:
+    with connect(server) as sock:
         sent = _send_until_stopped(sock, head, b"a" * 1024, 1024 * 1024)
         assert sent < HEAD_CUTOFF
         _assert_refused(_answer(sock), 431)
@@ -174,7 +165,7 @@ def test_endless_small_headers_are_refused_with_431_before_64_kb_were_sent(
     server: Server,
 ) -> None:
     head = b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-    with _raw(server) as sock:
+    with connect(server) as sock:
         sent = _send_until_stopped(sock, head, b"X-A: b\r\n" * 128, 1024 * 1024)
         assert sent < HEAD_CUTOFF
         _assert_refused(_answer(sock), 431)
@@ -184,7 +175,7 @@ def test_an_endless_header_on_a_keep_alive_connection_is_refused_with_431(
     server: Server,
 ) -> None:
     get = b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    with _raw(server) as sock:
+    with connect(server) as sock:
         sock.sendall(get)
         assert _one_response(sock).startswith(b"HTTP/1.1 200")
         sent = _send_until_stopped(sock, get[:-2] + b"X-Endless: ", b"a" * 1024, 1024 * 1024)
@@ -198,7 +189,7 @@ def test_a_head_within_the_limits_sent_in_pieces_is_served(server: Server) -> No
         + b"".join(b"X-Padding-%d: %s\r\n" % (i, b"a" * 1000) for i in range(12))
         + b"\r\n"
     )
-    with _raw(server) as sock:
+    with connect(server) as sock:
         for start in range(0, len(head), 1000):
             sock.sendall(head[start : start + 1000])
             time.sleep(0.005)
@@ -264,7 +255,7 @@ def _statuses(answer: bytes) -> list[int]:
 def test_an_endless_trailer_line_is_refused_with_431_before_64_kb_were_sent(
     server: Server,
 ) -> None:
-    with _raw(server) as sock:
+    with connect(server) as sock:
         sent = _send_until_stopped(
             sock, TOKEN_POST + LAST_CHUNK + b"X-Endless: ", b"a" * 1024, 1024 * 1024
         )
@@ -275,7 +266,7 @@ def test_an_endless_trailer_line_is_refused_with_431_before_64_kb_were_sent(
 def test_endless_small_trailer_lines_are_refused_with_431_before_64_kb_were_sent(
     server: Server,
 ) -> None:
-    with _raw(server) as sock:
+    with connect(server) as sock:
         sent = _send_until_stopped(sock, TOKEN_POST + LAST_CHUNK, b"X-A: b\r\n" * 128, 1024 * 1024)
         assert sent < HEAD_CUTOFF
         _assert_refused(_answer(sock), 431)
@@ -284,7 +275,7 @@ def test_endless_small_trailer_lines_are_refused_with_431_before_64_kb_were_sent
 def test_an_endless_chunk_extension_is_refused_with_431_before_64_kb_were_sent(
     server: Server,
 ) -> None:
-    with _raw(server) as sock:
+    with connect(server) as sock:
         sent = _send_until_stopped(sock, TOKEN_POST + b"5;ext=", b"a" * 1024, 1024 * 1024)
         assert sent < HEAD_CUTOFF
         _assert_refused(_answer(sock), 431)
@@ -293,7 +284,7 @@ def test_an_endless_chunk_extension_is_refused_with_431_before_64_kb_were_sent(
 def test_an_endless_chunk_size_line_is_refused_with_431_before_64_kb_were_sent(
     server: Server,
 ) -> None:
-    with _raw(server) as sock:  # leading zeros: a valid size that never ends
+    with connect(server) as sock:  # leading zeros: a valid size that never ends
         sent = _send_until_stopped(sock, TOKEN_POST, b"0" * 1024, 1024 * 1024)
         assert sent < HEAD_CUTOFF
         _assert_refused(_answer(sock), 431)
@@ -303,7 +294,7 @@ def test_an_endless_trailer_after_the_answer_closes_the_connection_before_64_kb_
     server: Server,
 ) -> None:
     head = SEARCH_POST + b"5\r\n_id=x\r\n0\r\nX-Endless: "
-    with _raw(server) as sock:
+    with connect(server) as sock:
         sent, answer = _flood(sock, head, b"a" * 1024, 1024 * 1024, wait=0.01)
     assert sent < HEAD_CUTOFF
     assert _statuses(answer) == [401]  # no second answer to a request already answered
@@ -312,7 +303,7 @@ def test_an_endless_trailer_after_the_answer_closes_the_connection_before_64_kb_
 def test_endless_blank_lines_after_a_response_close_the_connection_before_64_kb_were_sent(
     server: Server,
 ) -> None:
-    with _raw(server) as sock:
+    with connect(server) as sock:
         sock.sendall(b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert _one_response(sock).startswith(b"HTTP/1.1 200")
         sent, answer = _flood(sock, b"", b"\r\n" * 512, 1024 * 1024, wait=0.01)
@@ -323,7 +314,7 @@ def test_endless_blank_lines_after_a_response_close_the_connection_before_64_kb_
 def test_trailer_fields_are_not_taken_for_request_headers(server: Server) -> None:
     # 101 trailer fields: taken for headers, they would be over the limit of 100 (431)
     trailers = b"".join(b"X-T-%d: x\r\n" % i for i in range(101))
-    with _raw(server) as sock:
+    with connect(server) as sock:
         sock.sendall(SEARCH_POST + b"5\r\n_id=x\r\n0\r\n" + trailers + b"\r\n")
         assert _one_response(sock).startswith(b"HTTP/1.1 401")
 
@@ -338,7 +329,7 @@ def test_a_chunked_body_with_trailers_within_the_limits_sent_in_pieces_is_served
     )
     trailer = b"".join(b"X-Trailer-%d: %s\r\n" % (i, b"a" * 1000) for i in range(12))
     request = head + b"%x;name=value\r\n%s\r\n0\r\n%s\r\n" % (len(body), body, trailer)
-    with _raw(server) as sock:
+    with connect(server) as sock:
         for start in range(0, len(request), 1000):
             sock.sendall(request[start : start + 1000])
             time.sleep(0.005)
@@ -352,7 +343,7 @@ def test_a_body_in_thousands_of_one_byte_chunks_is_served(server: Server, token:
         b"POST /Task HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\n"
         b"Authorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\n" % token.encode()
     )
-    with _raw(server) as sock:
+    with connect(server) as sock:
         sock.sendall(head)
         for byte in body:
             sock.sendall(b"1\r\n")

@@ -17,6 +17,7 @@ import pytest
 
 from caretask.config import Settings
 from tests.conftest import SEED_CREATE, Server, database_url
+from tests.rawhttp import closed_by_server, connect, read_response
 
 HEADER_TIMEOUT, BODY_TIMEOUT, KEEPALIVE_TIMEOUT = 1.0, 1.0, 3
 SLACK = 1.0  # scheduling on a shared 2-core machine
@@ -43,41 +44,6 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def token(slow_server: Server) -> str:
     return slow_server.token()
-
-
-def _connect(srv: Server) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-
-
-def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One response, read to its last byte and not beyond (pipelined ones follow it)."""
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        byte = sock.recv(1)
-        if not byte:
-            raise ConnectionError(f"closed before a complete response: {head!r}")
-        head += byte
-    body = b""
-    status_line, *lines = head.decode("latin-1").strip().split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    length = int(headers.get("content-length", "0"))
-    while len(body) < length:
-        chunk = sock.recv(length - len(body))
-        if not chunk:
-            raise ConnectionError("closed inside the response body")
-        body += chunk
-    return int(status_line.split()[1]), headers, body
-
-
-def _closed_by_server(sock: socket.socket) -> bool:
-    """True once the server has closed: recv sees end of stream (or a reset)."""
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
 
 
 def _trickle(sock: socket.socket, data: bytes, every: float, limit: float) -> None:
@@ -132,125 +98,125 @@ def test_the_timeouts_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
 def test_headers_trickled_past_the_header_timeout_get_408_and_the_connection_closes(
     slow_server: Server,
 ) -> None:
-    with _connect(slow_server) as sock:
+    with connect(slow_server) as sock:
         started = time.monotonic()
         _trickle(sock, PARTIAL_HEADERS + b"a" * 100, every=0.1, limit=HEADER_TIMEOUT + SLACK)
-        _assert_timeout_outcome(*_read_response(sock))
+        _assert_timeout_outcome(*read_response(sock))
         assert HEADER_TIMEOUT - 0.1 <= time.monotonic() - started < HEADER_TIMEOUT + SLACK
-        assert _closed_by_server(sock)
+        assert closed_by_server(sock)
 
 
 def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(
     slow_server: Server,
 ) -> None:
-    with _connect(slow_server) as sock:
+    with connect(slow_server) as sock:
         started = time.monotonic()
-        assert _closed_by_server(sock)  # no 408: there was no request to answer
+        assert closed_by_server(sock)  # no 408: there was no request to answer
         assert HEADER_TIMEOUT - 0.1 <= time.monotonic() - started < HEADER_TIMEOUT + SLACK
 
 
 def test_headers_that_arrive_in_pieces_within_the_timeout_are_served(
     slow_server: Server,
 ) -> None:
-    with _connect(slow_server) as sock:
+    with connect(slow_server) as sock:
         for piece in (GET_METADATA[:10], GET_METADATA[10:30], GET_METADATA[30:]):
             sock.sendall(piece)
             time.sleep(0.2)
-        assert _read_response(sock)[0] == 200
+        assert read_response(sock)[0] == 200
 
 
 def test_a_second_request_on_a_keep_alive_connection_is_served(slow_server: Server) -> None:
-    with _connect(slow_server) as sock:
+    with connect(slow_server) as sock:
         sock.sendall(GET_METADATA)
-        assert _read_response(sock)[0] == 200
+        assert read_response(sock)[0] == 200
         time.sleep(0.5)
         sock.sendall(GET_METADATA)
-        assert _read_response(sock)[0] == 200
+        assert read_response(sock)[0] == 200
 
 
 def test_an_idle_keep_alive_connection_outlives_the_header_timeout(slow_server: Server) -> None:
-    with _connect(slow_server) as sock:
+    with connect(slow_server) as sock:
         sock.sendall(GET_METADATA)
-        assert _read_response(sock)[0] == 200
+        assert read_response(sock)[0] == 200
         time.sleep(HEADER_TIMEOUT + 0.5)  # idle, not slow: the keep-alive timeout applies
         sock.sendall(GET_METADATA)
-        assert _read_response(sock)[0] == 200
+        assert read_response(sock)[0] == 200
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(
     slow_server: Server,
 ) -> None:
-    with _connect(slow_server) as sock:
+    with connect(slow_server) as sock:
         sock.sendall(GET_METADATA)
-        assert _read_response(sock)[0] == 200
+        assert read_response(sock)[0] == 200
         answered = time.monotonic()
-        assert _closed_by_server(sock)
+        assert closed_by_server(sock)
         assert KEEPALIVE_TIMEOUT - 0.1 <= time.monotonic() - answered < KEEPALIVE_TIMEOUT + SLACK
 
 
 def test_a_keep_alive_request_trickled_past_the_header_timeout_gets_408(
     slow_server: Server,
 ) -> None:
-    with _connect(slow_server) as sock:
+    with connect(slow_server) as sock:
         sock.sendall(GET_METADATA)
-        assert _read_response(sock)[0] == 200
+        assert read_response(sock)[0] == 200
         answered = time.monotonic()  # its headers are due one header timeout from here
         _trickle(sock, PARTIAL_HEADERS + b"a" * 100, every=0.1, limit=HEADER_TIMEOUT + SLACK)
-        _assert_timeout_outcome(*_read_response(sock))
+        _assert_timeout_outcome(*read_response(sock))
         assert HEADER_TIMEOUT - 0.1 <= time.monotonic() - answered < HEADER_TIMEOUT + SLACK
-        assert _closed_by_server(sock)
+        assert closed_by_server(sock)
 
 
 def test_pipelined_requests_are_all_answered(slow_server: Server) -> None:
-    with _connect(slow_server) as sock:
+    with connect(slow_server) as sock:
         sock.sendall(GET_METADATA * 3)
-        assert [_read_response(sock)[0] for _ in range(3)] == [200, 200, 200]
+        assert [read_response(sock)[0] for _ in range(3)] == [200, 200, 200]
 
 
 def test_a_body_left_unread_cannot_hold_the_connection_past_the_header_timeout(
     slow_server: Server,
 ) -> None:
-    with _connect(slow_server) as sock:  # 405: the app answers without reading the body
+    with connect(slow_server) as sock:  # 405: the app answers without reading the body
         sock.sendall(b"POST /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n")
-        assert _read_response(sock)[0] == 405
+        assert read_response(sock)[0] == 405
         answered = time.monotonic()
         _trickle(sock, b" " * 1000, every=0.1, limit=HEADER_TIMEOUT + SLACK)
-        assert _closed_by_server(sock)
+        assert closed_by_server(sock)
         assert HEADER_TIMEOUT - 0.1 <= time.monotonic() - answered < HEADER_TIMEOUT + SLACK
 
 
 def test_blank_lines_after_a_response_cannot_hold_the_connection_past_the_header_timeout(
     slow_server: Server,
 ) -> None:
-    with _connect(slow_server) as sock:  # blank lines before a request are allowed, not owed
+    with connect(slow_server) as sock:  # blank lines before a request are allowed, not owed
         sock.sendall(GET_METADATA)
-        assert _read_response(sock)[0] == 200
+        assert read_response(sock)[0] == 200
         answered = time.monotonic()
         _trickle(sock, b"\r\n" * 100, every=0.5, limit=HEADER_TIMEOUT + SLACK)
-        assert _closed_by_server(sock)
+        assert closed_by_server(sock)
         assert HEADER_TIMEOUT - 0.1 <= time.monotonic() - answered < HEADER_TIMEOUT + SLACK
 
 
 def test_a_body_slower_than_the_body_timeout_gets_a_408_outcome(
     slow_server: Server, token: str
 ) -> None:
-    with _connect(slow_server) as sock:
+    with connect(slow_server) as sock:
         sock.sendall(_post_headers(token, "Content-Length: 500\r\n") + b'{"resourceType": ')
         started = time.monotonic()
-        _assert_timeout_outcome(*_read_response(sock))
+        _assert_timeout_outcome(*read_response(sock))
         assert BODY_TIMEOUT - 0.1 <= time.monotonic() - started < BODY_TIMEOUT + SLACK
-        assert _closed_by_server(sock)
+        assert closed_by_server(sock)
 
 
 def test_the_body_timeout_is_a_total_that_trickled_chunks_do_not_extend(
     slow_server: Server, token: str
 ) -> None:
-    with _connect(slow_server) as sock:
+    with connect(slow_server) as sock:
         sock.sendall(_post_headers(token, "Transfer-Encoding: chunked\r\n"))
         started = time.monotonic()
         chunks = b"".join(b"1\r\n \r\n" for _ in range(100))
         _trickle(sock, chunks, every=0.05, limit=BODY_TIMEOUT + SLACK)
-        _assert_timeout_outcome(*_read_response(sock))
+        _assert_timeout_outcome(*read_response(sock))
         assert BODY_TIMEOUT - 0.1 <= time.monotonic() - started < BODY_TIMEOUT + SLACK
 
 
@@ -258,18 +224,18 @@ def test_a_body_that_arrives_in_pieces_within_the_timeout_is_served(
     slow_server: Server, token: str
 ) -> None:
     body = json.dumps(SEED_CREATE).encode()
-    with _connect(slow_server) as sock:
+    with connect(slow_server) as sock:
         sock.sendall(_post_headers(token, f"Content-Length: {len(body)}\r\n"))
         for start in range(0, len(body), len(body) // 3 + 1):
             time.sleep(0.2)
             sock.sendall(body[start : start + len(body) // 3 + 1])
-        status, headers, _ = _read_response(sock)
+        status, headers, _ = read_response(sock)
         assert status == 201
         assert headers.get("connection") != "close"
 
 
 def test_many_slowloris_connections_do_not_stop_a_normal_client(slow_server: Server) -> None:
-    slow = [_connect(slow_server) for _ in range(200)]
+    slow = [connect(slow_server) for _ in range(200)]
     try:
         for sock in slow:
             sock.sendall(PARTIAL_HEADERS)
@@ -279,7 +245,7 @@ def test_many_slowloris_connections_do_not_stop_a_normal_client(slow_server: Ser
         assert time.monotonic() - opened < HEADER_TIMEOUT  # served while they were all open
         for sock in slow:  # and every one of them is cut off
             sock.settimeout(HEADER_TIMEOUT + SLACK)
-            _assert_timeout_outcome(*_read_response(sock))
+            _assert_timeout_outcome(*read_response(sock))
         assert time.monotonic() - opened < HEADER_TIMEOUT + SLACK
         assert httpx.get(f"{slow_server.url}/metadata").status_code == 200
     finally:
