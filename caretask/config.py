@@ -6,10 +6,11 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
+_CPUS = os.cpu_count() or 1
 
 
 class BadSetting(ValueError):
@@ -33,7 +34,7 @@ class Settings:
     token_failures_per_address: int = 30
     token_failure_window: float = 60.0
     # secret checks (scrypt) run at once per process, and how many more may wait for a thread
-    token_hash_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    token_hash_threads: int = _CPUS
     token_hash_queue: int = 16
     # request limits checked before routing (http.limits); the body limit is above
     max_header_bytes: int = 16 * 1024
@@ -121,7 +122,7 @@ class Settings:
             token_failures_per_client=env("TOKEN_FAILURES_PER_CLIENT", 5, int),
             token_failures_per_address=env("TOKEN_FAILURES_PER_ADDRESS", 30, int),
             token_failure_window=env("TOKEN_FAILURE_WINDOW", 60.0, float),
-            token_hash_threads=env("TOKEN_HASH_THREADS", os.cpu_count() or 1, int),
+            token_hash_threads=env("TOKEN_HASH_THREADS", _CPUS, int),
             token_hash_queue=env("TOKEN_HASH_QUEUE", 16, int),
             max_header_bytes=env("MAX_HEADER_BYTES", 16 * 1024, int),
             max_headers=env("MAX_HEADERS", 100, int),

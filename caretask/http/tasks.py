@@ -18,6 +18,7 @@ from caretask.domain import audit, bundle, indexing, search_params, task_rules
 from caretask.domain.dates import now_instant, parse_range
 from caretask.domain.errors import InvalidRequest, InvalidSearch, Issue, NotFound, VersionConflict
 from caretask.domain.references import ID_PATTERN, version_number
+from caretask.http.audit import CLIENT_CLOSED
 from caretask.http.auth import authorize
 from caretask.http.errors import HttpProblem
 from caretask.http.negotiation import FORM, check_accept, media_type, prefer, read_body, read_task
@@ -263,7 +264,7 @@ async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
         if watcher is not None and watcher.done() and not watcher.cancelled():
             task.uncancel()  # our own cancel, not the server's: answer (to nobody)
             raise HttpProblem(
-                499, "incomplete", "the client closed the connection during the search"
+                CLIENT_CLOSED, "incomplete", "the client closed the connection during the search"
             ) from None
         raise
     finally:

@@ -61,6 +61,7 @@ CONNECT_SECONDS = 5  # libpq's connect_timeout for connections made outside the 
 # minutes, which would delay recovery after an outage that long)
 RECONNECT_SECONDS = 10.0
 _UNREACHABLE = "the database is not reachable; retry later"
+READ_ONLY = "25006"  # SQLSTATE read_only_sql_transaction
 _BUSY = "the server is busy: every database connection is in use; retry later"
 POOL_WAIT_SECONDS = 30.0  # the most a request waits for a pooled connection
 
@@ -373,7 +374,7 @@ class PostgreSQLStorage:
                     await self._drop_probe()
                     raise
                 if read_only:
-                    raise StorageUnavailable("the database accepts no writes (read-only)")
+                    raise StorageUnavailable(_unavailable(READ_ONLY) or _UNREACHABLE)
                 return
         raise StorageUnavailable(_UNREACHABLE)
 
@@ -395,7 +396,7 @@ def _unavailable(sqlstate: str | None) -> str | None:
     work itself. By SQLSTATE class, so that every member of a class is covered."""
     if sqlstate is None:
         return None
-    if sqlstate == "25006":  # read_only_sql_transaction: a standby, or made read-only
+    if sqlstate == READ_ONLY:  # a standby, or made read-only
         return "the database accepts no writes (read-only); retry later"
     if sqlstate == "53100":  # disk_full
         return "the database's disk is full; retry later"

@@ -382,10 +382,10 @@ class SQLiteStorage:
             raise StorageUnavailable("the database's last writes failed", 10)
         folder = os.path.dirname(os.path.abspath(self._path))
         if not (os.access(self._path, os.W_OK) and os.access(folder, os.W_OK)):
-            raise StorageUnavailable("the database file cannot be written", 10)
+            raise StorageUnavailable(*_UNAVAILABLE[sqlite3.SQLITE_READONLY])
         disk = os.statvfs(folder)
         if disk.f_bavail * disk.f_frsize < MIN_FREE_BYTES:
-            raise StorageUnavailable("the database's disk is full", 10)
+            raise StorageUnavailable(*_UNAVAILABLE[sqlite3.SQLITE_FULL])
         try:
             self._connection().execute("SELECT version_num FROM alembic_version").fetchone()
         except sqlite3.Error as error:
