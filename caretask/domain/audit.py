@@ -149,7 +149,7 @@ def encode_batch(records: Sequence[AuditRecord]) -> Batch:
 
 def decode_batch(seq: int, records: str | bytes) -> list[AuditRecord]:
     return [
-        AuditRecord(*fields, event_id=f"{seq}-{index}")
+        AuditRecord._make([*fields, f"{seq}-{index}"])
         for index, fields in enumerate(orjson.loads(records))
     ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Self
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +23,7 @@ class DomainError(Exception):
     issues: list[Issue] = field(default_factory=list)
 
     @classmethod
-    def single(cls, code: str, text: str, expression: str | None = None) -> DomainError:
+    def single(cls, code: str, text: str, expression: str | None = None) -> Self:
         return cls([Issue(code, text, expression)])
 
     def __str__(self) -> str:

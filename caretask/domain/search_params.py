@@ -136,10 +136,13 @@ class CodingCondition:
     negate: bool = False
 
 
+StringMode = Literal["prefix", "exact", "contains"]
+
+
 @dataclass(frozen=True, slots=True)
 class StringCondition:
     param: str
-    mode: Literal["prefix", "exact", "contains"]
+    mode: StringMode
     values: tuple[str, ...]  # folded (text.normalize) for prefix and contains, NFC for exact
 
 
@@ -234,7 +237,9 @@ def _coding_value(name: str, raw: str) -> tuple[str | None, str | None]:
     return (system, code or None)
 
 
-def _reference_value(pdef: ParamDef, name: str, raw: str, type_modifier: str | None):
+def _reference_value(
+    pdef: ParamDef, name: str, raw: str, type_modifier: str | None
+) -> tuple[str | None, str]:
     parsed = split_reference(raw)
     if parsed is None:
         if not ID_PATTERN.fullmatch(raw):
@@ -313,7 +318,7 @@ def _condition(name: str, raw: str, lenient: bool) -> Condition | None:
     if pdef.type == "string":
         if modifier == "exact":
             return StringCondition(base, "exact", tuple(exact(v) for v in values))
-        mode = "contains" if modifier == "contains" else "prefix"
+        mode: StringMode = "contains" if modifier == "contains" else "prefix"
         return StringCondition(base, mode, _folded(name, values))
     if pdef.type == "reference":
         refs = tuple(_reference_value(pdef, name, v, type_modifier) for v in values)

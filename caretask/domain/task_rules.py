@@ -216,8 +216,8 @@ def _shape_issues(raw: dict[str, Any], model_class: type[BaseModel], path: Path)
         for index, item in items:
             where = here if index is None else (*here, index)
             if isinstance(item, str):
-                kind = "an array" if is_list and index is None else "an object"
-                yield Issue("structure", f"'{key}' must be {kind}, not a string", fhirpath(where))
+                shape = "an array" if is_list and index is None else "an object"
+                yield Issue("structure", f"'{key}' must be {shape}, not a string", fhirpath(where))
             elif isinstance(item, dict) and child is not None:
                 yield from _shape_issues(item, child, where)
 
@@ -357,7 +357,8 @@ def validate(body: Any, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
         issues += _pydantic_issues(error)
     if issues:
         raise InvalidResource(_dedupe(issues))
-    return body
+    valid: dict[str, Any] = body
+    return valid
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:

@@ -26,6 +26,7 @@ from caretask.http import errors, metadata, tasks, token_endpoint
 from caretask.http.audit import CLIENT_CLOSED, AuditTrail, AuditWriter
 from caretask.http.auth import ClientRows
 from caretask.http.limits import RequestLimits
+from caretask.http.state import AppState, Opened
 from caretask.http.timeouts import BodyTimeout
 from caretask.http.urls import AllowedHosts
 from caretask.storage import open_storage
@@ -125,28 +126,34 @@ def _settle_heap() -> None:
 
 
 def create_app(settings: Settings) -> Starlette:
+    state = AppState(settings, datetime.now(UTC).isoformat())
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         storage = open_storage(
             DatabaseURL.parse(settings.database_url), search_timeout=settings.search_timeout
         )
-        app.state.storage = storage
-        app.state.signing_key = await storage.signing_key()
-        app.state.tokens = VerifiedTokens(app.state.signing_key)
-        app.state.clients = ClientRows(storage, settings.client_cache_seconds)
+        signing_key = await storage.signing_key()
         window = settings.token_failure_window
-        app.state.failed_pairs = Budget(settings.token_failures_per_client, window)
-        app.state.address_checks = Budget(settings.token_failures_per_address, window)
-        app.state.hash_pool = BoundedPool(settings.token_hash_threads, settings.token_hash_queue)
-        app.state.audit = AuditWriter(storage, settings.audit_flush_seconds)
-        app.state.audit.start()
+        opened = Opened(
+            storage=storage,
+            signing_key=signing_key,
+            tokens=VerifiedTokens(signing_key),
+            clients=ClientRows(storage, settings.client_cache_seconds),
+            failed_pairs=Budget(settings.token_failures_per_client, window),
+            address_checks=Budget(settings.token_failures_per_address, window),
+            hash_pool=BoundedPool(settings.token_hash_threads, settings.token_hash_queue),
+            audit=AuditWriter(storage, settings.audit_flush_seconds),
+        )
+        state.opened = opened
+        opened.audit.start()
         _settle_heap()
         try:
             yield
         finally:
-            await app.state.audit.close()
+            await opened.audit.close()
             await storage.close()
-            app.state.hash_pool.close()
+            opened.hash_pool.close()
 
     routes = [
         Route("/metadata", metadata.metadata, methods=["GET"]),
@@ -175,8 +182,7 @@ def create_app(settings: Settings) -> Starlette:
             HTTPException: errors.starlette_http_error,
         },
     )
-    app.state.settings = settings
-    app.state.started_at = datetime.now(UTC).isoformat()
+    app.state.caretask = state
     app.add_middleware(BodyTimeout, body_timeout=settings.body_timeout)
     app.add_middleware(
         RequestLimits,

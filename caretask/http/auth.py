@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from caretask.auth import scopes, tokens
 from caretask.http.errors import HttpProblem
+from caretask.http.state import opened
 from caretask.storage.base import ClientRecord, Storage
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="caretask"'}
@@ -60,7 +61,7 @@ class ClientRows:
 
 async def authorize(request: Request, permission: str) -> tokens.Claims:
     """Check the request's token and that its scopes grant `permission` (a cruds letter)."""
-    state = request.app.state
+    state = opened(request)
     try:
         claims = state.tokens.verify(_bearer(request))
     except tokens.InvalidToken:

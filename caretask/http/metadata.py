@@ -13,6 +13,7 @@ from caretask.domain.capability import capability_statement, smart_configuration
 from caretask.http.errors import HttpProblem
 from caretask.http.openapi import openapi_document
 from caretask.http.responses import fhir_response
+from caretask.http.state import app_state, opened
 from caretask.http.urls import base_url
 from caretask.storage.base import StorageUnavailable
 
@@ -21,7 +22,7 @@ READY_SECONDS = 4.5
 
 
 async def metadata(request: Request) -> Response:
-    return fhir_response(capability_statement(base_url(request), request.app.state.started_at))
+    return fhir_response(capability_statement(base_url(request), app_state(request).started_at))
 
 
 async def smart(request: Request) -> Response:
@@ -49,7 +50,7 @@ async def readyz(request: Request) -> Response:
     """Ready: the database answers and takes writes (storage.ping), within READY_SECONDS."""
     retry_after = 1
     try:
-        await asyncio.wait_for(request.app.state.storage.ping(), READY_SECONDS)
+        await asyncio.wait_for(opened(request).storage.ping(), READY_SECONDS)
     except StorageUnavailable as error:
         text, retry_after = error.text, error.retry_after
     except TimeoutError:

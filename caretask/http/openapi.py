@@ -634,7 +634,7 @@ def _errors(*statuses: int) -> dict[str, Schema]:
 _EDGE_ERRORS = (400, 414, 431)
 _FHIR_ERRORS = (*_EDGE_ERRORS, 401, 403, 406, 503)
 _BODY_ERRORS = (408, 413, 415)
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 _PREFER_WRITE = {
     "name": "Prefer",
@@ -694,7 +694,7 @@ def _paths() -> dict[str, Schema]:
             {"Retry-After": _RETRY_AFTER},
         ),
     }
-    token_operation = {
+    token_operation: dict[str, Any] = {
         "summary": "OAuth 2.0 client credentials (Canvas form)",
         "security": [],
         "requestBody": {"required": True, "content": {FORM: {"schema": _ref("TokenRequest")}}},

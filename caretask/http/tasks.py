@@ -23,6 +23,7 @@ from caretask.http.auth import authorize
 from caretask.http.errors import HttpProblem
 from caretask.http.negotiation import FORM, check_accept, media_type, prefer, read_body, read_task
 from caretask.http.responses import empty_response, fhir_response
+from caretask.http.state import opened, settings
 from caretask.http.urls import base_url, link_path
 from caretask.storage.base import (
     NewVersion,
@@ -40,7 +41,7 @@ T = TypeVar("T")
 
 
 def _storage(request: Request) -> Storage:
-    return request.app.state.storage
+    return opened(request).storage
 
 
 def _etag(version: int) -> str:
@@ -66,15 +67,15 @@ def _parse_etag(value: str, header: str) -> int:
 
 
 def _task_id(request: Request) -> str:
-    task_id = request.path_params["id"]
+    task_id: str = request.path_params["id"]
     if not ID_PATTERN.fullmatch(task_id):
         raise NotFound.single("not-found", "no Task has this id")
     return task_id
 
 
 async def _valid_body(request: Request) -> dict[str, Any]:
-    settings = request.app.state.settings
-    return await read_task(request, settings.max_body_bytes, settings.max_json_depth)
+    limits = settings(request)
+    return await read_task(request, limits.max_body_bytes, limits.max_json_depth)
 
 
 def _written(request: Request, task: StoredTask, status: int) -> Response:
@@ -219,7 +220,7 @@ async def _search(request: Request, pairs: list[tuple[str, str]]) -> Response:
     try:
         result = await _unless_client_leaves(request, _storage(request).search(query))
     except SearchTimedOut:
-        seconds = request.app.state.settings.search_timeout
+        seconds = settings(request).search_timeout
         raise HttpProblem(
             503,
             "timeout",
@@ -291,7 +292,7 @@ async def search_post(request: Request) -> Response:
     check_accept(request)
     if media_type(request) != FORM:
         raise HttpProblem(415, "not-supported", f"POST /Task/_search takes a {FORM} body")
-    raw = await read_body(request, request.app.state.settings.max_body_bytes)
+    raw = await read_body(request, settings(request).max_body_bytes)
     try:
         form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):

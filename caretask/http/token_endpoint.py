@@ -28,7 +28,7 @@ from starlette.responses import Response
 from caretask.auth import scopes, secrets, tokens
 from caretask.auth.throttle import Busy
 from caretask.http.negotiation import FORM, media_type, read_body
-from caretask.storage.base import Storage
+from caretask.http.state import opened, settings
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -97,7 +97,7 @@ async def token(request: Request) -> Response:
         request.state.client_id = client_id
         return _error(401, "invalid_client", "client authentication failed", basic is not None)
     request.state.client_id = client_id  # claimed, not proven: the audit trail's "who"
-    state = request.app.state
+    state = opened(request)
     address = request.client.host if request.client else "unknown"
     pair = f"{address} {client_id}"
     now = time.monotonic()
@@ -106,7 +106,7 @@ async def token(request: Request) -> Response:
         wait = state.address_checks.spend(address, now)
     if wait is not None:  # refused before the (slow) secret check: guessing gains nothing
         return _retry_later(429, "too many failed attempts; retry later", wait)
-    storage: Storage = state.storage
+    storage = state.storage
     verified: bool | None = None  # None: the secret was never checked
     try:
         client = await storage.get_client(client_id)
@@ -129,8 +129,8 @@ async def token(request: Request) -> Response:
     scope = scopes.narrow(form.get("scope"), client.scope)
     if scope is None:
         return _error(400, "invalid_scope", "the requested scope exceeds what the client holds")
-    ttl = request.app.state.settings.token_ttl
-    access = tokens.issue(request.app.state.signing_key, client.client_id, scope, ttl)
+    ttl = settings(request).token_ttl
+    access = tokens.issue(state.signing_key, client.client_id, scope, ttl)
     return _oauth(
         200, {"access_token": access, "token_type": "Bearer", "expires_in": ttl, "scope": scope}
     )

@@ -8,10 +8,11 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 
 from caretask.config import split_host
+from caretask.http.state import settings
 
 
 def base_url(request: Request) -> str:
-    configured = request.app.state.settings.base_url
+    configured = settings(request).base_url
     return configured or str(request.base_url).rstrip("/")
 
 

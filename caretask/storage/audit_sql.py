@@ -15,7 +15,8 @@ def select(
 ) -> tuple[str, list[Any]]:
     """Batches past `after_seq` that may hold matching records, oldest first. The client
     test is a substring match (a superset); domain.audit.select filters exactly."""
-    where, params = ["seq > ?"], [after_seq]
+    where: list[str] = ["seq > ?"]
+    params: list[Any] = [after_seq]
     if client_id is not None:
         where.append("clients LIKE ?")
         params.append(f"%{client_id}%")

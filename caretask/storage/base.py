@@ -39,7 +39,7 @@ class NewVersion(NamedTuple):
     """A task's next version: the resource to store, its index, when (us since the epoch)."""
 
     resource: dict[str, Any]
-    index: TaskIndex
+    index: TaskIndex  # type: ignore[assignment]  # shadows tuple.index, never called here
     last_updated: int
 
 

@@ -113,4 +113,4 @@ def _truncate(conn: sqlite3.Connection) -> bool:
         return False
     finally:
         conn.execute(f"PRAGMA busy_timeout={int(timeout)}")
-    return busy == 0
+    return bool(busy == 0)

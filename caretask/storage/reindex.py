@@ -7,6 +7,7 @@ of a schema they could already use: `serve` migrates before it listens.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -45,7 +46,8 @@ def reindex_if_stale(connection: sa.Connection) -> int:
     deletes = [_sql(connection, sql) for sql in SIDE_DELETES]
     done, last = 0, 0
     while rows := connection.exec_driver_sql(select, (last, BATCH)).fetchall():
-        updates, inserts = [], {}
+        updates: list[Any] = []
+        inserts: dict[str, list[Any]] = {}
         for pk, resource in rows:
             index = extract(orjson.loads(resource))
             updates.append((*index_values(index), pk))

@@ -296,10 +296,10 @@ def _condition(condition: Condition, params: list[Any], fts: bool, dense: bool) 
         clause = _in(column, list(condition.values), params)
         return f"NOT ({clause})" if condition.negate else clause
     if isinstance(condition, CodingCondition):  # negated: the positive form is above
-        local: list[Any] = []
-        ors = [_coding_match(system, code, local) for system, code in condition.values]
+        coded: list[Any] = []
+        ors = [_coding_match(system, code, coded) for system, code in condition.values]
         match = " OR ".join(f"({o})" for o in ors)
-        return f"NOT {_exists('task_tokens', param, params, match, local)}"
+        return f"NOT {_exists('task_tokens', param, params, match, coded)}"
     if isinstance(condition, ReferenceCondition):
         column = f"t.{REFERENCE_COLUMNS[param]}"
         typed = [f"{kind}/{ident}" for kind, ident in condition.values if kind]

@@ -361,9 +361,10 @@ class SQLiteStorage:
                 " ON CONFLICT (name) DO NOTHING",
                 (fresh, int(time.time())),
             )
-            return conn.execute(
+            (secret,) = conn.execute(
                 "SELECT secret FROM signing_keys WHERE name = 'access-token'"
-            ).fetchone()[0]
+            ).fetchone()
+            return str(secret)
 
         return base64.b64decode(await self._write(run))
 

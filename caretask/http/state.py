@@ -1,0 +1,52 @@
+"""What the handlers share, typed: the settings, and what the lifespan opens with them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+
+if TYPE_CHECKING:  # the modules below read their state through this one
+    from caretask.auth.throttle import BoundedPool, Budget
+    from caretask.auth.tokens import VerifiedTokens
+    from caretask.config import Settings
+    from caretask.http.audit import AuditWriter
+    from caretask.http.auth import ClientRows
+    from caretask.storage.base import Storage
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What the lifespan opens, held for the process's life."""
+
+    storage: Storage
+    signing_key: bytes
+    tokens: VerifiedTokens
+    clients: ClientRows
+    failed_pairs: Budget  # token failures per (address, client id)
+    address_checks: Budget  # secret checks per address
+    hash_pool: BoundedPool
+    audit: AuditWriter
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    started_at: str
+    opened: Opened | None = None  # None until the lifespan has run
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.caretask
+    return state
+
+
+def settings(request: Request) -> Settings:
+    return app_state(request).settings
+
+
+def opened(request: Request) -> Opened:
+    state = app_state(request).opened
+    assert state is not None, "the lifespan opens the storage before any request"
+    return state
