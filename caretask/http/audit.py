@@ -139,9 +139,9 @@ class AuditTrail:
             start = {"status": CLIENT_CLOSED}
             raise
         finally:
-            writer: AuditWriter | None = getattr(scope["app"].state, "audit", None)
-            if writer is not None:
-                writer.add(_record(scope, start))
+            opened = scope["app"].state.caretask.opened  # None before the lifespan ran
+            if opened is not None:
+                opened.audit.add(_record(scope, start))
 
 
 def _record(scope: Scope, start: Message) -> AuditRecord:
