@@ -41,6 +41,17 @@ def test_every_setting_the_operating_sections_name_is_declared() -> None:
     assert named <= {setting.env for setting in SETTINGS}
 
 
+def test_the_defaults_the_readme_names_in_its_text_are_the_declared_ones() -> None:
+    text = README.read_text()
+    declared = {setting.env: setting.default for setting in SETTINGS}
+    declared |= {s.declared.flag: s.default for s in SETTINGS if s.declared.flag}
+    named = re.findall(r"`(CARETASK_\w+)`(?:\s+seconds)?\s+\((?:default\s+)?([0-9][0-9.]*)", text)
+    named += re.findall(r"\[(--[a-z-]+) ([0-9]+)\]", text)
+    given = [(name, float(value)) for name, value in named if name in declared]
+    assert len(given) >= 10
+    assert [(name, float(declared[name])) for name, _ in given] == given
+
+
 def test_readme_starts_with_the_serve_and_test_commands() -> None:
     commands = [
         line.strip() for line in README.read_text().splitlines()[:12] if line.startswith("    ")
