@@ -14,7 +14,7 @@ import os
 import socket
 import sqlite3
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 import orjson
@@ -22,10 +22,13 @@ import psycopg
 import sqlalchemy
 
 from caretask.auth import scopes, secrets
-from caretask.config import BadSetting, Settings, host_list
+from caretask.config import SETTINGS, BadSetting, Setting, Settings, env_value
 from caretask.storage import SchemaNotCurrent, open_storage, schema
 from caretask.storage.base import ClientRecord, SchemaTooNew
 from caretask.storage.urls import BadDatabaseURL, DatabaseURL
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 DEFAULT_SCOPE = "system/Task.read system/Task.write"
 # what a database can raise, wrapped (SQLAlchemy, in migrations) or not (the storage engines)
@@ -34,6 +37,9 @@ WRITES_STDOUT = {"export", "audit", "demo-data", "create"}  # create: a client's
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 # bounds of numeric options, checked after parsing: (attribute, lowest, highest)
 NUMBERS = (("port", 0, 65535), ("workers", 1, None), ("count", 0, None), ("seed", 0, None))
+_DATABASE = next(s for s in SETTINGS if s.name == "database_url")  # every command's --database
+# an option's name by its attribute in the parsed arguments
+_FLAGS = {s.name: s.declared.flag for s in SETTINGS if s.declared.flag is not None}
 
 
 class CLIError(Exception):
@@ -47,12 +53,44 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(f"{message} (see {self.prog} --help)", 2)
 
 
-def _database_arg(parser: argparse.ArgumentParser) -> None:
+def _setting_flag(parser: argparse.ArgumentParser, setting: Setting) -> None:
+    """The option of a declared setting (config.Settings): its value, if given, stands in
+    for the environment's."""
+    flag = setting.declared.flag
+    assert flag is not None
     parser.add_argument(
-        "--database",
+        flag,
+        dest=setting.name,
+        metavar=flag.lstrip("-").replace("-", "_").upper(),
+        # numbers are parsed here, so that argparse names a bad one as it does other
+        # options; texts are checked as UTF-8 first (_check_arguments), then parsed
+        type=setting.kind.parse if setting.kind.number else str,
         default=None,
-        help="database URL (default: $CARETASK_DATABASE_URL or sqlite:///./caretask.db)",
+        help=f"{setting.declared.help} (default: ${setting.env} or {setting.shown_default})",
     )
+
+
+def _database_arg(parser: argparse.ArgumentParser) -> None:
+    _setting_flag(parser, _DATABASE)
+
+
+def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as options of `serve`, parsed and checked; a text option that
+    comes to nothing ("", or "," for a list) is not given, as an empty environment
+    variable is not."""
+    given: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.declared.flag is None or setting is _DATABASE:
+            continue  # the database URL is parsed for every command (_main)
+        raw = getattr(args, setting.name)
+        value = raw if setting.kind.number or raw is None else setting.kind.parse(raw)
+        if value is None or (not setting.kind.number and not value):
+            continue
+        problem = setting.problem(value, setting.declared.flag)
+        if problem is not None:
+            raise CLIError(problem, 2)
+        given[setting.name] = value
+    return given
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,17 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     _database_arg(serve)
     serve.add_argument("--workers", type=int, default=1, help="worker processes")
-    serve.add_argument("--base-url", default=None, help="public URL for Location and fullUrl")
-    serve.add_argument(
-        "--allowed-hosts",
-        default=None,
-        help="Host header names accepted, comma-separated ('*': any); default: with "
-        "--base-url any, else the loopback names and --host",
-    )
-    serve.add_argument(
-        "--max-body-bytes", type=int, default=None, help="request body limit (default 1 MiB)"
-    )
-    serve.add_argument("--token-ttl", type=int, default=None, help="access token lifetime, s")
+    for setting in SETTINGS:
+        if setting.declared.flag is not None and setting is not _DATABASE:
+            _setting_flag(serve, setting)
     serve.add_argument("--log-level", default="info")
 
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
@@ -164,7 +194,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            flag = name if name in ("name", "client_id") else "--" + name.replace("_", "-")
+            if name in ("name", "client_id"):
+                flag = name
+            else:
+                flag = _FLAGS.get(name) or "--" + name.replace("_", "-")
             raise CLIError(f"{flag}: '{_shown(value)}' is not valid UTF-8", 2) from None
     for name, lowest, highest in NUMBERS:
         value = getattr(args, name, None)
@@ -234,27 +267,30 @@ def _log_config() -> dict[str, Any]:
 def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
     import uvicorn
 
+    from caretask.http.app import create_app
     from caretask.http.responses import EVERY_RESPONSE
+    from caretask.http.timeouts import edge_protocol
 
-    schema.check_writable(url)  # here, in one process, not in every worker at start-up
-    _check_listening(args.host, args.port)
-    base = Settings.from_env()  # the environment's settings, the command line's on top
-    settings = dataclasses.replace(
-        base,
-        database_url=url.raw,
-        base_url=args.base_url.rstrip("/") if args.base_url else base.base_url,
-        max_body_bytes=args.max_body_bytes or base.max_body_bytes,
-        token_ttl=args.token_ttl or base.token_ttl,
-        allowed_hosts=host_list(args.allowed_hosts or "") or base.allowed_hosts,
-    )
+    # the environment's settings, the command line's on top
+    given = _given_settings(args)
+    settings = dataclasses.replace(Settings.from_env(), database_url=url.raw, **given)
     accepted = settings.accepted_hosts(args.host)  # the bound host is known only here
     settings = dataclasses.replace(
         settings, allowed_hosts=tuple(sorted(accepted)) if accepted is not None else ("*",)
     )
-    os.environ.update(settings.to_env())
+    schema.check_writable(url)  # here, in one process, not in every worker at start-up
+    _check_listening(args.host, args.port)
+    app: Starlette | str
+    if args.workers == 1:
+        app = create_app(settings)
+    else:
+        # uvicorn's workers are processes that import the app by name: the environment
+        # carries the settings to them, written and read by config's declarations
+        os.environ.update(settings.to_env())
+        app = "caretask.http.app:app_from_env"
     uvicorn.run(
-        "caretask.http.app:app_from_env",
-        factory=True,
+        app,
+        factory=isinstance(app, str),
         host=args.host,
         port=args.port,
         workers=args.workers,
@@ -265,9 +301,8 @@ def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
         proxy_headers=False,
         timeout_graceful_shutdown=30,
         h11_max_incomplete_event_size=64 * 1024,
-        # httptools with header timeouts and head limits (caretask.http.timeouts); a
-        # string, so that worker processes import it
-        http="caretask.http.timeouts:EdgeProtocol",
+        # httptools with header timeouts and head limits (caretask.http.timeouts)
+        http=edge_protocol(settings),
         headers=list(EVERY_RESPONSE),
         timeout_keep_alive=settings.keepalive_timeout,
     )
@@ -402,7 +437,7 @@ def _main(argv: list[str] | None) -> int:
     _check_arguments(args)
     if args.command == "demo-data":
         return _demo_data(args.count, args.seed)
-    url = DatabaseURL.parse(args.database)
+    url = DatabaseURL.parse(args.database_url or env_value("database_url"))
     try:
         return _run(args, url)
     except DATABASE_ERRORS as error:

@@ -1,16 +1,30 @@
-"""Server settings, from the command line or the environment (workers read the latter)."""
+"""Server settings, each declared once: a field of Settings below, with its type, default,
+bounds, one-line help and, if it has one, its `caretask serve` flag.
+
+Everything else is derived from those declarations: the environment variable (`CARETASK_`
+and the field's name in capitals), reading the environment (`Settings.from_env`) and
+writing it for worker processes (`Settings.to_env`), the serve command's flags
+(`caretask.cli`), validation (BadSetting, at start-up) and the README's table of settings
+(`readme_table`, which tests/test_readme.py holds the README to). Adding a setting is one
+field here, and its use.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
+
+from caretask.storage.postgresql import DEFAULT_POOL_SIZE
+from caretask.storage.urls import DEFAULT_URL
 
 T = TypeVar("T")
 _CPUS = os.cpu_count() or 1
+_DECLARED = "caretask.setting"  # the metadata key of a field's declaration
 
 
 class BadSetting(ValueError):
@@ -18,73 +32,213 @@ class BadSetting(ValueError):
 
 
 @dataclass(frozen=True)
+class Kind(Generic[T]):
+    """How values of a type are written as text (the environment, the command line)."""
+
+    # text -> value; ValueError if the text is not one. A number's is int or float itself,
+    # so that argparse names the type in its message ("invalid int value")
+    parse: Callable[[str], T]
+    text: Callable[[T], str]  # value -> text that `parse` reads back as the same value
+    number: bool = False  # the command line parses it (numbers) or hands over the text
+
+
+def host_list(text: str) -> tuple[str, ...]:
+    """A comma-separated list of host names."""
+    return tuple(h.strip() for h in text.split(",") if h.strip())
+
+
+def _base_url(text: str) -> str | None:
+    return text.rstrip("/") or None
+
+
+INT: Kind[int] = Kind(int, str, number=True)
+FLOAT: Kind[float] = Kind(float, str, number=True)
+TEXT: Kind[str] = Kind(str, str)
+URL: Kind[str | None] = Kind(_base_url, lambda value: value or "")
+HOSTS: Kind[tuple[str, ...]] = Kind(host_list, ",".join)
+
+
+# Checks: a problem as the rest of a sentence that begins with the setting's name (its
+# environment variable, or the flag it came from), or None.
+Check = Callable[[Any], "str | None"]
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else f" must be greater than 0, not {value}"
+
+
+def not_negative(value: float) -> str | None:
+    return None if value >= 0 else " must not be negative"
+
+
+def host_names(hosts: tuple[str, ...]) -> str | None:
+    for host in hosts:
+        if host != "*" and _bare_ipv6(host) is None:
+            split = split_host(host)
+            if split is None:
+                return f": '{host}' is not a host name"
+            if split[1]:  # ports are not compared, so this entry could never match
+                return f": '{host}' has a port; give the name"
+    return None
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One setting's declaration, less what the dataclass field holds (name, type, default)."""
+
+    kind: Kind[Any]
+    help: str  # one line: the flag's help and the README's
+    check: Check | None = None
+    flag: str | None = None  # its option of `caretask serve`, if it has one
+    shown: str | None = None  # its default in words, where the value is not the point
+
+
+def _setting(
+    default: T,
+    kind: Kind[T],
+    help: str,
+    *,
+    check: Callable[[T], str | None] | None = None,
+    flag: str | None = None,
+    shown: str | None = None,
+) -> T:
+    declared = Declared(kind, help, check, flag, shown)
+    # a dataclass field in the place of the default: the field keeps the default, and the
+    # declaration as its metadata
+    return dataclasses.field(default=default, metadata={_DECLARED: declared})
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A declared setting as the readers of the declarations see it."""
+
+    name: str  # the Settings attribute
+    default: Any
+    declared: Declared
+
+    @property
+    def env(self) -> str:
+        return f"CARETASK_{self.name.upper()}"
+
+    @property
+    def kind(self) -> Kind[Any]:
+        return self.declared.kind
+
+    @property
+    def shown_default(self) -> str:
+        return self.declared.shown or self.kind.text(self.default)
+
+    def problem(self, value: Any, source: str | None = None) -> str | None:
+        """What is wrong with a value, as a sentence naming `source` (default: the
+        environment variable), or None."""
+        check = self.declared.check
+        rest = check(value) if check is not None else None
+        return None if rest is None else f"{source or self.env}{rest}"
+
+    def read(self, environ: Mapping[str, str]) -> Any:
+        """The value in the environment; its default if unset or empty."""
+        raw = environ.get(self.env)
+        if not raw:
+            return self.default
+        try:
+            return self.kind.parse(raw)
+        except ValueError:
+            raise BadSetting(f"{self.env}: '{raw}' is not a number") from None
+
+
+@dataclass(frozen=True)
 class Settings:
-    database_url: str
-    base_url: str | None = None
-    max_body_bytes: int = 1024 * 1024
-    token_ttl: int = 3600
-    # audit records wait in memory at most this long before they are stored (http.audit)
-    audit_flush_seconds: float = 0.5
-    # how long a server may answer from its copy of a client's row: a revocation takes
-    # effect on every server within this many seconds
-    client_cache_seconds: float = 1.0
-    # token requests (auth.throttle): failures allowed for one client id from one peer address,
-    # and secret checks one peer address may start (counted until they succeed), per window
-    token_failures_per_client: int = 5
-    token_failures_per_address: int = 30
-    token_failure_window: float = 60.0
-    # secret checks (scrypt) run at once per process, and how many more may wait for a thread
-    token_hash_threads: int = _CPUS
-    token_hash_queue: int = 16
-    # request limits checked before routing (http.limits); the body limit is above
-    max_header_bytes: int = 16 * 1024
-    max_headers: int = 100
-    max_url_bytes: int = 8 * 1024
-    max_json_depth: int = 32
-    # seconds a client may take over what it owes (http.timeouts): complete request headers,
-    # counted from the connection's opening or the end of the previous response; the whole
-    # body, counted from the end of its headers; and the idle wait between keep-alive requests
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    keepalive_timeout: int = 5
-    # seconds a search's statements may run before it is stopped with a 503
-    search_timeout: float = 10.0
-    # Host header names accepted (http.urls): without a base URL the Host decides the URLs
-    # the server writes (Location, fullUrl, links, redirects). Empty: see accepted_hosts
-    allowed_hosts: tuple[str, ...] = ()
+    database_url: str = _setting(
+        DEFAULT_URL,
+        TEXT,
+        "database URL: sqlite:///PATH or postgresql://USER@HOST:PORT/NAME",
+        flag="--database",
+    )
+    # a worker's PostgreSQL pool: see the README's "Running in production" for the sum
+    # that has to stay below the database's max_connections
+    db_pool_size: int = _setting(
+        DEFAULT_POOL_SIZE, INT, "PostgreSQL connections per worker's pool", check=positive
+    )
+    base_url: str | None = _setting(
+        None,
+        URL,
+        "public URL for Location and fullUrl",
+        flag="--base-url",
+        shown="none: URLs are built from the request's Host",
+    )
+    max_body_bytes: int = _setting(
+        1024 * 1024, INT, "request body limit, bytes", check=positive, flag="--max-body-bytes"
+    )
+    token_ttl: int = _setting(
+        3600, INT, "access token lifetime, s", check=positive, flag="--token-ttl"
+    )
+    audit_flush_seconds: float = _setting(
+        0.5, FLOAT, "audit records wait in memory at most this long, s", check=positive
+    )
+    # a revocation takes effect on every server within this time
+    client_cache_seconds: float = _setting(
+        1.0,
+        FLOAT,
+        "how long a server may answer from its copy of a client's row, s",
+        check=not_negative,
+    )
+    # token requests (auth.throttle): per window, failures allowed for one client id from one
+    # peer address, and secret checks one peer address may start (counted until they succeed)
+    token_failures_per_client: int = _setting(
+        5, INT, "token failures per client id and peer address per window", check=positive
+    )
+    token_failures_per_address: int = _setting(
+        30, INT, "secret checks one peer address may start per window", check=positive
+    )
+    token_failure_window: float = _setting(
+        60.0, FLOAT, "the token throttle's window, s", check=positive
+    )
+    token_hash_threads: int = _setting(
+        _CPUS,
+        INT,
+        "secret checks (scrypt) run at once per process",
+        check=positive,
+        shown="the CPU count",
+    )
+    token_hash_queue: int = _setting(
+        16, INT, "secret checks that may wait for a thread", check=not_negative
+    )
+    # limits checked before routing (http.limits), and while a head arrives (http.timeouts)
+    max_header_bytes: int = _setting(16 * 1024, INT, "request header limit, bytes", check=positive)
+    max_headers: int = _setting(100, INT, "request header count limit", check=positive)
+    max_url_bytes: int = _setting(8 * 1024, INT, "URL length limit, bytes", check=positive)
+    max_json_depth: int = _setting(32, INT, "JSON nesting limit, levels", check=positive)
+    # what a client may take over what it owes (http.timeouts)
+    header_timeout: float = _setting(
+        10.0,
+        FLOAT,
+        "complete request headers due, s from the connection or the previous response",
+        check=positive,
+    )
+    body_timeout: float = _setting(
+        30.0, FLOAT, "a whole request body due, s from the end of its headers", check=positive
+    )
+    keepalive_timeout: int = _setting(
+        5, INT, "an idle connection between requests is closed after, s", check=positive
+    )
+    search_timeout: float = _setting(
+        10.0, FLOAT, "a search's statements are stopped (503) after, s", check=positive
+    )
+    # without a base URL the Host decides the URLs the server writes (http.urls)
+    allowed_hosts: tuple[str, ...] = _setting(
+        (),
+        HOSTS,
+        "Host header names accepted, comma-separated ('*': any)",
+        check=host_names,
+        flag="--allowed-hosts",
+        shown="with a base URL any, else the loopback names and --host",
+    )
 
     def __post_init__(self) -> None:
-        positive = {
-            "CARETASK_MAX_BODY_BYTES": self.max_body_bytes,
-            "CARETASK_TOKEN_TTL": self.token_ttl,
-            "CARETASK_AUDIT_FLUSH_SECONDS": self.audit_flush_seconds,
-            "CARETASK_TOKEN_FAILURES_PER_CLIENT": self.token_failures_per_client,
-            "CARETASK_TOKEN_FAILURES_PER_ADDRESS": self.token_failures_per_address,
-            "CARETASK_TOKEN_FAILURE_WINDOW": self.token_failure_window,
-            "CARETASK_TOKEN_HASH_THREADS": self.token_hash_threads,
-            "CARETASK_MAX_HEADER_BYTES": self.max_header_bytes,
-            "CARETASK_MAX_HEADERS": self.max_headers,
-            "CARETASK_MAX_URL_BYTES": self.max_url_bytes,
-            "CARETASK_MAX_JSON_DEPTH": self.max_json_depth,
-            "CARETASK_HEADER_TIMEOUT": self.header_timeout,
-            "CARETASK_BODY_TIMEOUT": self.body_timeout,
-            "CARETASK_KEEPALIVE_TIMEOUT": self.keepalive_timeout,
-            "CARETASK_SEARCH_TIMEOUT": self.search_timeout,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise BadSetting(f"{name} must be greater than 0, not {value}")
-        if self.client_cache_seconds < 0:
-            raise BadSetting("CARETASK_CLIENT_CACHE_SECONDS must not be negative")
-        for host in self.allowed_hosts:
-            if host != "*" and _bare_ipv6(host) is None:
-                split = split_host(host)
-                if split is None:
-                    raise BadSetting(f"CARETASK_ALLOWED_HOSTS: '{host}' is not a host name")
-                if split[1]:  # ports are not compared, so this entry could never match
-                    raise BadSetting(f"CARETASK_ALLOWED_HOSTS: '{host}' has a port; give the name")
-        if self.token_hash_queue < 0:
-            raise BadSetting("CARETASK_TOKEN_HASH_QUEUE must not be negative")
+        for setting in SETTINGS:
+            problem = setting.problem(getattr(self, setting.name))
+            if problem is not None:
+                raise BadSetting(problem)
 
     def accepted_hosts(self, bound_host: str | None = None) -> frozenset[str] | None:
         """The Host names a request may carry (lower case, without port or brackets), or
@@ -102,65 +256,48 @@ class Settings:
         return frozenset(h.lower().strip("[]") for h in hosts)
 
     @classmethod
-    def from_env(cls) -> Settings:
-        from caretask.storage.urls import DEFAULT_URL
-
-        def env(name: str, default: T, cast: Callable[[str], T]) -> T:
-            raw = os.environ.get(f"CARETASK_{name}")
-            try:
-                return cast(raw) if raw else default
-            except ValueError:
-                raise BadSetting(f"CARETASK_{name}: '{raw}' is not a number") from None
-
-        return cls(
-            database_url=os.environ.get("CARETASK_DATABASE_URL") or DEFAULT_URL,
-            base_url=(os.environ.get("CARETASK_BASE_URL") or "").rstrip("/") or None,
-            max_body_bytes=env("MAX_BODY_BYTES", 1024 * 1024, int),
-            token_ttl=env("TOKEN_TTL", 3600, int),
-            audit_flush_seconds=env("AUDIT_FLUSH_SECONDS", 0.5, float),
-            client_cache_seconds=env("CLIENT_CACHE_SECONDS", 1.0, float),
-            token_failures_per_client=env("TOKEN_FAILURES_PER_CLIENT", 5, int),
-            token_failures_per_address=env("TOKEN_FAILURES_PER_ADDRESS", 30, int),
-            token_failure_window=env("TOKEN_FAILURE_WINDOW", 60.0, float),
-            token_hash_threads=env("TOKEN_HASH_THREADS", _CPUS, int),
-            token_hash_queue=env("TOKEN_HASH_QUEUE", 16, int),
-            max_header_bytes=env("MAX_HEADER_BYTES", 16 * 1024, int),
-            max_headers=env("MAX_HEADERS", 100, int),
-            max_url_bytes=env("MAX_URL_BYTES", 8 * 1024, int),
-            max_json_depth=env("MAX_JSON_DEPTH", 32, int),
-            header_timeout=env("HEADER_TIMEOUT", 10.0, float),
-            body_timeout=env("BODY_TIMEOUT", 30.0, float),
-            keepalive_timeout=env("KEEPALIVE_TIMEOUT", 5, int),
-            search_timeout=env("SEARCH_TIMEOUT", 10.0, float),
-            allowed_hosts=host_list(os.environ.get("CARETASK_ALLOWED_HOSTS", "")),
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Every setting from its environment variable (os.environ by default)."""
+        env = os.environ if environ is None else environ
+        return cls(**{setting.name: setting.read(env) for setting in SETTINGS})
 
     def to_env(self) -> dict[str, str]:
-        env = {
-            "CARETASK_DATABASE_URL": self.database_url,
-            "CARETASK_MAX_BODY_BYTES": str(self.max_body_bytes),
-            "CARETASK_TOKEN_TTL": str(self.token_ttl),
-            "CARETASK_AUDIT_FLUSH_SECONDS": str(self.audit_flush_seconds),
-            "CARETASK_CLIENT_CACHE_SECONDS": str(self.client_cache_seconds),
-            "CARETASK_TOKEN_FAILURES_PER_CLIENT": str(self.token_failures_per_client),
-            "CARETASK_TOKEN_FAILURES_PER_ADDRESS": str(self.token_failures_per_address),
-            "CARETASK_TOKEN_FAILURE_WINDOW": str(self.token_failure_window),
-            "CARETASK_TOKEN_HASH_THREADS": str(self.token_hash_threads),
-            "CARETASK_TOKEN_HASH_QUEUE": str(self.token_hash_queue),
-            "CARETASK_MAX_HEADER_BYTES": str(self.max_header_bytes),
-            "CARETASK_MAX_HEADERS": str(self.max_headers),
-            "CARETASK_MAX_URL_BYTES": str(self.max_url_bytes),
-            "CARETASK_MAX_JSON_DEPTH": str(self.max_json_depth),
-            "CARETASK_HEADER_TIMEOUT": str(self.header_timeout),
-            "CARETASK_BODY_TIMEOUT": str(self.body_timeout),
-            "CARETASK_KEEPALIVE_TIMEOUT": str(self.keepalive_timeout),
-            "CARETASK_SEARCH_TIMEOUT": str(self.search_timeout),
-        }
-        if self.base_url:
-            env["CARETASK_BASE_URL"] = self.base_url
-        if self.allowed_hosts:
-            env["CARETASK_ALLOWED_HOSTS"] = ",".join(self.allowed_hosts)
+        """The environment `from_env` reads these settings back from (how worker processes
+        get them); a setting whose text is empty is left out, as from_env reads it so."""
+        env: dict[str, str] = {}
+        for setting in SETTINGS:
+            text = setting.kind.text(getattr(self, setting.name))
+            if text:
+                env[setting.env] = text
         return env
+
+
+def _declarations() -> Iterator[Setting]:
+    for field in dataclasses.fields(Settings):
+        declared = field.metadata[_DECLARED]
+        yield Setting(field.name, field.default, declared)
+
+
+SETTINGS: tuple[Setting, ...] = tuple(_declarations())
+
+
+def env_value(name: str) -> Any:
+    """One setting from the environment, for a command that needs no other (a bad value of
+    another setting is then no concern of it)."""
+    return next(s for s in SETTINGS if s.name == name).read(os.environ)
+
+
+def readme_table() -> str:
+    """The README's table of settings, as Markdown."""
+    rows = [
+        "| Environment variable | `serve` flag | Default | What it sets |",
+        "| --- | --- | --- | --- |",
+    ]
+    for s in SETTINGS:
+        flag = f"`{s.declared.flag}`" if s.declared.flag else ""
+        default = s.declared.shown or f"`{s.shown_default}`"
+        rows.append(f"| `{s.env}` | {flag} | {default} | {s.declared.help} |")
+    return "\n".join(rows) + "\n"
 
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -189,6 +326,5 @@ def _bare_ipv6(text: str) -> ipaddress.IPv6Address | None:
         return None
 
 
-def host_list(text: str) -> tuple[str, ...]:
-    """A comma-separated list of host names."""
-    return tuple(h.strip() for h in text.split(",") if h.strip())
+if __name__ == "__main__":  # python -m caretask.config: the table to paste into the README
+    print(readme_table(), end="")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from caretask.config import SETTINGS, readme_table
 from tests.conftest import Server
 
 README = Path(__file__).parent.parent / "README.md"
@@ -17,6 +18,38 @@ def _walkthrough() -> str:
     text = README.read_text()
     block = text.split("<!-- walkthrough:start -->", 1)[1].split("<!-- walkthrough:end -->")[0]
     return block.strip().removeprefix("```sh").removesuffix("```")
+
+
+def _section(text: str, heading: str) -> str:
+    """A section's text up to the next heading of any level."""
+    body = text.split(f"\n{heading}\n", 1)[1]
+    return re.split(r"\n#{2,} ", body, maxsplit=1)[0]
+
+
+def test_the_readme_settings_table_is_the_declared_settings() -> None:
+    text = README.read_text()
+    table = text.split("<!-- settings:start -->\n", 1)[1].split("<!-- settings:end -->")[0]
+    assert table == readme_table(), "regenerate it: python -m caretask.config"
+
+
+def test_every_setting_the_operating_sections_name_is_declared() -> None:
+    text = README.read_text()
+    named: set[str] = set()
+    for heading in ("## Operating it", "## Running in production"):
+        named |= set(re.findall(r"CARETASK_[A-Z0-9_]+", _section(text, heading)))
+    assert named
+    assert named <= {setting.env for setting in SETTINGS}
+
+
+def test_the_defaults_the_readme_names_in_its_text_are_the_declared_ones() -> None:
+    text = README.read_text()
+    declared = {setting.env: setting.default for setting in SETTINGS}
+    declared |= {s.declared.flag: s.default for s in SETTINGS if s.declared.flag}
+    named = re.findall(r"`(CARETASK_\w+)`(?:\s+seconds)?\s+\((?:default\s+)?([0-9][0-9.]*)", text)
+    named += re.findall(r"\[(--[a-z-]+) ([0-9]+)\]", text)
+    given = [(name, float(value)) for name, value in named if name in declared]
+    assert len(given) >= 10
+    assert [(name, float(declared[name])) for name, _ in given] == given
 
 
 def test_readme_starts_with_the_serve_and_test_commands() -> None:

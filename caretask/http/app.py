@@ -131,7 +131,9 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         storage = open_storage(
-            DatabaseURL.parse(settings.database_url), search_timeout=settings.search_timeout
+            DatabaseURL.parse(settings.database_url),
+            search_timeout=settings.search_timeout,
+            pool_size=settings.db_pool_size,
         )
         signing_key = await storage.signing_key()
         window = settings.token_failure_window
@@ -197,5 +199,6 @@ def create_app(settings: Settings) -> Starlette:
 
 
 def app_from_env() -> Starlette:
-    """The factory uvicorn calls in each worker process."""
+    """The factory uvicorn calls in each worker process of `caretask serve --workers N`,
+    whose settings come in the environment (config.Settings.to_env)."""
     return create_app(Settings.from_env())

@@ -37,7 +37,7 @@ import functools
 import logging
 from asyncio import TimerHandle
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -51,13 +51,6 @@ from caretask.http.responses import EVERY_RESPONSE, FHIR_JSON, fhir_response
 log = logging.getLogger("caretask.http")
 # the base class, called directly on the per-request path: cheaper than super()
 _httptools = HttpToolsProtocol
-
-
-@functools.cache
-def _settings() -> Settings:
-    """Read once per process: uvicorn builds the protocol without our settings, but the
-    serve command puts them into the environment of the server and of every worker."""
-    return Settings.from_env()
 
 
 @functools.cache
@@ -117,9 +110,8 @@ class EdgeProtocol(HttpToolsProtocol):
     extensions are skipped by the parser, not held.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        settings = _settings()
         self.header_timeout = settings.header_timeout
         self.max_url_bytes = settings.max_url_bytes
         self.max_header_bytes = settings.max_header_bytes
@@ -300,6 +292,12 @@ class EdgeProtocol(HttpToolsProtocol):
             text = f"the request headers did not arrive within {self.header_timeout:g} s"
             self.transport.write(_refusal(408, text, "timeout"))
         self.transport.close()
+
+
+def edge_protocol(settings: Settings) -> type[asyncio.Protocol]:
+    """EdgeProtocol for uvicorn's `http`, with these settings' limits. uvicorn calls it as
+    a class; a partial, unlike a class made here, pickles into worker processes."""
+    return cast("type[asyncio.Protocol]", functools.partial(EdgeProtocol, settings=settings))
 
 
 # requests whose bodies caretask never reads: no deadline, and no cost on the read path

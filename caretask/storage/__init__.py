@@ -11,9 +11,12 @@ class SchemaNotCurrent(Exception):
     pass
 
 
-def open_storage(url: DatabaseURL, search_timeout: float | None = None) -> Storage:
+def open_storage(
+    url: DatabaseURL, search_timeout: float | None = None, pool_size: int | None = None
+) -> Storage:
     """An engine for a migrated database (call schema.migrate first). `search_timeout`:
-    seconds a search may run before it raises base.SearchTimedOut (None: no limit)."""
+    seconds a search may run before it raises base.SearchTimedOut (None: no limit);
+    `pool_size`: PostgreSQL's connections (None: its default)."""
     revision = current_revision(url)
     if revision != head_revision():
         raise SchemaNotCurrent(
@@ -26,4 +29,4 @@ def open_storage(url: DatabaseURL, search_timeout: float | None = None) -> Stora
         return SQLiteStorage(url.sqlite_path, search_timeout=search_timeout)
     from caretask.storage.postgresql import PostgreSQLStorage
 
-    return PostgreSQLStorage(url.libpq_url(), search_timeout=search_timeout)
+    return PostgreSQLStorage(url.libpq_url(), pool_size=pool_size, search_timeout=search_timeout)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -107,11 +106,15 @@ def _session_settings(search_timeout: float | None) -> str:
     return settings
 
 
+# connections per pool unless the caller says (the server's setting, config.Settings.db_pool_size)
+DEFAULT_POOL_SIZE = 10
+
+
 class PostgreSQLStorage:
     def __init__(
         self, conninfo: str, pool_size: int | None = None, search_timeout: float | None = None
     ) -> None:
-        size = pool_size or int(os.environ.get("CARETASK_DB_POOL_SIZE") or 10)
+        size = pool_size or DEFAULT_POOL_SIZE
         self._conninfo = conninfo
         self._settings = _session_settings(search_timeout)
         self._pool = AsyncConnectionPool(

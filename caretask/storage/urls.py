@@ -60,7 +60,7 @@ class DatabaseURL:
 
     @classmethod
     def parse(cls, raw: str | None) -> DatabaseURL:
-        url = cls(raw or os.environ.get("CARETASK_DATABASE_URL") or DEFAULT_URL)
+        url = cls(raw or DEFAULT_URL)
         # the URL itself is never echoed: it may hold a password
         try:
             url.raw.encode("utf-8")
