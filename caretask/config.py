@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from caretask.storage.postgresql import DEFAULT_POOL_SIZE
-from caretask.storage.urls import DEFAULT_URL
+from caretask.storage.urls import DEFAULT_POOL_SIZE, DEFAULT_URL
 
 T = TypeVar("T")
 _CPUS = os.cpu_count() or 1

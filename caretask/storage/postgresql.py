@@ -51,6 +51,7 @@ from caretask.storage.columns import (
 )
 from caretask.storage.search_cache import SearchCache
 from caretask.storage.sql_search import stored_task
+from caretask.storage.urls import DEFAULT_POOL_SIZE
 
 T = TypeVar("T")
 _pg = pyformat
@@ -104,10 +105,6 @@ def _session_settings(search_timeout: float | None) -> str:
     if search_timeout is not None:
         settings += f"; SET statement_timeout = {max(1, round(search_timeout * 1000))}"
     return settings
-
-
-# connections per pool unless the caller says (the server's setting, config.Settings.db_pool_size)
-DEFAULT_POOL_SIZE = 10
 
 
 class PostgreSQLStorage:
