@@ -23,7 +23,7 @@ import orjson
 
 from caretask.domain import task_rules
 from caretask.domain.dates import now_instant
-from caretask.domain.errors import DomainError
+from caretask.domain.errors import DomainError, Issue
 from caretask.domain.task_rules import MAX_DEPTH
 from caretask.service import tasks
 from caretask.service.tasks import BodyLimits
@@ -43,7 +43,8 @@ COMMIT_ROWS = 20_000
 @dataclass(slots=True)
 class LineError:
     line: int
-    text: str
+    text: str  # the first issues, as the command line reports them
+    issues: tuple[Issue, ...] = ()  # all of them, as the API's OperationOutcome lists them
 
 
 @dataclass(slots=True)
@@ -89,7 +90,7 @@ def prepare(
         try:
             task = tasks.parse(raw, limits)
         except DomainError as error:
-            errors.append(LineError(number, _describe(error)))
+            errors.append(LineError(number, _describe(error), tuple(error.issues)))
             continue
         new = tasks.build_version(
             task, task_id=tasks.imported_id(task), version_id=1, now=now, last_updated=now_us
