@@ -27,7 +27,7 @@ from caretask.http.negotiation import FORM, media_type, prefer, read_body, read_
 from caretask.http.responses import empty_response, fhir_response
 from caretask.http.state import opened, settings
 from caretask.http.urls import base_url, link_path
-from caretask.service import Page, TaskService
+from caretask.service import TaskService
 from caretask.service.tasks import query_pairs
 from caretask.storage.base import StoredTask
 
@@ -62,16 +62,14 @@ def _lenient(request: Request) -> bool:
     return prefer(request).get("handling") == "lenient"
 
 
-def _task(request: Request, task: StoredTask, status: int = 200) -> Response:
+def _task(request: Request, task: StoredTask) -> Response:
     body = bundle.render_task(task.resource, base_url(request))
-    return fhir_response(body, status, _version_headers(task))
-
-
-def _page(page: Page) -> Response:
-    return fhir_response(page.bundle)
+    return fhir_response(body, 200, _version_headers(task))
 
 
 def _written(request: Request, task: StoredTask, status: int) -> Response:
+    """A create's (201) or an update's (200) answer: where the version is, and the version
+    itself when the client prefers it (Prefer: return=representation)."""
     base = base_url(request)
     location = f"{base}/Task/{task.id}"
     if status != 201:
@@ -120,7 +118,7 @@ async def history(request: Request) -> Response:
         base=base,
         link_path=link_path(base),
     )
-    return _page(page)
+    return fhir_response(page.bundle)
 
 
 async def _search(request: Request, pairs: list[tuple[str, str]]) -> Response:
@@ -129,7 +127,8 @@ async def _search(request: Request, pairs: list[tuple[str, str]]) -> Response:
     search = _service(request).search(
         pairs, lenient=_lenient(request), base=base, link_path=link_path(base)
     )
-    return _page(await _unless_client_leaves(request, search))
+    page = await _unless_client_leaves(request, search)
+    return fhir_response(page.bundle)
 
 
 async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
