@@ -1,11 +1,12 @@
 """`caretask import` and `caretask export`: streaming NDJSON, one Task per line.
 
-Import validates every line exactly as the API validates a create (the same
-task_rules.validate, stamp and index extraction) in worker processes, while the main
-process writes batches. Memory stays constant: only a bounded number of batches is in
-flight. A line whose task has an id already stored (or written earlier in the same import)
-becomes a new version of that task, stamped over the stored one as an update is, so an
-export imported elsewhere, or twice, converges instead of duplicating.
+Import reads every line through the tasks service's write pipeline (caretask.service:
+the body limits, validation, stamping and index extraction of a create) in worker
+processes, while the main process writes batches. Memory stays constant: only a bounded
+number of batches is in flight. A line whose task has an id already stored (or written
+earlier in the same import) becomes a new version of that task, stamped over the stored
+one as an update is, so an export imported elsewhere, or twice, converges instead of
+duplicating.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from typing import IO, Any
 
 import orjson
 
-from caretask.domain import indexing, task_rules
+from caretask.domain import task_rules
 from caretask.domain.dates import now_instant
-from caretask.domain.errors import DomainError
-from caretask.domain.references import ID_PATTERN
+from caretask.domain.errors import DomainError, Issue
 from caretask.domain.task_rules import MAX_DEPTH
+from caretask.service import tasks
+from caretask.service.tasks import BodyLimits
+from caretask.storage.base import NewVersion
 from caretask.storage.bulk import BulkRow, BulkStore
 from caretask.storage.columns import index_values
 from caretask.storage.urls import DatabaseURL
@@ -40,7 +43,8 @@ COMMIT_ROWS = 20_000
 @dataclass(slots=True)
 class LineError:
     line: int
-    text: str
+    text: str  # the first issues, as the command line reports them
+    issues: tuple[Issue, ...] = ()  # all of them, as the API's OperationOutcome lists them
 
 
 @dataclass(slots=True)
@@ -61,11 +65,11 @@ def _describe(error: DomainError) -> str:
 
 
 def prepare_batch(
-    lines: list[tuple[int, bytes]], now: str, max_bytes: int, max_depth: int
+    lines: list[tuple[int, bytes]], now: str, now_us: int, limits: BodyLimits
 ) -> tuple[bytes, list[LineError]]:
-    """prepare() in a worker process: the rows travel back as one JSON array, which
-    costs a tenth of pickling them (measured: 4 against 43 us a task)."""
-    rows, errors = prepare(lines, now, max_bytes, max_depth)
+    """prepare() in a worker process: the rows travel back as one JSON array, which costs
+    a tenth of pickling them."""
+    rows, errors = prepare(lines, now, now_us, limits)
     packed = [(r.line, r.id, r.body, r.index, r.strings, r.tokens, r.refs, r.source) for r in rows]
     return orjson.dumps(packed), errors
 
@@ -75,36 +79,34 @@ def unpack(packed: bytes) -> list[BulkRow]:
 
 
 def prepare(
-    lines: list[tuple[int, bytes]], now: str, max_bytes: int, max_depth: int = MAX_DEPTH
+    lines: list[tuple[int, bytes]], now: str, now_us: int, limits: BodyLimits
 ) -> tuple[list[BulkRow], list[LineError]]:
-    """Read, validate, stamp and index a batch of lines, as the API does for a create: each
-    line goes through task_rules.parse with the API's limits, as a request body does."""
+    """Read, validate, stamp and index a batch of lines through the tasks service's
+    pipeline, the one a create runs on its request body, with the same limits."""
     rows, errors = [], []
     for number, raw in lines:
         if not raw.strip():
             continue
         try:
-            task = task_rules.parse(raw, max_bytes, max_depth)
+            task = tasks.parse(raw, limits)
         except DomainError as error:
-            errors.append(LineError(number, _describe(error)))
+            errors.append(LineError(number, _describe(error), tuple(error.issues)))
             continue
-        given = task.get("id")
-        task_id = given if isinstance(given, str) and ID_PATTERN.fullmatch(given) else None
-        resource = task_rules.stamp(
-            task, task_id=task_id or task_rules.new_id(), version_id=1, now=now
+        new = tasks.build_version(
+            task, task_id=tasks.imported_id(task), version_id=1, now=now, last_updated=now_us
         )
         # a known id is stamped again over its current version, as PUT does (restamp)
         source = orjson.dumps(task).decode() if task_rules.stamp_uses_previous(task) else None
-        rows.append(_row(number, resource, source))
+        rows.append(_row(number, new, source))
     return rows, errors
 
 
-def _row(number: int, resource: dict[str, Any], source: str | None) -> BulkRow:
-    index = indexing.extract(resource)
+def _row(number: int, new: NewVersion, source: str | None) -> BulkRow:
+    index = new.index
     return BulkRow(
         line=number,
-        id=resource["id"],
-        body=orjson.dumps(resource).decode(),
+        id=new.resource["id"],
+        body=orjson.dumps(new.resource).decode(),
         index=index_values(index),
         strings=index.strings,
         tokens=index.tokens,
@@ -113,19 +115,26 @@ def _row(number: int, resource: dict[str, Any], source: str | None) -> BulkRow:
     )
 
 
-def restamp(row: BulkRow, previous: dict[str, Any], version_id: int, now: str) -> BulkRow:
+def restamp(
+    row: BulkRow, previous: dict[str, Any], version_id: int, now: str, now_us: int
+) -> BulkRow:
     """The row as a new version of a stored task: stamped over `previous`, like a PUT."""
     assert row.source is not None
-    resource = task_rules.stamp(
-        orjson.loads(row.source), task_id=row.id, version_id=version_id, now=now, previous=previous
+    new = tasks.build_version(
+        orjson.loads(row.source),
+        task_id=row.id,
+        version_id=version_id,
+        now=now,
+        last_updated=now_us,
+        previous=previous,
     )
-    return _row(row.line, resource, row.source)
+    return _row(row.line, new, row.source)
 
 
 def _lines(stream: IO[bytes], max_bytes: int) -> Iterator[tuple[int, bytes]]:
     """The stream's lines, numbered from 1, read in bounded pieces: of a line longer than
-    `max_bytes` only its first max_bytes + 1 bytes are kept (enough for task_rules.parse to
-    refuse it) and the rest is skipped, so no line is ever held whole."""
+    `max_bytes` only its first max_bytes + 1 bytes are kept (enough for the parse to refuse
+    it) and the rest is skipped, so no line is ever held whole."""
     number = 0
     while line := stream.readline(max_bytes + 1):
         number += 1
@@ -171,7 +180,9 @@ def import_ndjson(
     Each line is refused as a request body would be past `max_line_bytes` (the API's body
     limit) and `max_depth` levels of JSON nesting."""
     report = ImportReport()
+    limits = BodyLimits(max_line_bytes, max_depth)
     now, now_us = now_instant()
+    over_stored = partial(restamp, now=now, now_us=now_us)
     store = BulkStore(url)
     workers = workers or os.cpu_count() or 1
     pending: list[Future[tuple[bytes, list[LineError]]]] = []
@@ -190,9 +201,7 @@ def import_ndjson(
                     if batch is None:
                         done = True
                     else:
-                        pending.append(
-                            pool.submit(prepare_batch, batch, now, max_line_bytes, max_depth)
-                        )
+                        pending.append(pool.submit(prepare_batch, batch, now, now_us, limits))
                 if not pending:
                     break
                 packed, errors = pending.pop(0).result()
@@ -210,7 +219,7 @@ def import_ndjson(
                     store.rollback()
                     return report
                 created, updated = store.write(
-                    rows, now_us, partial(restamp, now=now), text_index=deferred is None
+                    rows, now_us, over_stored, text_index=deferred is None
                 )
                 report.created += created
                 report.updated += updated

@@ -6,6 +6,7 @@ import base64
 from typing import Any
 from urllib.parse import quote
 
+from caretask.domain.etag import etag
 from caretask.domain.search_params import SearchQuery
 from caretask.domain.task_rules import PERMALINK_EXTENSION
 
@@ -139,7 +140,7 @@ def history(
                 },
                 "response": {
                     "status": "201 Created" if version == "1" else "200 OK",
-                    "etag": f'W/"{version}"',
+                    "etag": etag(version),
                     "lastModified": resource["meta"]["lastUpdated"],
                 },
             }

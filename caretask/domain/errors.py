@@ -52,3 +52,11 @@ class NotFound(DomainError):
 
 class VersionConflict(DomainError):
     """If-Match named a version that is not current (412)."""
+
+
+@dataclass
+class SearchTimeout(DomainError):
+    """A search ran past the search timeout and was stopped (503): the client may retry
+    after `retry_after` seconds, or narrow the search."""
+
+    retry_after: int = 1

@@ -14,14 +14,12 @@ from decimal import Decimal
 from functools import cache
 from typing import Any, get_args
 
-import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.task import Task as TaskModel
 from fhir_core.utils import is_list_type, is_primitive_type
 from pydantic import BaseModel, ValidationError
 
-from caretask.domain.errors import InvalidRequest, InvalidResource, Issue, TooLarge
-from caretask.domain.json_keys import has_duplicate_keys
+from caretask.domain.errors import InvalidResource, Issue
 from caretask.domain.references import split_reference
 from caretask.domain.task_fast_check import certainly_valid
 
@@ -307,27 +305,6 @@ def _canvas_issues(body: dict[str, Any]) -> list[Issue]:
 
 
 # --- entry points ------------------------------------------------------------------------
-
-
-def parse(raw: bytes, max_bytes: int, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
-    """The bytes of a Task, as a create or update sends them and as each line of an import
-    holds them, to the validated Task (validate): one path, so the two cannot differ.
-    Raises TooLarge past `max_bytes` (CARETASK_MAX_BODY_BYTES), InvalidRequest for what is
-    not one JSON value (empty, malformed, a key repeated within an object: json_keys),
-    InvalidResource for what is not an acceptable Task."""
-    if len(raw) > max_bytes:
-        raise TooLarge.single("too-long", f"the body is larger than {max_bytes} bytes")
-    if not raw.strip():
-        raise InvalidRequest.single("structure", "the request body is empty", "Task")
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidRequest.single("structure", f"the body is not valid JSON: {error}") from None
-    if has_duplicate_keys(raw, parsed):
-        raise InvalidRequest.single(
-            "structure", "the body repeats a key within one JSON object; FHIR JSON does not"
-        )
-    return validate(parsed, max_depth)
 
 
 def validate(body: Any, max_depth: int = MAX_DEPTH) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from caretask.http.limits import RequestLimits
 from caretask.http.state import AppState, Opened
 from caretask.http.timeouts import BodyTimeout
 from caretask.http.urls import AllowedHosts
+from caretask.service import TaskService
 from caretask.storage import open_storage
 from caretask.storage.base import StorageUnavailable
 from caretask.storage.urls import DatabaseURL
@@ -146,6 +147,7 @@ def create_app(settings: Settings) -> Starlette:
             address_checks=Budget(settings.token_failures_per_address, window),
             hash_pool=BoundedPool(settings.token_hash_threads, settings.token_hash_queue),
             audit=AuditWriter(storage, settings.audit_flush_seconds),
+            tasks=TaskService.from_settings(storage, settings),
         )
         state.opened = opened
         opened.audit.start()

@@ -14,6 +14,7 @@ from caretask.domain.errors import (
     InvalidResource,
     InvalidSearch,
     NotFound,
+    SearchTimeout,
     TooLarge,
     VersionConflict,
 )
@@ -30,6 +31,7 @@ _STATUS: dict[type[DomainError], int] = {
     NotFound: 404,
     TooLarge: 413,
     VersionConflict: 412,
+    SearchTimeout: 503,
 }
 
 
@@ -48,7 +50,8 @@ _HTTP_CODES = {404: "not-found", 405: "not-supported", 413: "too-long", 415: "no
 
 async def domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
-    return fhir_response(operation_outcome(exc.issues), _STATUS.get(type(exc), 400))
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, SearchTimeout) else None
+    return fhir_response(operation_outcome(exc.issues), _STATUS.get(type(exc), 400), headers)
 
 
 async def http_problem(request: Request, exc: Exception) -> Response:

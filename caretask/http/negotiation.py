@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 
-from caretask.domain import task_rules
 from caretask.http.errors import HttpProblem
 
 JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
@@ -83,10 +80,11 @@ def _check_json_media_type(request: Request) -> None:
         raise HttpProblem(415, "not-supported", "only the UTF-8 charset is accepted")
 
 
-async def read_task(request: Request, limit: int, max_depth: int) -> dict[str, Any]:
-    """The request's body as a validated Task (task_rules.parse, as `caretask import`)."""
+async def read_json_body(request: Request, limit: int) -> bytes:
+    """The raw body of a request that must send JSON: the service reads it as a Task (as
+    `caretask import` reads a line)."""
     _check_json_media_type(request)
-    return task_rules.parse(await read_body(request, limit), limit, max_depth)
+    return await read_body(request, limit)
 
 
 def prefer(request: Request) -> dict[str, str]:

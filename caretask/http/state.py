@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # the modules below read their state through this one
     from caretask.config import Settings
     from caretask.http.audit import AuditWriter
     from caretask.http.auth import ClientRows
+    from caretask.service import TaskService
     from caretask.storage.base import Storage
 
 
@@ -28,6 +29,7 @@ class Opened:
     address_checks: Budget  # secret checks per address
     hash_pool: BoundedPool
     audit: AuditWriter
+    tasks: TaskService  # every task read and write goes through it
 
 
 @dataclass

@@ -1,11 +1,12 @@
-"""The Task endpoints: create, read, vread, update, history and search."""
+"""The Task endpoints: create, read, vread, update, history and search, each mapping its
+request to a call of the tasks service (caretask.service) and the result to a response."""
 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Awaitable
 from email.utils import formatdate
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -14,25 +15,21 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from caretask.auth import scopes
-from caretask.domain import audit, bundle, indexing, search_params, task_rules
-from caretask.domain.dates import now_instant, parse_range
-from caretask.domain.errors import InvalidRequest, InvalidSearch, Issue, NotFound, VersionConflict
-from caretask.domain.references import ID_PATTERN, version_number
+from caretask.domain import audit, bundle
+from caretask.domain.dates import parse_range
+from caretask.domain.errors import InvalidSearch, NotFound
+from caretask.domain.etag import etag, etag_matches
+from caretask.domain.references import ID_PATTERN
 from caretask.http.audit import CLIENT_CLOSED
-from caretask.http.auth import authorize
+from caretask.http.endpoint import endpoint
 from caretask.http.errors import HttpProblem
-from caretask.http.negotiation import FORM, check_accept, media_type, prefer, read_body, read_task
+from caretask.http.negotiation import FORM, media_type, prefer, read_body, read_json_body
 from caretask.http.responses import empty_response, fhir_response
 from caretask.http.state import opened, settings
 from caretask.http.urls import base_url, link_path
-from caretask.storage.base import (
-    NewVersion,
-    SearchTimedOut,
-    StaleVersion,
-    Storage,
-    StoredTask,
-    TaskNotFound,
-)
+from caretask.service import TaskService
+from caretask.service.tasks import query_pairs
+from caretask.storage.base import StoredTask
 
 # a search still running this long after it started is watched for its client leaving;
 # shorter ones (nearly all) cost a timer instead of a task
@@ -40,45 +37,39 @@ WATCH_AFTER = 0.05
 T = TypeVar("T")
 
 
-def _storage(request: Request) -> Storage:
-    return opened(request).storage
-
-
-def _etag(version: int) -> str:
-    return f'W/"{version}"'
+def _service(request: Request) -> TaskService:
+    return opened(request).tasks
 
 
 def _version_headers(task: StoredTask) -> dict[str, str]:
-    headers = {"ETag": _etag(task.version_id)}
+    headers = {"ETag": etag(task.version_id)}
     updated = parse_range(task.resource["meta"]["lastUpdated"])
     if updated:
         headers["Last-Modified"] = formatdate(updated[0] / 1e6, usegmt=True)
     return headers
 
 
-def _parse_etag(value: str, header: str) -> int:
-    text = value.strip()
-    if text.startswith("W/"):
-        text = text[2:]
-    version = version_number(text.strip('"'))
-    if version is None:
-        raise InvalidRequest.single("invalid", f'{header} must look like W/"<version>"')
-    return version
+def _body(request: Request) -> Awaitable[bytes]:
+    return read_json_body(request, settings(request).max_body_bytes)
 
 
-def _task_id(request: Request) -> str:
-    task_id: str = request.path_params["id"]
-    if not ID_PATTERN.fullmatch(task_id):
-        raise NotFound.single("not-found", "no Task has this id")
-    return task_id
+def _query(request: Request) -> str:
+    raw: bytes = request.scope.get("query_string", b"")
+    return raw.decode("latin-1")
 
 
-async def _valid_body(request: Request) -> dict[str, Any]:
-    limits = settings(request)
-    return await read_task(request, limits.max_body_bytes, limits.max_json_depth)
+def _lenient(request: Request) -> bool:
+    return prefer(request).get("handling") == "lenient"
+
+
+def _task(request: Request, task: StoredTask) -> Response:
+    body = bundle.render_task(task.resource, base_url(request))
+    return fhir_response(body, 200, _version_headers(task))
 
 
 def _written(request: Request, task: StoredTask, status: int) -> Response:
+    """A create's (201) or an update's (200) answer: where the version is, and the version
+    itself when the client prefers it (Prefer: return=representation)."""
     base = base_url(request)
     location = f"{base}/Task/{task.id}"
     if status != 201:
@@ -89,160 +80,55 @@ def _written(request: Request, task: StoredTask, status: int) -> Response:
     return empty_response(status, headers)
 
 
+@endpoint(scopes.CREATE)
 async def create(request: Request) -> Response:
-    await authorize(request, scopes.CREATE)
-    check_accept(request)
-    body = await _valid_body(request)
-    now, now_us = now_instant()
-    task_id = task_rules.new_id()
-    resource = task_rules.stamp(body, task_id=task_id, version_id=1, now=now)
-    task = await _storage(request).create_task(
-        task_id, resource, indexing.extract(resource), now_us
-    )
+    task = await _service(request).create(await _body(request))
     return _written(request, task, 201)
 
 
+@endpoint(scopes.READ)
 async def read(request: Request) -> Response:
-    await authorize(request, scopes.READ)
-    check_accept(request)
-    task = await _storage(request).read_task(_task_id(request))
-    if task is None:
-        raise NotFound.single("not-found", "no Task has this id")
-    headers = _version_headers(task)
-    if request.headers.get("if-none-match", "").strip() in (headers["ETag"], headers["ETag"][2:]):
-        return empty_response(304, headers)
-    return fhir_response(bundle.render_task(task.resource, base_url(request)), 200, headers)
+    task = await _service(request).read(request.path_params["id"])
+    if etag_matches(request.headers.get("if-none-match", ""), task.version_id):
+        return empty_response(304, _version_headers(task))
+    return _task(request, task)
 
 
+@endpoint(scopes.READ)
 async def vread(request: Request) -> Response:
-    await authorize(request, scopes.READ)
-    check_accept(request)
-    version = version_number(request.path_params["vid"])
-    task_id = _task_id(request)
-    task = None
-    if version is not None:
-        task = await _storage(request).read_version(task_id, version)
-    if task is None:
-        raise NotFound.single("not-found", "no such version of this Task")
-    return fhir_response(
-        bundle.render_task(task.resource, base_url(request)), 200, _version_headers(task)
-    )
+    path = request.path_params
+    return _task(request, await _service(request).vread(path["id"], path["vid"]))
 
 
+@endpoint(scopes.UPDATE)
 async def update(request: Request) -> Response:
-    await authorize(request, scopes.UPDATE)
-    check_accept(request)
-    task_id = _task_id(request)
-    if_match = request.headers.get("if-match")
-    wanted = _parse_etag(if_match, "If-Match") if if_match is not None else None
-    body = await _valid_body(request)
-    if "id" in body and body["id"] != task_id:
-        raise InvalidRequest(
-            [Issue("invalid", "the id in the body must match the id in the URL", "Task.id")]
-        )
-
-    def build(current: StoredTask) -> NewVersion:
-        # run under the task's lock: the time is taken there too, so versions and their
-        # lastUpdated keep one order
-        now, now_us = now_instant()
-        resource = task_rules.stamp(
-            body,
-            task_id=task_id,
-            version_id=current.version_id + 1,
-            now=now,
-            previous=current.resource,
-        )
-        return NewVersion(resource, indexing.extract(resource), now_us)
-
-    try:
-        task = await _storage(request).update_task(task_id, build, wanted)
-    except TaskNotFound:
-        raise NotFound.single("not-found", "no Task has this id") from None
-    except StaleVersion as stale:
-        raise _stale(wanted, stale.current) from None
+    task = await _service(request).update(
+        request.path_params["id"], request.headers.get("if-match"), partial(_body, request)
+    )
     return _written(request, task, 200)
 
 
-def _stale(wanted: int | None, current: int) -> VersionConflict:
-    text = f'If-Match W/"{wanted}" is not the current version (W/"{current}")'
-    return VersionConflict.single("conflict", text)
-
-
-def _query_pairs(request: Request) -> list[tuple[str, str]]:
-    """The query's (name, value) pairs. Starlette replaces bytes that are not UTF-8 with
-    U+FFFD, which would then be searched for; a search has to say what it means."""
-    raw = request.scope.get("query_string", b"").decode("latin-1")
-    try:
-        return parse_qsl(raw, keep_blank_values=True, encoding="utf-8", errors="strict")
-    except UnicodeDecodeError:
-        raise InvalidSearch.single("invalid", "the query string is not valid UTF-8") from None
-
-
-def _paging(pairs: list[tuple[str, str]], lenient: bool) -> tuple[int, int]:
-    count, offset = search_params.DEFAULT_COUNT, 0
-    for name, raw in pairs:
-        if name == "_count":
-            count = min(search_params.parse_int(name, raw), search_params.MAX_COUNT)
-        elif name == "_offset":
-            offset = search_params.parse_int(name, raw, search_params.MAX_OFFSET)
-        elif name not in ("_format", "_pretty") and not lenient:
-            raise InvalidSearch.single("invalid", f"unknown parameter '{name[:80]}'")
-    return count, offset
-
-
+@endpoint(scopes.READ)
 async def history(request: Request) -> Response:
-    await authorize(request, scopes.READ)
-    check_accept(request)
-    task_id = _task_id(request)
-    lenient = prefer(request).get("handling") == "lenient"
-    count, offset = _paging(_query_pairs(request), lenient)
-    try:
-        total, versions = await _storage(request).history(task_id, count, offset)
-    except TaskNotFound:
-        raise NotFound.single("not-found", "no Task has this id") from None
     base = base_url(request)
-    body = bundle.history(
-        task_id,
-        total,
-        [v.resource for v in versions],
+    page = await _service(request).history(
+        request.path_params["id"],
+        _query(request),
+        lenient=_lenient(request),
         base=base,
         link_path=link_path(base),
-        count=count,
-        offset=offset,
     )
-    return fhir_response(body)
+    return fhir_response(page.bundle)
 
 
 async def _search(request: Request, pairs: list[tuple[str, str]]) -> Response:
     request.state.audit_query = audit.redact_pairs(pairs)  # the form's names too
-    lenient = prefer(request).get("handling") == "lenient"
-    query = search_params.parse(pairs, lenient=lenient)
-    try:
-        result = await _unless_client_leaves(request, _storage(request).search(query))
-    except SearchTimedOut:
-        seconds = settings(request).search_timeout
-        raise HttpProblem(
-            503,
-            "timeout",
-            f"the search did not finish within {seconds:g} s (CARETASK_SEARCH_TIMEOUT); "
-            "narrow it, with fewer values or parameters, or retry later",
-            {"Retry-After": str(max(1, math.ceil(seconds)))},
-        ) from None
     base = base_url(request)
-    body: dict[str, Any]
-    if query.summary_count:
-        body = {"resourceType": "Bundle", "type": "searchset", "total": result.total}
-    else:
-        body = bundle.searchset(
-            query,
-            result.total,
-            [t.resource for t in result.tasks],
-            base=base,
-            link_path=link_path(base) + "/Task",
-            has_more=result.has_more,
-            included=[t.resource for t in result.included],
-        )
-    return fhir_response(body)
+    search = _service(request).search(
+        pairs, lenient=_lenient(request), base=base, link_path=link_path(base)
+    )
+    page = await _unless_client_leaves(request, search)
+    return fhir_response(page.bundle)
 
 
 async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
@@ -281,15 +167,13 @@ async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> No
     task.cancel()
 
 
+@endpoint(scopes.SEARCH)
 async def search_get(request: Request) -> Response:
-    await authorize(request, scopes.SEARCH)
-    check_accept(request)
-    return await _search(request, _query_pairs(request))
+    return await _search(request, query_pairs(_query(request)))
 
 
+@endpoint(scopes.SEARCH)
 async def search_post(request: Request) -> Response:
-    await authorize(request, scopes.SEARCH)
-    check_accept(request)
     if media_type(request) != FORM:
         raise HttpProblem(415, "not-supported", f"POST /Task/_search takes a {FORM} body")
     raw = await read_body(request, settings(request).max_body_bytes)
@@ -297,7 +181,7 @@ async def search_post(request: Request) -> Response:
         form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise InvalidSearch.single("invalid", "the form body could not be parsed") from None
-    return await _search(request, [*_query_pairs(request), *form])
+    return await _search(request, [*query_pairs(_query(request)), *form])
 
 
 async def permalink(request: Request) -> Response:

@@ -1,0 +1,26 @@
+"""A task version as an entity tag, `W/"<n>"`: written and read here only, so that the
+ETag header, If-Match, If-None-Match and a history entry's etag cannot disagree."""
+
+from __future__ import annotations
+
+from caretask.domain.references import version_number
+
+
+def etag(version: int | str) -> str:
+    """The ETag of a version (its number, or the string meta.versionId holds)."""
+    return f'W/"{version}"'
+
+
+def parse_etag(value: str) -> int | None:
+    """The version an If-Match names, or None: `W/"3"`, also `"3"` or `3`, which clients
+    send for the same version."""
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    return version_number(text.strip('"'))
+
+
+def etag_matches(value: str, version: int) -> bool:
+    """Whether an If-None-Match names this version: its ETag, weak or strong."""
+    tag = etag(version)
+    return value.strip() in (tag, tag[2:])

@@ -1,0 +1,294 @@
+"""The one way anything reads or writes tasks: the HTTP endpoints and `caretask import`.
+
+A write goes through one pipeline, whoever sends it: the JSON text read within the body
+limits (size, nesting, no key repeated within an object), validated with the Canvas rules
+(domain.task_rules), stamped with its id, version and times, indexed (domain.indexing),
+stored. Reads, history and search come back as typed results or finished Bundles. Every
+refusal is a domain error (domain.errors) that the caller maps to its own answer: a status
+and an OperationOutcome at the HTTP edge, a numbered line in an import's report.
+
+No HTTP here: the edge reads the request and writes the response.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from caretask.domain import bundle, indexing, search_params, task_rules
+from caretask.domain.dates import now_instant
+from caretask.domain.errors import (
+    InvalidRequest,
+    InvalidSearch,
+    Issue,
+    NotFound,
+    SearchTimeout,
+    TooLarge,
+    VersionConflict,
+)
+from caretask.domain.etag import etag, parse_etag
+from caretask.domain.json_keys import has_duplicate_keys
+from caretask.domain.references import ID_PATTERN, version_number
+from caretask.domain.task_rules import MAX_DEPTH
+from caretask.storage.base import (
+    NewVersion,
+    SearchTimedOut,
+    StaleVersion,
+    Storage,
+    StoredTask,
+    TaskNotFound,
+)
+
+if TYPE_CHECKING:
+    from caretask.config import Settings
+
+NO_TASK = "no Task has this id"
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """What a Task's JSON text may be: a request body's, or a line of an import's."""
+
+    max_bytes: int  # CARETASK_MAX_BODY_BYTES
+    max_depth: int = MAX_DEPTH  # CARETASK_MAX_JSON_DEPTH
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A Bundle of tasks (a searchset or a history) as FHIR JSON, ready to send."""
+
+    bundle: dict[str, Any]
+
+
+# --- the write pipeline, as pure functions (an import runs them in worker processes) -----
+
+
+def parse(raw: bytes, limits: BodyLimits) -> dict[str, Any]:
+    """The JSON text of a Task to the validated Task (task_rules.validate). Raises
+    TooLarge past the size limit, InvalidRequest for what is not one JSON value (empty,
+    malformed, a key repeated within an object: json_keys), InvalidResource for what is
+    not an acceptable Task."""
+    if len(raw) > limits.max_bytes:
+        raise TooLarge.single("too-long", f"the body is larger than {limits.max_bytes} bytes")
+    if not raw.strip():
+        raise InvalidRequest.single("structure", "the request body is empty", "Task")
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidRequest.single("structure", f"the body is not valid JSON: {error}") from None
+    if has_duplicate_keys(raw, parsed):
+        raise InvalidRequest.single(
+            "structure", "the body repeats a key within one JSON object; FHIR JSON does not"
+        )
+    return task_rules.validate(parsed, limits.max_depth)
+
+
+def build_version(
+    body: dict[str, Any],
+    *,
+    task_id: str,
+    version_id: int,
+    now: str,
+    last_updated: int,
+    previous: dict[str, Any] | None = None,
+) -> NewVersion:
+    """A validated body as the version to store: stamped (over `previous`, the current
+    version, when there is one) and indexed. `now` is the instant as FHIR writes it,
+    `last_updated` the same in microseconds since the epoch."""
+    resource = task_rules.stamp(
+        body, task_id=task_id, version_id=version_id, now=now, previous=previous
+    )
+    return NewVersion(resource, indexing.extract(resource), last_updated)
+
+
+def imported_id(body: dict[str, Any]) -> str:
+    """The id an imported task is stored under: its own when that is a valid id (so an
+    export imported elsewhere keeps its ids), else a new one."""
+    given = body.get("id")
+    return given if isinstance(given, str) and ID_PATTERN.fullmatch(given) else task_rules.new_id()
+
+
+def query_pairs(query: str) -> list[tuple[str, str]]:
+    """A query string's (name, value) pairs, `query` holding its bytes as latin-1. Bytes that
+    are not UTF-8 are refused: replaced with U+FFFD they would be searched for, and a
+    search has to say what it means."""
+    try:
+        return parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidSearch.single("invalid", "the query string is not valid UTF-8") from None
+
+
+def _checked_id(task_id: str) -> str:
+    if not ID_PATTERN.fullmatch(task_id):
+        raise NotFound.single("not-found", NO_TASK)
+    return task_id
+
+
+def _if_match(value: str | None) -> int | None:
+    if value is None:
+        return None
+    version = parse_etag(value)
+    if version is None:
+        raise InvalidRequest.single("invalid", f"If-Match must look like {etag('<version>')}")
+    return version
+
+
+def _stale(wanted: int | None, current: int) -> VersionConflict:
+    text = f"If-Match {etag(str(wanted))} is not the current version ({etag(current)})"
+    return VersionConflict.single("conflict", text)
+
+
+def _paging(pairs: list[tuple[str, str]], lenient: bool) -> tuple[int, int]:
+    count, offset = search_params.DEFAULT_COUNT, 0
+    for name, raw in pairs:
+        if name == "_count":
+            count = min(search_params.parse_int(name, raw), search_params.MAX_COUNT)
+        elif name == "_offset":
+            offset = search_params.parse_int(name, raw, search_params.MAX_OFFSET)
+        elif name not in ("_format", "_pretty") and not lenient:
+            raise InvalidSearch.single("invalid", f"unknown parameter '{name[:80]}'")
+    return count, offset
+
+
+# --- the service ---------------------------------------------------------------------------
+
+
+class TaskService:
+    """Tasks over one Storage, held to the configured limits."""
+
+    def __init__(self, storage: Storage, limits: BodyLimits, search_timeout: float) -> None:
+        self.storage = storage
+        self.limits = limits
+        self.search_timeout = search_timeout
+
+    @classmethod
+    def from_settings(cls, storage: Storage, settings: Settings) -> TaskService:
+        limits = BodyLimits(settings.max_body_bytes, settings.max_json_depth)
+        return cls(storage, limits, settings.search_timeout)
+
+    def parse(self, raw: bytes) -> dict[str, Any]:
+        return parse(raw, self.limits)
+
+    async def create(self, raw: bytes) -> StoredTask:
+        """A new task from the JSON text of a Task: version 1, under a new id."""
+        body = self.parse(raw)
+        task_id = task_rules.new_id()
+        now, now_us = now_instant()
+        new = build_version(body, task_id=task_id, version_id=1, now=now, last_updated=now_us)
+        return await self.storage.create_task(task_id, new.resource, new.index, new.last_updated)
+
+    async def read(self, task_id: str) -> StoredTask:
+        task = await self.storage.read_task(_checked_id(task_id))
+        if task is None:
+            raise NotFound.single("not-found", NO_TASK)
+        return task
+
+    async def vread(self, task_id: str, version: str) -> StoredTask:
+        """The version a `_history/<vid>` segment names."""
+        number = version_number(version)
+        task_id = _checked_id(task_id)
+        task = None
+        if number is not None:
+            task = await self.storage.read_version(task_id, number)
+        if task is None:
+            raise NotFound.single("not-found", "no such version of this Task")
+        return task
+
+    async def update(
+        self, task_id: str, if_match: str | None, read_body: Callable[[], Awaitable[bytes]]
+    ) -> StoredTask:
+        """The task's next version from the JSON text `read_body` gives, if the version
+        `if_match` names (an ETag; None: whichever) is current. The body is read after the
+        id and If-Match are found acceptable: a request wrong in several ways is told the
+        first, in that order."""
+        task_id = _checked_id(task_id)
+        wanted = _if_match(if_match)
+        body = self.parse(await read_body())
+        if "id" in body and body["id"] != task_id:
+            raise InvalidRequest(
+                [Issue("invalid", "the id in the body must match the id in the URL", "Task.id")]
+            )
+
+        def build(current: StoredTask) -> NewVersion:
+            # run under the task's lock: the time is taken there too, so versions and their
+            # lastUpdated keep one order
+            now, now_us = now_instant()
+            return build_version(
+                body,
+                task_id=task_id,
+                version_id=current.version_id + 1,
+                now=now,
+                last_updated=now_us,
+                previous=current.resource,
+            )
+
+        try:
+            return await self.storage.update_task(task_id, build, wanted)
+        except TaskNotFound:
+            raise NotFound.single("not-found", NO_TASK) from None
+        except StaleVersion as stale:
+            raise _stale(wanted, stale.current) from None
+
+    async def history(
+        self, task_id: str, query: str, *, lenient: bool, base: str, link_path: str
+    ) -> Page:
+        """A task's versions, newest first, paged by the query's _count and _offset.
+        `base` is the server's base URL (fullUrls, permalinks), `link_path` its path (the
+        host-relative paging links)."""
+        task_id = _checked_id(task_id)
+        count, offset = _paging(query_pairs(query), lenient)
+        try:
+            total, versions = await self.storage.history(task_id, count, offset)
+        except TaskNotFound:
+            raise NotFound.single("not-found", NO_TASK) from None
+        body = bundle.history(
+            task_id,
+            total,
+            [v.resource for v in versions],
+            base=base,
+            link_path=link_path,
+            count=count,
+            offset=offset,
+        )
+        return Page(body)
+
+    async def search(
+        self, pairs: list[tuple[str, str]], *, lenient: bool, base: str, link_path: str
+    ) -> Page:
+        """The searchset Bundle for the search parameters `pairs` (domain.search_params);
+        `base` and `link_path` as for history."""
+        query = search_params.parse(pairs, lenient=lenient)
+        try:
+            result = await self.storage.search(query)
+        except SearchTimedOut:
+            seconds = self.search_timeout
+            raise SearchTimeout(
+                [
+                    Issue(
+                        "timeout",
+                        f"the search did not finish within {seconds:g} s "
+                        "(CARETASK_SEARCH_TIMEOUT); narrow it, with fewer values or "
+                        "parameters, or retry later",
+                    )
+                ],
+                retry_after=max(1, math.ceil(seconds)),
+            ) from None
+        body: dict[str, Any]
+        if query.summary_count:
+            body = {"resourceType": "Bundle", "type": "searchset", "total": result.total}
+        else:
+            body = bundle.searchset(
+                query,
+                result.total,
+                [t.resource for t in result.tasks],
+                base=base,
+                link_path=link_path + "/Task",
+                has_more=result.has_more,
+                included=[t.resource for t in result.included],
+            )
+        return Page(body)
