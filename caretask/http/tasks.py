@@ -83,6 +83,7 @@ def _written(request: Request, task: StoredTask, status: int) -> Response:
     location = f"{base}/Task/{task.id}"
     if status != 201:
         location += f"/_history/{task.version_id}"
+    request.state.audit_target = (task.id, None if status == 201 else task.version_id)
     headers = {**_version_headers(task), "Location": location}
     if prefer(request).get("return") == "representation":
         return fhir_response(bundle.render_task(task.resource, base), status, headers)
@@ -108,6 +109,7 @@ async def read(request: Request) -> Response:
     task = await _storage(request).read_task(_task_id(request))
     if task is None:
         raise NotFound.single("not-found", "no Task has this id")
+    request.state.audit_target = (task.id, task.version_id)
     headers = _version_headers(task)
     if request.headers.get("if-none-match", "").strip() in (headers["ETag"], headers["ETag"][2:]):
         return empty_response(304, headers)
@@ -305,4 +307,5 @@ async def permalink(request: Request) -> Response:
     task_id = bundle.permalink_task_id(request.path_params["token"])
     if task_id is None or not ID_PATTERN.fullmatch(task_id):
         raise NotFound.single("not-found", "unknown permalink")
+    request.state.audit_target = (task_id, None)
     return empty_response(302, {"Location": f"{base_url(request)}/Task/{task_id}"})
