@@ -1,7 +1,8 @@
-"""The OpenAPI 3.1 description of this server, served at GET /openapi.json.
+"""The OpenAPI 3.1 description of this server, served at GET /openapi.json: its paths from the
+route table (http.routes), in the vocabulary this module gives, its schemas from here.
 
 Built from the same tables the server enforces (codes, search parameters, id and reference
-forms), so that a fuzzer working from it sends what the server should accept, and checks
+forms, limits), so that a fuzzer working from it sends what the server should accept, and checks
 every answer against what the server promises. Two flavours of each FHIR data type:
 *closed* for request bodies (exactly what the server accepts: no unknown elements), *open*
 for responses (a stored Task holds any element FHIR allows, so unlisted names may appear).
@@ -696,12 +697,6 @@ PREFER_SEARCH = {
     "schema": {"type": "string", "enum": ["handling=strict", "handling=lenient"]},
     "description": "handling=lenient ignores unknown parameters instead of a 400",
 }
-TASK_ID = {
-    "name": "id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": ID_PATTERN},
-}
 PAGING = (
     {"name": "_count", "in": "query", "required": False, "schema": _search_properties()["_count"]},
     {
@@ -713,7 +708,7 @@ PAGING = (
 )
 
 
-def header(name: str, schema: Schema, description: str) -> Schema:
+def request_header(name: str, schema: Schema, description: str) -> Schema:
     """An optional request header."""
     return {
         "name": name,
@@ -726,6 +721,9 @@ def header(name: str, schema: Schema, description: str) -> Schema:
 
 def path_parameter(name: str, schema: Schema) -> Schema:
     return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+TASK_ID = path_parameter("id", {"type": "string", "pattern": ID_PATTERN})
 
 
 def task_body(description: str) -> Schema:

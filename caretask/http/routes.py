@@ -37,12 +37,13 @@ from caretask.http.openapi import (
     Schema,
     errors,
     fhir,
-    header,
+    form_body,
     json_body,
     openapi_document,
     outcome,
     path_parameter,
     ref,
+    request_header,
     search_form,
     search_query,
     search_responses,
@@ -95,10 +96,7 @@ _TOKEN = Operation(
     "token",
     "OAuth 2.0 client credentials (Canvas form)",
     token_responses(token_endpoint.MAX_FORM_BYTES),
-    body={
-        "required": True,
-        "content": {"application/x-www-form-urlencoded": {"schema": ref("TokenRequest")}},
-    },
+    body=form_body(ref("TokenRequest")),
 )
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -247,7 +245,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 },
                 **errors(*FHIR_ERRORS, 404),
             },
-            (header("If-None-Match", {"type": "string"}, "the current ETag answers 304"),),
+            (request_header("If-None-Match", {"type": "string"}, "the current ETag answers 304"),),
             path_parameters=(TASK_ID,),
         ),
         interaction="read",
@@ -262,7 +260,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "Replace the Task (a new version)",
             {"200": written("updated"), **errors(*FHIR_ERRORS, *BODY_ERRORS, 404, 412)},
             (
-                header(
+                request_header(
                     "If-Match",
                     {"type": "string", "pattern": '^(W/)?"[0-9]{1,9}"$'},
                     "the version being replaced; another is a 412",
@@ -388,6 +386,6 @@ def audit_name(scope: Scope) -> AuditName:
     method: str = scope["method"]
     route = scope.get("route")
     endpoint = _BY_ROUTE.get((route.path, method)) if isinstance(route, Route) else None
-    if endpoint is None or endpoint.claims is not None:
+    if endpoint is None:  # not routed, or not by its method (a 405)
         return classify(method, scope["path"])
     return _named(endpoint.interaction, scope.get("path_params", {}))
