@@ -73,9 +73,9 @@ def test_the_capability_statement_lists_each_served_task_interaction_once() -> N
 
 
 def test_interactions_fhir_defines_but_the_server_does_not_serve_are_not_advertised() -> None:
-    unserved = {(e.path, e.method) for e in ENDPOINTS if e.handler is None}
-    assert unserved == {("/Task/{id}", "PATCH"), ("/Task/{id}", "DELETE")}
-    assert not {"patch", "delete"} & set(INTERACTIONS)
+    unserved = {e.interaction for e in ENDPOINTS if e.handler is None}
+    assert unserved  # the audit trail names them (below)
+    assert unserved.isdisjoint(INTERACTIONS)
 
 
 def test_a_request_for_an_interaction_not_served_is_recorded_by_its_fhir_name(

@@ -117,8 +117,8 @@ class AccessLog:
 def _settle_heap() -> None:
     """Keep what start-up built (modules, the FHIR models and their validators: about
     100,000 objects) out of the garbage collector's walks, and collect less often.
-    Full collections over them were the tail: a search's p99 was 50 ms where its p50 was
-    4, and 5 ms after this (benchmarks.http, issue 5)."""
+    Full collections over them were the tail of a search's latency (benchmarks.http; the
+    figures are in the README's performance section)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 100)
