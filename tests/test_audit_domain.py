@@ -1,49 +1,21 @@
-"""The audit trail's records (domain.audit): interactions named as FHIR names them, search
-values never kept, and AuditEvents that FHIR R4's model accepts."""
+"""The audit trail's records (domain.audit): search values never kept, and AuditEvents that
+FHIR R4's model accepts. How requests are named: tests/test_routes.py."""
 
 from __future__ import annotations
 
 import base64
 
-import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
 from caretask.domain.audit import (
     AuditRecord,
     audit_event,
-    classify,
     decode_batch,
     encode_batch,
     redact_query,
     select,
     text_line,
 )
-
-
-@pytest.mark.parametrize(
-    ("method", "path", "expected"),
-    [
-        ("GET", "/Task", ("search-type", None, None)),
-        ("POST", "/Task", ("create", None, None)),
-        ("POST", "/Task/_search", ("search-type", None, None)),
-        ("GET", "/Task/abc-1", ("read", "abc-1", None)),
-        ("PUT", "/Task/abc-1", ("update", "abc-1", None)),
-        ("DELETE", "/Task/abc-1", ("delete", "abc-1", None)),
-        ("GET", "/Task/abc-1/_history", ("history-instance", "abc-1", None)),
-        ("GET", "/Task/abc-1/_history/3", ("vread", "abc-1", 3)),
-        ("POST", "/auth/token/", ("login", None, None)),
-        ("GET", "/metadata", ("capabilities", None, None)),
-        ("GET", "/Patient/1", ("unknown", None, None)),
-    ],
-)
-def test_each_request_is_named_by_its_fhir_interaction(
-    method: str, path: str, expected: tuple[str, str | None, int | None]
-) -> None:
-    assert classify(method, path) == expected
-
-
-def test_a_path_segment_that_is_not_an_id_is_not_kept_as_one() -> None:
-    assert classify("GET", "/Task/' OR 1=1 --") == ("read", None, None)
 
 
 def test_search_values_are_redacted_and_names_kept_in_order() -> None:

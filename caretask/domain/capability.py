@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from caretask import __version__
@@ -20,7 +21,25 @@ _TYPE_DEFINITIONS = {
 }
 
 
-def capability_statement(base: str, software_date: str) -> dict[str, Any]:
+# FHIR's restful interactions on a type, in the order its value set lists them
+TYPE_INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+
+
+def capability_statement(
+    base: str, software_date: str, interactions: Iterable[str]
+) -> dict[str, Any]:
+    """`interactions`: the Task interactions the server's routes serve."""
+    served = set(interactions)
     params = []
     for name, pdef in PARAMETERS.items():
         item: dict[str, Any] = {"name": name, "type": pdef.type, "documentation": pdef.description}
@@ -64,12 +83,7 @@ def capability_statement(base: str, software_date: str) -> dict[str, Any]:
                         "type": "Task",
                         "profile": "http://hl7.org/fhir/StructureDefinition/Task",
                         "interaction": [
-                            {"code": "read"},
-                            {"code": "vread"},
-                            {"code": "update"},
-                            {"code": "history-instance"},
-                            {"code": "create"},
-                            {"code": "search-type"},
+                            {"code": code} for code in TYPE_INTERACTIONS if code in served
                         ],
                         "versioning": "versioned-update",
                         "readHistory": True,

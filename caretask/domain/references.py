@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+TYPE_PATTERN = re.compile(r"[A-Z][A-Za-z]{1,63}")
 # ASCII digits only: str.isdigit() is true of Arabic-Indic '1' (int() reads it) and of '²' (int()
 # raises), and a version number under 10 digits fits a 32-bit column
 _VERSION = re.compile(r"[0-9]{1,9}")
 _REFERENCE = re.compile(
     r"(?:https?://[^\s/]+(?:/[^\s]*)?/)?"
-    r"(?P<type>[A-Z][A-Za-z]{1,63})/(?P<id>[A-Za-z0-9\-.]{1,64})"
-    r"(?:/_history/[A-Za-z0-9\-.]{1,64})?"
+    rf"(?P<type>{TYPE_PATTERN.pattern})/(?P<id>{ID_PATTERN.pattern})"
+    rf"(?:/_history/{ID_PATTERN.pattern})?"
 )
 
 

@@ -15,14 +15,13 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
-from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from caretask.auth.throttle import BoundedPool, Budget
 from caretask.auth.tokens import VerifiedTokens
 from caretask.config import Settings
 from caretask.domain.errors import DomainError
-from caretask.http import errors, metadata, tasks, token_endpoint
+from caretask.http import errors, routes
 from caretask.http.audit import CLIENT_CLOSED, AuditTrail, AuditWriter
 from caretask.http.auth import ClientRows
 from caretask.http.limits import RequestLimits
@@ -119,8 +118,8 @@ class AccessLog:
 def _settle_heap() -> None:
     """Keep what start-up built (modules, the FHIR models and their validators: about
     100,000 objects) out of the garbage collector's walks, and collect less often.
-    Full collections over them were the tail: a search's p99 was 50 ms where its p50 was
-    4, and 5 ms after this (benchmarks.http, issue 5)."""
+    Full collections over them were the tail of a search's latency (benchmarks.http; the
+    figures are in the README's performance section)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 100)
@@ -159,25 +158,8 @@ def create_app(settings: Settings) -> Starlette:
             await storage.close()
             opened.hash_pool.close()
 
-    routes = [
-        Route("/metadata", metadata.metadata, methods=["GET"]),
-        Route("/openapi.json", metadata.openapi, methods=["GET"]),
-        Route("/.well-known/smart-configuration", metadata.smart, methods=["GET"]),
-        Route("/healthz", metadata.healthz, methods=["GET"]),
-        Route("/readyz", metadata.readyz, methods=["GET"]),
-        Route("/auth/token/", token_endpoint.token, methods=["POST"]),
-        Route("/auth/token", token_endpoint.token, methods=["POST"]),
-        Route("/Task", tasks.search_get, methods=["GET"]),
-        Route("/Task", tasks.create, methods=["POST"]),
-        Route("/Task/_search", tasks.search_post, methods=["POST"]),
-        Route("/Task/{id}", tasks.read, methods=["GET"]),
-        Route("/Task/{id}", tasks.update, methods=["PUT"]),
-        Route("/Task/{id}/_history", tasks.history, methods=["GET"]),
-        Route("/Task/{id}/_history/{vid}", tasks.vread, methods=["GET"]),
-        Route("/permalinks/v1/{token}", tasks.permalink, methods=["GET"]),
-    ]
     app = Starlette(
-        routes=routes,
+        routes=routes.routes(),
         lifespan=lifespan,
         exception_handlers={
             DomainError: errors.domain_error,
@@ -195,7 +177,8 @@ def create_app(settings: Settings) -> Starlette:
         max_url_bytes=settings.max_url_bytes,
         hosts=AllowedHosts(hosts) if (hosts := settings.accepted_hosts()) is not None else None,
     )
-    app.add_middleware(AuditTrail)  # outside the limits: refused requests are recorded too
+    # outside the limits: refused requests are recorded too
+    app.add_middleware(AuditTrail, name=routes.audit_name, unaudited=routes.UNAUDITED)
     app.add_middleware(AccessLog)  # outermost: its last-resort 500 covers every layer
     return app
 

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import ClientDisconnect
@@ -22,7 +23,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from caretask.domain import audit
 from caretask.domain.audit import AuditRecord
-from caretask.domain.references import version_number
 from caretask.storage.base import Storage
 
 log = logging.getLogger("caretask.audit")
@@ -96,33 +96,27 @@ class AuditWriter:
 CLIENT_CLOSED = 499
 
 
-def _written_version(start: Message) -> tuple[str | None, int | None]:
-    """The task id and version a response names: its Location (create, update), else
-    its ETag's version (read). Starlette sends header names in lower case."""
-    location = etag = None
-    for key, value in start.get("headers", ()):
-        if key == b"location":
-            location = value.decode("latin-1")
-        elif key == b"etag":
-            etag = value.decode("latin-1")
-    if location is not None and "/Task/" in location:
-        _, rid, version = audit.classify("GET", "/Task/" + location.split("/Task/", 1)[1])
-        return rid, version
-    if etag is not None:
-        return None, version_number(etag.removeprefix("W/").strip('"'))
-    return None, None
+# what a request was: its FHIR interaction (or login, or unknown), and the task id and
+# version its path named
+AuditName = tuple[str, str | None, int | None]
+# reads an AuditName from a request's scope once it has been answered (http.routes.audit_name)
+Namer = Callable[[Scope], AuditName]
 
 
 class AuditTrail:
-    """Records each request after its response has started. Who comes from the request's
-    state: the client id a verified token named (http.auth) or a token request claimed
-    (http.token_endpoint); search parameters from the handler when it parsed a form body."""
+    """Records each request after its response has started. What it was comes from the route
+    table (`name`), run after the router has put the route it reached in the scope. From the
+    request's state: who (the client id a verified token named, http.auth, or a token request
+    claimed, http.token_endpoint), the search parameters when the handler parsed a form body,
+    and the task a handler read or wrote (its id and version, `audit_target`)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, name: Namer, unaudited: frozenset[str]) -> None:
         self.app = app
+        self.name = name
+        self.unaudited = unaudited
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in audit.SKIPPED_PATHS:
+        if scope["type"] != "http" or scope["path"] in self.unaudited:
             await self.app(scope, receive, send)
             return
         start: Message = {"status": 500}
@@ -141,18 +135,18 @@ class AuditTrail:
         finally:
             opened = scope["app"].state.caretask.opened  # None before the lifespan ran
             if opened is not None:
-                opened.audit.add(_record(scope, start))
+                opened.audit.add(_record(scope, start, self.name(scope)))
 
 
-def _record(scope: Scope, start: Message) -> AuditRecord:
+def _record(scope: Scope, start: Message, name: AuditName) -> AuditRecord:
     method = scope["method"][:16]
-    interaction, resource_id, version_id = audit.classify(method, scope["path"])
+    interaction, resource_id, version_id = name
     status = start["status"]
-    if 200 <= status < 400:
-        rid, version = _written_version(start)
-        resource_id = resource_id or rid
-        version_id = version_id or version
     state: dict[str, Any] = scope.get("state") or {}
+    target = state.get("audit_target")
+    if target is not None and 200 <= status < 400:
+        resource_id = resource_id or target[0]
+        version_id = version_id or target[1]
     query = state.get("audit_query")
     if query is None and scope["query_string"]:
         query = audit.redact_query(scope["query_string"].decode("latin-1"))

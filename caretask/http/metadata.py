@@ -1,19 +1,18 @@
-"""Endpoints that need no token: capabilities, OpenAPI, SMART discovery and health checks."""
+"""Endpoints that need no token: SMART discovery and health checks (the CapabilityStatement and
+the OpenAPI document, derived from the route table, are served by http.routes)."""
 
 from __future__ import annotations
 
 import asyncio
-from functools import lru_cache
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from caretask.domain.capability import capability_statement, smart_configuration
+from caretask.domain.capability import smart_configuration
 from caretask.http.errors import HttpProblem
-from caretask.http.openapi import openapi_document
 from caretask.http.responses import fhir_response
-from caretask.http.state import app_state, opened
+from caretask.http.state import opened
 from caretask.http.urls import base_url
 from caretask.storage.base import StorageUnavailable
 
@@ -21,25 +20,11 @@ from caretask.storage.base import StorageUnavailable
 READY_SECONDS = 4.5
 
 
-async def metadata(request: Request) -> Response:
-    return fhir_response(capability_statement(base_url(request), app_state(request).started_at))
-
-
 async def smart(request: Request) -> Response:
     return Response(
         orjson.dumps(smart_configuration(base_url(request))),
         media_type="application/json",
     )
-
-
-@lru_cache(maxsize=16)
-def _openapi_json(base: str) -> bytes:
-    """Built once per base URL: the document is some 100 KB and never changes."""
-    return orjson.dumps(openapi_document(base))
-
-
-async def openapi(request: Request) -> Response:
-    return Response(_openapi_json(base_url(request)), media_type="application/json")
 
 
 async def healthz(request: Request) -> Response:

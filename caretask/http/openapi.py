@@ -1,7 +1,8 @@
-"""The OpenAPI 3.1 description of this server, served at GET /openapi.json.
+"""The OpenAPI 3.1 description of this server, served at GET /openapi.json: its paths from the
+route table (http.routes), in the vocabulary this module gives, its schemas from here.
 
 Built from the same tables the server enforces (codes, search parameters, id and reference
-forms), so that a fuzzer working from it sends what the server should accept, and checks
+forms, limits), so that a fuzzer working from it sends what the server should accept, and checks
 every answer against what the server promises. Two flavours of each FHIR data type:
 *closed* for request bodies (exactly what the server accepts: no unknown elements), *open*
 for responses (a stored Task holds any element FHIR allows, so unlisted names may appear).
@@ -9,10 +10,16 @@ for responses (a stored Task holds any element FHIR allows, so unlisted names ma
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from caretask import __version__
+from caretask.config import Settings
+from caretask.domain.dates import FHIR_DATE_TIME, FHIR_INSTANT
+from caretask.domain.references import ID_PATTERN as ID_FORM
+from caretask.domain.references import TYPE_PATTERN
 from caretask.domain.search_params import (
     DATE_PREFIXES,
     INCLUDABLE,
@@ -45,17 +52,12 @@ _WORD = f"[^{WHITESPACE}{_NO_CONTROL}]+"
 STRING_PATTERN = f"^[^{_NO_CONTROL}]+$"
 CODE_PATTERN = f"^{_WORD}( {_WORD})*$"
 URI_PATTERN = f"^{_WORD}$"
-ID_PATTERN = "^[A-Za-z0-9\\-.]{1,64}$"
-_YEAR = "([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
-_ZONE = "(Z|[+\\-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
-_TIME = f"T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\\.[0-9]+)?{_ZONE}"
-DATE_TIME = f"{_YEAR}(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])({_TIME})?)?)?"
-INSTANT = f"{_YEAR}-(0[1-9]|1[0-2])-(0[1-9]|[1-2][0-9]|3[0-1]){_TIME}"
-_REF_ID = "[A-Za-z0-9\\-.]{1,64}"
+ID_PATTERN = f"^{ID_FORM.pattern}$"
+_REF_ID = ID_FORM.pattern
 ETAG_PATTERN = '^W/"[0-9]+"$'
 
 
-def _ref(name: str) -> Schema:
+def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
@@ -93,14 +95,14 @@ def _types(closed: bool) -> dict[str, Schema]:
     string = {"type": "string", "pattern": STRING_PATTERN}
     code = {"type": "string", "pattern": CODE_PATTERN}
     uri = {"type": "string", "pattern": URI_PATTERN}
-    date_time = {"type": "string", "pattern": f"^{DATE_TIME}$"}
+    date_time = {"type": "string", "pattern": f"^{FHIR_DATE_TIME}$"}
     s = "" if closed else "Open"
     coding = _object({"system": uri, "version": string, "code": code, "display": string}, closed)
     identifier = _object({"use": code, "system": uri, "value": string}, closed)
     types: dict[str, Schema] = {
         f"Coding{s}": coding,
         f"CodeableConcept{s}": _object(
-            {"coding": _list(_ref(f"Coding{s}"), closed), "text": string}, closed
+            {"coding": _list(ref(f"Coding{s}"), closed), "text": string}, closed
         ),
         f"Identifier{s}": identifier,
         f"Period{s}": _object({"start": date_time, "end": date_time}, closed),
@@ -108,7 +110,7 @@ def _types(closed: bool) -> dict[str, Schema]:
             {
                 "reference": {"type": "string", "pattern": _literal_reference("")},
                 "type": uri,
-                "identifier": _ref(f"Identifier{s}"),
+                "identifier": ref(f"Identifier{s}"),
                 "display": string,
             },
             closed,
@@ -117,7 +119,7 @@ def _types(closed: bool) -> dict[str, Schema]:
             {
                 "text": {**string, "description": "the comment"},
                 "time": {**date_time, "description": "defaults to the time of ingestion"},
-                "authorReference": _ref(f"PractitionerReference{s}"),
+                "authorReference": ref(f"PractitionerReference{s}"),
                 "authorString": string,
             },
             closed,
@@ -126,12 +128,12 @@ def _types(closed: bool) -> dict[str, Schema]:
         f"Extension{s}": _extension(closed),
         f"TaskParameter{s}": _object(
             {
-                "type": _ref(f"CodeableConcept{s}"),
+                "type": ref(f"CodeableConcept{s}"),
                 "valueString": string,
                 "valueBoolean": {"type": "boolean"},
                 "valueInteger": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
-                "valueReference": _ref(f"Reference{s}"),
-                "valueCodeableConcept": _ref(f"CodeableConcept{s}"),
+                "valueReference": ref(f"Reference{s}"),
+                "valueCodeableConcept": ref(f"CodeableConcept{s}"),
             },
             closed,
             ("type",),
@@ -139,16 +141,16 @@ def _types(closed: bool) -> dict[str, Schema]:
         f"Meta{s}": _object(
             {
                 "versionId": {"type": "string", "pattern": "^[0-9]+$", "readOnly": True},
-                "lastUpdated": {"type": "string", "pattern": f"^{INSTANT}$", "readOnly": True},
+                "lastUpdated": {"type": "string", "pattern": f"^{FHIR_INSTANT}$", "readOnly": True},
                 "source": uri,
                 "profile": _list(uri, closed),
-                "tag": _list(_ref(f"Coding{s}"), closed),
-                "security": _list(_ref(f"Coding{s}"), closed),
+                "tag": _list(ref(f"Coding{s}"), closed),
+                "security": _list(ref(f"Coding{s}"), closed),
             },
             closed,
         ),
         f"Element{s}": _object(
-            {"id": string, "extension": _list(_ref(f"Extension{s}"), closed)}, closed
+            {"id": string, "extension": _list(ref(f"Extension{s}"), closed)}, closed
         ),
     }
     for target in ("Practitioner", "Patient", "Group", "Encounter", "Task"):
@@ -190,13 +192,13 @@ def _extension(closed: bool) -> Schema:
     uri = {"type": "string", "pattern": URI_PATTERN}
     string = {"type": "string", "pattern": STRING_PATTERN}
     group = _object(
-        {"url": {"const": GROUP_EXTENSION}, "valueReference": _ref(f"GroupReference{s}")},
+        {"url": {"const": GROUP_EXTENSION}, "valueReference": ref(f"GroupReference{s}")},
         closed,
         ("url", "valueReference"),
     )
     if not closed:
         return _object(
-            {"url": uri, "valueString": string, "valueReference": _ref("ReferenceOpen")},
+            {"url": uri, "valueString": string, "valueReference": ref("ReferenceOpen")},
             False,
             ("url",),
         )
@@ -205,7 +207,7 @@ def _extension(closed: bool) -> Schema:
         "valueString": string,
         "valueBoolean": {"type": "boolean"},
         "valueCode": {"type": "string", "pattern": CODE_PATTERN},
-        "valueReference": _ref("Reference"),
+        "valueReference": ref("Reference"),
     }
     others = [
         _object({"url": other_url, name: value}, True, ("url", name))
@@ -221,10 +223,10 @@ def _task_properties(closed: bool) -> dict[str, Schema]:
     s = "" if closed else "Open"
     string = {"type": "string", "pattern": STRING_PATTERN}
     uri = {"type": "string", "pattern": URI_PATTERN}
-    date_time = {"type": "string", "pattern": f"^{DATE_TIME}$"}
+    date_time = {"type": "string", "pattern": f"^{FHIR_DATE_TIME}$"}
 
     def many(name: str) -> Schema:
-        return _list(_ref(f"{name}{s}"), closed)
+        return _list(ref(f"{name}{s}"), closed)
 
     return {
         "resourceType": {"type": "string", "const": "Task"},
@@ -234,7 +236,7 @@ def _task_properties(closed: bool) -> dict[str, Schema]:
             "readOnly": True,
             "description": "server-assigned; ignored on create, must match the URL on update",
         },
-        "meta": _ref(f"Meta{s}"),
+        "meta": ref(f"Meta{s}"),
         "implicitRules": uri,
         "language": {"type": "string", "pattern": CODE_PATTERN},
         "extension": {
@@ -246,36 +248,36 @@ def _task_properties(closed: bool) -> dict[str, Schema]:
         "instantiatesCanonical": uri,
         "instantiatesUri": uri,
         "basedOn": many("Reference"),
-        "groupIdentifier": _ref(f"Identifier{s}"),
+        "groupIdentifier": ref(f"Identifier{s}"),
         "partOf": many("TaskReference"),
         "status": {"type": "string", "enum": sorted(TASK_STATUS)},
-        "statusReason": _ref(f"CodeableConcept{s}"),
-        "businessStatus": _ref(f"CodeableConcept{s}"),
+        "statusReason": ref(f"CodeableConcept{s}"),
+        "businessStatus": ref(f"CodeableConcept{s}"),
         "intent": {
             "type": "string",
             "enum": sorted(TASK_INTENT),
             "description": "defaults to unknown",
         },
         "priority": {"type": "string", "enum": sorted(TASK_PRIORITY)},
-        "code": _ref(f"CodeableConcept{s}"),
+        "code": ref(f"CodeableConcept{s}"),
         "description": string,
-        "focus": _ref(f"Reference{s}"),
-        "for": _ref(f"PatientReference{s}"),
-        "encounter": _ref(f"EncounterReference{s}"),
-        "executionPeriod": _ref(f"Period{s}"),
+        "focus": ref(f"Reference{s}"),
+        "for": ref(f"PatientReference{s}"),
+        "encounter": ref(f"EncounterReference{s}"),
+        "executionPeriod": ref(f"Period{s}"),
         "authoredOn": {**date_time, "description": "defaults to the time of creation"},
         "lastModified": date_time,
-        "requester": _ref(f"PractitionerReference{s}"),
+        "requester": ref(f"PractitionerReference{s}"),
         "performerType": many("CodeableConcept"),
-        "owner": {**_ref(f"PractitionerReference{s}"), "description": "the assignee"},
-        "location": _ref(f"Reference{s}"),
-        "reasonCode": _ref(f"CodeableConcept{s}"),
-        "reasonReference": _ref(f"Reference{s}"),
+        "owner": {**ref(f"PractitionerReference{s}"), "description": "the assignee"},
+        "location": ref(f"Reference{s}"),
+        "reasonCode": ref(f"CodeableConcept{s}"),
+        "reasonReference": ref(f"Reference{s}"),
         "note": many("Annotation"),
         "restriction": _object(
             {
                 "repetitions": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
-                "period": {**_ref(f"Period{s}"), "description": "period.end is the due date"},
+                "period": {**ref(f"Period{s}"), "description": "period.end is the due date"},
                 "recipient": many("Reference"),
             },
             closed,
@@ -288,7 +290,7 @@ def _task_properties(closed: bool) -> dict[str, Schema]:
 def _task_schemas() -> dict[str, Schema]:
     closed = _task_properties(True)
     element_extensions = {
-        f"_{name}": _ref("Element")
+        f"_{name}": ref("Element")
         for name in ("status", "intent", "priority", "description", "authoredOn")
     }
     request: Schema = {
@@ -340,7 +342,7 @@ def _bundle_schemas() -> dict[str, Schema]:
         "type": "object",
         "properties": {
             "fullUrl": {"type": "string"},
-            "resource": {"anyOf": [_ref("StoredTask"), _ref("SubsettedTask")]},
+            "resource": {"anyOf": [ref("StoredTask"), ref("SubsettedTask")]},
             "search": {
                 "type": "object",
                 "properties": {"mode": {"enum": ["match", "include"]}},
@@ -354,7 +356,7 @@ def _bundle_schemas() -> dict[str, Schema]:
         "type": "object",
         "properties": {
             "fullUrl": {"type": "string"},
-            "resource": _ref("StoredTask"),
+            "resource": ref("StoredTask"),
             "request": {
                 "type": "object",
                 "properties": {"method": {"enum": ["POST", "PUT"]}, "url": {"type": "string"}},
@@ -505,9 +507,9 @@ def _values(one: str, most: int | None = None) -> str:
 def _search_value_pattern(pdef: ParamDef) -> str:
     if pdef.type == "date":
         prefixes = "|".join(sorted(DATE_PREFIXES))
-        return _values(f"({prefixes})?{DATE_TIME}")
+        return _values(f"({prefixes})?{FHIR_DATE_TIME}")
     if pdef.type == "reference":
-        return _values(f"([A-Z][A-Za-z]{{1,63}}/)?{_REF_ID}")
+        return _values(f"({TYPE_PATTERN.pattern}/)?{_REF_ID}")
     if pdef.type == "string":
         return _values("[^,\\u0000]+")
     if pdef.codes is not None:
@@ -573,39 +575,84 @@ def _query_parameters() -> list[Schema]:
     return params
 
 
-# --- operations ----------------------------------------------------------------------------
+# --- operations: the vocabulary of the route table's entries (http.routes) ------------------
 
 
-def _outcome(description: str, headers: dict[str, Schema] | None = None) -> Schema:
+@dataclass(frozen=True)
+class Operation:
+    """What the document says of one route."""
+
+    id: str
+    summary: str
+    responses: dict[str, Schema]
+    parameters: tuple[Schema, ...] = ()
+    body: Schema | None = None
+    # the parameters every method on the path shares, said once on the path
+    path_parameters: tuple[Schema, ...] = ()
+
+    def render(self, token: bool) -> Schema:
+        out: Schema = {
+            "operationId": self.id,
+            "summary": self.summary,
+            "security": BEARER if token else [],
+        }
+        if self.parameters:
+            out["parameters"] = list(self.parameters)
+        if self.body is not None:
+            out["requestBody"] = self.body
+        out["responses"] = self.responses
+        return out
+
+
+def outcome(description: str, headers: dict[str, Schema] | None = None) -> Schema:
     out: Schema = {
         "description": description,
-        "content": {FHIR_JSON: {"schema": _ref("OperationOutcome")}},
+        "content": {FHIR_JSON: {"schema": ref("OperationOutcome")}},
     }
     if headers:
         out["headers"] = headers
     return out
 
 
-def _fhir(schema: str, description: str, headers: dict[str, Schema] | None = None) -> Schema:
-    out: Schema = {"description": description, "content": {FHIR_JSON: {"schema": _ref(schema)}}}
+def fhir(schema: str, description: str, headers: dict[str, Schema] | None = None) -> Schema:
+    out: Schema = {"description": description, "content": {FHIR_JSON: {"schema": ref(schema)}}}
     if headers:
         out["headers"] = headers
     return out
+
+
+def json_body(schema: Schema, description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _header(schema: Schema, description: str, required: bool = True) -> Schema:
     return {"schema": schema, "description": description, "required": required}
 
 
-_ETAG = _header({"type": "string", "pattern": ETAG_PATTERN}, 'the version, W/"<n>"')
-_LAST_MODIFIED = _header({"type": "string"}, "when this version was stored (RFC 7231 date)")
-_LOCATION = _header({"type": "string"}, "the Task's URL (after an update, the version's)")
+ETAG = _header({"type": "string", "pattern": ETAG_PATTERN}, 'the version, W/"<n>"')
+LAST_MODIFIED = _header({"type": "string"}, "when this version was stored (RFC 7231 date)")
+LOCATION = _header({"type": "string"}, "the Task's URL (after an update, the version's)")
 _CHALLENGE = _header({"type": "string", "pattern": "^Bearer "}, "the Bearer challenge")
-_RETRY_AFTER = _header({"type": "string", "pattern": "^[0-9]+$"}, "seconds to wait")
+RETRY_AFTER = _header({"type": "string", "pattern": "^[0-9]+$"}, "seconds to wait")
+WRITTEN_HEADERS = {"Location": LOCATION, "ETag": ETAG, "Last-Modified": LAST_MODIFIED}
+VERSION_HEADERS = {"ETag": ETAG, "Last-Modified": LAST_MODIFIED}
 
 
-def _errors(*statuses: int) -> dict[str, Schema]:
+def _default(setting: str) -> Any:
+    """A setting's default: the document states the limits a server has unless configured."""
+    return next(f.default for f in dataclasses.fields(Settings) if f.name == setting)
+
+
+def byte_size(size: int) -> str:
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} bytes"
+
+
+def errors(*statuses: int) -> dict[str, Schema]:
     """The error answers of a FHIR endpoint, each an OperationOutcome."""
+    timeout, body_bytes = _default("body_timeout"), _default("max_body_bytes")
     texts = {
         304: "",
         400: "bad request: malformed body, parameter or header, or a Host not allowed",
@@ -613,9 +660,9 @@ def _errors(*statuses: int) -> dict[str, Schema]:
         403: "the token lacks the scope",
         404: "no such Task or version",
         406: "Accept names only formats other than FHIR JSON",
-        408: "the body did not arrive within the body timeout (30 s by default)",
+        408: f"the body did not arrive within the body timeout ({timeout:g} s by default)",
         412: "If-Match is not the current version",
-        413: "the body is larger than the limit (1 MiB by default)",
+        413: f"the body is larger than the limit ({byte_size(body_bytes)} by default)",
         414: "the URL is longer than the limit",
         415: "the body's Content-Type or Content-Encoding is not accepted",
         431: "too many or too large request headers",
@@ -625,38 +672,32 @@ def _errors(*statuses: int) -> dict[str, Schema]:
     for status in statuses:
         headers = {"WWW-Authenticate": _CHALLENGE} if status == 401 else None
         if status == 503:
-            headers = {"Retry-After": _RETRY_AFTER}
-        out[str(status)] = _outcome(texts[status], headers)
+            headers = {"Retry-After": RETRY_AFTER}
+        out[str(status)] = outcome(texts[status], headers)
     return out
 
 
 # what the HTTP edge answers before any route: a Host not allowed (400), and the limits
-_EDGE_ERRORS = (400, 414, 431)
-_FHIR_ERRORS = (*_EDGE_ERRORS, 401, 403, 406, 503)
-_BODY_ERRORS = (408, 413, 415)
-_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+EDGE_ERRORS = (400, 414, 431)
+FHIR_ERRORS = (*EDGE_ERRORS, 401, 403, 406, 503)
+BODY_ERRORS = (408, 413, 415)
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
-_PREFER_WRITE = {
+PREFER_WRITE = {
     "name": "Prefer",
     "in": "header",
     "required": False,
     "schema": {"type": "string", "enum": ["return=minimal", "return=representation"]},
     "description": "return=representation answers with the stored Task",
 }
-_PREFER_SEARCH = {
+PREFER_SEARCH = {
     "name": "Prefer",
     "in": "header",
     "required": False,
     "schema": {"type": "string", "enum": ["handling=strict", "handling=lenient"]},
     "description": "handling=lenient ignores unknown parameters instead of a 400",
 }
-_TASK_ID = {
-    "name": "id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": ID_PATTERN},
-}
-_PAGING = [
+PAGING = (
     {"name": "_count", "in": "query", "required": False, "schema": _search_properties()["_count"]},
     {
         "name": "_offset",
@@ -664,11 +705,29 @@ _PAGING = [
         "required": False,
         "schema": _search_properties()["_offset"],
     },
-]
+)
 
 
-def _task_body(description: str) -> Schema:
-    media = {"schema": _ref("Task")}
+def request_header(name: str, schema: Schema, description: str) -> Schema:
+    """An optional request header."""
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def path_parameter(name: str, schema: Schema) -> Schema:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+TASK_ID = path_parameter("id", {"type": "string", "pattern": ID_PATTERN})
+
+
+def task_body(description: str) -> Schema:
+    media = {"schema": ref("Task")}
     return {
         "required": True,
         "description": description,
@@ -676,275 +735,65 @@ def _task_body(description: str) -> Schema:
     }
 
 
-def _written(description: str, headers: dict[str, Schema]) -> Schema:
+def form_body(schema: Schema) -> Schema:
+    return {"required": True, "content": {FORM: {"schema": schema}}}
+
+
+def written(description: str) -> Schema:
     """Empty by default; the stored Task with Prefer: return=representation."""
     return {
         "description": description + " (a body only with Prefer: return=representation)",
-        "headers": headers,
-        "content": {FHIR_JSON: {"schema": _ref("StoredTask")}},
+        "headers": WRITTEN_HEADERS,
+        "content": {FHIR_JSON: {"schema": ref("StoredTask")}},
     }
 
 
-def _paths() -> dict[str, Schema]:
-    search_responses = {
-        "200": _fhir("SearchsetBundle", "the matching Tasks, one page"),
-        **_errors(*_FHIR_ERRORS),
-        "503": _outcome(
+def search_query() -> tuple[Schema, ...]:
+    return (*_query_parameters(), PREFER_SEARCH)
+
+
+def search_form() -> Schema:
+    return form_body(
+        {"type": "object", "properties": _search_properties(), "additionalProperties": False}
+    )
+
+
+def search_responses() -> dict[str, Schema]:
+    return {
+        "200": fhir("SearchsetBundle", "the matching Tasks, one page"),
+        **errors(*FHIR_ERRORS),
+        "503": outcome(
             "the search ran past the search timeout (CARETASK_SEARCH_TIMEOUT) and was stopped",
-            {"Retry-After": _RETRY_AFTER},
+            {"Retry-After": RETRY_AFTER},
         ),
     }
-    token_operation: dict[str, Any] = {
-        "summary": "OAuth 2.0 client credentials (Canvas form)",
-        "security": [],
-        "requestBody": {"required": True, "content": {FORM: {"schema": _ref("TokenRequest")}}},
-        "responses": {
-            "200": {
-                "description": "an access token",
-                "content": {"application/json": {"schema": _ref("TokenResponse")}},
-            },
-            **{
-                str(status): {
-                    "description": text,
-                    "content": {"application/json": {"schema": _ref("OAuthError")}},
-                }
-                for status, text in (
-                    (400, "not a form, no or another grant type, or a scope beyond the client's"),
-                    (401, "unknown client or wrong secret"),
-                    (429, "too many failed or unfinished attempts; see Retry-After"),
-                    (503, "too many secret checks at once; see Retry-After"),
-                )
-            },
-            "413": _outcome("the form is larger than 64 KiB"),
-            "415": _outcome("the form is in a Content-Encoding other than identity"),
-            **_errors(414, 431, 503),
+
+
+def token_responses(max_form_bytes: int) -> dict[str, Schema]:
+    """OAuth errors as RFC 6749 has them, and the edge's as OperationOutcomes."""
+    responses: dict[str, Schema] = {
+        "200": json_body(ref("TokenResponse"), "an access token"),
+        **{
+            str(status): json_body(ref("OAuthError"), text)
+            for status, text in (
+                (400, "not a form, no or another grant type, or a scope beyond the client's"),
+                (401, "unknown client or wrong secret"),
+                (429, "too many failed or unfinished attempts; see Retry-After"),
+                (503, "too many secret checks at once; see Retry-After"),
+            )
         },
+        "413": outcome(f"the form is larger than {byte_size(max_form_bytes)}"),
+        "415": outcome("the form is in a Content-Encoding other than identity"),
+        **errors(414, 431, 503),
     }
     # a Host not allowed is refused before the endpoint: an OperationOutcome
-    token_operation["responses"]["400"]["content"].update(_errors(400)["400"]["content"])
-    return {
-        "/metadata": {
-            "get": {
-                "operationId": "capabilities",
-                "summary": "The CapabilityStatement",
-                "security": [],
-                "responses": {
-                    "200": _fhir("CapabilityStatement", "what this server supports"),
-                    **_errors(*_EDGE_ERRORS),
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "operationId": "openapi",
-                "summary": "This document",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "OpenAPI 3.1",
-                        "content": {
-                            "application/json": {
-                                "schema": {"type": "object", "required": ["openapi", "paths"]}
-                            }
-                        },
-                    },
-                    **_errors(*_EDGE_ERRORS),
-                },
-            }
-        },
-        "/.well-known/smart-configuration": {
-            "get": {
-                "operationId": "smartConfiguration",
-                "summary": "SMART on FHIR discovery",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "the token endpoint and scopes",
-                        "content": {"application/json": {"schema": _ref("SmartConfiguration")}},
-                    },
-                    **_errors(*_EDGE_ERRORS),
-                },
-            }
-        },
-        "/healthz": {
-            "get": {
-                "operationId": "healthz",
-                "summary": "Liveness",
-                "security": [],
-                "responses": {
-                    "200": _fhir("Health", "the process runs"),
-                    **_errors(*_EDGE_ERRORS),
-                },
-            }
-        },
-        "/readyz": {
-            "get": {
-                "operationId": "readyz",
-                "summary": "Readiness: the database answers and takes writes",
-                "security": [],
-                "responses": {
-                    "200": _fhir("Health", "ready"),
-                    "503": _outcome(
-                        "the database is unreachable, read-only, its disk full, or too slow to "
-                        "answer within a load balancer's usual 5 s timeout",
-                        {"Retry-After": _RETRY_AFTER},
-                    ),
-                    **_errors(*_EDGE_ERRORS),
-                },
-            }
-        },
-        "/auth/token/": {"post": {**token_operation, "operationId": "token"}},
-        "/auth/token": {"post": {**token_operation, "operationId": "tokenWithoutSlash"}},
-        "/Task": {
-            "get": {
-                "operationId": "searchTasks",
-                "summary": "Search (a comma is OR, a repeated parameter AND)",
-                "security": _BEARER,
-                "parameters": [*_query_parameters(), _PREFER_SEARCH],
-                "responses": search_responses,
-            },
-            "post": {
-                "operationId": "createTask",
-                "summary": "Create a Task",
-                "security": _BEARER,
-                "parameters": [_PREFER_WRITE],
-                "requestBody": _task_body("the Task; an id in it is ignored"),
-                "responses": {
-                    "201": _written(
-                        "created",
-                        {"Location": _LOCATION, "ETag": _ETAG, "Last-Modified": _LAST_MODIFIED},
-                    ),
-                    **_errors(*_FHIR_ERRORS, *_BODY_ERRORS),
-                },
-            },
-        },
-        "/Task/_search": {
-            "post": {
-                "operationId": "searchTasksByForm",
-                "summary": "Search with the parameters in a form body",
-                "security": _BEARER,
-                "parameters": [_PREFER_SEARCH],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        FORM: {
-                            "schema": {
-                                "type": "object",
-                                "properties": _search_properties(),
-                                "additionalProperties": False,
-                            }
-                        }
-                    },
-                },
-                "responses": {**search_responses, **_errors(*_BODY_ERRORS)},
-            }
-        },
-        "/Task/{id}": {
-            "parameters": [_TASK_ID],
-            "get": {
-                "operationId": "readTask",
-                "summary": "Read the current version",
-                "security": _BEARER,
-                "parameters": [
-                    {
-                        "name": "If-None-Match",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string"},
-                        "description": "the current ETag answers 304",
-                    }
-                ],
-                "responses": {
-                    "200": _fhir(
-                        "StoredTask", "the Task", {"ETag": _ETAG, "Last-Modified": _LAST_MODIFIED}
-                    ),
-                    "304": {
-                        "description": "If-None-Match is the current version",
-                        "headers": {"ETag": _ETAG},
-                    },
-                    **_errors(*_FHIR_ERRORS, 404),
-                },
-            },
-            "put": {
-                "operationId": "updateTask",
-                "summary": "Replace the Task (a new version)",
-                "security": _BEARER,
-                "parameters": [
-                    {
-                        "name": "If-Match",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string", "pattern": '^(W/)?"[0-9]{1,9}"$'},
-                        "description": "the version being replaced; another is a 412",
-                    },
-                    _PREFER_WRITE,
-                ],
-                "requestBody": _task_body("the whole new Task; an id in it must be the URL's"),
-                "responses": {
-                    "200": _written(
-                        "updated",
-                        {"Location": _LOCATION, "ETag": _ETAG, "Last-Modified": _LAST_MODIFIED},
-                    ),
-                    **_errors(*_FHIR_ERRORS, *_BODY_ERRORS, 404, 412),
-                },
-            },
-        },
-        "/Task/{id}/_history": {
-            "get": {
-                "operationId": "taskHistory",
-                "summary": "Every version, newest first",
-                "security": _BEARER,
-                "parameters": [_TASK_ID, *_PAGING, _PREFER_SEARCH],
-                "responses": {
-                    "200": _fhir("HistoryBundle", "one page of versions"),
-                    **_errors(*_FHIR_ERRORS, 404),
-                },
-            }
-        },
-        "/Task/{id}/_history/{vid}": {
-            "get": {
-                "operationId": "readTaskVersion",
-                "summary": "Read one version",
-                "security": _BEARER,
-                "parameters": [
-                    _TASK_ID,
-                    {
-                        "name": "vid",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"},
-                    },
-                ],
-                "responses": {
-                    "200": _fhir(
-                        "StoredTask",
-                        "that version",
-                        {"ETag": _ETAG, "Last-Modified": _LAST_MODIFIED},
-                    ),
-                    **_errors(*_FHIR_ERRORS, 404),
-                },
-            }
-        },
-        "/permalinks/v1/{token}": {
-            "get": {
-                "operationId": "permalink",
-                "summary": "A Task's permalink: a redirect to its read URL",
-                "security": [],
-                "parameters": [
-                    {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {
-                    "302": {"description": "to the Task", "headers": {"Location": _LOCATION}},
-                    "404": _outcome("not a permalink of this server"),
-                    **_errors(*_EDGE_ERRORS),
-                },
-            }
-        },
-    }
+    responses["400"]["content"].update(errors(400)["400"]["content"])
+    return responses
 
 
-def openapi_document(base: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document for a server whose public URL is `base`."""
+def openapi_document(base: str, paths: dict[str, Schema]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for a server whose public URL is `base`, with the route
+    table's `paths`."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -953,8 +802,8 @@ def openapi_document(base: str) -> dict[str, Any]:
             "description": "A FHIR R4 Task server that speaks the Canvas Medical Task API",
         },
         "servers": [{"url": base}],
-        "security": _BEARER,
-        "paths": _paths(),
+        "security": BEARER,
+        "paths": paths,
         "components": {
             "securitySchemes": {
                 "bearer": {

@@ -74,6 +74,7 @@ def _written(request: Request, task: StoredTask, status: int) -> Response:
     location = f"{base}/Task/{task.id}"
     if status != 201:
         location += f"/_history/{task.version_id}"
+    request.state.audit_target = (task.id, None if status == 201 else task.version_id)
     headers = {**_version_headers(task), "Location": location}
     if prefer(request).get("return") == "representation":
         return fhir_response(bundle.render_task(task.resource, base), status, headers)
@@ -89,6 +90,7 @@ async def create(request: Request) -> Response:
 @endpoint(scopes.READ)
 async def read(request: Request) -> Response:
     task = await _service(request).read(request.path_params["id"])
+    request.state.audit_target = (task.id, task.version_id)
     if etag_matches(request.headers.get("if-none-match", ""), task.version_id):
         return empty_response(304, _version_headers(task))
     return _task(request, task)
@@ -189,4 +191,5 @@ async def permalink(request: Request) -> Response:
     task_id = bundle.permalink_task_id(request.path_params["token"])
     if task_id is None or not ID_PATTERN.fullmatch(task_id):
         raise NotFound.single("not-found", "unknown permalink")
+    request.state.audit_target = (task_id, None)
     return empty_response(302, {"Location": f"{base_url(request)}/Task/{task_id}"})

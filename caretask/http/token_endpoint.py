@@ -30,6 +30,8 @@ from caretask.auth.throttle import Busy
 from caretask.http.negotiation import FORM, media_type, read_body
 from caretask.http.state import opened, settings
 
+# a token request is a few short fields: anything larger is refused before it is parsed
+MAX_FORM_BYTES = 64 * 1024
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -76,7 +78,7 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
 async def token(request: Request) -> Response:
     if media_type(request) != FORM:
         return _error(400, "invalid_request", f"the body must be {FORM}")
-    raw = await read_body(request, 64 * 1024)
+    raw = await read_body(request, MAX_FORM_BYTES)
     try:
         form = dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
     except (UnicodeDecodeError, ValueError):

@@ -1,0 +1,391 @@
+"""The route table: each endpoint once, with what every part of the server needs to know of
+it. The Starlette routes, the audit trail's names for requests, the CapabilityStatement's
+interactions and the OpenAPI paths are derived from it, so that a new endpoint is one entry
+here and one handler.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, compile_path
+from starlette.types import Scope
+
+from caretask.domain.capability import capability_statement
+from caretask.domain.references import ID_PATTERN, version_number
+from caretask.http import metadata, tasks, token_endpoint
+from caretask.http.audit import AuditName
+from caretask.http.openapi import (
+    BODY_ERRORS,
+    EDGE_ERRORS,
+    FHIR_ERRORS,
+    LOCATION,
+    PAGING,
+    PREFER_SEARCH,
+    PREFER_WRITE,
+    RETRY_AFTER,
+    TASK_ID,
+    VERSION_HEADERS,
+    Operation,
+    Schema,
+    errors,
+    fhir,
+    form_body,
+    json_body,
+    openapi_document,
+    outcome,
+    path_parameter,
+    ref,
+    request_header,
+    search_form,
+    search_query,
+    search_responses,
+    task_body,
+    token_responses,
+    written,
+)
+from caretask.http.responses import fhir_response
+from caretask.http.state import app_state
+from caretask.http.urls import base_url
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    # None: an interaction FHIR defines that this server does not serve; listed so that the
+    # audit trail names a request for it as FHIR does
+    handler: Handler | None
+    doc: Operation | None
+    # the audit trail's name for a request: a FHIR restful interaction, or login
+    interaction: str = "unknown"
+    # a FHIR interaction on Task: the CapabilityStatement lists it, and it needs a token
+    task: bool = False
+    # a path (a prefix if it ends in `*`) whose every request, whatever its method and
+    # whether or not it reached a route, the audit trail names by `interaction`
+    claims: str | None = None
+    audited: bool = True
+
+
+async def capabilities(request: Request) -> Response:
+    return fhir_response(
+        capability_statement(base_url(request), app_state(request).started_at, INTERACTIONS)
+    )
+
+
+@lru_cache(maxsize=16)
+def openapi_json(base: str) -> bytes:
+    """Built once per base URL: the document is some 100 KB and never changes."""
+    return orjson.dumps(openapi_document(base, _openapi_paths()))
+
+
+async def openapi(request: Request) -> Response:
+    return Response(openapi_json(base_url(request)), media_type="application/json")
+
+
+_TOKEN = Operation(
+    "token",
+    "OAuth 2.0 client credentials (Canvas form)",
+    token_responses(token_endpoint.MAX_FORM_BYTES),
+    body=form_body(ref("TokenRequest")),
+)
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "GET",
+        "/metadata",
+        capabilities,
+        Operation(
+            "capabilities",
+            "The CapabilityStatement",
+            {
+                "200": fhir("CapabilityStatement", "what this server supports"),
+                **errors(*EDGE_ERRORS),
+            },
+        ),
+        interaction="capabilities",
+        claims="/metadata",
+    ),
+    Endpoint(
+        "GET",
+        "/openapi.json",
+        openapi,
+        Operation(
+            "openapi",
+            "This document",
+            {
+                "200": json_body(
+                    {"type": "object", "required": ["openapi", "paths"]}, "OpenAPI 3.1"
+                ),
+                **errors(*EDGE_ERRORS),
+            },
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/.well-known/smart-configuration",
+        metadata.smart,
+        Operation(
+            "smartConfiguration",
+            "SMART on FHIR discovery",
+            {
+                "200": json_body(ref("SmartConfiguration"), "the token endpoint and scopes"),
+                **errors(*EDGE_ERRORS),
+            },
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/healthz",
+        metadata.healthz,
+        Operation(
+            "healthz",
+            "Liveness",
+            {"200": fhir("Health", "the process runs"), **errors(*EDGE_ERRORS)},
+        ),
+        audited=False,
+    ),
+    Endpoint(
+        "GET",
+        "/readyz",
+        metadata.readyz,
+        Operation(
+            "readyz",
+            "Readiness: the database answers and takes writes",
+            {
+                "200": fhir("Health", "ready"),
+                "503": outcome(
+                    "the database is unreachable, read-only, its disk full, or too slow to "
+                    "answer within a load balancer's usual 5 s timeout",
+                    {"Retry-After": RETRY_AFTER},
+                ),
+                **errors(*EDGE_ERRORS),
+            },
+        ),
+        audited=False,
+    ),
+    Endpoint(
+        "POST",
+        "/auth/token/",
+        token_endpoint.token,
+        _TOKEN,
+        interaction="login",
+        claims="/auth/token*",
+    ),
+    Endpoint(
+        "POST",
+        "/auth/token",
+        token_endpoint.token,
+        replace(_TOKEN, id="tokenWithoutSlash"),
+        interaction="login",
+        claims="/auth/token*",
+    ),
+    Endpoint(
+        "GET",
+        "/Task",
+        tasks.search_get,
+        Operation(
+            "searchTasks",
+            "Search (a comma is OR, a repeated parameter AND)",
+            search_responses(),
+            search_query(),
+        ),
+        interaction="search-type",
+        task=True,
+    ),
+    Endpoint(
+        "POST",
+        "/Task",
+        tasks.create,
+        Operation(
+            "createTask",
+            "Create a Task",
+            {"201": written("created"), **errors(*FHIR_ERRORS, *BODY_ERRORS)},
+            (PREFER_WRITE,),
+            task_body("the Task; an id in it is ignored"),
+        ),
+        interaction="create",
+        task=True,
+    ),
+    Endpoint(
+        "POST",
+        "/Task/_search",
+        tasks.search_post,
+        Operation(
+            "searchTasksByForm",
+            "Search with the parameters in a form body",
+            {**search_responses(), **errors(*BODY_ERRORS)},
+            (PREFER_SEARCH,),
+            search_form(),
+        ),
+        interaction="search-type",
+        task=True,
+    ),
+    Endpoint(
+        "GET",
+        "/Task/{id}",
+        tasks.read,
+        Operation(
+            "readTask",
+            "Read the current version",
+            {
+                "200": fhir("StoredTask", "the Task", VERSION_HEADERS),
+                "304": {
+                    "description": "If-None-Match is the current version",
+                    "headers": {"ETag": VERSION_HEADERS["ETag"]},
+                },
+                **errors(*FHIR_ERRORS, 404),
+            },
+            (request_header("If-None-Match", {"type": "string"}, "the current ETag answers 304"),),
+            path_parameters=(TASK_ID,),
+        ),
+        interaction="read",
+        task=True,
+    ),
+    Endpoint(
+        "PUT",
+        "/Task/{id}",
+        tasks.update,
+        Operation(
+            "updateTask",
+            "Replace the Task (a new version)",
+            {"200": written("updated"), **errors(*FHIR_ERRORS, *BODY_ERRORS, 404, 412)},
+            (
+                request_header(
+                    "If-Match",
+                    {"type": "string", "pattern": '^(W/)?"[0-9]{1,9}"$'},
+                    "the version being replaced; another is a 412",
+                ),
+                PREFER_WRITE,
+            ),
+            task_body("the whole new Task; an id in it must be the URL's"),
+            path_parameters=(TASK_ID,),
+        ),
+        interaction="update",
+        task=True,
+    ),
+    Endpoint("PATCH", "/Task/{id}", None, None, interaction="patch", task=True),
+    Endpoint("DELETE", "/Task/{id}", None, None, interaction="delete", task=True),
+    Endpoint(
+        "GET",
+        "/Task/{id}/_history",
+        tasks.history,
+        Operation(
+            "taskHistory",
+            "Every version, newest first",
+            {"200": fhir("HistoryBundle", "one page of versions"), **errors(*FHIR_ERRORS, 404)},
+            (TASK_ID, *PAGING, PREFER_SEARCH),
+        ),
+        interaction="history-instance",
+        task=True,
+    ),
+    Endpoint(
+        "GET",
+        "/Task/{id}/_history/{vid}",
+        tasks.vread,
+        Operation(
+            "readTaskVersion",
+            "Read one version",
+            {
+                "200": fhir("StoredTask", "that version", VERSION_HEADERS),
+                **errors(*FHIR_ERRORS, 404),
+            },
+            (TASK_ID, path_parameter("vid", {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"})),
+        ),
+        interaction="vread",
+        task=True,
+    ),
+    Endpoint(
+        "GET",
+        "/permalinks/v1/{token}",
+        tasks.permalink,
+        Operation(
+            "permalink",
+            "A Task's permalink: a redirect to its read URL",
+            {
+                "302": {"description": "to the Task", "headers": {"Location": LOCATION}},
+                "404": outcome("not a permalink of this server"),
+                **errors(*EDGE_ERRORS),
+            },
+            (path_parameter("token", {"type": "string"}),),
+        ),
+        interaction="read",
+        claims="/permalinks/*",
+    ),
+)
+SERVED = tuple(e for e in ENDPOINTS if e.handler is not None)
+INTERACTIONS = tuple(e.interaction for e in SERVED if e.task)
+UNAUDITED = frozenset(e.path for e in ENDPOINTS if not e.audited)
+
+
+def routes() -> list[Route]:
+    """The application's routes, in the table's order (Starlette tries them in turn)."""
+    return [Route(e.path, e.handler, methods=[e.method]) for e in SERVED if e.handler is not None]
+
+
+def _openapi_paths() -> dict[str, Schema]:
+    paths: dict[str, Schema] = {}
+    for endpoint in SERVED:
+        doc = endpoint.doc
+        assert doc is not None, endpoint.path
+        item = paths.setdefault(endpoint.path, {})
+        if doc.path_parameters:
+            item["parameters"] = list(doc.path_parameters)
+        item[endpoint.method.lower()] = doc.render(token=endpoint.task)
+    return paths
+
+
+# --- the audit trail's names -------------------------------------------------------------------
+
+_BY_ROUTE: Mapping[tuple[str, str], Endpoint] = {(e.path, e.method): e for e in ENDPOINTS}
+_CLAIMS = tuple((e.claims, e) for e in ENDPOINTS if e.claims is not None)
+# each path's regex as the router matches it, then as its slash redirect would (one trailing
+# slash allowed)
+_ROUTED = tuple((compile_path(e.path)[0], e) for e in ENDPOINTS if e.claims is None)
+_SLASHED = tuple((re.compile(r.pattern.removesuffix("$") + "/?$"), e) for r, e in _ROUTED)
+
+
+def _named(interaction: str, params: Mapping[str, Any]) -> AuditName:
+    task_id = params.get("id")
+    if task_id is not None and not ID_PATTERN.fullmatch(task_id):
+        task_id = None  # not an id: it names nothing, and may be anything an attacker sent
+    vid = params.get("vid")
+    return interaction, task_id, None if vid is None else version_number(vid)
+
+
+def classify(method: str, path: str) -> AuditName:
+    """The name of a request by its method and path: that of the entry that claims its path,
+    else of the one whose path and method it matches, else `unknown` with the task id and
+    version that the first entry whose path it matches finds in it."""
+    for claims, endpoint in _CLAIMS:
+        if path == claims or (claims.endswith("*") and path.startswith(claims[:-1])):
+            return endpoint.interaction, None, None
+    shape = None
+    for regex, endpoint in (*_ROUTED, *_SLASHED):
+        match = regex.match(path)
+        if match is None:
+            continue
+        if endpoint.method == method:
+            return _named(endpoint.interaction, match.groupdict())
+        shape = shape or match
+    return _named("unknown", shape.groupdict() if shape is not None else {})
+
+
+def audit_name(scope: Scope) -> AuditName:
+    """The name of a request from the route it reached; one that reached none (refused
+    before routing, or not found) by its method and path."""
+    method: str = scope["method"]
+    route = scope.get("route")
+    endpoint = _BY_ROUTE.get((route.path, method)) if isinstance(route, Route) else None
+    if endpoint is None:  # not routed, or not by its method (a 405)
+        return classify(method, scope["path"])
+    return _named(endpoint.interaction, scope.get("path_params", {}))

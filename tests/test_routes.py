@@ -1,0 +1,94 @@
+"""The route table (http.routes): the application's routes, the OpenAPI paths, the
+CapabilityStatement's interactions and the audit trail's names for requests all come from it."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+import pytest
+from starlette.routing import Route
+
+from caretask.config import Settings
+from caretask.domain.capability import capability_statement
+from caretask.http.app import create_app
+from caretask.http.routes import ENDPOINTS, INTERACTIONS, SERVED, classify, openapi_json
+from tests.conftest import Server
+from tests.test_audit import audit_lines, what
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("GET", "/Task", ("search-type", None, None)),
+        ("POST", "/Task", ("create", None, None)),
+        ("POST", "/Task/_search", ("search-type", None, None)),
+        ("GET", "/Task/abc-1", ("read", "abc-1", None)),
+        ("PUT", "/Task/abc-1", ("update", "abc-1", None)),
+        ("DELETE", "/Task/abc-1", ("delete", "abc-1", None)),
+        ("GET", "/Task/abc-1/_history", ("history-instance", "abc-1", None)),
+        ("GET", "/Task/abc-1/_history/3", ("vread", "abc-1", 3)),
+        ("POST", "/auth/token/", ("login", None, None)),
+        ("GET", "/metadata", ("capabilities", None, None)),
+        ("GET", "/Patient/1", ("unknown", None, None)),
+    ],
+)
+def test_each_request_is_named_by_its_fhir_interaction(
+    method: str, path: str, expected: tuple[str, str | None, int | None]
+) -> None:
+    assert classify(method, path) == expected
+
+
+def test_a_path_segment_that_is_not_an_id_is_not_kept_as_one() -> None:
+    assert classify("GET", "/Task/' OR 1=1 --") == ("read", None, None)
+
+
+def test_every_served_entry_is_a_route_of_the_app_and_no_other() -> None:
+    app = create_app(Settings(database_url="sqlite:///unused.db"))  # routes only; never started
+    routed = [
+        (route.path, method)
+        for route in app.routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+        if method != "HEAD"
+    ]
+    assert routed == [(e.path, e.method) for e in SERVED]
+
+
+def test_every_served_entry_is_an_openapi_operation_and_no_other() -> None:
+    paths = orjson.loads(openapi_json("http://127.0.0.1"))["paths"]
+    documented = {
+        (path, method.upper()): operation["operationId"]
+        for path, item in paths.items()
+        for method, operation in item.items()
+        if method != "parameters"
+    }
+    assert set(documented) == {(e.path, e.method) for e in SERVED}
+    assert {documented[e.path, e.method] for e in SERVED} == {e.doc.id for e in SERVED if e.doc}
+
+
+def test_the_capability_statement_lists_each_served_task_interaction_once() -> None:
+    statement = capability_statement("http://127.0.0.1", "2024-01-01", INTERACTIONS)
+    codes = [i["code"] for i in statement["rest"][0]["resource"][0]["interaction"]]
+    assert sorted(codes) == sorted({e.interaction for e in SERVED if e.task})
+
+
+def test_interactions_fhir_defines_but_the_server_does_not_serve_are_not_advertised() -> None:
+    unserved = {e.interaction for e in ENDPOINTS if e.handler is None}
+    assert unserved  # the audit trail names them (below)
+    assert unserved.isdisjoint(INTERACTIONS)
+
+
+def test_a_request_for_an_interaction_not_served_is_recorded_by_its_fhir_name(
+    make_server,  # type: ignore[no-untyped-def]
+    fresh_database: str,
+) -> None:
+    audited: Server = make_server(
+        database=fresh_database, env={"CARETASK_AUDIT_FLUSH_SECONDS": "0.05"}
+    )
+    assert httpx.delete(f"{audited.url}/Task/abc-1").status_code == 405
+    assert httpx.patch(f"{audited.url}/Task/abc-1", json={}).status_code == 405
+    lines = what(audit_lines(audited, expect=3))
+    assert [line for line in lines if line[0] != "GET"] == [
+        ("DELETE", "delete", "Task/abc-1", "-", "405"),
+        ("PATCH", "patch", "Task/abc-1", "-", "405"),
+    ]
