@@ -2,7 +2,7 @@
 
 Writes go through one thread per process with `BEGIN IMMEDIATE` (SQLite allows one writer
 at a time anyway, and the busy timeout queues writers of other processes), which commits
-the writes that arrive together as one group (storage.group_commit); reads use a small
+the writes that arrive together as one group (storage.sqlite.group_commit); reads use a small
 pool of threads, each with its own connection, so they never wait on writes.
 `synchronous=FULL`: a commit is on disk before the 2xx leaves, even if the machine dies.
 A full disk, an I/O error, a read-only file or a lock held too long by another process
@@ -38,7 +38,7 @@ from caretask.storage.base import (
     StoredTask,
     TaskNotFound,
 )
-from caretask.storage.checkpoint import Checkpointer
+from caretask.storage.sqlite.checkpoint import Checkpointer
 from caretask.storage.columns import (
     INDEX_COLUMNS,
     SIDE_DELETES,
@@ -49,7 +49,7 @@ from caretask.storage.columns import (
     insert_task_sql,
     side_rows,
 )
-from caretask.storage.group_commit import GroupCommitWriter
+from caretask.storage.sqlite.group_commit import GroupCommitWriter
 from caretask.storage.search_cache import SearchCache
 from caretask.storage.sql_search import stored_task
 
@@ -140,7 +140,7 @@ class SQLiteStorage:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # storage.checkpoint does it
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # storage.sqlite.checkpoint does it
             conn.execute("PRAGMA journal_size_limit=0")  # the WAL file's size is its content
             self._local.conn = conn
             with self._lock:
