@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-from caretask.storage.base import Storage
-from caretask.storage.schema import current_revision, head_revision
+from caretask.storage.base import SchemaNotCurrent, Storage
+from caretask.storage.schema import current_revision, require_current
 from caretask.storage.urls import DatabaseURL
 
-
-class SchemaNotCurrent(Exception):
-    pass
+__all__ = ["SchemaNotCurrent", "Storage", "open_storage"]
 
 
-def open_storage(url: DatabaseURL, search_timeout: float | None = None) -> Storage:
+def open_storage(
+    url: DatabaseURL, search_timeout: float | None = None, pool_size: int | None = None
+) -> Storage:
     """An engine for a migrated database (call schema.migrate first). `search_timeout`:
-    seconds a search may run before it raises base.SearchTimedOut (None: no limit)."""
-    revision = current_revision(url)
-    if revision != head_revision():
-        raise SchemaNotCurrent(
-            f"the database is at schema revision {revision}, expected {head_revision()}; "
-            "run `caretask migrate`"
-        )
+    seconds a search may run before it raises base.SearchTimedOut (None: no limit);
+    `pool_size`: PostgreSQL's connections (None: $CARETASK_DB_POOL_SIZE or 10)."""
+    require_current(current_revision(url))
     if url.is_sqlite:
         from caretask.storage.sqlite import SQLiteStorage
 
         return SQLiteStorage(url.sqlite_path, search_timeout=search_timeout)
     from caretask.storage.postgresql import PostgreSQLStorage
 
-    return PostgreSQLStorage(url.libpq_url(), search_timeout=search_timeout)
+    return PostgreSQLStorage(url.libpq_url(), pool_size, search_timeout=search_timeout)

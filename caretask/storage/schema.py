@@ -14,8 +14,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from caretask.storage.base import SchemaTooNew
-from caretask.storage.reindex import reindex_if_stale
+from caretask.storage.base import SchemaNotCurrent, SchemaTooNew
+from caretask.storage.bulk import reindex_if_stale
 from caretask.storage.urls import DatabaseURL
 
 _SCRIPTS = Path(__file__).parent / "migrations"
@@ -51,6 +51,15 @@ def _engine(url: DatabaseURL) -> sa.Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def require_current(revision: str | None) -> None:
+    """SchemaNotCurrent unless `revision` (the database's) is this caretask's."""
+    if revision != head_revision():
+        raise SchemaNotCurrent(
+            f"the database is at schema revision {revision}, expected {head_revision()}; "
+            "run `caretask migrate`"
+        )
 
 
 def current_revision(url: DatabaseURL) -> str | None:
