@@ -96,7 +96,11 @@ class BulkStore:
         the database is at this caretask's schema revision."""
         self._setup(_connect(url, read_only), for_url(url), owned=True)
         if read_only:
-            self._check_schema()
+            try:
+                self._check_schema()
+            except BaseException:
+                self._conn.close()
+                raise
 
     @classmethod
     def over(cls, conn: Any, dialect: Dialect) -> BulkStore:
