@@ -2,7 +2,7 @@
 re-indexing that `caretask migrate` runs.
 
 A synchronous path with the drivers used directly: a batch job has no event loop to share,
-and executemany over thousands of rows is what makes a million tasks load in a minute.
+and executemany (or COPY) over thousands of rows at a time is what makes a load fast.
 The statements and column order are the servers' (storage.statements, storage.columns).
 """
 
@@ -212,7 +212,7 @@ class BulkStore:
 
     def analyze(self) -> None:
         """Refresh the planner's statistics after a bulk load (outside a transaction):
-        without them PostgreSQL picked far slower plans on a freshly loaded million."""
+        without them PostgreSQL picked far slower plans on a freshly loaded table."""
         for statement in self.dialect.analyze:
             self._run(statement)
 

@@ -37,6 +37,8 @@ class Dialect:
     begin_write: str  # takes the write lock at once (SQLite: no upgrade deadlock later)
     returning_pk: str  # appended to an INSERT of a task to read its pk back
     lock_row: str  # appended to the read of the row an update rewrites
+    # serialises migrators inside their transaction (SQLite's take a file lock instead)
+    migration_lock: str
     # bulk loads
     copy_in: bool  # plain inserts as COPY (several times faster than executemany)
     allocate_pks: str  # `count` fresh task pks
@@ -69,6 +71,7 @@ SQLITE = Dialect(
     begin_write="BEGIN IMMEDIATE",
     returning_pk="",  # the cursor's lastrowid
     lock_row="",  # one writer thread per process, BEGIN IMMEDIATE across processes
+    migration_lock="",
     copy_in=False,
     allocate_pks=(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
@@ -96,6 +99,7 @@ POSTGRESQL = Dialect(
     begin_write="BEGIN",
     returning_pk=" RETURNING pk",
     lock_row=" FOR UPDATE",  # holds off every other writer of this task, on any server
+    migration_lock="SELECT pg_advisory_xact_lock(727274)",
     copy_in=True,
     allocate_pks=(
         "SELECT nextval(pg_get_serial_sequence('tasks', 'pk')) FROM generate_series(1, ?)"

@@ -16,6 +16,7 @@ from alembic.script import ScriptDirectory
 
 from caretask.storage.base import SchemaNotCurrent, SchemaTooNew
 from caretask.storage.bulk import reindex_if_stale
+from caretask.storage.dialect import for_url
 from caretask.storage.urls import DatabaseURL
 
 _SCRIPTS = Path(__file__).parent / "migrations"
@@ -92,9 +93,9 @@ def migrate(url: DatabaseURL, revision: str = "head") -> None:
     engine = _engine(url)
     try:
         with _file_lock(url), engine.begin() as connection:
-            if url.is_postgresql:
-                # serialise concurrent migrators on one database
-                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
+            lock = for_url(url).migration_lock
+            if lock:
+                connection.exec_driver_sql(lock)
             current = MigrationContext.configure(connection).get_current_revision()
             if current is not None:
                 try:

@@ -146,7 +146,7 @@ class SQLiteStorage:
     def _lookup(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """A lookup by a unique key, run on the calling (event loop) thread: it takes tens
         of microseconds, less than handing it to a reader thread and back (two GIL hand-
-        offs and a wake-up: 15% of a read's CPU in the profile of issue 5). A WAL reader
+        offs and a wake-up, a large share of a read's CPU when profiled). A WAL reader
         does not wait for writers. Anything that may read many rows goes to _read."""
         try:
             return fn(self._connection())
