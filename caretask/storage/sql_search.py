@@ -253,9 +253,9 @@ def _condition(condition: Condition, params: list[Any], dialect: Dialect, dense:
             exists = _exists(table, param, params)
             return f"NOT {exists}" if condition.missing else exists
         column = SEARCH_COLUMNS[param].column
-        if param == "patient":
-            clause = "t.subject_ref LIKE 'Patient/%'"
-            return f"NOT ({clause}) OR t.subject_ref IS NULL" if condition.missing else clause
+        if param == "patient":  # a subject that is a Patient
+            clause = f"t.{column} LIKE 'Patient/%'"
+            return f"NOT ({clause}) OR t.{column} IS NULL" if condition.missing else clause
         return f"t.{column} IS {'' if condition.missing else 'NOT '}NULL"
     if isinstance(condition, TokenCondition):
         clause = _in(f"t.{SEARCH_COLUMNS[param].column}", list(condition.values), params)
