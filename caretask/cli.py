@@ -387,14 +387,19 @@ def _since(value: str | None) -> int | None:
     return bounds[0]
 
 
-async def _audit(args: argparse.Namespace, url: DatabaseURL, since: int | None) -> int:
+def _audit(args: argparse.Namespace, url: DatabaseURL) -> int:
     from caretask.domain import audit
+    from caretask.storage.bulk import BulkStore
 
-    storage = open_storage(url)
+    try:
+        since = _since(args.since)
+    except ValueError as error:
+        return _fail(str(error))
+    storage = BulkStore(url, read_only=True)
     out = sys.stdout
     count, after = 0, 0
     try:
-        while batches := await storage.audit_batches(args.client, since, after, 100):
+        while batches := storage.audit_batches(args.client, since, after, 100):
             for record in audit.select(batches, args.client, since):
                 if args.format == "fhir":
                     out.write(orjson.dumps(audit.audit_event(record)).decode() + "\n")
@@ -404,7 +409,7 @@ async def _audit(args: argparse.Namespace, url: DatabaseURL, since: int | None) 
             after = batches[-1][0]
         out.flush()
     finally:
-        await storage.close()
+        storage.close()
     print(f"{count} audit records", file=sys.stderr)
     return 0
 
@@ -449,6 +454,11 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _run(args: argparse.Namespace, url: DatabaseURL) -> int:
+    # export and audit only read: they open the database read-only, unmigrated
+    if args.command == "export":
+        return _export(args, url)
+    if args.command == "audit":
+        return _audit(args, url)
     schema.migrate(url)
     if args.command == "migrate":
         print(f"database schema at revision {schema.head_revision()}", file=sys.stderr)
@@ -458,14 +468,6 @@ def _run(args: argparse.Namespace, url: DatabaseURL) -> int:
     if args.command == "import":
         schema.check_writable(url)  # "read-only" rather than a disk I/O error mid-import
         return _import(args, url)
-    if args.command == "export":
-        return _export(args, url)
-    if args.command == "audit":
-        try:
-            since = _since(args.since)
-        except ValueError as error:
-            return _fail(str(error))
-        return asyncio.run(_audit(args, url, since))
     if args.clients_command == "create":
         bad = scopes.invalid_scopes(args.scope)
         if bad or not args.scope.strip():

@@ -16,6 +16,7 @@ from caretask.domain.search_params import (
     parse,
 )
 from caretask.storage import sql_search
+from caretask.storage.dialect import POSTGRESQL, SQLITE
 
 
 def test_reference_values_become_typed_references() -> None:
@@ -153,18 +154,19 @@ def test_every_parsed_query_becomes_sql_with_one_bound_value_per_placeholder(
         query = parse(pairs, lenient=True)
     except InvalidSearch:
         return
+    dialect = SQLITE if sqlite else POSTGRESQL
     every = frozenset(range(len(query.conditions)))
-    clause = sql_search.where(query, sqlite)
+    clause = sql_search.where(query, dialect)
     statements = [
         sql_search.select_page(query, "t.id", clause),
         sql_search.select_page(
-            query, "t.id", sql_search.where(query, sqlite, every), after_pk=7, offset=3
+            query, "t.id", sql_search.where(query, dialect, every), after_pk=7, offset=3
         ),
         sql_search.select_page(query, "t.id", clause, few=True),
         sql_search.select_count(query, clause),
-        *filter(None, [sql_search.date_probe(query, sqlite)]),
+        *filter(None, [sql_search.date_probe(query, dialect)]),
         sql_search.select_anchors(clause),
-        *((sql, params) for _, sql, params in sql_search.side_probes(query, sqlite)),
+        *((sql, params) for _, sql, params in sql_search.side_probes(query, dialect)),
     ]
     for sql, params in statements:
         assert sql.count("?") == len(params), sql

@@ -1,4 +1,4 @@
-"""WAL checkpoints off the commit path (storage.checkpoint)."""
+"""WAL checkpoints off the commit path (storage.sqlite.checkpoint)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from caretask.storage.checkpoint import Checkpointer
+from caretask.storage.sqlite.checkpoint import Checkpointer
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -1,4 +1,4 @@
-"""Group commit (storage.group_commit): writes queued together share one durable COMMIT,
+"""Group commit (storage.sqlite.group_commit): writes queued together share one durable COMMIT,
 each succeeds or fails alone, and none is reported done before its COMMIT returned."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from caretask.storage.group_commit import GroupCommitWriter
+from caretask.storage.sqlite.group_commit import GroupCommitWriter
 
 
 class Traced:

@@ -13,6 +13,7 @@ import pytest
 
 from caretask.domain import search_params
 from caretask.storage import open_storage, sql_search
+from caretask.storage.dialect import SQLITE
 from caretask.storage.urls import DatabaseURL
 from tests.conftest import engine_database, run_cli
 
@@ -70,7 +71,7 @@ def test_the_dense_form_is_the_one_used_when_many_tasks_match(
 ) -> None:
     query = search_params.parse([("description", "c")])
     monkeypatch.setattr(sql_search, "DENSE_AT", 5)
-    plan = sql_search.plan_search(query, sql_search.SearchCache(), columns="t.id", fts=True)
+    plan = sql_search.plan_search(query, sql_search.SearchCache(), SQLITE, columns="t.id")
     probe_sql, _ = next(plan)
     assert probe_sql.startswith("SELECT COUNT(*) FROM (SELECT 1 FROM tasks t WHERE")
     page_sql, _ = plan.send([(5,)])

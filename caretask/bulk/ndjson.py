@@ -240,8 +240,9 @@ def import_ndjson(
 
 
 def export_ndjson(url: DatabaseURL, out: IO[bytes], since: int | None = None) -> int:
-    """Write every task's current version as one line each; the number written."""
-    store = BulkStore(url)
+    """Write every task's current version as one line each; the number written. Reads only:
+    the database must be at this caretask's schema revision (base.SchemaNotCurrent)."""
+    store = BulkStore(url, read_only=True)
     count = 0
     try:
         for body in store.export(since):

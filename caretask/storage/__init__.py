@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from caretask.storage.base import Storage
-from caretask.storage.schema import current_revision, head_revision
+from caretask.storage.base import SchemaNotCurrent, Storage
+from caretask.storage.schema import current_revision, require_current
 from caretask.storage.urls import DatabaseURL
 
-
-class SchemaNotCurrent(Exception):
-    pass
+__all__ = ["SchemaNotCurrent", "Storage", "open_storage"]
 
 
 def open_storage(
@@ -17,12 +15,7 @@ def open_storage(
     """An engine for a migrated database (call schema.migrate first). `search_timeout`:
     seconds a search may run before it raises base.SearchTimedOut (None: no limit);
     `pool_size`: PostgreSQL's connections (None: its default)."""
-    revision = current_revision(url)
-    if revision != head_revision():
-        raise SchemaNotCurrent(
-            f"the database is at schema revision {revision}, expected {head_revision()}; "
-            "run `caretask migrate`"
-        )
+    require_current(current_revision(url))
     if url.is_sqlite:
         from caretask.storage.sqlite import SQLiteStorage
 

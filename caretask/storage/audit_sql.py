@@ -1,17 +1,22 @@
-"""The audit trail's SQL, shared by both engines (`?` placeholders; the engine casts)."""
+"""The audit trail's SQL, shared by both engines."""
 
 from __future__ import annotations
 
 from typing import Any
 
-INSERT = (
-    "INSERT INTO audit_batches (first_recorded, last_recorded, clients, records) "
-    "VALUES (?, ?, ?, ?{json_cast})"
-)
+from caretask.storage.dialect import Dialect
+
+
+def insert(d: Dialect) -> str:
+    """INSERT of one batch: first_recorded, last_recorded, clients, records."""
+    return d.sql(
+        "INSERT INTO audit_batches (first_recorded, last_recorded, clients, records) "
+        f"VALUES (?, ?, ?, ?{d.json_cast})"
+    )
 
 
 def select(
-    client_id: str | None, since: int | None, after_seq: int, limit: int, text_cast: str = ""
+    d: Dialect, client_id: str | None, since: int | None, after_seq: int, limit: int
 ) -> tuple[str, list[Any]]:
     """Batches past `after_seq` that may hold matching records, oldest first. The client
     test is a substring match (a superset); domain.audit.select filters exactly."""
@@ -24,7 +29,7 @@ def select(
         where.append("last_recorded >= ?")
         params.append(since)
     sql = (
-        f"SELECT seq, records{text_cast} FROM audit_batches WHERE {' AND '.join(where)} "
+        f"SELECT seq, {d.body('records')} FROM audit_batches WHERE {' AND '.join(where)} "
         "ORDER BY seq LIMIT ?"
     )
-    return sql, [*params, limit]
+    return d.sql(sql), [*params, limit]

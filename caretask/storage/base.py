@@ -72,6 +72,10 @@ class SearchTimedOut(Exception):
     """A search ran past the engine's search timeout and was stopped."""
 
 
+class SchemaNotCurrent(Exception):
+    """The database is not at this caretask's schema revision (`caretask migrate` it)."""
+
+
 class SchemaTooNew(Exception):
     """The database was migrated by a newer caretask than this one."""
 

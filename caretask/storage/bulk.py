@@ -1,31 +1,45 @@
-"""Bulk writes and reads for `caretask import` and `caretask export`.
+"""Bulk writes and reads: `caretask import`, `caretask export`, `caretask audit`, and the
+re-indexing that `caretask migrate` runs.
 
 A synchronous path with the drivers used directly: a batch job has no event loop to share,
-and executemany over thousands of rows is what makes a million tasks load in a minute.
-The SQL and column order are the same as the servers' (storage.columns).
+and executemany (or COPY) over thousands of rows at a time is what makes a load fast.
+The statements and column order are the servers' (storage.statements, storage.columns).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import orjson
+import psycopg
+import sqlalchemy as sa
 
+from caretask.domain.indexing import INDEX_VERSION, extract
+from caretask.storage import audit_sql
+from caretask.storage.base import SchemaNotCurrent
 from caretask.storage.columns import (
-    INDEX_COLUMNS,
-    SIDE_DELETES,
-    SIDE_INSERTS,
+    NORM,
     SIDE_TABLES,
     TASK_COLUMNS,
-    TEXT_DELETE,
-    TEXT_INSERT,
-    pyformat,
-    update_task_sql,
+    index_values,
+    side_rows,
 )
+from caretask.storage.dialect import DIALECTS, Dialect, for_url
+from caretask.storage.statements import TEXT_DELETE, TEXT_INSERT, statements
 from caretask.storage.urls import DatabaseURL
+
+log = logging.getLogger(__name__)
+BATCH = 2_000  # rows a read or a re-index takes at a time
+TEXT_FILL = (
+    "INSERT INTO task_text (rowid, description_norm) SELECT pk, description_norm FROM tasks "
+    "WHERE description_norm IS NOT NULL"
+)
 
 
 @dataclass(slots=True)
@@ -48,49 +62,78 @@ class BulkRow:
 Restamp = Callable[[BulkRow, dict[str, Any], int], BulkRow]
 
 
-_NORM = INDEX_COLUMNS.index("description_norm")
+def _connect(url: DatabaseURL, read_only: bool) -> Any:
+    """A driver connection outside any transaction (autocommit). `read_only`: one that
+    cannot write, and writes nothing to open (no journal mode, no side files it can avoid)."""
+    if url.is_postgresql:
+        pg = psycopg.connect(url.libpq_url(), autocommit=True)
+        if read_only:
+            pg.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        return pg
+    path = url.sqlite_path
+    if not read_only:
+        conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA cache_size=-262144")  # 256 MiB while loading
+        return conn
+    if not os.path.isfile(path):  # mode=ro would not create it, but say why it is missing
+        raise SchemaNotCurrent("the database has no schema; run `caretask migrate`")
+    # A WAL database is read through its -wal and -shm files, which a reader creates when
+    # they are missing; in a folder that cannot be written (no server can run there: a
+    # writer needs its -wal) the file is read as it is, without them.
+    folder = os.path.dirname(os.path.abspath(path))
+    frozen = not os.path.exists(path + "-wal") and not os.access(folder, os.W_OK)
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro{'&immutable=1' if frozen else ''}"
+    return sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
 
 
 class BulkStore:
     """One connection, one writer; `write` adds rows inside the current transaction."""
 
-    def __init__(self, url: DatabaseURL) -> None:
-        self.is_pg = url.is_postgresql
+    def __init__(self, url: DatabaseURL, *, read_only: bool = False) -> None:
+        """`read_only`: for export and audit, which never migrate: SchemaNotCurrent unless
+        the database is at this caretask's schema revision."""
+        self._setup(_connect(url, read_only), for_url(url), owned=True)
+        if read_only:
+            try:
+                self._check_schema()
+            except BaseException:
+                self._conn.close()
+                raise
+
+    @classmethod
+    def over(cls, conn: Any, dialect: Dialect) -> BulkStore:
+        """A store on a connection in someone else's transaction (a migration's)."""
+        store = cls.__new__(cls)
+        store._setup(conn, dialect, owned=False)
+        return store
+
+    def _setup(self, conn: Any, dialect: Dialect, owned: bool) -> None:
+        self._conn = conn
+        self._owned = owned
+        self.dialect = dialect
         self._journal = "wal"
-        if self.is_pg:
-            import psycopg
+        self._sql = statements(dialect)
 
-            self._conn: Any = psycopg.connect(url.libpq_url(), autocommit=True)
-        else:
-            self._conn = sqlite3.connect(url.sqlite_path, timeout=60, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA cache_size=-262144")  # 256 MiB while loading
-        cast = "::jsonb" if self.is_pg else ""
-        marks = ", ".join("?" * (len(INDEX_COLUMNS) + 4))
-        self._insert_task = self._sql(
-            f"INSERT INTO tasks (pk, id, {TASK_COLUMNS}) VALUES (?, {marks}{cast})"
-        )
-        self._update_task = self._sql(update_task_sql(cast))
-        self._insert_version = self._sql(
-            "INSERT INTO task_versions (task_pk, version_id, last_updated, resource) "
-            f"VALUES (?, ?, ?, ?{cast})"
-        )
-        self._deletes = [self._sql(s) for s in SIDE_DELETES]
-        self._side = {table: self._sql(s) for table, s in SIDE_INSERTS.items()}
+    def _check_schema(self) -> None:
+        from caretask.storage.schema import require_current
 
-    def _sql(self, sql: str) -> str:
-        return pyformat(sql) if self.is_pg else sql
+        try:
+            rows = self._run("SELECT version_num FROM alembic_version")
+        except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):  # never migrated
+            rows = []
+        require_current(rows[0][0] if rows else None)
 
     def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        cur = self._conn.execute(self._sql(sql), params)
+        cur = self._conn.execute(self.dialect.sql(sql), params)
         return cur.fetchall() if cur.description else []
 
     def _insert(self, sql: str, table: str, columns: str, rows: list[tuple[Any, ...]]) -> None:
-        """Plain inserts: executemany on SQLite, COPY on PostgreSQL (several times faster)."""
+        """Plain inserts, as COPY where the engine has it."""
         if not rows:
             return
-        if not self.is_pg:
+        if not self.dialect.copy_in:
             self._conn.executemany(sql, rows)
             return
         with self._conn.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
@@ -98,18 +141,19 @@ class BulkStore:
                 copy.write_row(row)
 
     def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """executemany of a statement already in the engine's placeholder style."""
         if not rows:
             return
-        if self.is_pg:
-            with self._conn.cursor() as cur:
-                cur.executemany(sql, rows)
-        else:
-            self._conn.executemany(sql, rows)
+        cur = self._conn.cursor()
+        try:
+            cur.executemany(sql, rows)
+        finally:
+            cur.close()
 
     # --- transactions ----------------------------------------------------------------------
 
     def begin(self) -> None:
-        self._run("BEGIN" if self.is_pg else "BEGIN IMMEDIATE")
+        self._run(self.dialect.begin_write)
 
     def commit(self) -> None:
         self._run("COMMIT")
@@ -125,9 +169,9 @@ class BulkStore:
         (the statements that rebuild them are returned for finish_load) and, on SQLite,
         leave WAL for a rollback journal while loading: the journal then holds only the few
         pages that existed, where the WAL held a second copy of every page written and
-        the checkpoint a third (17 s of a million-task load). Another connection keeps
-        the database in WAL; the load then runs there, just slower."""
-        if not self.is_pg and self._is_empty():  # outside a transaction, as the switch must be
+        the checkpoint a third. Another connection keeps the database in WAL; the load
+        then runs there, just slower."""
+        if self.dialect.rollback_journal and self._is_empty():  # outside a transaction
             self._journal = self._run("PRAGMA journal_mode=DELETE")[0][0]
         self.begin()  # asked again inside: the decision that counts is under the lock
         return self._drop_indexes() if self._is_empty() else None
@@ -149,54 +193,32 @@ class BulkStore:
     def _drop_indexes(self) -> list[str]:
         """Drop the task tables' secondary indexes inside the current transaction; the
         statements that recreate them. Building an index once from sorted keys costs a
-        fraction of maintaining it row by row: a million-task load into an empty database
-        went from 194 to 84 s. Indexes behind constraints (primary keys, unique ids)
-        stay, since the load itself looks ids up. A crash before commit rolls the drops back
-        with the rows: DDL is transactional on both engines."""
-        tables = tuple(["tasks", "task_versions", *(t for t, _ in SIDE_TABLES)])
-        marks = ", ".join("?" * len(tables))
-        if self.is_pg:
-            found = self._run(
-                "SELECT i.indexname, i.indexdef FROM pg_indexes i "
-                "WHERE i.schemaname = current_schema() "
-                f"AND i.tablename IN ({marks}) AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
-                "WHERE c.conindid = to_regclass(quote_ident(i.indexname)))",
-                tables,
-            )
-        else:
-            found = self._run(
-                "SELECT name, sql FROM sqlite_schema WHERE type = 'index' "
-                f"AND sql IS NOT NULL AND tbl_name IN ({marks})",
-                tables,
-            )
+        fraction of maintaining it row by row. Indexes behind constraints (primary keys,
+        unique ids) stay, since the load itself looks ids up. A crash before commit rolls
+        the drops back with the rows: DDL is transactional on both engines."""
+        found = self._run(self.dialect.loose_indexes)
         for name, _ in found:
             self._run(f'DROP INDEX "{name}"')
         return [definition for _, definition in found]
 
-    def _create_indexes(self, statements: list[str]) -> None:
-        if not self.is_pg:
-            self._run("PRAGMA threads=4")  # sorter helper threads for CREATE INDEX
-        for statement in statements:
+    def _create_indexes(self, definitions: list[str]) -> None:
+        for statement in (*self.dialect.before_index_build, *definitions):
             self._conn.execute(statement)
 
     def _fill_text_index(self) -> None:
-        """SQLite's trigram table for loads that deferred it (PostgreSQL's is an index)."""
-        if not self.is_pg:
-            self._run(
-                "INSERT INTO task_text (rowid, description_norm) SELECT pk, description_norm "
-                "FROM tasks WHERE description_norm IS NOT NULL"
-            )
+        """SQLite's trigram table for loads that deferred it."""
+        if self.dialect.text_table:
+            self._run(TEXT_FILL)
 
     def analyze(self) -> None:
         """Refresh the planner's statistics after a bulk load (outside a transaction):
-        without them PostgreSQL picked plans 100x slower on a freshly loaded million."""
-        if self.is_pg:  # VACUUM too: it marks pages all-visible, for index-only counts
-            self._run("VACUUM (ANALYZE) tasks, task_versions, task_strings, task_tokens, task_refs")
-        else:
-            self._run("PRAGMA analysis_limit=2000")
-            self._run("ANALYZE")
+        without them PostgreSQL picked far slower plans on a freshly loaded table."""
+        for statement in self.dialect.analyze:
+            self._run(statement)
 
     def close(self) -> None:
+        if not self._owned:
+            return
         try:
             self._restore_journal()  # an aborted load leaves the database as it found it
         finally:
@@ -205,14 +227,7 @@ class BulkStore:
     # --- writing ---------------------------------------------------------------------------
 
     def _allocate_pks(self, count: int) -> list[int]:
-        if self.is_pg:
-            rows = self._run(
-                "SELECT nextval(pg_get_serial_sequence('tasks', 'pk')) FROM generate_series(1, ?)",
-                (count,),
-            )
-            return [r[0] for r in rows]
-        top = self._run("SELECT COALESCE(MAX(pk), 0) FROM tasks")[0][0]
-        return list(range(top + 1, top + 1 + count))
+        return [r[0] for r in self._run(self.dialect.allocate_pks, (count,))]
 
     def _existing(self, ids: list[str]) -> dict[str, tuple[int, int, str | None]]:
         """pk, version and description_norm of those ids that are already tasks."""
@@ -229,7 +244,7 @@ class BulkStore:
 
     def _resources(self, pks: list[int]) -> dict[int, dict[str, Any]]:
         """The current resource of each of these tasks."""
-        body = "resource::text" if self.is_pg else "resource"
+        body = self.dialect.body("resource")
         found: dict[int, dict[str, Any]] = {}
         for start in range(0, len(pks), 500):
             chunk = pks[start : start + 500]
@@ -274,12 +289,12 @@ class BulkStore:
         new = [r for r in rows if r.id not in existing]
         pks = self._allocate_pks(len(new)) if new else []
         task_rows, version_rows = [], []
-        side: dict[str, list[tuple[Any, ...]]] = {t: [] for t in self._side}
+        side: dict[str, list[tuple[Any, ...]]] = {t: [] for t, _ in SIDE_TABLES}
         for pk, row in zip(pks, new, strict=True):
             task_rows.append((pk, row.id, 1, last_updated, *row.index, row.body))
             version_rows.append((pk, 1, last_updated, row.body))
             self._collect_side(side, pk, row)
-        self._insert(self._insert_task, "tasks", f"pk, id, {TASK_COLUMNS}", task_rows)
+        self._insert(self._sql.insert_task_with_pk, "tasks", f"pk, id, {TASK_COLUMNS}", task_rows)
         text_rows: list[tuple[int, str]] = []
 
         updates, stale, text_deletes = [], [], []
@@ -298,24 +313,25 @@ class BulkStore:
             version_rows.append((pk, version + 1, last_updated, body))
             stale.append((pk,))
             self._collect_side(side, pk, row)
-            new_norm = row.index[_NORM]
+            new_norm = row.index[NORM]
             if text_index and old_norm != new_norm:
                 if old_norm is not None:
                     text_deletes.append((pk, old_norm))
                 if new_norm is not None:
                     text_rows.append((pk, new_norm))
-        self._many(self._update_task, updates)
-        for sql in self._deletes:
+        self._many(self._sql.update_task, updates)
+        for sql in self._sql.side_deletes:
             self._many(sql, stale)
         self._insert(
-            self._insert_version,
+            self._sql.insert_version,
             "task_versions",
             "task_pk, version_id, last_updated, resource",
             version_rows,
         )
         for table, columns in SIDE_TABLES:
-            self._insert(self._side[table], table, ", ".join(("task_pk", *columns)), side[table])
-        if not self.is_pg:
+            sql = self._sql.side_inserts[table]
+            self._insert(sql, table, ", ".join(("task_pk", *columns)), side[table])
+        if self.dialect.text_table:
             self._many(TEXT_DELETE, text_deletes)
             self._many(TEXT_INSERT, text_rows)
             # one statement: FTS5 flushes its pending index at every statement end
@@ -334,11 +350,47 @@ class BulkStore:
         side["task_tokens"].extend((pk, *t) for t in row.tokens)
         side["task_refs"].extend((pk, *r) for r in row.refs)
 
+    # --- re-indexing ------------------------------------------------------------------------
+
+    def reindex_if_stale(self) -> int:
+        """Re-index all tasks when the stored index is older than this code's; the count
+        done. Runs in the caller's transaction."""
+        rows = self._run("SELECT value FROM caretask_meta WHERE key = 'index_version'")
+        if rows and int(rows[0][0]) >= INDEX_VERSION:
+            return 0
+        select = f"SELECT pk, {self.dialect.body('resource')} FROM tasks WHERE pk > ? "
+        done, last = 0, 0
+        while rows := self._run(select + "ORDER BY pk LIMIT ?", (last, BATCH)):
+            updates: list[tuple[Any, ...]] = []
+            inserts: dict[str, list[tuple[Any, ...]]] = {}
+            for pk, resource in rows:
+                index = extract(orjson.loads(resource))
+                updates.append((*index_values(index), pk))
+                for table, side in side_rows(pk, index):
+                    inserts.setdefault(table, []).extend(side)
+            pks = [(pk,) for pk, _ in rows]
+            self._many(self._sql.update_index, updates)
+            for sql in self._sql.side_deletes:
+                self._many(sql, pks)
+            for table, side in inserts.items():
+                self._many(self._sql.side_inserts[table], side)
+            done += len(rows)
+            last = rows[-1][0]
+            log.info("re-indexed %d tasks", done)
+        if self.dialect.text_table:  # normalised descriptions may have changed
+            self._run("INSERT INTO task_text (task_text) VALUES ('rebuild')")
+        self._run("DELETE FROM caretask_meta WHERE key = ?", ("index_version",))
+        self._run(
+            "INSERT INTO caretask_meta (key, value) VALUES (?, ?)",
+            ("index_version", str(INDEX_VERSION)),
+        )
+        return done
+
     # --- reading ---------------------------------------------------------------------------
 
-    def export(self, since: int | None = None, batch: int = 2_000) -> Iterator[str]:
+    def export(self, since: int | None = None, batch: int = BATCH) -> Iterator[str]:
         """The current version of every task (changed at or after `since`), oldest pk first."""
-        body = "resource::text" if self.is_pg else "resource"
+        body = self.dialect.body("resource")
         last = 0
         while True:
             rows = self._run(
@@ -351,3 +403,16 @@ class BulkStore:
             for _, resource in rows:
                 yield resource
             last = rows[-1][0]
+
+    def audit_batches(
+        self, client_id: str | None, since: int | None, after_seq: int, limit: int
+    ) -> list[tuple[int, str]]:
+        """As Storage.audit_batches."""
+        sql, params = audit_sql.select(self.dialect, client_id, since, after_seq, limit)
+        return [(row[0], row[1]) for row in self._conn.execute(sql, params).fetchall()]
+
+
+def reindex_if_stale(connection: sa.Connection) -> int:
+    """BulkStore.reindex_if_stale in a migration's transaction."""
+    conn = connection.connection.driver_connection
+    return BulkStore.over(conn, DIALECTS[connection.dialect.name]).reindex_if_stale()

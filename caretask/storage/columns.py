@@ -1,30 +1,60 @@
-"""The tasks table's written columns and the side-table rows, shared by both engines."""
+"""Where each search parameter's values are stored, and the tasks row's written columns:
+the one table that the search SQL, the index writes and the bulk paths all read."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from caretask.domain.indexing import TaskIndex
 
-INDEX_COLUMNS = (
-    "status",
-    "intent",
-    "description",
-    "description_norm",
-    "subject_ref",
-    "subject_id",
-    "owner_ref",
-    "requester_ref",
-    "group_ref",
-    "authored_lo",
-    "authored_hi",
-    "due_lo",
-    "due_hi",
-    "priority",
-    "modified_lo",
-    "modified_hi",
-    "period_lo",
-    "period_hi",
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """The tasks columns of a single-valued search parameter."""
+
+    type: str  # the parameter's type: token, reference, date or string
+    # token and reference: the value; date: the range's low end; string: the exact text
+    column: str
+    # date: the range's high end; string: the folded text; reference: the bare id
+    other: str | None = None
+
+    @property
+    def sort(self) -> str:
+        """The column a _sort on this parameter orders by (a date range by its low end)."""
+        return self.column
+
+
+# single-valued parameters; the others (label, code, part-of...) are in the side tables
+SEARCH_COLUMNS: dict[str, Columns] = {
+    "_id": Columns("token", "id"),
+    "status": Columns("token", "status"),
+    "intent": Columns("token", "intent"),
+    "priority": Columns("token", "priority"),
+    "description": Columns("string", "description", "description_norm"),
+    "patient": Columns("reference", "subject_ref", "subject_id"),
+    "subject": Columns("reference", "subject_ref", "subject_id"),
+    "owner": Columns("reference", "owner_ref"),
+    "requester": Columns("reference", "requester_ref"),
+    "group": Columns("reference", "group_ref"),
+    "authored-on": Columns("date", "authored_lo", "authored_hi"),
+    "due": Columns("date", "due_lo", "due_hi"),
+    "_lastUpdated": Columns("date", "last_updated", "last_updated"),
+    "modified": Columns("date", "modified_lo", "modified_hi"),
+    "period": Columns("date", "period_lo", "period_hi"),
+}
+# written by the store itself rather than taken from the index extraction
+_ROW_OWN = frozenset({"id", "last_updated"})
+
+# the index extraction's columns (TaskIndex attributes of the same names), in the one
+# order of every statement and value tuple that writes them
+INDEX_COLUMNS = tuple(
+    dict.fromkeys(
+        name
+        for spec in SEARCH_COLUMNS.values()
+        for name in (spec.column, spec.other)
+        if name is not None and name not in _ROW_OWN
+    )
 )
 TASK_COLUMNS = ", ".join(("version_id", "last_updated", *INDEX_COLUMNS, "resource"))
 
@@ -34,47 +64,15 @@ SIDE_TABLES = (
     ("task_tokens", ("param", "system", "code")),
     ("task_refs", ("param", "ref", "ref_id")),
 )
+# the side table of each parameter type whose values are not in a tasks column
+SIDE_TABLE = {"string": "task_strings", "token": "task_tokens", "reference": "task_refs"}
 SIDE_INSERTS = {
     table: f"INSERT INTO {table} (task_pk, {', '.join(cols)}) "
     f"VALUES (?, {', '.join('?' * len(cols))})"
     for table, cols in SIDE_TABLES
 }
 SIDE_DELETES = tuple(f"DELETE FROM {table} WHERE task_pk = ?" for table, _ in SIDE_TABLES)
-
-
-# SQLite only: the FTS5 trigram table over description_norm (PostgreSQL indexes the column)
-TEXT_INSERT = "INSERT INTO task_text (rowid, description_norm) VALUES (?, ?)"
-TEXT_DELETE = "INSERT INTO task_text (task_text, rowid, description_norm) VALUES ('delete', ?, ?)"
-
-
-def pyformat(sql: str) -> str:
-    """`?` placeholders to psycopg's `%s` (a literal % becomes %%)."""
-    return sql.replace("%", "%%").replace("?", "%s")
-
-
-def insert_task_sql(json_cast: str = "") -> str:
-    """INSERT of a new task: id, then TASK_COLUMNS; the engine's cast for the JSON body."""
-    marks = ", ".join("?" * (len(INDEX_COLUMNS) + 3))
-    return f"INSERT INTO tasks (id, {TASK_COLUMNS}) VALUES (?, {marks}{json_cast})"
-
-
-def update_task_sql(json_cast: str = "") -> str:
-    """UPDATE of TASK_COLUMNS by pk."""
-    sets = ", ".join(f"{c} = ?" for c in ("version_id", "last_updated", *INDEX_COLUMNS))
-    return f"UPDATE tasks SET {sets}, resource = ?{json_cast} WHERE pk = ?"
-
-
-def changed_update_sql(changed: tuple[str, ...]) -> str:
-    """UPDATE by pk of the version, last_updated, body and only the `changed` index
-    columns: SQLite rewrites the entries of every index on a column named in SET, even
-    when its value is unchanged, and a task has about twenty indexes."""
-    sets = "".join(f"{c} = ?, " for c in changed)
-    return f"UPDATE tasks SET version_id = ?, last_updated = ?, {sets}resource = ? WHERE pk = ?"
-
-
-def index_update_sql() -> str:
-    """UPDATE of the index columns only (re-indexing), by pk."""
-    return f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in INDEX_COLUMNS)} WHERE pk = ?"
+NORM = INDEX_COLUMNS.index("description_norm")
 
 
 def index_values(index: TaskIndex) -> tuple[Any, ...]:
@@ -83,7 +81,7 @@ def index_values(index: TaskIndex) -> tuple[Any, ...]:
 
 
 def side_rows(pk: int, index: TaskIndex) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """The INSERT statement and rows of each side table that has rows for this task."""
+    """Each side table that has rows for this task, with its rows."""
     out = []
     for table, rows in (
         ("task_strings", index.strings),
@@ -91,5 +89,5 @@ def side_rows(pk: int, index: TaskIndex) -> list[tuple[str, list[tuple[Any, ...]
         ("task_refs", index.refs),
     ):
         if rows:
-            out.append((SIDE_INSERTS[table], [(pk, *row) for row in rows]))
+            out.append((table, [(pk, *row) for row in rows]))
     return out

@@ -36,25 +36,20 @@ from caretask.storage.base import (
     ClientRecord,
     SearchResult,
     SearchTimedOut,
-    StaleVersion,
     StorageUnavailable,
     StoredTask,
     TaskNotFound,
 )
-from caretask.storage.columns import (
-    SIDE_DELETES,
-    index_values,
-    insert_task_sql,
-    pyformat,
-    side_rows,
-    update_task_sql,
-)
+from caretask.storage.columns import index_values, side_rows
+from caretask.storage.dialect import POSTGRESQL
 from caretask.storage.search_cache import SearchCache
 from caretask.storage.sql_search import stored_task
+from caretask.storage.statements import next_version, statements
 from caretask.storage.urls import DEFAULT_POOL_SIZE
 
 T = TypeVar("T")
-_pg = pyformat
+_SQL = statements(POSTGRESQL)
+_AUDIT_INSERT = audit_sql.insert(POSTGRESQL)
 CONNECT_SECONDS = 5  # libpq's connect_timeout for connections made outside the pool
 # seconds the pool keeps retrying a connection it failed to make before it gives up; the
 # next request that finds the pool empty starts again at once (its own backoff grows to
@@ -82,16 +77,6 @@ _READY = (
 
 class _Broken(Exception):
     """The connection broke before the work could have committed: safe to run again."""
-
-
-_INSERT_TASK = _pg(insert_task_sql("::jsonb") + " RETURNING pk")
-_UPDATE_TASK = _pg(update_task_sql("::jsonb"))
-_SIDE_DELETES = [_pg(sql) for sql in SIDE_DELETES]
-_CURRENT = _pg("SELECT pk, version_id, resource::text FROM tasks WHERE id = ? FOR UPDATE")
-_INSERT_VERSION = _pg(
-    "INSERT INTO task_versions (task_pk, version_id, last_updated, resource) "
-    "VALUES (?, ?, ?, ?::jsonb)"
-)
 
 
 def _session_settings(search_timeout: float | None) -> str:
@@ -187,7 +172,7 @@ class PostgreSQLStorage:
 
     async def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
         async def run(conn: AsyncConnection) -> Any:
-            cur = await conn.execute(_pg(sql), params)
+            cur = await conn.execute(sql, params)
             return await cur.fetchone()
 
         return await self._run(run)
@@ -197,7 +182,7 @@ class PostgreSQLStorage:
         connection breaks); the number of rows it changed."""
 
         async def run(conn: AsyncConnection) -> int:
-            cur = await conn.execute(_pg(sql), params)
+            cur = await conn.execute(sql, params)
             return cur.rowcount
 
         return await self._run(run, transaction=True)
@@ -206,9 +191,9 @@ class PostgreSQLStorage:
 
     @staticmethod
     async def _insert_side_rows(conn: AsyncConnection, pk: int, index: TaskIndex) -> None:
-        for sql, rows in side_rows(pk, index):
+        for table, rows in side_rows(pk, index):
             async with conn.cursor() as cur:
-                await cur.executemany(_pg(sql), rows)
+                await cur.executemany(_SQL.side_inserts[table], rows)
 
     async def create_task(
         self, task_id: str, resource: dict[str, Any], index: TaskIndex, last_updated: int
@@ -216,69 +201,49 @@ class PostgreSQLStorage:
         body = orjson.dumps(resource).decode()
 
         async def run(conn: AsyncConnection) -> None:
-            cur = await conn.execute(
-                _INSERT_TASK, (task_id, 1, last_updated, *index_values(index), body)
-            )
+            values = (task_id, 1, last_updated, *index_values(index), body)
+            cur = await conn.execute(_SQL.insert_task, values)
             pk = (await cur.fetchone())[0]  # type: ignore[index]
-            await conn.execute(_INSERT_VERSION, (pk, 1, last_updated, body))
+            await conn.execute(_SQL.insert_version, (pk, 1, last_updated, body))
             await self._insert_side_rows(conn, pk, index)
 
         await self._run(run, transaction=True)
         return StoredTask(task_id, 1, resource)
 
     async def read_task(self, task_id: str) -> StoredTask | None:
-        row = await self._one(
-            "SELECT id, version_id, resource::text FROM tasks WHERE id = ?", (task_id,)
-        )
+        row = await self._one(_SQL.read, (task_id,))
         return stored_task(row) if row else None
 
     async def read_version(self, task_id: str, version_id: int) -> StoredTask | None:
-        row = await self._one(
-            "SELECT t.id, v.version_id, v.resource::text FROM tasks t JOIN task_versions v "
-            "ON v.task_pk = t.pk WHERE t.id = ? AND v.version_id = ?",
-            (task_id, version_id),
-        )
+        row = await self._one(_SQL.vread, (task_id, version_id))
         return stored_task(row) if row else None
 
     async def update_task(
         self, task_id: str, build: BuildVersion, expected_version: int | None = None
     ) -> StoredTask:
         async def run(conn: AsyncConnection) -> StoredTask:
-            # the row lock holds off every other writer of this task, on any server
-            cur = await conn.execute(_CURRENT, (task_id,))
-            row = await cur.fetchone()
-            if row is None:
-                raise TaskNotFound(task_id)
-            pk, current = row[0], row[1]
-            if expected_version is not None and current != expected_version:
-                raise StaleVersion(task_id, current)
-            resource, index, last_updated = build(
-                StoredTask(task_id, current, orjson.loads(row[2]))
-            )
-            version = current + 1
-            body = orjson.dumps(resource).decode()
-            await conn.execute(
-                _UPDATE_TASK, (version, last_updated, *index_values(index), body, pk)
-            )
-            await conn.execute(_INSERT_VERSION, (pk, version, last_updated, body))
-            for sql in _SIDE_DELETES:
+            cur = await conn.execute(_SQL.current, (task_id,))  # locks the row
+            new = next_version(task_id, await cur.fetchone(), build, expected_version)
+            pk, index, last_updated = new.pk, new.new.index, new.new.last_updated
+            values = (new.version_id, last_updated, *index_values(index), new.body, pk)
+            await conn.execute(_SQL.update_task, values)
+            await conn.execute(_SQL.insert_version, (pk, new.version_id, last_updated, new.body))
+            for sql in _SQL.side_deletes:
                 await conn.execute(sql, (pk,))
             await self._insert_side_rows(conn, pk, index)
-            return StoredTask(task_id, version, resource)
+            return new.stored(task_id)
 
         return await self._run(run, transaction=True)
 
     async def search(self, query: SearchQuery) -> SearchResult:
         async def run(conn: AsyncConnection) -> SearchResult:
-            plan = sql_search.plan_search(
-                query, self._cache, columns="t.id, t.version_id, t.resource::text"
-            )
+            plan = sql_search.plan_search(query, self._cache, POSTGRESQL)
             # if the task is cancelled (its client left), psycopg cancels the running
             # statement on the server before the connection goes back to the pool
             try:
                 sql, params = next(plan)
                 while True:
-                    cur = await conn.execute(_pg(sql), params)
+                    cur = await conn.execute(sql, params)
                     sql, params = plan.send(await cur.fetchall())
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
@@ -289,19 +254,11 @@ class PostgreSQLStorage:
 
     async def history(self, task_id: str, count: int, offset: int) -> tuple[int, list[StoredTask]]:
         async def run(conn: AsyncConnection) -> tuple[int, list[StoredTask]]:
-            cur = await conn.execute(
-                _pg("SELECT pk, version_id FROM tasks WHERE id = ?"), (task_id,)
-            )
+            cur = await conn.execute(_SQL.history_head, (task_id,))
             row = await cur.fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
-            cur = await conn.execute(
-                _pg(
-                    "SELECT ?::text, version_id, resource::text FROM task_versions "
-                    "WHERE task_pk = ? ORDER BY version_id DESC LIMIT ? OFFSET ?"
-                ),
-                (task_id, row[0], count, offset),
-            )
+            cur = await conn.execute(_SQL.history, (task_id, row[0], count, offset))
             return row[1], [stored_task(r) for r in await cur.fetchall()]
 
         return await self._run(run)
@@ -310,50 +267,38 @@ class PostgreSQLStorage:
 
     async def create_client(self, record: ClientRecord) -> None:
         await self._execute(
-            "INSERT INTO clients (client_id, name, secret_hash, scope, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
+            _SQL.insert_client,
             (record.client_id, record.name, record.secret_hash, record.scope, int(time.time())),
         )
 
     async def get_client(self, client_id: str) -> ClientRecord | None:
-        row = await self._one(
-            "SELECT client_id, name, secret_hash, scope, revoked_at FROM clients "
-            "WHERE client_id = ?",
-            (client_id,),
-        )
+        row = await self._one(_SQL.get_client, (client_id,))
         if row is None:
             return None
         return ClientRecord(row[0], row[1], row[2], row[3], revoked=row[4] is not None)
 
     async def revoke_client(self, client_id: str) -> bool:
-        changed = await self._execute(
-            "UPDATE clients SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL",
-            (int(time.time()), client_id),
-        )
+        changed = await self._execute(_SQL.revoke_client, (int(time.time()), client_id))
         return changed > 0
 
     async def record_audit(self, records: Sequence[AuditRecord]) -> None:
-        await self._execute(audit_sql.INSERT.format(json_cast="::jsonb"), encode_batch(records))
+        await self._execute(_AUDIT_INSERT, encode_batch(records))
 
     async def audit_batches(
         self, client_id: str | None, since: int | None, after_seq: int, limit: int
     ) -> list[tuple[int, str]]:
-        sql, params = audit_sql.select(client_id, since, after_seq, limit, "::text")
+        sql, params = audit_sql.select(POSTGRESQL, client_id, since, after_seq, limit)
 
         async def run(conn: AsyncConnection) -> list[tuple[int, str]]:
-            cur = await conn.execute(_pg(sql), params)
+            cur = await conn.execute(sql, params)
             return [(row[0], row[1]) for row in await cur.fetchall()]
 
         return await self._run(run)
 
     async def signing_key(self) -> bytes:
         fresh = base64.b64encode(secrets.token_bytes(32)).decode()
-        await self._execute(
-            "INSERT INTO signing_keys (name, secret, created_at) "
-            "VALUES ('access-token', ?, ?) ON CONFLICT (name) DO NOTHING",
-            (fresh, int(time.time())),
-        )
-        row = await self._one("SELECT secret FROM signing_keys WHERE name = 'access-token'", ())
+        await self._execute(_SQL.insert_key, (fresh, int(time.time())))
+        row = await self._one(_SQL.select_key, ())
         return base64.b64decode(row[0])
 
     async def ping(self) -> None:

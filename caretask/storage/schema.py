@@ -14,8 +14,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from caretask.storage.base import SchemaTooNew
-from caretask.storage.reindex import reindex_if_stale
+from caretask.storage.base import SchemaNotCurrent, SchemaTooNew
+from caretask.storage.bulk import reindex_if_stale
+from caretask.storage.dialect import for_url
 from caretask.storage.urls import DatabaseURL
 
 _SCRIPTS = Path(__file__).parent / "migrations"
@@ -53,6 +54,15 @@ def _engine(url: DatabaseURL) -> sa.Engine:
     return engine
 
 
+def require_current(revision: str | None) -> None:
+    """SchemaNotCurrent unless `revision` (the database's) is this caretask's."""
+    if revision != head_revision():
+        raise SchemaNotCurrent(
+            f"the database is at schema revision {revision}, expected {head_revision()}; "
+            "run `caretask migrate`"
+        )
+
+
 def current_revision(url: DatabaseURL) -> str | None:
     engine = _engine(url)
     try:
@@ -83,9 +93,9 @@ def migrate(url: DatabaseURL, revision: str = "head") -> None:
     engine = _engine(url)
     try:
         with _file_lock(url), engine.begin() as connection:
-            if url.is_postgresql:
-                # serialise concurrent migrators on one database
-                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
+            lock = for_url(url).migration_lock
+            if lock:
+                connection.exec_driver_sql(lock)
             current = MigrationContext.configure(connection).get_current_revision()
             if current is not None:
                 try:

@@ -1,7 +1,7 @@
 """A SearchQuery as SQL, shared by both engines.
 
-Emits `?` placeholders; an engine that needs another style rewrites them. Every value is
-a bound parameter: no text from a request is ever spliced into SQL.
+Builds with `?` placeholders; plan_search hands the engine its own style (Dialect.sql).
+Every value is a bound parameter: no text from a request is ever spliced into SQL.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from caretask.domain.search_params import (
     TokenCondition,
 )
 from caretask.storage.base import SearchResult, StoredTask
+from caretask.storage.columns import SEARCH_COLUMNS, SIDE_TABLE, Columns
+from caretask.storage.dialect import Dialect
 from caretask.storage.search_cache import (
     ANCHOR_EVERY,
     VERSION_SQL,
@@ -32,35 +34,6 @@ from caretask.storage.search_cache import (
     SearchCache,
 )
 
-# single-valued parameters: the tasks column that holds each
-TOKEN_COLUMNS = {"_id": "id", "status": "status", "intent": "intent", "priority": "priority"}
-REFERENCE_COLUMNS = {
-    "owner": "owner_ref",
-    "requester": "requester_ref",
-    "patient": "subject_ref",
-    "subject": "subject_ref",
-    "group": "group_ref",
-}
-DATE_COLUMNS = {
-    "authored-on": ("authored_lo", "authored_hi"),
-    "due": ("due_lo", "due_hi"),
-    "_lastUpdated": ("last_updated", "last_updated"),
-    "modified": ("modified_lo", "modified_hi"),
-    "period": ("period_lo", "period_hi"),
-}
-SORT_COLUMNS = {
-    "modified": "t.modified_lo",
-    "authored-on": "t.authored_lo",
-    "due": "t.due_lo",
-    "_lastUpdated": "t.last_updated",
-    "status": "t.status",
-}
-# string parameters in a tasks column; the others (label, code:text...) are in task_strings
-STRING_COLUMNS: dict[str, tuple[str, str]] = {
-    "description": ("description", "description_norm"),
-}
-# the side table of each parameter type whose values are not in a tasks column
-SIDE_TABLE = {"string": "task_strings", "token": "task_tokens", "reference": "task_refs"}
 DAY = 86_400_000_000
 
 
@@ -196,7 +169,7 @@ def _side_match(condition: Condition) -> tuple[str, str, list[Any]] | None:
 DENSE_AT = 2_000
 
 
-def side_probes(query: SearchQuery, fts: bool = False) -> list[tuple[int, str, list[Any]]]:
+def side_probes(query: SearchQuery, dialect: Dialect) -> list[tuple[int, str, list[Any]]]:
     """For each condition with a dense and a sparse form: (its index, a capped count).
 
     Positive side-table conditions, and (SQLite) a description prefix, whose B-tree range
@@ -213,7 +186,7 @@ def side_probes(query: SearchQuery, fts: bool = False) -> list[tuple[int, str, l
             probes.append((i, sql, [condition.param, *params, DENSE_AT]))
         elif _ordered_range(condition):
             params = []
-            match = _condition(condition, params, fts, dense=False)
+            match = _condition(condition, params, dialect, dense=False)
             sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM tasks t WHERE {match} LIMIT ?) c"
             probes.append((i, sql, [*params, DENSE_AT]))
     return probes
@@ -226,23 +199,21 @@ def _ordered_range(condition: Condition) -> bool:
     return (
         isinstance(condition, StringCondition)
         and condition.mode == "prefix"
-        and condition.param in STRING_COLUMNS
+        and _column(condition.param, "string") is not None
     )
 
 
-def _off_index(column: str, fts: bool) -> str:
-    """The column in an expression its index cannot serve (SQLite: unary +), so that a
-    dense range is tested row by row along the pk order instead of read whole and sorted."""
-    return f"+{column}" if fts else f"({column} || '')"
+def _column(param: str, kind: str) -> Columns | None:
+    """The tasks columns of a parameter of this type, or None if it has none."""
+    spec = SEARCH_COLUMNS.get(param)
+    return spec if spec is not None and spec.type == kind else None
 
 
 def _side_table(param: str) -> str | None:
     """The side table that holds a parameter's values, or None for a tasks column."""
     if param.endswith(":text"):  # the texts of a CodeableConcept token
         return "task_strings"
-    if param in TOKEN_COLUMNS or param in REFERENCE_COLUMNS or param in DATE_COLUMNS:
-        return None
-    if param in STRING_COLUMNS:
+    if param in SEARCH_COLUMNS:
         return None
     return SIDE_TABLE[PARAMETERS[param].type]
 
@@ -270,7 +241,7 @@ def _fts_contains(value: str, params: list[Any]) -> str:
     return "t.pk IN (SELECT rowid FROM task_text WHERE task_text.description_norm LIKE ?)"
 
 
-def _condition(condition: Condition, params: list[Any], fts: bool, dense: bool) -> str:
+def _condition(condition: Condition, params: list[Any], dialect: Dialect, dense: bool) -> str:
     param = condition.param
     table = _side_table(param)
     found = _side_match(condition)
@@ -281,19 +252,13 @@ def _condition(condition: Condition, params: list[Any], fts: bool, dense: bool) 
         if table:
             exists = _exists(table, param, params)
             return f"NOT {exists}" if condition.missing else exists
-        column = (
-            TOKEN_COLUMNS.get(param)
-            or REFERENCE_COLUMNS.get(param)
-            or (DATE_COLUMNS[param][0] if param in DATE_COLUMNS else None)
-            or STRING_COLUMNS[param][0]
-        )
-        if param == "patient":
-            clause = "t.subject_ref LIKE 'Patient/%'"
-            return f"NOT ({clause}) OR t.subject_ref IS NULL" if condition.missing else clause
+        column = SEARCH_COLUMNS[param].column
+        if param == "patient":  # a subject that is a Patient
+            clause = f"t.{column} LIKE 'Patient/%'"
+            return f"NOT ({clause}) OR t.{column} IS NULL" if condition.missing else clause
         return f"t.{column} IS {'' if condition.missing else 'NOT '}NULL"
     if isinstance(condition, TokenCondition):
-        column = f"t.{TOKEN_COLUMNS[param]}"
-        clause = _in(column, list(condition.values), params)
+        clause = _in(f"t.{SEARCH_COLUMNS[param].column}", list(condition.values), params)
         return f"NOT ({clause})" if condition.negate else clause
     if isinstance(condition, CodingCondition):  # negated: the positive form is above
         coded: list[Any] = []
@@ -301,31 +266,31 @@ def _condition(condition: Condition, params: list[Any], fts: bool, dense: bool) 
         match = " OR ".join(f"({o})" for o in ors)
         return f"NOT {_exists('task_tokens', param, params, match, coded)}"
     if isinstance(condition, ReferenceCondition):
-        column = f"t.{REFERENCE_COLUMNS[param]}"
+        spec = SEARCH_COLUMNS[param]
         typed = [f"{kind}/{ident}" for kind, ident in condition.values if kind]
         bare = [ident for kind, ident in condition.values if not kind]
         parts = []
         if typed:
-            parts.append(_in(column, typed, params))
+            parts.append(_in(f"t.{spec.column}", typed, params))
         if bare:  # only `subject` has no single target type
-            parts.append(_in("t.subject_id", bare, params))
+            parts.append(_in(f"t.{spec.other}", bare, params))
         return parts[0] if len(parts) == 1 else f"({' OR '.join(parts)})"
     if isinstance(condition, StringCondition):
-        exact, norm = STRING_COLUMNS[param]
-        # SQLite: a unary + keeps a dense prefix off its index, so the pk-ordered scan
-        # that stops at the page's end is used instead of reading and sorting the range
-        column = f"t.{norm}"
+        spec = SEARCH_COLUMNS[param]
+        # a dense prefix kept off its index, so that the pk-ordered scan that stops at the
+        # page's end is used instead of reading and sorting the range
+        column = f"t.{spec.other}"
         if dense and condition.mode == "prefix":
-            column = _off_index(column, fts)
+            column = dialect.off_index.format(column)
         ors = [
             _fts_contains(v, params)
-            if fts and condition.mode == "contains" and _fts_usable(v)
-            else _string_match(column, f"t.{exact}", condition.mode, v, params)
+            if dialect.text_table and condition.mode == "contains" and _fts_usable(v)
+            else _string_match(column, f"t.{spec.column}", condition.mode, v, params)
             for v in condition.values
         ]
         return ors[0] if len(ors) == 1 else f"({' OR '.join(ors)})"
     assert isinstance(condition, DateCondition)
-    lo, hi = (f"t.{c}" for c in DATE_COLUMNS[param])
+    lo, hi = _range(param)
     ors = [
         # a windowed parameter's low-end bound is in its window term instead (see where)
         _date_match(lo, hi, p, slo, shi, params, param not in UNBOUNDED | WINDOWED)
@@ -334,16 +299,24 @@ def _condition(condition: Condition, params: list[Any], fts: bool, dense: bool) 
     return ors[0] if len(ors) == 1 else f"({' OR '.join(ors)})"
 
 
+def _range(param: str) -> tuple[str, str]:
+    """The low and high end columns of a date parameter's range."""
+    spec = SEARCH_COLUMNS[param]
+    return f"t.{spec.column}", f"t.{spec.other}"
+
+
 def where(
-    query: SearchQuery, fts: bool = False, dense: frozenset[int] = frozenset()
+    query: SearchQuery, dialect: Dialect, dense: frozenset[int] = frozenset()
 ) -> tuple[str, list[Any]]:
-    """The WHERE clause. `fts`: SQLite (its task_text table serves description:contains);
-    `dense`: the indexes of conditions that match much of the table (see _exists)."""
+    """The WHERE clause. `dense`: the indexes of conditions that match much of the table
+    (see _exists)."""
     params: list[Any] = []
-    clauses = [_condition(c, params, fts, dense=i in dense) for i, c in enumerate(query.conditions)]
+    clauses = [
+        _condition(c, params, dialect, dense=i in dense) for i, c in enumerate(query.conditions)
+    ]
     for param, dates in _windowed_dates(query):  # leading terms: placeholders come first
         window_params: list[Any] = []
-        clauses.insert(0, _window(param, dates, fts, window_params))
+        clauses.insert(0, _window(param, dates, dialect, window_params))
         params[:0] = window_params
     return (" WHERE " + " AND ".join(f"({c})" for c in clauses) if clauses else ""), params
 
@@ -375,24 +348,24 @@ def _lo_bounds(prefix: str, slo: int, shi: int, width: int) -> tuple[int, int]:
     return LOWEST, HIGHEST  # ne
 
 
-def _window(param: str, dates: list[DateCondition], fts: bool, params: list[Any]) -> str:
+def _window(param: str, dates: list[DateCondition], dialect: Dialect, params: list[Any]) -> str:
     """One range on the window index for all of a parameter's date conditions (ANDed).
 
     A single date covers at most a year, so from `hi` alone the low end is known only to
     within a year; but nearly all stored values are a day or narrower. The index keeps the
     narrow and the wide apart, so the narrow ones get a bound a day wide: two index ranges,
-    OR-ed, instead of a year of entries (20 ms against 1 ms at a million tasks)."""
-    branches = _window_branches(param, dates, fts, params)
+    OR-ed, instead of a year of entries."""
+    branches = _window_branches(param, dates, dialect, params)
     return " OR ".join(f"({b})" for b in branches)
 
 
 def _window_branches(
-    param: str, dates: list[DateCondition], fts: bool, params: list[Any]
+    param: str, dates: list[DateCondition], dialect: Dialect, params: list[Any]
 ) -> list[str]:
     """The window's two index ranges: narrow values, then wide ones."""
-    lo, hi = (f"t.{c}" for c in DATE_COLUMNS[param])
+    lo, hi = _range(param)
     wide = f"({hi} - {lo} > {DAY})"
-    no, yes = ("0", "1") if fts else ("false", "true")
+    no, yes = dialect.false, dialect.true
     branches = []
     for flag, width in ((no, DAY), (yes, MAX_WIDTH)):
         low, high = LOWEST, HIGHEST
@@ -409,7 +382,9 @@ def _window_branches(
 def order_by(query: SearchQuery) -> str:
     if not query.sort:
         return " ORDER BY t.pk"
-    keys = [f"{SORT_COLUMNS[p]} {'DESC' if d else 'ASC'} NULLS LAST" for p, d in query.sort]
+    keys = [
+        f"t.{SEARCH_COLUMNS[p].sort} {'DESC' if d else 'ASC'} NULLS LAST" for p, d in query.sort
+    ]
     return " ORDER BY " + ", ".join([*keys, "t.id ASC"])
 
 
@@ -439,16 +414,16 @@ def select_page(
     return sql, [*params, query.count + 1, query.offset if offset is None else offset]
 
 
-def date_probe(query: SearchQuery, fts: bool) -> tuple[str, list[Any]] | None:
+def date_probe(query: SearchQuery, dialect: Dialect) -> tuple[str, list[Any]] | None:
     """A capped count of the tasks in the window of the query's first windowed date
     parameter: a superset of its matches, read from the window index alone (no table
     rows), so it costs about as little when the window holds thousands as when it
     holds none. None when the query has no windowed date."""
     for param, dates in _windowed_dates(query):
         # each index range counted apart: PostgreSQL's planner read their OR along the
-        # wrong index (30 ms where each range alone takes a fraction of one)
+        # wrong index, many times slower than each range alone
         bounds: list[Any] = []
-        branches = _window_branches(param, dates, fts, bounds)
+        branches = _window_branches(param, dates, dialect, bounds)
         capped = "(SELECT COUNT(*) FROM (SELECT 1 FROM tasks t WHERE {} LIMIT ?) c)"
         counts = [capped.format(branch) for branch in branches]
         return "SELECT " + " + ".join(counts), [*bounds[:2], DENSE_AT, *bounds[2:], DENSE_AT]
@@ -518,31 +493,48 @@ def stored_task(row: tuple[Any, ...]) -> StoredTask:
 
 
 def plan_search(
-    query: SearchQuery, cache: SearchCache, *, columns: str, fts: bool = False
+    query: SearchQuery, cache: SearchCache, dialect: Dialect, *, columns: str | None = None
 ) -> Generator[Statement, Rows, SearchResult]:
-    """The statements of one search, as a generator that the engine feeds with rows.
+    """The statements of one search in the engine's placeholder style, as a generator that
+    the engine feeds with rows. `columns`: of each task row (default: id, version, body).
 
     Without I/O of its own, so that the synchronous SQLite engine and the asynchronous
     PostgreSQL engine run the same plan: page (from an anchor when deep), total (from
     the cache when the data is unchanged), and included tasks."""
+    if columns is None:
+        columns = f"t.id, t.version_id, {dialect.body('t.resource')}"
+    plan = _plan(query, cache, dialect, columns)
+    try:
+        sql, params = next(plan)
+        while True:
+            sql, params = plan.send((yield dialect.sql(sql), params))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def _plan(
+    query: SearchQuery, cache: SearchCache, dialect: Dialect, columns: str
+) -> Generator[Statement, Rows, SearchResult]:
     # a page in pk order reads a dense condition along the pk; counts, anchors and sorted
     # pages read every match anyway, which the index-friendly forms do best
     dense: set[int] = set()
     if not query.sort and query.count > 0:
-        for index, sql, params in side_probes(query, fts):
+        for index, sql, params in side_probes(query, dialect):
             rows = yield sql, params
             if rows[0][0] >= DENSE_AT:
                 dense.add(index)
     # built once per search: the index-friendly clause (the cache key), and the page's
-    clause = where(query, fts)
-    paged = where(query, fts, frozenset(dense)) if dense else clause
+    clause = where(query, dialect)
+    paged = where(query, dialect, frozenset(dense)) if dense else clause
     key: Key = clause[0], tuple(clause[1])
     # PostgreSQL: when a date window holds few tasks (a week at the edge of the data),
     # its planner still walked the pk index to fill the page, reading up to the whole
-    # table (p95 of 500 ms at 1M tasks). A capped count of the window tells when it is
-    # few, and such a page is then sorted from the date index's matches.
+    # table. A capped count of the window tells when it is few, and such a page is then
+    # sorted from the date index's matches.
     few = False
-    probe = date_probe(query, fts) if not fts and not query.sort and query.count > 0 else None
+    probe = None
+    if dialect.probes_date_window and not query.sort and query.count > 0:
+        probe = date_probe(query, dialect)
     if probe:
         rows = yield probe
         few = rows[0][0] < DENSE_AT

@@ -3,9 +3,9 @@
 Revision ID: 0006
 Revises: 0005
 
-A row per request cost 9-19 us of CPU per record on SQLite (the row and two index
-entries), about 10% of a read's CPU under load; a batch (the records of up to half a
-second, as one JSON array) costs 0.4 us per record. `records` holds arrays in the order
+A row per request cost a noticeable share of a read's CPU on SQLite (the row and two
+index entries); a batch (the records of up to half a second, as one JSON array) costs a
+small fraction of that per record. `records` holds arrays in the order
 of domain.audit.FIELDS; `clients` the batch's client ids, one per line, so that a search
 by client reads only the batches that name it.
 """

@@ -2,7 +2,7 @@
 
 Writes go through one thread per process with `BEGIN IMMEDIATE` (SQLite allows one writer
 at a time anyway, and the busy timeout queues writers of other processes), which commits
-the writes that arrive together as one group (storage.group_commit); reads use a small
+the writes that arrive together as one group (storage.sqlite.group_commit); reads use a small
 pool of threads, each with its own connection, so they never wait on writes.
 `synchronous=FULL`: a commit is on disk before the 2xx leaves, even if the machine dies.
 A full disk, an I/O error, a read-only file or a lock held too long by another process
@@ -33,30 +33,26 @@ from caretask.storage.base import (
     ClientRecord,
     SearchResult,
     SearchTimedOut,
-    StaleVersion,
     StorageUnavailable,
     StoredTask,
     TaskNotFound,
 )
-from caretask.storage.checkpoint import Checkpointer
-from caretask.storage.columns import (
-    INDEX_COLUMNS,
-    SIDE_DELETES,
+from caretask.storage.columns import INDEX_COLUMNS, NORM, index_values, side_rows
+from caretask.storage.dialect import SQLITE
+from caretask.storage.search_cache import SearchCache
+from caretask.storage.sql_search import stored_task
+from caretask.storage.sqlite.checkpoint import Checkpointer
+from caretask.storage.sqlite.group_commit import GroupCommitWriter
+from caretask.storage.statements import (
     TEXT_DELETE,
     TEXT_INSERT,
     changed_update_sql,
-    index_values,
-    insert_task_sql,
-    side_rows,
+    next_version,
+    statements,
 )
-from caretask.storage.group_commit import GroupCommitWriter
-from caretask.storage.search_cache import SearchCache
-from caretask.storage.sql_search import stored_task
 
 T = TypeVar("T")
-_INSERT_TASK = insert_task_sql()
-_CURRENT = f"SELECT pk, version_id, resource, {', '.join(INDEX_COLUMNS)} FROM tasks WHERE id = ?"
-_NORM = INDEX_COLUMNS.index("description_norm")
+_SQL = statements(SQLITE)
 # the errors that are the database's state, not the request's (primary result codes)
 _UNAVAILABLE = {
     sqlite3.SQLITE_FULL: ("the database's disk is full; retry later", 10),
@@ -140,7 +136,7 @@ class SQLiteStorage:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # storage.checkpoint does it
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # storage.sqlite.checkpoint does it
             conn.execute("PRAGMA journal_size_limit=0")  # the WAL file's size is its content
             self._local.conn = conn
             with self._lock:
@@ -150,7 +146,7 @@ class SQLiteStorage:
     def _lookup(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """A lookup by a unique key, run on the calling (event loop) thread: it takes tens
         of microseconds, less than handing it to a reader thread and back (two GIL hand-
-        offs and a wake-up: 15% of a read's CPU in the profile of issue 5). A WAL reader
+        offs and a wake-up, a large share of a read's CPU when profiled). A WAL reader
         does not wait for writers. Anything that may read many rows goes to _read."""
         try:
             return fn(self._connection())
@@ -174,8 +170,8 @@ class SQLiteStorage:
 
     @staticmethod
     def _insert_side_rows(conn: sqlite3.Connection, pk: int, index: TaskIndex) -> None:
-        for sql, rows in side_rows(pk, index):
-            conn.executemany(sql, rows)
+        for table, rows in side_rows(pk, index):
+            conn.executemany(_SQL.side_inserts[table], rows)
 
     async def create_task(
         self, task_id: str, resource: dict[str, Any], index: TaskIndex, last_updated: int
@@ -183,15 +179,11 @@ class SQLiteStorage:
         body = orjson.dumps(resource).decode()
 
         def run(conn: sqlite3.Connection) -> None:
-            cur = conn.execute(_INSERT_TASK, (task_id, 1, last_updated, *index_values(index), body))
-            pk = cur.lastrowid
+            values = (task_id, 1, last_updated, *index_values(index), body)
+            pk = conn.execute(_SQL.insert_task, values).lastrowid
             if index.description_norm is not None:
                 conn.execute(TEXT_INSERT, (pk, index.description_norm))
-            conn.execute(
-                "INSERT INTO task_versions (task_pk, version_id, last_updated, resource) "
-                "VALUES (?, 1, ?, ?)",
-                (pk, last_updated, body),
-            )
+            conn.execute(_SQL.insert_version, (pk, 1, last_updated, body))
             self._insert_side_rows(conn, pk, index)  # type: ignore[arg-type]
 
         await self._write(run)
@@ -199,20 +191,14 @@ class SQLiteStorage:
 
     async def read_task(self, task_id: str) -> StoredTask | None:
         def run(conn: sqlite3.Connection) -> StoredTask | None:
-            row = conn.execute(
-                "SELECT id, version_id, resource FROM tasks WHERE id = ?", (task_id,)
-            ).fetchone()
+            row = conn.execute(_SQL.read, (task_id,)).fetchone()
             return stored_task(row) if row else None
 
         return self._lookup(run)
 
     async def read_version(self, task_id: str, version_id: int) -> StoredTask | None:
         def run(conn: sqlite3.Connection) -> StoredTask | None:
-            row = conn.execute(
-                "SELECT t.id, v.version_id, v.resource FROM tasks t JOIN task_versions v "
-                "ON v.task_pk = t.pk WHERE t.id = ? AND v.version_id = ?",
-                (task_id, version_id),
-            ).fetchone()
+            row = conn.execute(_SQL.vread, (task_id, version_id)).fetchone()
             return stored_task(row) if row else None
 
         return self._lookup(run)
@@ -222,39 +208,27 @@ class SQLiteStorage:
     ) -> StoredTask:
         def run(conn: sqlite3.Connection) -> StoredTask:
             # the writer thread runs one write at a time: nothing comes between read and write
-            row = conn.execute(_CURRENT, (task_id,)).fetchone()
-            if row is None:
-                raise TaskNotFound(task_id)
-            pk, current = row[0], row[1]
-            if expected_version is not None and current != expected_version:
-                raise StaleVersion(task_id, current)
-            resource, index, last_updated = build(
-                StoredTask(task_id, current, orjson.loads(row[2]))
-            )
-            version = current + 1
-            body = orjson.dumps(resource).decode()
-            old = row[3:]
+            row = conn.execute(_SQL.current, (task_id,)).fetchone()
+            new = next_version(task_id, row, build, expected_version)
+            pk, index, last_updated = new.pk, new.new.index, new.new.last_updated
+            old = row[3:]  # next_version raised without a row
             values = index_values(index)
             changed = [i for i, value in enumerate(values) if value != old[i]]
             conn.execute(
                 changed_update_sql(tuple(INDEX_COLUMNS[i] for i in changed)),
-                (version, last_updated, *(values[i] for i in changed), body, pk),
+                (new.version_id, last_updated, *(values[i] for i in changed), new.body, pk),
             )
-            old_norm = old[_NORM]
-            conn.execute(
-                "INSERT INTO task_versions (task_pk, version_id, last_updated, resource) "
-                "VALUES (?, ?, ?, ?)",
-                (pk, version, last_updated, body),
-            )
-            for sql in SIDE_DELETES:
+            conn.execute(_SQL.insert_version, (pk, new.version_id, last_updated, new.body))
+            for sql in _SQL.side_deletes:
                 conn.execute(sql, (pk,))
+            old_norm = old[NORM]
             if old_norm != index.description_norm:
                 if old_norm is not None:
                     conn.execute(TEXT_DELETE, (pk, old_norm))
                 if index.description_norm is not None:
                     conn.execute(TEXT_INSERT, (pk, index.description_norm))
             self._insert_side_rows(conn, pk, index)
-            return StoredTask(task_id, version, resource)
+            return new.stored(task_id)
 
         return await self._write(run)
 
@@ -262,9 +236,7 @@ class SQLiteStorage:
         stop = _SearchStop(self._search_timeout)
 
         def run(conn: sqlite3.Connection) -> SearchResult:
-            plan = sql_search.plan_search(
-                query, self._cache, columns="t.id, t.version_id, t.resource", fts=True
-            )
+            plan = sql_search.plan_search(query, self._cache, SQLITE)
             stop.start()  # the time limit counts from here, not from the wait for a reader
             conn.set_progress_handler(stop, _CHECK_EVERY)
             try:
@@ -290,16 +262,10 @@ class SQLiteStorage:
 
     async def history(self, task_id: str, count: int, offset: int) -> tuple[int, list[StoredTask]]:
         def run(conn: sqlite3.Connection) -> tuple[int, list[StoredTask]]:
-            row = conn.execute(
-                "SELECT pk, version_id, description_norm FROM tasks WHERE id = ?", (task_id,)
-            ).fetchone()
+            row = conn.execute(_SQL.history_head, (task_id,)).fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
-            rows = conn.execute(
-                "SELECT ?, version_id, resource FROM task_versions WHERE task_pk = ? "
-                "ORDER BY version_id DESC LIMIT ? OFFSET ?",
-                (task_id, row[0], count, offset),
-            ).fetchall()
+            rows = conn.execute(_SQL.history, (task_id, row[0], count, offset)).fetchall()
             return row[1], [stored_task(r) for r in rows]
 
         return await self._read(run)
@@ -309,8 +275,7 @@ class SQLiteStorage:
     async def create_client(self, record: ClientRecord) -> None:
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO clients (client_id, name, secret_hash, scope, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                _SQL.insert_client,
                 (record.client_id, record.name, record.secret_hash, record.scope, int(time.time())),
             )
 
@@ -318,11 +283,7 @@ class SQLiteStorage:
 
     async def get_client(self, client_id: str) -> ClientRecord | None:
         def run(conn: sqlite3.Connection) -> ClientRecord | None:
-            row = conn.execute(
-                "SELECT client_id, name, secret_hash, scope, revoked_at FROM clients "
-                "WHERE client_id = ?",
-                (client_id,),
-            ).fetchone()
+            row = conn.execute(_SQL.get_client, (client_id,)).fetchone()
             if row is None:
                 return None
             return ClientRecord(row[0], row[1], row[2], row[3], revoked=row[4] is not None)
@@ -331,11 +292,7 @@ class SQLiteStorage:
 
     async def revoke_client(self, client_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "UPDATE clients SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL",
-                (int(time.time()), client_id),
-            )
-            return cur.rowcount > 0
+            return conn.execute(_SQL.revoke_client, (int(time.time()), client_id)).rowcount > 0
 
         return await self._write(run)
 
@@ -343,27 +300,21 @@ class SQLiteStorage:
 
     async def record_audit(self, records: Sequence[AuditRecord]) -> None:
         batch = encode_batch(records)
-        sql = audit_sql.INSERT.format(json_cast="")
+        sql = audit_sql.insert(SQLITE)
         # not worth an fsync of its own: a crash may lose the last batches anyway (http.audit)
         await self._write(lambda conn: conn.execute(sql, batch), durable=False)
 
     async def audit_batches(
         self, client_id: str | None, since: int | None, after_seq: int, limit: int
     ) -> list[tuple[int, str]]:
-        sql, params = audit_sql.select(client_id, since, after_seq, limit)
+        sql, params = audit_sql.select(SQLITE, client_id, since, after_seq, limit)
         return await self._read(lambda conn: conn.execute(sql, params).fetchall())
 
     async def signing_key(self) -> bytes:
         def run(conn: sqlite3.Connection) -> str:
             fresh = base64.b64encode(secrets.token_bytes(32)).decode()
-            conn.execute(
-                "INSERT INTO signing_keys (name, secret, created_at) VALUES ('access-token', ?, ?)"
-                " ON CONFLICT (name) DO NOTHING",
-                (fresh, int(time.time())),
-            )
-            (secret,) = conn.execute(
-                "SELECT secret FROM signing_keys WHERE name = 'access-token'"
-            ).fetchone()
+            conn.execute(_SQL.insert_key, (fresh, int(time.time())))
+            (secret,) = conn.execute(_SQL.select_key).fetchone()
             return str(secret)
 
         return base64.b64decode(await self._write(run))

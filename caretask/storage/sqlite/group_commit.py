@@ -10,8 +10,8 @@ of success before the COMMIT that holds its write has returned: a 2xx still mean
 A write may be submitted as not needing durability (the audit trail's batches): a group
 made only of such writes commits with `synchronous=NORMAL`, without waiting for the disk.
 In WAL mode that commit is still atomic, and the next FULL commit makes it durable too.
-Each commit with an fsync cost the server about 12 ms of CPU on the benchmark machine, so
-the audit trail's two commits a second took 5% of a read-only server's CPU.
+A commit with an fsync costs the server CPU as well as time, and the audit trail commits
+a few times a second even on a server that only reads.
 
 A group that fails as a whole (a full disk, an I/O error: SQLite may then have rolled the
 whole transaction back itself) fails each of its writes with that error and is reported

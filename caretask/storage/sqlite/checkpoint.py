@@ -2,7 +2,7 @@
 
 SQLite's own auto-checkpoint runs inside the COMMIT that crosses its threshold, so one
 group of writers in a few hundred waited for megabytes to be copied back into the
-database file: the p99 of updates went over 50 ms (benchmarks.http, issue 5). Here the
+database file, and the slowest updates waited that long (benchmarks.http). Here the
 writer turns auto-checkpoint off, and this thread runs checkpoints on its own connection:
 
 - after a commit that leaves the WAL past `pages` (10,000 pages, 40 MB): PASSIVE, so
