@@ -20,7 +20,9 @@ from caretask.http.audit import AuditWriter
 from caretask.storage import open_storage, schema
 from caretask.storage.sqlite import SQLiteStorage
 from caretask.storage.urls import DatabaseURL
-from tests.conftest import Server, create_task, new_patient, run_cli, seed_task
+from tests.support.clients import create_task
+from tests.support.seed import new_patient, seed_task
+from tests.support.server import Server, run_cli
 
 FAST_FLUSH = {"CARETASK_AUDIT_FLUSH_SECONDS": "0.05"}
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import CARETASK, SEED_CREATE, Server, create_task, run_cli
+from tests.support.clients import create_task
+from tests.support.seed import SEED_CREATE
+from tests.support.server import CARETASK, Server, run_cli
 
 
 def test_clients_create_prints_exactly_one_json_object_on_a_new_database(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import SEED_CREATE, Server
+from tests.support.seed import SEED_CREATE
+from tests.support.server import Server
 
 CYCLES = int(os.environ.get("CARETASK_CRASH_CYCLES", "10"))
 WRITERS = 4

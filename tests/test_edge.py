@@ -18,8 +18,10 @@ import pytest
 
 from caretask.config import BadSetting, Settings
 from caretask.http.urls import AllowedHosts
-from tests.conftest import SEED_CREATE, Server, create_task, seed_task
-from tests.rawhttp import closed_by_server, connect, read_response
+from tests.support.clients import create_task
+from tests.support.rawhttp import closed_by_server, connect, read_response
+from tests.support.seed import SEED_CREATE, seed_task
+from tests.support.server import Server
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 GET_METADATA = b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"

@@ -19,8 +19,9 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.conftest import Server, seed_task
 from tests.hostile.corpus import CLOSED, CORPUS, INJECTIONS, Entry
+from tests.support.seed import seed_task
+from tests.support.server import Server
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import Server, seed_task
-from tests.rawhttp import connect
+from tests.support.rawhttp import connect
+from tests.support.seed import seed_task
+from tests.support.server import Server
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 

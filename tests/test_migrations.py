@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from caretask.auth.secrets import hash_secret
 from caretask.storage import schema
 from caretask.storage.urls import DatabaseURL
-from tests.conftest import SEED_CREATE, Server, run_cli
+from tests.support.seed import SEED_CREATE
+from tests.support.server import Server, run_cli
 
 PATIENT = "migratedpatient0001"
 NOW = int(time.time() * 1_000_000)

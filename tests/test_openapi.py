@@ -21,7 +21,7 @@ from caretask.config import Settings
 from caretask.domain.search_params import PARAMETERS, RESULT_PARAMETERS
 from caretask.domain.task_rules import WHITESPACE
 from caretask.http.app import create_app
-from tests.conftest import Server
+from tests.support.server import Server
 
 
 @pytest.fixture(scope="module")

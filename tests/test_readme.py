@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import Server
+from tests.support.server import Server
 
 README = Path(__file__).parent.parent / "README.md"
 

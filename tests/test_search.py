@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import create_task, new_patient, seed_task
+from tests.support.clients import create_task
+from tests.support.seed import new_patient, seed_task
 
 
 def _ids(bundle: dict[str, Any]) -> list[str]:

@@ -13,7 +13,8 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from tests.conftest import Server, engine_database, run_cli
+from tests.support.databases import engine_database
+from tests.support.server import Server, run_cli
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 DEMO_TASKS = 20_000

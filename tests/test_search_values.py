@@ -13,7 +13,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.conftest import create_task, new_patient, seed_task
+from tests.support.clients import create_task
+from tests.support.seed import new_patient, seed_task
 
 
 def _ids(response: httpx.Response) -> list[str]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote
 
-from tests.conftest import SEED_CREATE
+from tests.support.seed import SEED_CREATE
 
 CLOSED: Final = "closed"  # the server may close the connection without a response
 JSON: Final = {"Content-Type": "application/fhir+json"}
