@@ -1,5 +1,5 @@
-"""Issue 6 item 5: every request to a FHIR endpoint leaves an audit record in the database,
-readable with `caretask audit`, and the records hold no search value, body or secret."""
+"""Every request to a FHIR endpoint leaves an audit record in the database, readable with
+`caretask audit`, and the records hold no search value, body or secret."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC 8 / issue 4: NDJSON import and export, and the demo-data generator."""
+"""SPEC 8: NDJSON import and export, and the demo-data generator."""
 
 from __future__ import annotations
 

@@ -170,7 +170,7 @@ def test_serve_refuses_a_setting_that_is_not_a_number(tmp_path: Path) -> None:
     assert "CARETASK_BODY_TIMEOUT: 'soon' is not a number" in result.stderr
 
 
-# --- every failure is one line (issue 12 item 13) -------------------------------------------
+# --- every failure is one line --------------------------------------------------------------
 # Each bad input below must end the command with one line on stderr, `caretask: ...`, exit 2
 # for a usage error and 1 otherwise, and never a traceback. As root, file modes do not bind,
 # so the commands run without CAP_DAC_OVERRIDE (setpriv), as any other user would.

@@ -1,4 +1,4 @@
-"""SPEC 8 / issue 6: a 2xx means the write survives a crash. Writers stream creates and
+"""SPEC 8: a 2xx means the write survives a crash. Writers stream creates and
 updates while the server is killed with SIGKILL at random moments; after each restart,
 every acknowledged write is there with its acknowledged version, every task's history is
 whole, and the database's own integrity check is clean.

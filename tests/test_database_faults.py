@@ -1,7 +1,7 @@
-"""Faults of the database under a running server (issue 12 items 10, 11, 12): connections
-the database closed, a database that refuses connections, a full disk, busy readers.
-A request that meets one of them gets its answer or a 503 OperationOutcome with
-Retry-After, never a 500, and the server recovers by itself when the fault is gone."""
+"""Faults of the database under a running server: connections the database closed, a database that
+refuses connections, a full disk, busy readers. A request that meets one of them gets its answer
+or a 503 OperationOutcome with Retry-After, never a 500, and the server recovers by itself when
+the fault is gone."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 12 items 14 and 15: the HTTP edge.
+"""The HTTP edge.
 
 A 5xx answers as an OperationOutcome and keeps the connection; malformed HTTP is a 400
 OperationOutcome; a body in a content coding is a 415; responses carry nosniff, FHIR ones

@@ -1,4 +1,4 @@
-"""Issue 6 item 1: schemathesis fuzzes every operation of the server's own OpenAPI document.
+"""Schemathesis fuzzes every operation of the server's own OpenAPI document.
 
 Specification: against a real server of its own (both engines), authenticated with a real
 token, requests generated from /openapi.json, valid (positive) and schema-breaking

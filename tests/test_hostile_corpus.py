@@ -1,4 +1,4 @@
-"""Issue 6 item 2: the hostile input corpus (tests/hostile/corpus.py), sent byte for byte.
+"""The hostile input corpus (tests/hostile/corpus.py), sent byte for byte.
 
 Specification: every hostile request gets exactly its expected status (SPEC 5-7); every 4xx
 with a JSON body is a FHIR OperationOutcome served as application/fhir+json; hostile but valid

@@ -1,4 +1,4 @@
-"""Issue 12 item 1: huge OR searches. A search is bounded in its values and conditions (400),
+"""Huge OR searches. A search is bounded in its values and conditions (400),
 in its time (503 with Retry-After), and stops when its client leaves (SPEC 7 and 8: one
 client must not be able to stall the server for others)."""
 

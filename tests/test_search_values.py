@@ -1,4 +1,4 @@
-"""Issue 12 items 4, 5, 9 and 16: search values that are odd but reach the engines.
+"""Search values that are odd but reach the engines.
 
 Sort lists and element lists are bounded; string values that fold to nothing are refused;
 a leap second is a moment of its own minute; only ASCII digits are digits; `:exact`

@@ -1,4 +1,4 @@
-"""Issue 6 item 7: slow clients are cut off (header, body and keep-alive timeouts).
+"""Slow clients are cut off (header, body and keep-alive timeouts).
 
 One server with short timeouts (headers 1 s, bodies 1 s, keep-alive 3 s), spoken to over raw
 sockets so that the bytes and their timing are exactly the test's.
