@@ -73,12 +73,8 @@ def engine(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def server(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp(f"server-{engine}")
-    with engine_database(engine, workdir) as url:
-        srv = Server(url, workdir).start()
-        try:
-            yield srv
-        finally:
-            srv.stop()
+    with engine_database(engine, workdir) as url, Server(url, workdir) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")

@@ -152,12 +152,8 @@ def test_every_acknowledged_write_survives_sigkill(fresh_database: str, tmp_path
         stop.set()
         for writer in writers:
             writer.join(30)
-    server = Server(fresh_database, tmp_path).start()
-    try:
-        with server.client(token) as client:
-            checked = _check(client, acked)
-    finally:
-        server.stop()
+    with Server(fresh_database, tmp_path) as server, server.client(token) as client:
+        checked = _check(client, acked)
     _integrity(fresh_database)
     print(f"\n{kills} kills, {len(acked.versions)} tasks, {checked} acknowledged writes checked")
     assert acked.errors == []

@@ -31,9 +31,7 @@ def cluster(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[l
         url = stack.enter_context(engine_database(engine, workdir))
         servers = []
         for _ in range(CLUSTER_SIZE):
-            srv = Server(url, workdir, extra=("--workers", "2")).start()
-            stack.callback(srv.stop)
-            servers.append(srv)
+            servers.append(stack.enter_context(Server(url, workdir, extra=("--workers", "2"))))
         yield servers
 
 

@@ -36,11 +36,8 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "CARETASK_BODY_TIMEOUT": str(BODY_TIMEOUT),
         "CARETASK_KEEPALIVE_TIMEOUT": str(KEEPALIVE_TIMEOUT),
     }
-    srv = Server(database_url("sqlite", workdir), workdir, env=env).start()
-    try:
+    with Server(database_url("sqlite", workdir), workdir, env=env) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

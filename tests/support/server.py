@@ -45,7 +45,7 @@ def run_cli(
 
 @dataclass
 class Server:
-    """A running `caretask serve` process."""
+    """A `caretask serve` process, running from start() to stop(), or for a `with` block."""
 
     database: str
     workdir: Path
@@ -93,6 +93,12 @@ class Server:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not become ready:\n{self.log()}")
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
