@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.seed import seed_task
+
 
 def create_task(api: httpx.Client, body: dict[str, Any]) -> str:
     """Create a task and return its id (from the Location header)."""
@@ -25,3 +27,8 @@ def within_client_cache_time(request: Callable[[], httpx.Response]) -> httpx.Res
         if response.status_code == 401 or time.monotonic() > deadline:
             return response
         time.sleep(0.05)
+
+
+def task_for(api: httpx.Client, patient: str, **changes: Any) -> str:
+    """Create the seed's task for `patient`, with elements replaced as seed_task does; its id."""
+    return create_task(api, seed_task(for_={"reference": f"Patient/{patient}"}, **changes))

@@ -50,3 +50,8 @@ def seed_task(**changes: Any) -> dict[str, Any]:
 def new_patient() -> str:
     """A patient id no other test uses, so that searches see only this test's tasks."""
     return uuid.uuid4().hex
+
+
+def label_input(text: str) -> list[dict[str, Any]]:
+    """Task.input holding one Canvas label."""
+    return [{"type": {"text": "label"}, "valueString": text}]
