@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import Server
+from tests.support.server import Server
 
 CHUNK = b"a" * 65536
 _CHUNKED = b"Host: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"

@@ -46,7 +46,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import httpx
 
 from caretask.bulk.demo import generate
-from tests.conftest import CARETASK, SEED_CREATE, Server, free_port
+from tests.support.seed import SEED_CREATE
+from tests.support.server import CARETASK, Server, free_port
 
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "wrk" / "caretask.lua"

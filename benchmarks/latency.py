@@ -20,7 +20,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import SEED_CREATE, Server
+from tests.support.seed import SEED_CREATE
+from tests.support.server import Server
 
 
 def _percentile(values: list[float], q: float) -> float:

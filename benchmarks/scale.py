@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from caretask.bulk.demo import generate
-from tests.conftest import CARETASK, Server
+from tests.support.server import CARETASK, Server
 
 Query = Callable[[random.Random], dict[str, Any]]
 

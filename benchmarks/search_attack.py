@@ -23,7 +23,7 @@ import httpx
 
 from benchmarks.http import HERE, database, load_demo_data
 from benchmarks.soak import rss_bytes
-from tests.conftest import Server
+from tests.support.server import Server
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 LETTERS = "abcdefghijklmnopqrstuvwxyz"

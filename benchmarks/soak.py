@@ -45,7 +45,7 @@ from benchmarks.http import (
     require_tool,
     wrk_result,
 )
-from tests.conftest import Server
+from tests.support.server import Server
 
 MAX_ERRORS = 0
 MAX_RSS_GROWTH = 0.10

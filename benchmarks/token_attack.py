@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import CARETASK, free_port
+from tests.support.server import CARETASK, free_port
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -1,5 +1,5 @@
-"""Issue 6 item 5: every request to a FHIR endpoint leaves an audit record in the database,
-readable with `caretask audit`, and the records hold no search value, body or secret."""
+"""Every request to a FHIR endpoint leaves an audit record in the database, readable with
+`caretask audit`, and the records hold no search value, body or secret."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from caretask.http.audit import AuditWriter
 from caretask.storage import open_storage, schema
 from caretask.storage.sqlite import SQLiteStorage
 from caretask.storage.urls import DatabaseURL
-from tests.conftest import Server, create_task, new_patient, run_cli, seed_task
+from tests.support.clients import create_task
+from tests.support.seed import new_patient, seed_task
+from tests.support.server import Server, run_cli
 
 FAST_FLUSH = {"CARETASK_AUDIT_FLUSH_SECONDS": "0.05"}
 

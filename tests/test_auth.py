@@ -13,13 +13,10 @@ import httpx
 import jwt
 import pytest
 
-from tests.conftest import (
-    SEED_CREATE,
-    Server,
-    create_task,
-    signing_key,
-    within_client_cache_time,
-)
+from tests.support.clients import create_task, within_client_cache_time
+from tests.support.databases import signing_key
+from tests.support.seed import SEED_CREATE
+from tests.support.server import Server
 
 
 def _token_response(server: Server, **form: str) -> httpx.Response:
@@ -301,7 +298,7 @@ def test_search_only_v2_scope_cannot_read_by_id(server: Server, api: httpx.Clien
     "scope", ["system/Ta*.read", "system/Task.rw", "patient/Task.read", "system/Task.sr"]
 )
 def test_malformed_scopes_cannot_be_given_to_a_client(server: Server, scope: str) -> None:
-    from tests.conftest import run_cli
+    from tests.support.server import run_cli
 
     result = run_cli(
         "clients", "create", "bad", "--scope", scope, "--database", server.database, check=False
@@ -311,7 +308,7 @@ def test_malformed_scopes_cannot_be_given_to_a_client(server: Server, scope: str
 
 
 def test_revoked_client_token_is_401(server: Server) -> None:
-    from tests.conftest import run_cli
+    from tests.support.server import run_cli
 
     creds = server.create_client()
     response = _grant(server, creds)

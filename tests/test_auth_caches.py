@@ -13,7 +13,7 @@ from caretask.http.auth import ClientRows
 from caretask.storage import open_storage
 from caretask.storage.base import ClientRecord
 from caretask.storage.urls import DatabaseURL
-from tests.conftest import run_cli
+from tests.support.server import run_cli
 
 KEY = b"k" * 32
 

@@ -1,4 +1,4 @@
-"""SPEC 8 / issue 4: NDJSON import and export, and the demo-data generator."""
+"""SPEC 8: NDJSON import and export, and the demo-data generator."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import SEED_CREATE, Server, create_task, run_cli, seed_task
+from tests.support.clients import create_task
+from tests.support.seed import SEED_CREATE, seed_task
+from tests.support.server import Server, run_cli
 
 
 def _lines(text: str) -> list[dict[str, Any]]:
@@ -137,7 +139,7 @@ def test_export_since_must_be_a_date(fresh_database: str) -> None:
 def test_import_reads_standard_input(fresh_database: str, tmp_path: Path) -> None:
     import subprocess
 
-    from tests.conftest import CARETASK
+    from tests.support.server import CARETASK
 
     data = json.dumps(SEED_CREATE) + "\n"
     result = subprocess.run(
@@ -326,7 +328,7 @@ def _import_peak(database: str, source: Path) -> tuple[int, str, int]:
     import os
     import subprocess
 
-    from tests.conftest import CARETASK
+    from tests.support.server import CARETASK
 
     log = source.with_suffix(".log")
     with open(log, "wb") as err:

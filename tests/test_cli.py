@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import CARETASK, SEED_CREATE, Server, create_task, run_cli
+from tests.support.clients import create_task
+from tests.support.seed import SEED_CREATE
+from tests.support.server import CARETASK, Server, run_cli
 
 
 def test_clients_create_prints_exactly_one_json_object_on_a_new_database(tmp_path: Path) -> None:
@@ -168,7 +170,7 @@ def test_serve_refuses_a_setting_that_is_not_a_number(tmp_path: Path) -> None:
     assert "CARETASK_BODY_TIMEOUT: 'soon' is not a number" in result.stderr
 
 
-# --- every failure is one line ---------------------------------------------------------------
+# --- every failure is one line --------------------------------------------------------------
 # Each bad input below must end the command with one line on stderr, `caretask: ...`, exit 2
 # for a usage error and 1 otherwise, and never a traceback. As root, file modes do not bind,
 # so the commands run without CAP_DAC_OVERRIDE (setpriv), as any other user would.

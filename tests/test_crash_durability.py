@@ -1,4 +1,4 @@
-"""SPEC 8 / issue 6: a 2xx means the write survives a crash. Writers stream creates and
+"""SPEC 8: a 2xx means the write survives a crash. Writers stream creates and
 updates while the server is killed with SIGKILL at random moments; after each restart,
 every acknowledged write is there with its acknowledged version, every task's history is
 whole, and the database's own integrity check is clean.
@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import SEED_CREATE, Server
+from tests.support.seed import SEED_CREATE
+from tests.support.server import Server
 
 CYCLES = int(os.environ.get("CARETASK_CRASH_CYCLES", "10"))
 WRITERS = 4
@@ -151,12 +152,8 @@ def test_every_acknowledged_write_survives_sigkill(fresh_database: str, tmp_path
         stop.set()
         for writer in writers:
             writer.join(30)
-    server = Server(fresh_database, tmp_path).start()
-    try:
-        with server.client(token) as client:
-            checked = _check(client, acked)
-    finally:
-        server.stop()
+    with Server(fresh_database, tmp_path) as server, server.client(token) as client:
+        checked = _check(client, acked)
     _integrity(fresh_database)
     print(f"\n{kills} kills, {len(acked.versions)} tasks, {checked} acknowledged writes checked")
     assert acked.errors == []

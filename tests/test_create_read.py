@@ -10,7 +10,8 @@ import httpx
 import pytest
 import schemathesis
 
-from tests.conftest import SEED_CREATE, create_task, new_patient, seed_task
+from tests.support.clients import create_task
+from tests.support.seed import SEED_CREATE, new_patient, seed_task
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 PERMALINK = "http://schemas.canvasmedical.com/fhir/extensions/task-permalink"

@@ -1,7 +1,7 @@
-"""Faults of the database under a running server (issue 12 items 10, 11, 12): connections
-the database closed, a database that refuses connections, a full disk, busy readers.
-A request that meets one of them gets its answer or a 503 OperationOutcome with
-Retry-After, never a 500, and the server recovers by itself when the fault is gone."""
+"""Faults of the database under a running server: connections the database closed, a database that
+refuses connections, a full disk, busy readers. A request that meets one of them gets its answer
+or a 503 OperationOutcome with Retry-After, never a 500, and the server recovers by itself when
+the fault is gone."""
 
 from __future__ import annotations
 
@@ -25,15 +25,10 @@ from psycopg import sql
 from caretask.http.negotiation import FORM
 from caretask.storage.base import StorageUnavailable
 from caretask.storage.postgresql import PostgreSQLStorage
-from tests.conftest import (
-    POSTGRES_URL,
-    Server,
-    create_task,
-    new_patient,
-    postgres_database,
-    run_cli,
-    seed_task,
-)
+from tests.support.clients import create_task
+from tests.support.databases import POSTGRES_URL, postgres_database
+from tests.support.seed import new_patient, seed_task
+from tests.support.server import Server, run_cli
 
 # --- PostgreSQL: connections closed by the database's side -------------------------------
 

@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import SEED_CREATE, Server, run_cli
+from tests.support.seed import SEED_CREATE
+from tests.support.server import Server, run_cli
 
 SIZE = 2_600
 

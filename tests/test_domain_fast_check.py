@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from caretask.bulk.demo import generate
 from caretask.domain.task_fast_check import certainly_valid
 from caretask.domain.task_rules import TaskModel, _json_issues, _shape_issues
-from tests.conftest import SEED_CREATE
+from tests.support.seed import SEED_CREATE
 
 REF = {"reference": "Patient/p1", "type": "Patient", "display": "Pat"}
 CONCEPT = {

@@ -10,7 +10,7 @@ import pytest
 from caretask.domain.errors import InvalidResource
 from caretask.domain.indexing import extract
 from caretask.domain.task_rules import PERMALINK_EXTENSION, stamp, stamp_uses_previous, validate
-from tests.conftest import SEED_CREATE, seed_task
+from tests.support.seed import SEED_CREATE, seed_task
 
 
 def test_the_seed_create_body_is_valid() -> None:

@@ -1,4 +1,4 @@
-"""Issue 12 items 14 and 15: the HTTP edge.
+"""The HTTP edge.
 
 A 5xx answers as an OperationOutcome and keeps the connection; malformed HTTP is a 400
 OperationOutcome; a body in a content coding is a 415; responses carry nosniff, FHIR ones
@@ -18,8 +18,10 @@ import pytest
 
 from caretask.config import BadSetting, Settings
 from caretask.http.urls import AllowedHosts
-from tests.conftest import SEED_CREATE, Server, create_task, seed_task
-from tests.rawhttp import closed_by_server, connect, read_response
+from tests.support.clients import create_task
+from tests.support.rawhttp import closed_by_server, connect, read_response
+from tests.support.seed import SEED_CREATE, seed_task
+from tests.support.server import Server
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 GET_METADATA = b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -37,7 +39,7 @@ def _request(method: str, path: str, token: str | None = None, extra: str = "") 
     return f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}{extra}\r\n".encode()
 
 
-# --- item 14 (a): a 5xx keeps the keep-alive connection ------------------------------------
+# --- a 5xx keeps the keep-alive connection -------------------------------------------------
 
 
 def _rename_table(database: str, old: str, new: str) -> None:
@@ -91,7 +93,7 @@ def test_a_503_keeps_the_connection_open(make_server, fresh_database: str) -> No
         assert read_response(sock)[0] == 200
 
 
-# --- item 14 (b): malformed HTTP is a 400 OperationOutcome ---------------------------------
+# --- malformed HTTP is a 400 OperationOutcome ----------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -138,7 +140,7 @@ def test_a_malformed_chunked_body_is_a_400_at_once(server: Server, token: str) -
         assert time.monotonic() - started < 2  # not after the body timeout
 
 
-# --- item 14 (c): a body in a content coding is a 415 --------------------------------------
+# --- a body in a content coding is a 415 ---------------------------------------------------
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "br", "deflate", "gzip, identity", "x-unknown"])
@@ -179,7 +181,7 @@ def test_content_encoding_identity_is_accepted(api: httpx.Client) -> None:
     assert response.status_code == 201
 
 
-# --- item 15 (a): nosniff everywhere, no-store on FHIR responses ----------------------------
+# --- nosniff everywhere, no-store on FHIR responses -----------------------------------------
 
 
 def test_every_response_says_nosniff(server: Server, api: httpx.Client) -> None:
@@ -236,7 +238,7 @@ def test_the_token_endpoint_says_no_store(server: Server) -> None:
         assert response.headers["pragma"] == "no-cache"
 
 
-# --- item 15 (b): the Host header ------------------------------------------------------------
+# --- the Host header -------------------------------------------------------------------------
 
 
 def _raw_create(srv: Server, host: str, token: str | None) -> tuple[int, dict[str, str], bytes]:

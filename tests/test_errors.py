@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import SEED_CREATE, create_task, seed_task
+from tests.support.clients import create_task
+from tests.support.seed import SEED_CREATE, seed_task
 
 # the seed's update example, literally: restriction and note sent as JSON strings
 SEED_UPDATE = {

@@ -1,4 +1,4 @@
-"""Issue 6 item 1: schemathesis fuzzes every operation of the server's own OpenAPI document.
+"""Schemathesis fuzzes every operation of the server's own OpenAPI document.
 
 Specification: against a real server of its own (both engines), authenticated with a real
 token, requests generated from /openapi.json, valid (positive) and schema-breaking
@@ -44,7 +44,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import Server, create_task, seed_task
+from tests.support.clients import create_task
+from tests.support.seed import seed_task
+from tests.support.server import Server
 
 SMOKE_REQUESTS = int(os.environ.get("CARETASK_FUZZ_SMOKE_REQUESTS", "400"))
 FULL_REQUESTS = os.environ.get("CARETASK_FUZZ_REQUESTS")

@@ -1,4 +1,4 @@
-"""Issue 6 item 2: the hostile input corpus (tests/hostile/corpus.py), sent byte for byte.
+"""The hostile input corpus (tests/hostile/corpus.py), sent byte for byte.
 
 Specification: every hostile request gets exactly its expected status (SPEC 5-7); every 4xx
 with a JSON body is a FHIR OperationOutcome served as application/fhir+json; hostile but valid
@@ -19,8 +19,9 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.conftest import Server, seed_task
 from tests.hostile.corpus import CLOSED, CORPUS, INJECTIONS, Entry
+from tests.support.seed import seed_task
+from tests.support.server import Server
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 

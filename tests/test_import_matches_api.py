@@ -19,8 +19,10 @@ from caretask.config import Settings
 from caretask.domain.dates import now_instant
 from caretask.service.tasks import BodyLimits
 from caretask.storage.urls import DatabaseURL
-from tests.conftest import SEED_CREATE, Server, create_task, seed_task
 from tests.hostile.corpus import CORPUS
+from tests.support.clients import create_task
+from tests.support.seed import SEED_CREATE, seed_task
+from tests.support.server import Server
 
 JSON = {"Content-Type": "application/fhir+json"}
 Issues = list[tuple[str, str, str | None]]

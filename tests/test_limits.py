@@ -1,4 +1,4 @@
-"""Issue 6 item 6: request limits answered as OperationOutcomes before any work is done."""
+"""Request limits answered as OperationOutcomes before any work is done."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import Server, seed_task
-from tests.rawhttp import connect
+from tests.support.rawhttp import connect
+from tests.support.seed import seed_task
+from tests.support.server import Server
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 
@@ -76,7 +77,7 @@ def test_the_json_depth_limit_is_configurable(make_server) -> None:  # type: ign
         assert response.json()["issue"][0]["details"]["text"] == "nesting deeper than 8 levels"
 
 
-# --- issue 12 item 2: the head's limits apply while its bytes arrive, with no token --------
+# --- the head's limits apply while its bytes arrive, with no token -------------------------
 
 HEAD_CUTOFF = 64 * 1024  # bytes a client may send past which it must have been stopped
 
@@ -212,7 +213,7 @@ def test_endless_urls_and_headers_do_not_grow_the_servers_memory(server: Server)
 
 
 # --- the bytes of a request after its head besides its body: chunk-size lines, chunk ---------
-# --- extensions, the trailer section (issue 12 item 2's class, after the head) ----------------
+# --- extensions, the trailer section (the same class of attack, after the head) -------------
 
 CHUNKED = b"Host: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
 CHUNKED += b"Transfer-Encoding: chunked\r\n\r\n"

@@ -1,11 +1,11 @@
-"""The session-end search of server logs for sent values (conftest._no_phi_in_server_logs)
+"""The session-end search of server logs for sent values (conftest's _no_phi_in_server_logs)
 finds what it looks for: a scan that could not fail would prove nothing."""
 
 from __future__ import annotations
 
 import httpx
 
-from tests.conftest import SENT, _remember_sent, leaked_values
+from tests.support.log_scan import SENT, leaked_values, remember_sent
 
 
 def test_descriptions_notes_patients_and_tokens_sent_are_remembered() -> None:
@@ -21,7 +21,7 @@ def test_descriptions_notes_patients_and_tokens_sent_are_remembered() -> None:
         json=body,
         headers={"Authorization": "Bearer eyJ.token.value", "Content-Type": "application/json"},
     )
-    _remember_sent(request)
+    remember_sent(request)
     assert {
         "Review the colonoscopy report",
         "Patient/a1b2c3d4e5f6",
@@ -35,7 +35,7 @@ def test_search_values_that_carry_phi_are_remembered_and_others_not() -> None:
     request = httpx.Request(
         "GET", "http://127.0.0.1/Task?patient=f00dcafe1234&status=requested&_count=100"
     )
-    _remember_sent(request)
+    remember_sent(request)
     assert "f00dcafe1234" in SENT
     assert "requested" not in SENT
 
@@ -46,7 +46,7 @@ def test_form_secrets_are_remembered() -> None:
         "http://127.0.0.1/auth/token/",
         data={"grant_type": "client_credentials", "client_secret": "s3cr3t-value-xyz"},
     )
-    _remember_sent(request)
+    remember_sent(request)
     assert "s3cr3t-value-xyz" in SENT
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from caretask.domain.search_params import PARAMETERS
-from tests.conftest import Server
+from tests.support.server import Server
 
 
 def test_metadata_is_a_fhir_401_capability_statement_without_token(server: Server) -> None:

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from caretask.auth.secrets import hash_secret
 from caretask.storage import schema
 from caretask.storage.urls import DatabaseURL
-from tests.conftest import SEED_CREATE, Server, run_cli
+from tests.support.seed import SEED_CREATE
+from tests.support.server import Server, run_cli
 
 PATIENT = "migratedpatient0001"
 NOW = int(time.time() * 1_000_000)
@@ -228,7 +229,7 @@ def test_migrate_reindexes_the_tasks_that_index_version_3_indexed_differently(
     make_server,
     fresh_database: str,  # type: ignore[no-untyped-def]
 ) -> None:
-    """Issue 12: index version 4 reads a leap second as the end of its minute, and keeps
+    """Index version 4 reads a leap second as the end of its minute, and keeps
     the NFC form of strings for :exact."""
     run_cli("migrate", "--database", fresh_database)
     first: Server = make_server(database=fresh_database)

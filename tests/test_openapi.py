@@ -1,4 +1,4 @@
-"""Issue 6 item 1: the server describes itself in OpenAPI 3.1 at GET /openapi.json.
+"""The server describes itself in OpenAPI 3.1 at GET /openapi.json.
 
 Specification: served without a token like /metadata; a valid OpenAPI document (schemathesis
 loads and validates it); it lists every route and method the application has, so that it
@@ -21,7 +21,7 @@ from caretask.config import Settings
 from caretask.domain.search_params import PARAMETERS, RESULT_PARAMETERS
 from caretask.domain.task_rules import WHITESPACE
 from caretask.http.app import create_app
-from tests.conftest import Server
+from tests.support.server import Server
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import POSTGRES_URL, SEED_CREATE, Server, new_patient, postgres_database
+from tests.support.databases import POSTGRES_URL, postgres_database
+from tests.support.seed import SEED_CREATE, new_patient
+from tests.support.server import Server
 
 
 def _send_half_a_create(srv: Server, token: str, body: bytes) -> socket.socket:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from caretask.config import SETTINGS, readme_table
-from tests.conftest import Server
+from tests.support.server import Server
 
 README = Path(__file__).parent.parent / "README.md"
 

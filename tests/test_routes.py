@@ -12,7 +12,7 @@ from caretask.config import Settings
 from caretask.domain.capability import capability_statement
 from caretask.http.app import create_app
 from caretask.http.routes import ENDPOINTS, INTERACTIONS, SERVED, classify, openapi_json
-from tests.conftest import Server
+from tests.support.server import Server
 from tests.test_audit import audit_lines, what
 
 

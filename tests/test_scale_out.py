@@ -16,13 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import (
-    SEED_CREATE,
-    Server,
-    engine_database,
-    new_patient,
-    within_client_cache_time,
-)
+from tests.support.clients import within_client_cache_time
+from tests.support.databases import engine_database
+from tests.support.seed import SEED_CREATE, new_patient
+from tests.support.server import Server
 
 CLUSTER_SIZE = 2
 
@@ -34,9 +31,7 @@ def cluster(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[l
         url = stack.enter_context(engine_database(engine, workdir))
         servers = []
         for _ in range(CLUSTER_SIZE):
-            srv = Server(url, workdir, extra=("--workers", "2")).start()
-            stack.callback(srv.stop)
-            servers.append(srv)
+            servers.append(stack.enter_context(Server(url, workdir, extra=("--workers", "2"))))
         yield servers
 
 
@@ -65,7 +60,7 @@ def test_a_token_issued_by_one_server_is_accepted_by_the_others(cluster: list[Se
 def test_a_client_revoked_through_one_server_database_is_refused_by_all(
     cluster: list[Server],
 ) -> None:
-    from tests.conftest import run_cli
+    from tests.support.server import run_cli
 
     creds = cluster[0].create_client()
     response = httpx.post(

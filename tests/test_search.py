@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import create_task, new_patient, seed_task
+from tests.support.clients import task_for
+from tests.support.seed import label_input, new_patient, seed_task
 
 
 def _ids(bundle: dict[str, Any]) -> list[str]:
@@ -21,16 +22,8 @@ def _search(api: httpx.Client, **params: Any) -> dict[str, Any]:
     return response.json()
 
 
-def _task(api: httpx.Client, patient: str, **changes: Any) -> str:
-    return create_task(api, seed_task(for_={"reference": f"Patient/{patient}"}, **changes))
-
-
-def _label(text: str) -> list[dict[str, Any]]:
-    return [{"type": {"text": "label"}, "valueString": text}]
-
-
 def test_search_by_id_matches_the_seed_bundle_shape(api: httpx.Client) -> None:
-    task_id = _task(api, new_patient())
+    task_id = task_for(api, new_patient())
     bundle = _search(api, _id=task_id)
     query = f"/Task?_id={task_id}&_count=10&_offset=0"
     assert bundle["resourceType"] == "Bundle"
@@ -50,8 +43,8 @@ def test_search_by_id_matches_the_seed_bundle_shape(api: httpx.Client) -> None:
 
 def test_search_by_patient_accepts_bare_id_and_typed_reference(api: httpx.Client) -> None:
     patient = new_patient()
-    task_id = _task(api, patient)
-    _task(api, new_patient())
+    task_id = task_for(api, patient)
+    task_for(api, new_patient())
     assert _ids(_search(api, patient=patient)) == [task_id]
     assert _ids(_search(api, patient=f"Patient/{patient}")) == [task_id]
     assert _ids(_search(api, patient=f"Practitioner/{patient}")) == []
@@ -59,13 +52,13 @@ def test_search_by_patient_accepts_bare_id_and_typed_reference(api: httpx.Client
 
 def test_search_by_owner_and_requester(api: httpx.Client) -> None:
     patient, owner, requester = new_patient(), new_patient(), new_patient()
-    mine = _task(
+    mine = task_for(
         api,
         patient,
         owner={"reference": f"Practitioner/{owner}"},
         requester={"reference": f"Practitioner/{requester}"},
     )
-    _task(api, patient)
+    task_for(api, patient)
     assert _ids(_search(api, owner=owner)) == [mine]
     assert _ids(_search(api, owner=f"Practitioner/{owner}")) == [mine]
     assert _ids(_search(api, requester=requester)) == [mine]
@@ -74,8 +67,8 @@ def test_search_by_owner_and_requester(api: httpx.Client) -> None:
 
 def test_label_search_is_a_case_insensitive_prefix(api: httpx.Client) -> None:
     patient = new_patient()
-    urgent = _task(api, patient, input=_label("Urgent"))
-    _task(api, patient, input=_label("Routine"))
+    urgent = task_for(api, patient, input=label_input("Urgent"))
+    task_for(api, patient, input=label_input("Routine"))
     assert _ids(_search(api, patient=patient, label="urgent")) == [urgent]
     assert _ids(_search(api, patient=patient, label="URG")) == [urgent]
     assert _ids(_search(api, patient=patient, label="gent")) == []
@@ -83,7 +76,7 @@ def test_label_search_is_a_case_insensitive_prefix(api: httpx.Client) -> None:
 
 def test_label_exact_and_contains(api: httpx.Client) -> None:
     patient = new_patient()
-    urgent = _task(api, patient, input=_label("Urgent"))
+    urgent = task_for(api, patient, input=label_input("Urgent"))
     assert _ids(_search(api, patient=patient, **{"label:exact": "Urgent"})) == [urgent]
     assert _ids(_search(api, patient=patient, **{"label:exact": "urgent"})) == []
     assert _ids(_search(api, patient=patient, **{"label:contains": "GEN"})) == [urgent]
@@ -91,7 +84,7 @@ def test_label_exact_and_contains(api: httpx.Client) -> None:
 
 def test_description_search_ignores_case_and_accents(api: httpx.Client) -> None:
     patient = new_patient()
-    task_id = _task(api, patient, description="Élan vital: call José")
+    task_id = task_for(api, patient, description="Élan vital: call José")
     assert _ids(_search(api, patient=patient, description="elan")) == [task_id]
     assert _ids(_search(api, patient=patient, description="ÉLAN VITAL")) == [task_id]
     assert _ids(_search(api, patient=patient, description="vital")) == []
@@ -103,8 +96,8 @@ def test_description_search_ignores_case_and_accents(api: httpx.Client) -> None:
 
 def test_description_search_treats_like_wildcards_literally(api: httpx.Client) -> None:
     patient = new_patient()
-    task_id = _task(api, patient, description="100% done_now")
-    _task(api, patient, description="1000 done")
+    task_id = task_for(api, patient, description="100% done_now")
+    task_for(api, patient, description="1000 done")
     assert _ids(_search(api, patient=patient, description="100%")) == [task_id]
     assert _ids(_search(api, patient=patient, **{"description:contains": "_now"})) == [task_id]
     assert _ids(_search(api, patient=patient, **{"description:contains": "0%"})) == [task_id]
@@ -112,9 +105,9 @@ def test_description_search_treats_like_wildcards_literally(api: httpx.Client) -
 
 def test_status_search_with_comma_or(api: httpx.Client) -> None:
     patient = new_patient()
-    requested = _task(api, patient, status="requested")
-    completed = _task(api, patient, status="completed")
-    _task(api, patient, status="cancelled")
+    requested = task_for(api, patient, status="requested")
+    completed = task_for(api, patient, status="completed")
+    task_for(api, patient, status="cancelled")
     assert _ids(_search(api, patient=patient, status="completed")) == [completed]
     both = _search(api, patient=patient, status="requested,completed")
     assert sorted(_ids(both)) == sorted([requested, completed])
@@ -122,15 +115,15 @@ def test_status_search_with_comma_or(api: httpx.Client) -> None:
 
 def test_status_not_modifier(api: httpx.Client) -> None:
     patient = new_patient()
-    requested = _task(api, patient, status="requested")
-    _task(api, patient, status="completed")
+    requested = task_for(api, patient, status="requested")
+    task_for(api, patient, status="completed")
     assert _ids(_search(api, patient=patient, **{"status:not": "completed"})) == [requested]
 
 
 def test_repeated_parameter_is_and(api: httpx.Client) -> None:
     patient = new_patient()
-    both = _task(api, patient, input=[*_label("Urgent"), *_label("Billing")])
-    _task(api, patient, input=_label("Urgent"))
+    both = task_for(api, patient, input=[*label_input("Urgent"), *label_input("Billing")])
+    task_for(api, patient, input=label_input("Urgent"))
     params = [("patient", patient), ("label", "urgent"), ("label", "billing")]
     bundle = api.get("/Task", params=params).json()
     assert _ids(bundle) == [both]
@@ -138,13 +131,13 @@ def test_repeated_parameter_is_and(api: httpx.Client) -> None:
 
 def test_comma_escaped_with_backslash_is_part_of_the_value(api: httpx.Client) -> None:
     patient = new_patient()
-    task_id = _task(api, patient, description="Smith, John")
+    task_id = task_for(api, patient, description="Smith, John")
     assert _ids(_search(api, patient=patient, description="smith\\, john")) == [task_id]
 
 
 def test_paging_links_and_counts(api: httpx.Client) -> None:
     patient = new_patient()
-    created = [_task(api, patient) for _ in range(5)]
+    created = [task_for(api, patient) for _ in range(5)]
     page = _search(api, patient=patient, _count=2, _offset=2)
     assert page["total"] == 5
     assert _ids(page) == created[2:4]
@@ -161,7 +154,7 @@ def test_paging_links_and_counts(api: httpx.Client) -> None:
 
 def test_following_next_links_visits_every_match_once(api: httpx.Client) -> None:
     patient = new_patient()
-    created = {_task(api, patient) for _ in range(7)}
+    created = {task_for(api, patient) for _ in range(7)}
     seen: list[str] = []
     url: str | None = f"/Task?patient={patient}&_count=3"
     while url:
@@ -174,7 +167,7 @@ def test_following_next_links_visits_every_match_once(api: httpx.Client) -> None
 def test_default_count_is_10(api: httpx.Client) -> None:
     patient = new_patient()
     for _ in range(11):
-        _task(api, patient)
+        task_for(api, patient)
     page = _search(api, patient=patient)
     assert len(page["entry"]) == 10
     assert page["total"] == 11
@@ -188,8 +181,8 @@ def test_count_above_100_is_clamped(api: httpx.Client) -> None:
 
 def test_count_zero_returns_only_the_total(api: httpx.Client) -> None:
     patient = new_patient()
-    _task(api, patient)
-    _task(api, patient)
+    task_for(api, patient)
+    task_for(api, patient)
     page = _search(api, patient=patient, _count=0)
     assert page["total"] == 2
     assert "entry" not in page
@@ -198,15 +191,15 @@ def test_count_zero_returns_only_the_total(api: httpx.Client) -> None:
 def test_order_is_deterministic_across_requests(api: httpx.Client) -> None:
     patient = new_patient()
     for _ in range(4):
-        _task(api, patient)
+        task_for(api, patient)
     first = _ids(_search(api, patient=patient))
     assert first == _ids(_search(api, patient=patient))
 
 
 def test_sort_by_authored_on_descending_with_id_tiebreak(api: httpx.Client) -> None:
     patient = new_patient()
-    old = _task(api, patient, authoredOn="2020-01-01T00:00:00Z")
-    new = _task(api, patient, authoredOn="2024-01-01T00:00:00Z")
+    old = task_for(api, patient, authoredOn="2020-01-01T00:00:00Z")
+    new = task_for(api, patient, authoredOn="2024-01-01T00:00:00Z")
     assert _ids(_search(api, patient=patient, _sort="-authored-on")) == [new, old]
     assert _ids(_search(api, patient=patient, _sort="authored-on")) == [old, new]
 
@@ -221,7 +214,7 @@ def test_unknown_parameter_is_400_naming_it(api: httpx.Client) -> None:
 
 def test_lenient_handling_ignores_unknown_parameters(api: httpx.Client) -> None:
     patient = new_patient()
-    task_id = _task(api, patient)
+    task_id = task_for(api, patient)
     response = api.get(
         "/Task",
         params={"patient": patient, "patinet": "x"},
@@ -257,7 +250,7 @@ def test_malformed_parameter_is_400_naming_it(
 
 def test_post_search_with_form_body_behaves_like_get(api: httpx.Client) -> None:
     patient = new_patient()
-    task_id = _task(api, patient)
+    task_id = task_for(api, patient)
     response = api.post("/Task/_search", data={"patient": patient, "status": "requested"})
     assert response.status_code == 200
     bundle = response.json()
@@ -278,7 +271,7 @@ def test_post_search_needs_a_form_body(api: httpx.Client) -> None:
 
 
 def test_search_results_carry_the_permalink(api: httpx.Client) -> None:
-    task_id = _task(api, new_patient())
+    task_id = task_for(api, new_patient())
     resource = _search(api, _id=task_id)["entry"][0]["resource"]
     urls = [e["url"] for e in resource["extension"]]
     assert "http://schemas.canvasmedical.com/fhir/extensions/task-permalink" in urls
@@ -286,11 +279,11 @@ def test_search_results_carry_the_permalink(api: httpx.Client) -> None:
 
 def test_search_sees_updates(api: httpx.Client) -> None:
     patient = new_patient()
-    task_id = _task(api, patient, input=_label("Urgent"))
+    task_id = task_for(api, patient, input=label_input("Urgent"))
     api.put(
         f"/Task/{task_id}",
         json=seed_task(
-            for_={"reference": f"Patient/{patient}"}, status="completed", input=_label("Done")
+            for_={"reference": f"Patient/{patient}"}, status="completed", input=label_input("Done")
         ),
     )
     assert _ids(_search(api, patient=patient, label="urgent")) == []
@@ -299,8 +292,8 @@ def test_search_sees_updates(api: httpx.Client) -> None:
 
 def test_search_by_group_and_due_date(api: httpx.Client) -> None:
     patient = new_patient()
-    task_id = _task(api, patient, restriction={"period": {"end": "2030-05-01T00:00:00Z"}})
-    _task(api, patient, restriction={"period": {"end": "2020-05-01T00:00:00Z"}})
+    task_id = task_for(api, patient, restriction={"period": {"end": "2030-05-01T00:00:00Z"}})
+    task_for(api, patient, restriction={"period": {"end": "2020-05-01T00:00:00Z"}})
     assert _ids(_search(api, patient=patient, due="ge2030-01")) == [task_id]
     assert _ids(_search(api, patient=patient, due="2030-05")) == [task_id]
     group = "Group/9bf1d726-8c04-4aed-8b0e-e066f4d54b13"
@@ -309,15 +302,15 @@ def test_search_by_group_and_due_date(api: httpx.Client) -> None:
 
 def test_summary_count_returns_only_the_total(api: httpx.Client) -> None:
     patient = new_patient()
-    _task(api, patient)
+    task_for(api, patient)
     body = _search(api, patient=patient, _summary="count")
     assert body == {"resourceType": "Bundle", "type": "searchset", "total": 1}
 
 
 def test_total_none_omits_the_count(api: httpx.Client) -> None:
     patient = new_patient()
-    _task(api, patient)
-    _task(api, patient)
+    task_for(api, patient)
+    task_for(api, patient)
     body = _search(api, patient=patient, _total="none", _count=1)
     assert "total" not in body
     relations = [link["relation"] for link in body["link"]]
@@ -325,7 +318,7 @@ def test_total_none_omits_the_count(api: httpx.Client) -> None:
 
 
 def test_elements_limits_returned_elements_and_marks_subsetted(api: httpx.Client) -> None:
-    task_id = _task(api, new_patient())
+    task_id = task_for(api, new_patient())
     resource = _search(api, _id=task_id, _elements="status")["entry"][0]["resource"]
     assert set(resource) == {"resourceType", "id", "meta", "status"}
     assert resource["meta"]["tag"][0]["code"] == "SUBSETTED"
@@ -333,7 +326,7 @@ def test_elements_limits_returned_elements_and_marks_subsetted(api: httpx.Client
 
 def test_description_contains_follows_updates(api: httpx.Client) -> None:
     patient = new_patient()
-    task_id = _task(api, patient, description="Fax the referral letter")
+    task_id = task_for(api, patient, description="Fax the referral letter")
     api.put(
         f"/Task/{task_id}",
         json=seed_task(
@@ -353,7 +346,7 @@ def test_a_date_in_the_last_year_of_the_calendar_is_searched_not_a_500(
 ) -> None:
     """Found by the fuzzer: the end of such a range overflowed Python's datetime."""
     patient = new_patient()
-    task_id = _task(api, patient, authoredOn="9999-12-31T23:00:00Z")
+    task_id = task_for(api, patient, authoredOn="9999-12-31T23:00:00Z")
     found = _ids(_search(api, patient=patient, **{"authored-on": value}))
     assert found == ([task_id] if matches else [])
 
@@ -363,7 +356,7 @@ def test_a_date_with_more_than_nine_fraction_digits_is_indexed_and_searchable(
 ) -> None:
     """FHIR puts no limit on the digits; such a Task was stored but missing from searches."""
     patient = new_patient()
-    task_id = _task(api, patient, authoredOn="2024-01-01T10:00:00.1234567890Z")
+    task_id = task_for(api, patient, authoredOn="2024-01-01T10:00:00.1234567890Z")
     assert _ids(_search(api, patient=patient, **{"authored-on": "2024-01-01"})) == [task_id]
     found = _search(api, patient=patient, **{"authored-on": "ge2024-01-01T10:00:00.1234567890Z"})
     assert _ids(found) == [task_id]

@@ -1,4 +1,4 @@
-"""Issue 12 items 4, 5, 9 and 16: search values that are odd but reach the engines.
+"""Search values that are odd but reach the engines.
 
 Sort lists and element lists are bounded; string values that fold to nothing are refused;
 a leap second is a moment of its own minute; only ASCII digits are digits; `:exact`
@@ -7,26 +7,18 @@ compares the NFC forms of stored and searched strings.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from tests.conftest import create_task, new_patient, seed_task
+from tests.support.clients import task_for
+from tests.support.seed import label_input, new_patient, seed_task
 
 
 def _ids(response: httpx.Response) -> list[str]:
     assert response.status_code == 200, response.text
     return [e["resource"]["id"] for e in response.json().get("entry", [])]
-
-
-def _task(api: httpx.Client, patient: str, **changes: Any) -> str:
-    return create_task(api, seed_task(for_={"reference": f"Patient/{patient}"}, **changes))
-
-
-def _label(text: str) -> list[dict[str, Any]]:
-    return [{"type": {"text": "label"}, "valueString": text}]
 
 
 def _refused(response: httpx.Response, named: str) -> None:
@@ -38,7 +30,7 @@ def _refused(response: httpx.Response, named: str) -> None:
     assert named in body["issue"][0]["details"]["text"]
 
 
-# --- item 4: _sort and _elements lists ------------------------------------------------------
+# --- _sort and _elements lists --------------------------------------------------------------
 
 
 def test_sort_with_hundreds_of_keys_is_a_400_naming_sort(api: httpx.Client) -> None:
@@ -53,8 +45,8 @@ def test_sort_with_thousands_of_keys_in_a_form_is_a_400_naming_sort(api: httpx.C
 
 def test_sort_key_repeated_counts_once_and_its_first_direction_wins(api: httpx.Client) -> None:
     patient = new_patient()
-    early = _task(api, patient, authoredOn="2024-01-01T10:00:00Z")
-    late = _task(api, patient, authoredOn="2024-06-01T10:00:00Z")
+    early = task_for(api, patient, authoredOn="2024-01-01T10:00:00Z")
+    late = task_for(api, patient, authoredOn="2024-06-01T10:00:00Z")
     for keys, order in (
         ("-authored-on,authored-on", [late, early]),
         ("authored-on,-authored-on,authored-on", [early, late]),
@@ -68,7 +60,7 @@ def test_sort_with_every_key_once_in_both_directions_is_allowed(api: httpx.Clien
     keys = ["authored-on", "due", "status", "_lastUpdated", "modified"]
     both = ",".join([*keys, *(f"-{k}" for k in keys)])
     patient = new_patient()
-    task_id = _task(api, patient)
+    task_id = task_for(api, patient)
     assert _ids(api.get("/Task", params={"patient": patient, "_sort": both})) == [task_id]
 
 
@@ -79,7 +71,7 @@ def test_elements_with_thousands_of_names_is_a_400_naming_elements(api: httpx.Cl
 
 def test_elements_with_64_names_repeats_included_is_allowed(api: httpx.Client) -> None:
     patient = new_patient()
-    task_id = _task(api, patient)
+    task_id = task_for(api, patient)
     names = ",".join(["status", "status", *(f"e{i}" for i in range(62))])
     response = api.post("/Task/_search", data={"patient": patient, "_elements": names})
     assert _ids(response) == [task_id]
@@ -95,7 +87,7 @@ def test_include_with_more_values_than_it_has_spellings_is_a_400(api: httpx.Clie
         _refused(api.post("/Task/_search", data={name: ",".join(["Task:part-of"] * 2000)}), name)
 
 
-# --- item 5: values that fold to nothing ------------------------------------------------------
+# --- values that fold to nothing --------------------------------------------------------------
 
 FOLDING = ["description", "label", "code:text", "business-status:text", "performer:text"]
 FOLDING_MODIFIED = [*FOLDING, "description:contains", "label:contains"]
@@ -118,8 +110,8 @@ def test_one_value_of_combining_marks_in_an_or_list_is_a_400(api: httpx.Client, 
 def test_exact_takes_a_value_of_combining_marks_as_it_is(api: httpx.Client) -> None:
     """:exact does not fold: a description of one combining mark is stored and found."""
     patient = new_patient()
-    task_id = _task(api, patient, description="\u0301", input=_label("\u094d"))
-    other = _task(api, patient, description="Call")
+    task_id = task_for(api, patient, description="\u0301", input=label_input("\u094d"))
+    other = task_for(api, patient, description="Call")
     found = api.get(f"/Task?patient={patient}&description:exact={quote(chr(0x301))}")
     assert _ids(found) == [task_id]
     assert _ids(api.get(f"/Task?patient={patient}&label:exact={quote(chr(0x94D))}")) == [task_id]
@@ -127,7 +119,7 @@ def test_exact_takes_a_value_of_combining_marks_as_it_is(api: httpx.Client) -> N
     assert _ids(api.get(f"/Task?patient={patient}&description:contains=a")) == [other]
 
 
-# --- item 9: leap seconds ---------------------------------------------------------------------
+# --- leap seconds -----------------------------------------------------------------------------
 
 LEAP = "2016-12-31T23:59:60Z"
 LEAP_ELEMENTS = {
@@ -144,7 +136,7 @@ def test_a_leap_second_is_found_in_its_minute_day_month_and_year(
     api: httpx.Client, param: str, stored: str
 ) -> None:
     patient = new_patient()
-    task_id = _task(api, patient, **LEAP_ELEMENTS[param](stored))
+    task_id = task_for(api, patient, **LEAP_ELEMENTS[param](stored))
 
     def found(value: str) -> list[str]:
         return _ids(api.get("/Task", params={"patient": patient, param: value}))
@@ -157,22 +149,22 @@ def test_a_leap_second_is_found_in_its_minute_day_month_and_year(
 
 def test_a_leap_second_sorts_after_the_rest_of_its_minute(api: httpx.Client) -> None:
     patient = new_patient()
-    leap = _task(api, patient, authoredOn=LEAP)
-    before = _task(api, patient, authoredOn="2016-12-31T23:59:59.999Z")
-    after = _task(api, patient, authoredOn="2017-01-01T00:00:00Z")
+    leap = task_for(api, patient, authoredOn=LEAP)
+    before = task_for(api, patient, authoredOn="2016-12-31T23:59:59.999Z")
+    after = task_for(api, patient, authoredOn="2017-01-01T00:00:00Z")
     response = api.get("/Task", params={"patient": patient, "_sort": "authored-on"})
     assert _ids(response) == [before, leap, after]
 
 
 def test_a_leap_second_search_value_is_the_end_of_its_minute(api: httpx.Client) -> None:
     patient = new_patient()
-    inside = _task(api, patient, authoredOn="2016-12-31T23:59:30Z")
-    _task(api, patient, authoredOn="2017-01-01T00:00:00Z")
+    inside = task_for(api, patient, authoredOn="2016-12-31T23:59:30Z")
+    task_for(api, patient, authoredOn="2017-01-01T00:00:00Z")
     for value in ("le2016-12-31T23:59:60Z", "lt2016-12-31T23:59:60.5Z"):
         assert _ids(api.get("/Task", params={"patient": patient, "authored-on": value})) == [inside]
 
 
-# --- item 16: ASCII digits, and NFC for :exact ------------------------------------------------
+# --- ASCII digits, and NFC for :exact ---------------------------------------------------------
 
 ARABIC_2024 = "\u0662\u0660\u0662\u0664"  # ٢٠٢٤
 
@@ -206,7 +198,7 @@ def test_paging_with_digits_other_than_ascii_is_a_400(
 def test_a_version_id_with_digits_other_than_ascii_is_not_found(
     api: httpx.Client, vid: str
 ) -> None:
-    task_id = _task(api, new_patient())
+    task_id = task_for(api, new_patient())
     response = api.get(f"/Task/{task_id}/_history/{quote(vid)}")
     assert response.status_code == 404, response.text
     assert response.json()["resourceType"] == "OperationOutcome"
@@ -223,7 +215,7 @@ IF_MATCH = {
 
 @pytest.mark.parametrize("etag", list(IF_MATCH.values()), ids=list(IF_MATCH))
 def test_if_match_with_digits_other_than_ascii_is_a_400(api: httpx.Client, etag: bytes) -> None:
-    task_id = _task(api, new_patient())
+    task_id = task_for(api, new_patient())
     response = api.put(
         f"/Task/{task_id}",
         json=seed_task(id=task_id, status="completed"),
@@ -241,7 +233,7 @@ DECOMPOSED = "Cafe\u0301 re\u0301sume\u0301"  # e and a combining acute
 @pytest.mark.parametrize(("stored", "searched"), [(COMPOSED, DECOMPOSED), (DECOMPOSED, COMPOSED)])
 def test_exact_compares_the_nfc_forms(api: httpx.Client, stored: str, searched: str) -> None:
     patient = new_patient()
-    task_id = _task(api, patient, description=stored, input=_label(stored))
+    task_id = task_for(api, patient, description=stored, input=label_input(stored))
     for param in ("description:exact", "label:exact"):
         found = api.get("/Task", params={"patient": patient, param: searched})
         assert _ids(found) == [task_id], param
@@ -251,7 +243,7 @@ def test_exact_compares_the_nfc_forms(api: httpx.Client, stored: str, searched: 
 
 def test_exact_still_tells_accents_and_case_apart(api: httpx.Client) -> None:
     patient = new_patient()
-    _task(api, patient, description=COMPOSED)
+    task_for(api, patient, description=COMPOSED)
     for searched in ("Cafe resume", "caf\u00e9 r\u00e9sum\u00e9"):
         found = api.get("/Task", params={"patient": patient, "description:exact": searched})
         assert _ids(found) == [], searched

@@ -16,7 +16,8 @@ import pytest
 
 from caretask.config import SETTINGS, BadSetting, Settings
 from caretask.http.timeouts import EdgeProtocol, edge_protocol
-from tests.conftest import POSTGRES_URL, Server, postgres_database, run_cli
+from tests.support.databases import POSTGRES_URL, postgres_database
+from tests.support.server import Server, run_cli
 
 
 def _other_value(name: str, value: object) -> object:

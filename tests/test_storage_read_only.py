@@ -18,7 +18,9 @@ import pytest
 from caretask.domain.audit import AuditRecord
 from caretask.storage import open_storage, schema
 from caretask.storage.urls import DatabaseURL
-from tests.conftest import CARETASK, POSTGRES_URL, SEED_CREATE, postgres_database, run_cli
+from tests.support.databases import POSTGRES_URL, postgres_database
+from tests.support.seed import SEED_CREATE
+from tests.support.server import CARETASK, run_cli
 
 TASKS = 3
 

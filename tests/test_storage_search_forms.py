@@ -15,7 +15,8 @@ from caretask.domain import search_params
 from caretask.storage import open_storage, sql_search
 from caretask.storage.dialect import SQLITE
 from caretask.storage.urls import DatabaseURL
-from tests.conftest import engine_database, run_cli
+from tests.support.databases import engine_database
+from tests.support.server import run_cli
 
 QUERIES = [
     [("description", "call")],

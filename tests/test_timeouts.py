@@ -16,8 +16,10 @@ import httpx
 import pytest
 
 from caretask.config import Settings
-from tests.conftest import SEED_CREATE, Server, database_url
-from tests.rawhttp import closed_by_server, connect, read_response
+from tests.support.databases import database_url
+from tests.support.rawhttp import closed_by_server, connect, read_response
+from tests.support.seed import SEED_CREATE
+from tests.support.server import Server
 
 HEADER_TIMEOUT, BODY_TIMEOUT, KEEPALIVE_TIMEOUT = 1.0, 1.0, 3
 SLACK = 1.0  # scheduling on a shared 2-core machine
@@ -34,11 +36,8 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "CARETASK_BODY_TIMEOUT": str(BODY_TIMEOUT),
         "CARETASK_KEEPALIVE_TIMEOUT": str(KEEPALIVE_TIMEOUT),
     }
-    srv = Server(database_url("sqlite", workdir), workdir, env=env).start()
-    try:
+    with Server(database_url("sqlite", workdir), workdir, env=env) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

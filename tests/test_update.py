@@ -6,7 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.conftest import SEED_CREATE, Server, create_task, new_patient, seed_task
+from tests.support.clients import create_task
+from tests.support.seed import SEED_CREATE, new_patient, seed_task
+from tests.support.server import Server
 
 
 def test_update_returns_200_new_etag_and_empty_body(api: httpx.Client) -> None:

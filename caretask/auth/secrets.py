@@ -8,8 +8,8 @@ import hmac
 import os
 import secrets
 
-# scrypt cost: about 30-60 ms per check on this machine, cheap enough for token issuance
-# (tokens are reused for an hour) and slow enough to make offline guessing expensive.
+# scrypt cost: slow enough per check to make offline guessing expensive, and still cheap
+# enough for token issuance, which is rare (a token is reused until it expires).
 _N, _R, _P = 2**14, 8, 1
 _DUMMY = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$" + "A" * 43 + "="
 

@@ -1,7 +1,7 @@
 """A fast, conservative check that a Task body is valid FHIR R4B: a hot path, hand-written.
 
-Validating with the fhir.resources model costs about 200 microseconds per Task, which
-made `caretask import` of a million tasks take minutes (the benchmark in issue 4). This
+Validating with the fhir.resources model is slow enough to set the pace of `caretask
+import` over a large file. This
 module accepts only bodies built from a common subset of Task elements, each checked at
 least as strictly as the model checks it (the same patterns, exact JSON types, a narrower
 dateTime form). It answers True only when the model would accept the body and

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote
 
-from tests.conftest import SEED_CREATE
+from tests.support.seed import SEED_CREATE
 
 CLOSED: Final = "closed"  # the server may close the connection without a response
 JSON: Final = {"Content-Type": "application/fhir+json"}
@@ -607,7 +607,7 @@ def methods_and_media() -> Iterator[Entry]:
 
 
 def huge_searches() -> Iterator[Entry]:
-    """Issue 12 item 1: searches past the bounds on values (128 in all, 100 a parameter) and
+    """Searches past the bounds on values (128 in all, 100 a parameter) and
     ANDed conditions (16), which ran for minutes unbounded; the form takes what no URL holds."""
 
     def dates(i: int, n: int) -> str:
@@ -634,7 +634,7 @@ def huge_searches() -> Iterator[Entry]:
 
 
 # --- 6. odd search values: long result lists, values that fold to nothing, digits that are
-# not ASCII, leap seconds (issue 12 items 4, 5, 9, 16) -----------------------------------------
+# not ASCII, leap seconds ----------------------------------------------------------------------
 
 MARKS_ONLY: Final = {"acute": "\u0301", "virama": "\u094d", "stacked": "\u0301\u0300\u0327"}
 FOLDING_PARAMS: Final = [
@@ -820,8 +820,8 @@ def update_bodies() -> Iterator[Entry]:
 
 
 def token_throttle_keys() -> Iterator[Entry]:
-    """Client ids shaped to collide with or bloat the token throttle's keys (issue 12 item
-    3): refused as any unknown client, each costing its address one check."""
+    """Client ids shaped to collide with or bloat the token throttle's keys: refused as any
+    unknown client, each costing its address one check."""
     import base64
 
     forged = quote("127.0.0.2 ct_000000000000000000000000", safe="")
@@ -847,7 +847,7 @@ def token_throttle_keys() -> Iterator[Entry]:
 
 
 def content_encodings() -> Iterator[Entry]:
-    """A body in a content coding (issue 12 item 14c), on every endpoint that reads a body:
+    """A body in a content coding, on every endpoint that reads a body:
     415 with Accept-Encoding: identity, before the body is read as JSON or a form; identity
     alone is the body as it is."""
     token_form = b"grant_type=client_credentials&client_id=x&client_secret=y"
@@ -901,7 +901,7 @@ def content_encodings() -> Iterator[Entry]:
 
 
 def hosts() -> Iterator[Entry]:
-    """Host headers (issue 12 item 15b): only `name[:port]` or `[IPv6][:port]` naming an
+    """Host headers: only `name[:port]` or `[IPv6][:port]` naming an
     allowed host is answered; forged hosts, userinfo, paths, a second Host, an empty one and
     IPv6 forms that are not an allowed address get the same 400, before authentication."""
     refused = [

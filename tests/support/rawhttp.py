@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 
-from tests.conftest import Server
+from tests.support.server import Server
 
 
 def connect(srv: Server) -> socket.socket:
