@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from caretask.domain.references import version_number
 
+PATTERN = r'^W/"[0-9]+"$'  # what `etag` writes, as an OpenAPI/JSON Schema pattern
+
 
 def etag(version: int | str) -> str:
     """The ETag of a version (its number, or the string meta.versionId holds)."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from caretask import __version__
 from caretask.config import Settings
+from caretask.domain import etag
 from caretask.domain.dates import FHIR_DATE_TIME, FHIR_INSTANT
 from caretask.domain.references import ID_PATTERN as ID_FORM
 from caretask.domain.references import TYPE_PATTERN
@@ -54,7 +55,7 @@ CODE_PATTERN = f"^{_WORD}( {_WORD})*$"
 URI_PATTERN = f"^{_WORD}$"
 ID_PATTERN = f"^{ID_FORM.pattern}$"
 _REF_ID = ID_FORM.pattern
-ETAG_PATTERN = '^W/"[0-9]+"$'
+ETAG_PATTERN = etag.PATTERN
 
 
 def ref(name: str) -> Schema:

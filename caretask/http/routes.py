@@ -7,7 +7,7 @@ here and one handler.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -22,6 +22,7 @@ from caretask.domain.capability import capability_statement
 from caretask.domain.references import ID_PATTERN, version_number
 from caretask.http import metadata, tasks, token_endpoint
 from caretask.http.audit import AuditName
+from caretask.http.endpoint import Handler
 from caretask.http.openapi import (
     BODY_ERRORS,
     EDGE_ERRORS,
@@ -54,8 +55,6 @@ from caretask.http.openapi import (
 from caretask.http.responses import fhir_response
 from caretask.http.state import app_state
 from caretask.http.urls import base_url
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass(frozen=True)
