@@ -1,5 +1,4 @@
-"""Head flood: endless URLs, header lines and chunked-body framing against a real server
-(issue 12 item 2).
+"""Head flood: endless URLs, header lines and chunked-body framing against a real server.
 
     python -m benchmarks.head_flood [--megabytes 100] [--connections 1 4] [--kinds url ...]
 

@@ -62,7 +62,7 @@ CEILING_OF = {
     "update": "ceiling-post",
     "mix": "ceiling-get",
 }
-# issue 5's targets: share of the ceiling (or requests/s for the mix)
+# the targets it was written for: share of the ceiling (or requests/s for the mix)
 TARGETS = {"read": 0.10, "by-patient": 0.04, "create": 0.04, "update": 0.03}
 MIX_TARGET = 1_500
 P99_TARGET_MS = 50

@@ -1,4 +1,4 @@
-"""The huge-search attacks of issue 12 item 1 against a real `caretask serve` holding demo
+"""Huge-search attacks against a real `caretask serve` holding demo
 tasks, with a read-only client: each attack once, then four at a time for a few seconds
 while another client times /readyz and an ordinary search. Prints a table of statuses,
 times and the server's RSS, and writes benchmarks/results/search-attack-<engine>.json.

@@ -1,4 +1,4 @@
-"""The token endpoint's attacks of issue 12 item 3, against a fresh `caretask serve` (SQLite):
+"""Attacks on the token endpoint, against a fresh `caretask serve` (SQLite):
 150 concurrent wrong secrets from one address, the same from 150 addresses, and a lockout
 attempt (wrong secrets for a client's id from another address, then the real client). Prints
 the statuses, the server's CPU seconds (from /proc) and the wall time of each flood.

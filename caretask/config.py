@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from caretask.storage.urls import DEFAULT_POOL_SIZE, DEFAULT_URL
-
 T = TypeVar("T")
+# here, not in caretask.storage: reading the settings must not load the database drivers
+DEFAULT_URL = "sqlite:///./caretask.db"
+DEFAULT_POOL_SIZE = 10  # PostgreSQL connections per pool unless the caller says
 _CPUS = os.cpu_count() or 1
 _DECLARED = "caretask.setting"  # the metadata key of a field's declaration
 

@@ -3,9 +3,11 @@ ETag header, If-Match, If-None-Match and a history entry's etag cannot disagree.
 
 from __future__ import annotations
 
-from caretask.domain.references import version_number
+from caretask.domain.references import VERSION_FORM, version_number
 
 PATTERN = r'^W/"[0-9]+"$'  # what `etag` writes, as an OpenAPI/JSON Schema pattern
+# what `parse_etag` reads (If-Match): weak or strong, quoted or not
+READ_PATTERN = f'^(W/)?"?{VERSION_FORM}"?$'
 
 
 def etag(version: int | str) -> str:

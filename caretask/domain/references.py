@@ -9,7 +9,8 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 TYPE_PATTERN = re.compile(r"[A-Z][A-Za-z]{1,63}")
 # ASCII digits only: str.isdigit() is true of Arabic-Indic '1' (int() reads it) and of '²' (int()
 # raises), and a version number under 10 digits fits a 32-bit column
-_VERSION = re.compile(r"[0-9]{1,9}")
+VERSION_FORM = "[0-9]{1,9}"  # a version number as a URL segment or in an ETag
+_VERSION = re.compile(VERSION_FORM)
 _REFERENCE = re.compile(
     r"(?:https?://[^\s/]+(?:/[^\s]*)?/)?"
     rf"(?P<type>{TYPE_PATTERN.pattern})/(?P<id>{ID_PATTERN.pattern})"

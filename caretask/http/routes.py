@@ -18,8 +18,9 @@ from starlette.responses import Response
 from starlette.routing import Route, compile_path
 from starlette.types import Scope
 
+from caretask.domain import etag
 from caretask.domain.capability import capability_statement
-from caretask.domain.references import ID_PATTERN, version_number
+from caretask.domain.references import ID_PATTERN, VERSION_FORM, version_number
 from caretask.http import metadata, tasks, token_endpoint
 from caretask.http.audit import AuditName
 from caretask.http.endpoint import Handler
@@ -261,7 +262,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             (
                 request_header(
                     "If-Match",
-                    {"type": "string", "pattern": '^(W/)?"[0-9]{1,9}"$'},
+                    {"type": "string", "pattern": etag.READ_PATTERN},
                     "the version being replaced; another is a 412",
                 ),
                 PREFER_WRITE,
@@ -298,7 +299,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "200": fhir("StoredTask", "that version", VERSION_HEADERS),
                 **errors(*FHIR_ERRORS, 404),
             },
-            (TASK_ID, path_parameter("vid", {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"})),
+            (TASK_ID, path_parameter("vid", {"type": "string", "pattern": f"^{VERSION_FORM}$"})),
         ),
         interaction="vread",
         task=True,

@@ -79,13 +79,27 @@ def _connect(url: DatabaseURL, read_only: bool) -> Any:
         return conn
     if not os.path.isfile(path):  # mode=ro would not create it, but say why it is missing
         raise SchemaNotCurrent("the database has no schema; run `caretask migrate`")
-    # A WAL database is read through its -wal and -shm files, which a reader creates when
-    # they are missing; in a folder that cannot be written (no server can run there: a
-    # writer needs its -wal) the file is read as it is, without them.
-    folder = os.path.dirname(os.path.abspath(path))
-    frozen = not os.path.exists(path + "-wal") and not os.access(folder, os.W_OK)
-    uri = f"file:{quote(os.path.abspath(path))}?mode=ro{'&immutable=1' if frozen else ''}"
-    return sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        # A WAL database is read through its -wal and -shm files, which a reader creates
+        # when they are missing. Only a file that nobody can write (a read-only file system,
+        # or no write permission for anyone, and no -wal) is then read as it is: `immutable`
+        # over a file that a server could still be writing would read torn pages.
+        if not _frozen(path):
+            raise
+    return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=60, isolation_level=None)
+
+
+def _frozen(path: str) -> bool:
+    if os.path.exists(path + "-wal"):
+        return False
+    read_only_fs = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    return read_only_fs or not os.stat(path).st_mode & 0o222
 
 
 class BulkStore:
@@ -121,7 +135,11 @@ class BulkStore:
 
         try:
             rows = self._run("SELECT version_num FROM alembic_version")
-        except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):  # never migrated
+        except psycopg.errors.UndefinedTable:  # never migrated
+            rows = []
+        except sqlite3.OperationalError as error:
+            if "no such table" not in str(error):  # locked, unreadable: not a schema matter
+                raise
             rows = []
         require_current(rows[0][0] if rows else None)
 

@@ -27,6 +27,7 @@ import psycopg
 from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from caretask.config import DEFAULT_POOL_SIZE
 from caretask.domain.audit import AuditRecord, encode_batch
 from caretask.domain.indexing import TaskIndex
 from caretask.domain.search_params import SearchQuery
@@ -45,7 +46,6 @@ from caretask.storage.dialect import POSTGRESQL
 from caretask.storage.search_cache import SearchCache
 from caretask.storage.sql_search import stored_task
 from caretask.storage.statements import next_version, statements
-from caretask.storage.urls import DEFAULT_POOL_SIZE
 
 T = TypeVar("T")
 _SQL = statements(POSTGRESQL)

@@ -7,9 +7,7 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-DEFAULT_URL = "sqlite:///./caretask.db"
-# PostgreSQL connections per pool unless the caller says (config.Settings.db_pool_size)
-DEFAULT_POOL_SIZE = 10
+from caretask.config import DEFAULT_URL
 
 
 class BadDatabaseURL(ValueError):
