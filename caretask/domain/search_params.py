@@ -105,7 +105,9 @@ MODIFIERS: dict[ParamType, frozenset[str]] = {
     "reference": frozenset({"missing"}),
     "date": frozenset({"missing"}),
 }
-DATE_PREFIXES = frozenset({"eq", "ne", "lt", "gt", "le", "ge", "sa", "eb", "ap"})
+# in the order FHIR's search page lists them (the error for an unknown prefix shows them)
+_PREFIX_ORDER = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+DATE_PREFIXES = frozenset(_PREFIX_ORDER)
 RESULT_PARAMETERS = frozenset(
     {"_count", "_offset", "_sort", "_total", "_summary", "_elements", "_format", "_pretty"}
 )
@@ -256,7 +258,12 @@ def _date_value(name: str, raw: str) -> tuple[str, int, int]:
     if raw[:2].isalpha():
         prefix, rest = raw[:2], raw[2:]
         if prefix not in DATE_PREFIXES:
-            raise _fail(name, f"{name}: unknown prefix '{prefix}'")
+            expected = ", ".join(p for p in _PREFIX_ORDER)
+            raise _fail(
+                name,
+                f"{name}: unknown prefix '{prefix}'; a date takes one of {expected}, "
+                "or none (eq), before the date",
+            )
     bounds = parse_range(rest)
     if bounds is None:
         raise _fail(name, f"{name}: '{rest[:40]}' is not a valid FHIR date or dateTime")
