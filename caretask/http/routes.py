@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, compile_path
@@ -23,6 +24,7 @@ from caretask.domain.references import ID_PATTERN, version_number
 from caretask.http import metadata, tasks, token_endpoint
 from caretask.http.audit import AuditName
 from caretask.http.endpoint import Handler
+from caretask.http.negotiation import check_accept
 from caretask.http.openapi import (
     BODY_ERRORS,
     EDGE_ERRORS,
@@ -48,11 +50,12 @@ from caretask.http.openapi import (
     search_form,
     search_query,
     search_responses,
+    subset_query,
     task_body,
     token_responses,
     written,
 )
-from caretask.http.responses import fhir_response
+from caretask.http.responses import empty_response, fhir_response
 from caretask.http.state import app_state
 from caretask.http.urls import base_url
 
@@ -76,8 +79,11 @@ class Endpoint:
 
 
 async def capabilities(request: Request) -> Response:
+    check_accept(request)
+    state = app_state(request)
+    cors = bool(state.settings.cors_origins)
     return fhir_response(
-        capability_statement(base_url(request), app_state(request).started_at, INTERACTIONS)
+        capability_statement(base_url(request), state.started_at, INTERACTIONS, cors=cors)
     )
 
 
@@ -244,7 +250,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 },
                 **errors(*FHIR_ERRORS, 404),
             },
-            (request_header("If-None-Match", {"type": "string"}, "the current ETag answers 304"),),
+            (
+                request_header("If-None-Match", {"type": "string"}, "the current ETag answers 304"),
+                *subset_query(),
+            ),
             path_parameters=(TASK_ID,),
         ),
         interaction="read",
@@ -298,7 +307,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "200": fhir("StoredTask", "that version", VERSION_HEADERS),
                 **errors(*FHIR_ERRORS, 404),
             },
-            (TASK_ID, path_parameter("vid", {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"})),
+            (
+                TASK_ID,
+                path_parameter("vid", {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"}),
+                *subset_query(),
+            ),
         ),
         interaction="vread",
         task=True,
@@ -326,9 +339,45 @@ INTERACTIONS = tuple(e.interaction for e in SERVED if e.task)
 UNAUDITED = frozenset(e.path for e in ENDPOINTS if not e.audited)
 
 
+def allowed_methods(path: str) -> tuple[str, ...]:
+    """The methods served on a path of the table, in its order: each served entry's, HEAD
+    with GET (Starlette answers it with the GET handler), and OPTIONS (every path's)."""
+    methods: list[str] = []
+    for endpoint in SERVED:
+        if endpoint.path == path:
+            methods.append(endpoint.method)
+            if endpoint.method == "GET":
+                methods.append("HEAD")
+    return (*methods, "OPTIONS")
+
+
+# every method any path serves: what a CORS preflight may ask for
+SERVED_METHODS = tuple(dict.fromkeys(m for e in SERVED for m in allowed_methods(e.path)))
+
+
+def _other_methods(path: str) -> Route:
+    """The route of a path's every method the table does not serve on it: OPTIONS is
+    answered (204, with Allow), any other method is a 405 whose Allow lists the path's
+    methods. Starlette's own 405 named only the methods of the first route that matched the
+    path, one of several for the path (GET and HEAD on a Task's URL, where PUT works too)."""
+    allow = ", ".join(allowed_methods(path))
+
+    async def other(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return empty_response(204, {"Allow": allow})
+        raise HTTPException(405, headers={"Allow": allow})
+
+    return Route(path, other, methods=None, name=f"other methods of {path}")
+
+
 def routes() -> list[Route]:
-    """The application's routes, in the table's order (Starlette tries them in turn)."""
-    return [Route(e.path, e.handler, methods=[e.method]) for e in SERVED if e.handler is not None]
+    """The application's routes: the table's, in its order (Starlette tries them in turn),
+    then one per path for the methods that path does not serve (tried only when no served
+    route matched: a route for any method would otherwise take the requests of later
+    entries' paths that it also matches)."""
+    served = [Route(e.path, e.handler, methods=[e.method]) for e in SERVED if e.handler]
+    paths = dict.fromkeys(e.path for e in SERVED)
+    return [*served, *(_other_methods(path) for path in paths)]
 
 
 def _openapi_paths() -> dict[str, Schema]:
