@@ -42,9 +42,9 @@ def _elements_marked(flag: str) -> frozenset[str]:
 
 # elements a Task must have (min 1): kept whatever the client asked for
 MANDATORY = _elements_marked("element_required")
-# elements the R4 definition marks isSummary: what _summary=true returns
-SUMMARY_ELEMENTS = _elements_marked("summary_element_property") | MANDATORY
 ALWAYS_KEPT = frozenset({"resourceType", "id", "meta"}) | MANDATORY
+# elements the R4 definition marks isSummary: what _summary=true returns
+SUMMARY_ELEMENTS = _elements_marked("summary_element_property") | ALWAYS_KEPT
 # what _summary=text returns
 TEXT_ELEMENTS = ALWAYS_KEPT | {"text"}
 

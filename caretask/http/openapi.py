@@ -30,7 +30,7 @@ from caretask.domain.search_params import (
     PARAMETERS,
     ParamDef,
 )
-from caretask.domain.subsetting import MAX_ELEMENTS, SUMMARY_VALUES
+from caretask.domain.subsetting import ALWAYS_KEPT, MAX_ELEMENTS, SUMMARY_VALUES
 from caretask.domain.task_rules import (
     GROUP_EXTENSION,
     PERMALINK_EXTENSION,
@@ -321,11 +321,15 @@ def _task_schemas() -> dict[str, Schema]:
     }
     subsetted: Schema = {
         "type": "object",
-        "description": "A Task cut down by _elements (meta.tag SUBSETTED)",
+        "description": "A Task cut down by _elements or _summary (meta.tag SUBSETTED)",
         "properties": open_properties,
-        "required": ["resourceType", "id", "meta"],
+        "required": ["resourceType", *sorted(ALWAYS_KEPT - {"resourceType"})],
     }
-    return {"Task": request, "StoredTask": stored, "SubsettedTask": subsetted}
+    read: Schema = {
+        "description": "A stored Task, whole or (with _summary or _elements) cut down",
+        "anyOf": [ref("StoredTask"), ref("SubsettedTask")],
+    }
+    return {"Task": request, "StoredTask": stored, "SubsettedTask": subsetted, "ReadTask": read}
 
 
 def _bundle_schemas() -> dict[str, Schema]:
@@ -343,7 +347,7 @@ def _bundle_schemas() -> dict[str, Schema]:
         "type": "object",
         "properties": {
             "fullUrl": {"type": "string"},
-            "resource": {"anyOf": [ref("StoredTask"), ref("SubsettedTask")]},
+            "resource": ref("ReadTask"),
             "search": {
                 "type": "object",
                 "properties": {"mode": {"enum": ["match", "include"]}},

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, compile_path
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from caretask.domain.capability import capability_statement
 from caretask.domain.references import ID_PATTERN, version_number
@@ -243,7 +243,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "readTask",
             "Read the current version",
             {
-                "200": fhir("StoredTask", "the Task", VERSION_HEADERS),
+                "200": fhir("ReadTask", "the Task", VERSION_HEADERS),
                 "304": {
                     "description": "If-None-Match is the current version",
                     "headers": {"ETag": VERSION_HEADERS["ETag"]},
@@ -304,7 +304,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "readTaskVersion",
             "Read one version",
             {
-                "200": fhir("StoredTask", "that version", VERSION_HEADERS),
+                "200": fhir("ReadTask", "that version", VERSION_HEADERS),
                 **errors(*FHIR_ERRORS, 404),
             },
             (
@@ -355,19 +355,20 @@ def allowed_methods(path: str) -> tuple[str, ...]:
 SERVED_METHODS = tuple(dict.fromkeys(m for e in SERVED for m in allowed_methods(e.path)))
 
 
-def _other_methods(path: str) -> Route:
+class _OtherMethods:
     """The route of a path's every method the table does not serve on it: OPTIONS is
     answered (204, with Allow), any other method is a 405 whose Allow lists the path's
     methods. Starlette's own 405 named only the methods of the first route that matched the
-    path, one of several for the path (GET and HEAD on a Task's URL, where PUT works too)."""
-    allow = ", ".join(allowed_methods(path))
+    path, one of several for the path (GET and HEAD on a Task's URL, where PUT works too).
+    An ASGI app, not a function: Starlette gives a function's route GET only."""
 
-    async def other(request: Request) -> Response:
-        if request.method == "OPTIONS":
-            return empty_response(204, {"Allow": allow})
-        raise HTTPException(405, headers={"Allow": allow})
+    def __init__(self, path: str) -> None:
+        self.allow = ", ".join(allowed_methods(path))
 
-    return Route(path, other, methods=None, name=f"other methods of {path}")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "OPTIONS":
+            raise HTTPException(405, headers={"Allow": self.allow})
+        await empty_response(204, {"Allow": self.allow})(scope, receive, send)
 
 
 def routes() -> list[Route]:
@@ -377,7 +378,7 @@ def routes() -> list[Route]:
     entries' paths that it also matches)."""
     served = [Route(e.path, e.handler, methods=[e.method]) for e in SERVED if e.handler]
     paths = dict.fromkeys(e.path for e in SERVED)
-    return [*served, *(_other_methods(path) for path in paths)]
+    return [*served, *(Route(path, _OtherMethods(path)) for path in paths)]
 
 
 def _openapi_paths() -> dict[str, Schema]:
