@@ -418,3 +418,8 @@ def test_unknown_date_prefix_lists_the_valid_ones(api: httpx.Client) -> None:
         "authored-on: unknown prefix 'zz'; a date takes one of eq, ne, gt, lt, ge, le, sa, eb, "
         "ap, or none (eq), before the date"
     )
+
+
+def test_format_xml_in_a_search_form_is_406(api: httpx.Client) -> None:
+    response = api.post("/Task/_search", data={"_format": "xml"})
+    assert response.status_code == 406

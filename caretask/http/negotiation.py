@@ -21,25 +21,27 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-def requested_format(request: Request) -> str | None:
-    """The `_format` parameter's media type (its parameters left off), if one was sent."""
-    query: bytes = request.scope.get("query_string", b"")
-    if b"_format" not in query:
-        return None
-    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+def check_format(pairs: list[tuple[str, str]]) -> bool:
+    """Whether `pairs` (a query's or a search form's) hold a `_format`; a 406 when it is
+    not JSON."""
+    sent = False
+    for name, value in pairs:
         if name == "_format":
             # an unencoded `+` (application/fhir+json) arrives as a space
-            return value.split(";", 1)[0].strip().replace(" ", "+").lower()
-    return None
+            wanted = value.split(";", 1)[0].strip().replace(" ", "+").lower()
+            if not wanted:
+                continue  # no format named: Accept decides
+            if wanted not in JSON_FORMATS:
+                raise HttpProblem(406, "not-supported", f"_format={wanted[:60]}: {_NOT_JSON}")
+            sent = True
+    return sent
 
 
 def check_accept(request: Request) -> None:
     """406 when the client asks only for formats we do not produce (say, FHIR XML): in
     `_format`, which FHIR lets stand in for Accept (and overrides it), or else in Accept."""
-    wanted = requested_format(request)
-    if wanted is not None:
-        if wanted not in JSON_FORMATS:
-            raise HttpProblem(406, "not-supported", f"_format={wanted[:60]}: {_NOT_JSON}")
+    query: bytes = request.scope.get("query_string", b"")
+    if b"_format" in query and check_format(parse_qsl(query.decode("latin-1"))):
         return
     accept = request.headers.get("accept")
     if not accept:

@@ -23,7 +23,14 @@ from caretask.domain.references import ID_PATTERN
 from caretask.http.audit import CLIENT_CLOSED
 from caretask.http.endpoint import endpoint
 from caretask.http.errors import HttpProblem
-from caretask.http.negotiation import FORM, media_type, prefer, read_body, read_json_body
+from caretask.http.negotiation import (
+    FORM,
+    check_format,
+    media_type,
+    prefer,
+    read_body,
+    read_json_body,
+)
 from caretask.http.responses import empty_response, fhir_response
 from caretask.http.state import opened, settings
 from caretask.http.urls import base_url, link_path
@@ -186,6 +193,7 @@ async def search_post(request: Request) -> Response:
         form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise InvalidSearch.single("invalid", "the form body could not be parsed") from None
+    check_format(form)  # the query's was checked with Accept
     return await _search(request, [*query_pairs(_query(request)), *form])
 
 

@@ -606,6 +606,7 @@ def methods_and_media() -> Iterator[Entry]:
     )
     yield Entry("media/read-format-xml", "GET", f"/Task/{UNKNOWN_ID}?_format=xml", 406)
     yield Entry("media/metadata-format-xml", "GET", "/metadata?_format=xml", 406)
+    yield Entry("media/search-form-format-xml", "POST", "/Task/_search", 406, b"_format=xml", FORM)
     yield Entry(
         "media/format-json-over-accept-xml",
         "GET",
