@@ -82,6 +82,17 @@ def host_names(hosts: tuple[str, ...]) -> str | None:
     return None
 
 
+def origins(values: tuple[str, ...]) -> str | None:
+    """Browser origins as a browser sends them in Origin: scheme://host[:port], no path."""
+    for origin in values:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            return f": '{origin}' is not an origin (scheme://host[:port], no path), nor '*'"
+    return None
+
+
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.\-]*://[^/?#\s,]+", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class Declared:
     """One setting's declaration, less what the dataclass field holds (name, type, default)."""
@@ -232,6 +243,16 @@ class Settings:
         check=host_names,
         flag="--allowed-hosts",
         shown="with a base URL any, else the loopback names and --host",
+    )
+    # browser apps on these origins may call the API (http.cors); none by default, as a
+    # server that no browser app uses has no reason to let one in
+    cors_origins: tuple[str, ...] = _setting(
+        (),
+        HOSTS,
+        "origins of the browser apps allowed to call the API (CORS), comma-separated ('*': any)",
+        check=origins,
+        flag="--cors-origins",
+        shown="none: CORS is off",
     )
 
     def __post_init__(self) -> None:

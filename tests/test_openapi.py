@@ -82,7 +82,7 @@ def test_search_parameters_are_the_capability_statements(
     query = document["paths"]["/Task"]["get"]["parameters"]
     names = {p["name"].partition(":")[0] for p in query if p["in"] == "query"}
     assert advertised == set(PARAMETERS)
-    assert names == advertised | (RESULT_PARAMETERS - {"_pretty"}) | {"_include", "_revinclude"}
+    assert names == advertised | RESULT_PARAMETERS | {"_include", "_revinclude"}
     form = document["paths"]["/Task/_search"]["post"]["requestBody"]["content"]
     form_names = set(form["application/x-www-form-urlencoded"]["schema"]["properties"])
     assert form_names == {p["name"] for p in query if p["in"] == "query"}

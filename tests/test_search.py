@@ -320,7 +320,8 @@ def test_total_none_omits_the_count(api: httpx.Client) -> None:
 def test_elements_limits_returned_elements_and_marks_subsetted(api: httpx.Client) -> None:
     task_id = task_for(api, new_patient())
     resource = _search(api, _id=task_id, _elements="status")["entry"][0]["resource"]
-    assert set(resource) == {"resourceType", "id", "meta", "status"}
+    # intent too: a mandatory element, always returned (FHIR search.html#elements)
+    assert set(resource) == {"resourceType", "id", "meta", "status", "intent"}
     assert resource["meta"]["tag"][0]["code"] == "SUBSETTED"
 
 

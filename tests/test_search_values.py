@@ -75,7 +75,8 @@ def test_elements_with_64_names_repeats_included_is_allowed(api: httpx.Client) -
     names = ",".join(["status", "status", *(f"e{i}" for i in range(62))])
     response = api.post("/Task/_search", data={"patient": patient, "_elements": names})
     assert _ids(response) == [task_id]
-    assert set(response.json()["entry"][0]["resource"]) == {"resourceType", "id", "meta", "status"}
+    kept = {"resourceType", "id", "meta", "status", "intent"}  # intent: mandatory, always kept
+    assert set(response.json()["entry"][0]["resource"]) == kept
     _refused(api.post("/Task/_search", data={"_elements": names + ",e99"}), "_elements")
 
 

@@ -1,7 +1,10 @@
 """Signed, expiring access tokens (JWT, HS256) verified without a database round trip.
 
 The signing key lives in the database, so every server sharing it accepts the same
-tokens across restarts; revocation is checked against the client's row.
+tokens across restarts; revocation is checked against the client's row. The claims are
+those of RFC 9068 (JWT access tokens): `client_id` and `sub` both name the client, which
+acts for itself in the client-credentials grant; clients such as Medplum's refuse a token
+without `client_id`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def issue(key: bytes, client_id: str, scope: str, ttl: int) -> str:
         "iss": ISSUER,
         "aud": AUDIENCE,
         "sub": client_id,
+        "client_id": client_id,
         "scope": scope,
         "iat": now,
         "exp": now + ttl,
@@ -57,6 +61,11 @@ def verify(key: bytes, token: str) -> Claims:
     scope, sub = payload.get("scope"), payload.get("sub")
     if not isinstance(scope, str) or not isinstance(sub, str):
         raise InvalidToken("missing claims")
+    # tokens issued before `client_id` was added stay valid until they expire: the claim
+    # is optional here, but when present it must name the same client as `sub`
+    client_id = payload.get("client_id", sub)
+    if client_id != sub:
+        raise InvalidToken("client_id and sub differ")
     return Claims(client_id=sub, scope=scope, expires_at=int(payload["exp"]))
 
 

@@ -8,12 +8,8 @@ from urllib.parse import quote
 
 from caretask.domain.etag import etag
 from caretask.domain.search_params import SearchQuery
+from caretask.domain.subsetting import subset
 from caretask.domain.task_rules import PERMALINK_EXTENSION
-
-_SUBSETTED = {
-    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-    "code": "SUBSETTED",
-}
 
 
 def permalink(base: str, task_id: str) -> str:
@@ -35,15 +31,6 @@ def render_task(resource: dict[str, Any], base: str) -> dict[str, Any]:
     """The Task as clients see it: the stored resource plus its generated permalink."""
     link = {"url": PERMALINK_EXTENSION, "valueString": permalink(base, resource["id"])}
     return {**resource, "extension": [*resource.get("extension", ()), link]}
-
-
-def apply_elements(resource: dict[str, Any], elements: tuple[str, ...]) -> dict[str, Any]:
-    keep = {"resourceType", "id", "meta", *elements}
-    out = {k: v for k, v in resource.items() if k in keep}
-    meta = dict(out.get("meta", {}))
-    meta["tag"] = [*meta.get("tag", ()), _SUBSETTED]
-    out["meta"] = meta
-    return out
 
 
 def _query_string(pairs: list[tuple[str, str]]) -> str:
@@ -94,9 +81,7 @@ def searchset(
     entries = []
     for mode, group in (("match", resources), ("include", included or [])):
         for resource in group:
-            shown = render_task(resource, base)
-            if query.elements:
-                shown = apply_elements(shown, query.elements)
+            shown = subset(render_task(resource, base), query.summary, query.elements)
             entries.append(
                 {
                     "fullUrl": f"{base}/Task/{resource['id']}",

@@ -36,9 +36,10 @@ TYPE_INTERACTIONS = (
 
 
 def capability_statement(
-    base: str, software_date: str, interactions: Iterable[str]
+    base: str, software_date: str, interactions: Iterable[str], *, cors: bool = False
 ) -> dict[str, Any]:
-    """`interactions`: the Task interactions the server's routes serve."""
+    """`interactions`: the Task interactions the server's routes serve; `cors`: whether
+    browser apps of other origins may call it."""
     served = set(interactions)
     params = []
     for name, pdef in PARAMETERS.items():
@@ -59,7 +60,7 @@ def capability_statement(
             {
                 "mode": "server",
                 "security": {
-                    "cors": False,
+                    "cors": cors,
                     "service": [
                         {
                             "coding": [

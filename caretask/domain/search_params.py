@@ -14,6 +14,7 @@ from typing import Literal
 from caretask.domain.dates import parse_range
 from caretask.domain.errors import InvalidSearch, Issue
 from caretask.domain.references import ID_PATTERN, split_reference
+from caretask.domain.subsetting import Summary, check_combination, parse_elements, parse_summary
 from caretask.domain.task_rules import TASK_INTENT, TASK_PRIORITY, TASK_STATUS
 from caretask.domain.text import exact, normalize
 
@@ -27,7 +28,6 @@ MAX_OFFSET = 2**31 - 1
 MAX_VALUES = 100  # comma-separated values of one parameter
 MAX_CONDITIONS = 16  # ANDed parameters
 MAX_TOTAL_VALUES = 128  # values of all the parameters together
-MAX_ELEMENTS = 64  # _elements names: a Task has fewer elements than that
 
 ParamType = Literal["token", "string", "reference", "date"]
 
@@ -105,7 +105,9 @@ MODIFIERS: dict[ParamType, frozenset[str]] = {
     "reference": frozenset({"missing"}),
     "date": frozenset({"missing"}),
 }
-DATE_PREFIXES = frozenset({"eq", "ne", "lt", "gt", "le", "ge", "sa", "eb", "ap"})
+# in the order FHIR's search page lists them (the error for an unknown prefix shows them)
+_PREFIX_ORDER = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+DATE_PREFIXES = frozenset(_PREFIX_ORDER)
 RESULT_PARAMETERS = frozenset(
     {"_count", "_offset", "_sort", "_total", "_summary", "_elements", "_format", "_pretty"}
 )
@@ -115,7 +117,6 @@ INCLUDABLE = frozenset({"part-of", "based-on"})
 # spelling (Task:part-of, Task:part-of:Task); a longer list only repeats itself
 MAX_INCLUDE_VALUES = 2 * len(INCLUDABLE)
 MAX_INCLUDED = 1_000
-JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
 # every sortable parameter once in each direction: a longer _sort only repeats itself
 MAX_SORT_KEYS = 2 * sum(1 for p in PARAMETERS.values() if p.sortable)
 
@@ -181,7 +182,7 @@ class SearchQuery:
     offset: int = 0
     sort: list[tuple[str, bool]] = field(default_factory=list)  # (param, descending)
     total: Literal["accurate", "estimate", "none"] = "accurate"
-    summary_count: bool = False
+    summary: Summary = "false"
     elements: tuple[str, ...] | None = None
     # reference parameters whose target Tasks (_include) or source Tasks (_revinclude)
     # are added to the page with search.mode = include
@@ -190,9 +191,13 @@ class SearchQuery:
     # the parameters actually applied, in request order, for the Bundle's links
     applied: list[tuple[str, str]] = field(default_factory=list)
 
+    @property
+    def summary_count(self) -> bool:
+        """Only the total is asked for (`_summary=count`)."""
+        return self.summary == "count"
+
 
 _COMMA = re.compile(r"(?<!\\),")
-_ELEMENT = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
 
 
 def _split_values(raw: str) -> list[str]:
@@ -256,7 +261,12 @@ def _date_value(name: str, raw: str) -> tuple[str, int, int]:
     if raw[:2].isalpha():
         prefix, rest = raw[:2], raw[2:]
         if prefix not in DATE_PREFIXES:
-            raise _fail(name, f"{name}: unknown prefix '{prefix}'")
+            expected = ", ".join(_PREFIX_ORDER)
+            raise _fail(
+                name,
+                f"{name}: unknown prefix '{prefix}'; a date takes one of {expected}, "
+                "or none (eq), before the date",
+            )
     bounds = parse_range(rest)
     if bounds is None:
         raise _fail(name, f"{name}: '{rest[:40]}' is not a valid FHIR date or dateTime")
@@ -352,20 +362,11 @@ def _result_parameter(query: SearchQuery, name: str, raw: str) -> None:
             raise _fail(name, "_total must be none, estimate or accurate")
         query.total = raw  # type: ignore[assignment]
     elif name == "_summary":
-        if raw not in ("count", "false"):
-            raise _fail(name, "_summary supports count and false")
-        query.summary_count = raw == "count"
+        query.summary = parse_summary(raw, search=True)
     elif name == "_elements":
-        names = raw.split(",")
-        if len(names) > MAX_ELEMENTS:
-            raise _fail(name, f"_elements takes at most {MAX_ELEMENTS} element names")
-        elements = tuple(dict.fromkeys(e.strip() for e in names if e.strip()))
-        if not elements or not all(_ELEMENT.fullmatch(e) for e in elements):
-            raise _fail(name, "_elements takes a comma-separated list of element names")
-        query.elements = elements
-    elif name == "_format" and raw not in JSON_FORMATS:
-        raise _fail(name, "only JSON is supported (_format=json)")
-    # _pretty is accepted and has no effect: responses are compact JSON.
+        query.elements = parse_elements(raw)
+    # _format and _pretty are the HTTP edge's (http.negotiation, http.pretty): a format it
+    # cannot send was refused there (406) before the search was parsed
 
 
 def _include(query: SearchQuery, name: str, raw: str) -> None:
@@ -418,6 +419,7 @@ def parse(pairs: list[tuple[str, str]], *, lenient: bool = False) -> SearchQuery
                 )
             query.conditions.append(condition)
             query.applied.append((name, raw))
+    check_combination(query.summary, query.elements)
     return query
 
 

@@ -24,7 +24,9 @@ from caretask.domain.errors import DomainError
 from caretask.http import errors, routes
 from caretask.http.audit import CLIENT_CLOSED, AuditTrail, AuditWriter
 from caretask.http.auth import ClientRows
+from caretask.http.cors import Cors
 from caretask.http.limits import RequestLimits
+from caretask.http.responses import PrettyJson
 from caretask.http.state import AppState, Opened
 from caretask.http.timeouts import BodyTimeout
 from caretask.http.urls import AllowedHosts
@@ -179,6 +181,11 @@ def create_app(settings: Settings) -> Starlette:
     )
     # outside the limits: refused requests are recorded too
     app.add_middleware(AuditTrail, name=routes.audit_name, unaudited=routes.UNAUDITED)
+    app.add_middleware(PrettyJson)  # over every answer but the last-resort 500
+    if settings.cors_origins:
+        # outside the limits and the routes, so that a browser app can read their refusals;
+        # preflights are answered here, unaudited (they read and change nothing)
+        app.add_middleware(Cors, origins=settings.cors_origins, methods=routes.SERVED_METHODS)
     app.add_middleware(AccessLog)  # outermost: its last-resort 500 covers every layer
     return app
 

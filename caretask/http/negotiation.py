@@ -1,6 +1,9 @@
-"""Request bodies and headers: media types, size limits, JSON, Prefer."""
+"""Request bodies and headers: media types, size limits, JSON, Prefer, and the format of
+the answer (`_format`, Accept)."""
 
 from __future__ import annotations
+
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
@@ -8,15 +11,38 @@ from caretask.http.errors import HttpProblem
 
 JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 ACCEPTABLE = JSON_TYPES | {"*/*", "application/*"}
+# `_format` values (FHIR http.html#mime-type) that mean JSON: the short name and the types
+JSON_FORMATS = JSON_TYPES | {"json"}
 FORM = "application/x-www-form-urlencoded"
+_NOT_JSON = "responses are available as application/fhir+json only"
 
 
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
+def check_format(pairs: list[tuple[str, str]]) -> bool:
+    """Whether `pairs` (a query's or a search form's) hold a `_format`; a 406 when it is
+    not JSON."""
+    sent = False
+    for name, value in pairs:
+        if name == "_format":
+            # an unencoded `+` (application/fhir+json) arrives as a space
+            wanted = value.split(";", 1)[0].strip().replace(" ", "+").lower()
+            if not wanted:
+                continue  # no format named: Accept decides
+            if wanted not in JSON_FORMATS:
+                raise HttpProblem(406, "not-supported", f"_format={wanted[:60]}: {_NOT_JSON}")
+            sent = True
+    return sent
+
+
 def check_accept(request: Request) -> None:
-    """406 when the client accepts only formats we do not produce (say, FHIR XML)."""
+    """406 when the client asks only for formats we do not produce (say, FHIR XML): in
+    `_format`, which FHIR lets stand in for Accept (and overrides it), or else in Accept."""
+    query: bytes = request.scope.get("query_string", b"")
+    if b"_format" in query and check_format(parse_qsl(query.decode("latin-1"))):
+        return
     accept = request.headers.get("accept")
     if not accept:
         return
@@ -24,7 +50,7 @@ def check_accept(request: Request) -> None:
         kind, _, params = part.strip().partition(";")
         if kind.strip().lower() in ACCEPTABLE and "q=0" not in params.replace(" ", "").split(";"):
             return
-    raise HttpProblem(406, "not-supported", "responses are available as application/fhir+json only")
+    raise HttpProblem(406, "not-supported", _NOT_JSON)
 
 
 def _check_content_encoding(request: Request) -> None:

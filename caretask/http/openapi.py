@@ -24,13 +24,13 @@ from caretask.domain.references import TYPE_PATTERN
 from caretask.domain.search_params import (
     DATE_PREFIXES,
     INCLUDABLE,
-    MAX_ELEMENTS,
     MAX_INCLUDE_VALUES,
     MAX_OFFSET,
     MAX_SORT_KEYS,
     PARAMETERS,
     ParamDef,
 )
+from caretask.domain.subsetting import ALWAYS_KEPT, MAX_ELEMENTS, SUMMARY_VALUES
 from caretask.domain.task_rules import (
     GROUP_EXTENSION,
     PERMALINK_EXTENSION,
@@ -321,11 +321,15 @@ def _task_schemas() -> dict[str, Schema]:
     }
     subsetted: Schema = {
         "type": "object",
-        "description": "A Task cut down by _elements (meta.tag SUBSETTED)",
+        "description": "A Task cut down by _elements or _summary (meta.tag SUBSETTED)",
         "properties": open_properties,
-        "required": ["resourceType", "id", "meta"],
+        "required": ["resourceType", *sorted(ALWAYS_KEPT - {"resourceType"})],
     }
-    return {"Task": request, "StoredTask": stored, "SubsettedTask": subsetted}
+    read: Schema = {
+        "description": "A stored Task, whole or (with _summary or _elements) cut down",
+        "anyOf": [ref("StoredTask"), ref("SubsettedTask")],
+    }
+    return {"Task": request, "StoredTask": stored, "SubsettedTask": subsetted, "ReadTask": read}
 
 
 def _bundle_schemas() -> dict[str, Schema]:
@@ -343,7 +347,7 @@ def _bundle_schemas() -> dict[str, Schema]:
         "type": "object",
         "properties": {
             "fullUrl": {"type": "string"},
-            "resource": {"anyOf": [ref("StoredTask"), ref("SubsettedTask")]},
+            "resource": ref("ReadTask"),
             "search": {
                 "type": "object",
                 "properties": {"mode": {"enum": ["match", "include"]}},
@@ -553,17 +557,52 @@ def _search_properties() -> dict[str, Schema]:
             "_offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
             "_sort": {"type": "string", "pattern": _values(f"-?({sortable})", MAX_SORT_KEYS)},
             "_total": {"type": "string", "enum": ["none", "estimate", "accurate"]},
-            "_summary": {"type": "string", "enum": ["count", "false"]},
-            "_elements": {
-                "type": "string",
-                "pattern": _values("[A-Za-z][A-Za-z0-9]{0,63}", MAX_ELEMENTS),
-            },
+            **_subset_properties(search=True),
             "_include": {"type": "string", "pattern": include},
             "_revinclude": {"type": "string", "pattern": include},
-            "_format": {"type": "string", "enum": ["json", "application/json", FHIR_JSON]},
         }
     )
     return out
+
+
+def _subset_properties(*, search: bool) -> dict[str, Schema]:
+    """What a search or a read returns of each Task, and how (domain.subsetting; the
+    formats of http.negotiation, `_pretty` of http.responses)."""
+    summaries = [v for v in SUMMARY_VALUES if search or v != "count"]
+    return {
+        "_summary": {
+            "type": "string",
+            "enum": summaries,
+            "description": "true: the elements FHIR marks as summary; text: text, id, meta "
+            "and the mandatory elements; data: all but text"
+            + ("; count: the total only" if search else "")
+            + "; not with _elements",
+        },
+        "_elements": {
+            "type": "string",
+            "pattern": _values("[A-Za-z][A-Za-z0-9]{0,63}", MAX_ELEMENTS),
+            "description": "the top-level elements to return; id, meta, status and intent "
+            "are always returned",
+        },
+        "_format": {
+            "type": "string",
+            "enum": ["json", "application/json", FHIR_JSON],
+            "description": "JSON only: another format (xml...) is a 406",
+        },
+        "_pretty": {
+            "type": "string",
+            "enum": ["true", "false"],
+            "description": "true: the JSON indented",
+        },
+    }
+
+
+def subset_query() -> tuple[Schema, ...]:
+    """A read's query parameters."""
+    return tuple(
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in _subset_properties(search=False).items()
+    )
 
 
 def _query_parameters() -> list[Schema]:

@@ -13,10 +13,11 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, compile_path
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from caretask.domain import etag
 from caretask.domain.capability import capability_statement
@@ -24,6 +25,7 @@ from caretask.domain.references import ID_PATTERN, VERSION_FORM, version_number
 from caretask.http import metadata, tasks, token_endpoint
 from caretask.http.audit import AuditName
 from caretask.http.endpoint import Handler
+from caretask.http.negotiation import check_accept
 from caretask.http.openapi import (
     BODY_ERRORS,
     EDGE_ERRORS,
@@ -49,11 +51,12 @@ from caretask.http.openapi import (
     search_form,
     search_query,
     search_responses,
+    subset_query,
     task_body,
     token_responses,
     written,
 )
-from caretask.http.responses import fhir_response
+from caretask.http.responses import empty_response, fhir_response
 from caretask.http.state import app_state
 from caretask.http.urls import base_url
 
@@ -77,8 +80,11 @@ class Endpoint:
 
 
 async def capabilities(request: Request) -> Response:
+    check_accept(request)
+    state = app_state(request)
+    cors = bool(state.settings.cors_origins)
     return fhir_response(
-        capability_statement(base_url(request), app_state(request).started_at, INTERACTIONS)
+        capability_statement(base_url(request), state.started_at, INTERACTIONS, cors=cors)
     )
 
 
@@ -238,14 +244,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "readTask",
             "Read the current version",
             {
-                "200": fhir("StoredTask", "the Task", VERSION_HEADERS),
+                "200": fhir("ReadTask", "the Task", VERSION_HEADERS),
                 "304": {
                     "description": "If-None-Match is the current version",
                     "headers": {"ETag": VERSION_HEADERS["ETag"]},
                 },
                 **errors(*FHIR_ERRORS, 404),
             },
-            (request_header("If-None-Match", {"type": "string"}, "the current ETag answers 304"),),
+            (
+                request_header("If-None-Match", {"type": "string"}, "the current ETag answers 304"),
+                *subset_query(),
+            ),
             path_parameters=(TASK_ID,),
         ),
         interaction="read",
@@ -296,10 +305,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "readTaskVersion",
             "Read one version",
             {
-                "200": fhir("StoredTask", "that version", VERSION_HEADERS),
+                "200": fhir("ReadTask", "that version", VERSION_HEADERS),
                 **errors(*FHIR_ERRORS, 404),
             },
-            (TASK_ID, path_parameter("vid", {"type": "string", "pattern": f"^{VERSION_FORM}$"})),
+            (
+                TASK_ID,
+                path_parameter("vid", {"type": "string", "pattern": f"^{VERSION_FORM}$"}),
+                *subset_query(),
+            ),
         ),
         interaction="vread",
         task=True,
@@ -327,9 +340,46 @@ INTERACTIONS = tuple(e.interaction for e in SERVED if e.task)
 UNAUDITED = frozenset(e.path for e in ENDPOINTS if not e.audited)
 
 
+def allowed_methods(path: str) -> tuple[str, ...]:
+    """The methods served on a path of the table, in its order: each served entry's, HEAD
+    with GET (Starlette answers it with the GET handler), and OPTIONS (every path's)."""
+    methods: list[str] = []
+    for endpoint in SERVED:
+        if endpoint.path == path:
+            methods.append(endpoint.method)
+            if endpoint.method == "GET":
+                methods.append("HEAD")
+    return (*methods, "OPTIONS")
+
+
+# every method any path serves: what a CORS preflight may ask for
+SERVED_METHODS = tuple(dict.fromkeys(m for e in SERVED for m in allowed_methods(e.path)))
+
+
+class _OtherMethods:
+    """The route of a path's every method the table does not serve on it: OPTIONS is
+    answered (204, with Allow), any other method is a 405 whose Allow lists the path's
+    methods. Starlette's own 405 named only the methods of the first route that matched the
+    path, one of several for the path (GET and HEAD on a Task's URL, where PUT works too).
+    An ASGI app, not a function: Starlette gives a function's route GET only."""
+
+    def __init__(self, path: str) -> None:
+        self.allow = ", ".join(allowed_methods(path))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "OPTIONS":
+            raise HTTPException(405, headers={"Allow": self.allow})
+        await empty_response(204, {"Allow": self.allow})(scope, receive, send)
+
+
 def routes() -> list[Route]:
-    """The application's routes, in the table's order (Starlette tries them in turn)."""
-    return [Route(e.path, e.handler, methods=[e.method]) for e in SERVED if e.handler is not None]
+    """The application's routes: the table's, in its order (Starlette tries them in turn),
+    then one per path for the methods that path does not serve (tried only when no served
+    route matched: a route for any method would otherwise take the requests of later
+    entries' paths that it also matches)."""
+    served = [Route(e.path, e.handler, methods=[e.method]) for e in SERVED if e.handler]
+    paths = dict.fromkeys(e.path for e in SERVED)
+    return [*served, *(Route(path, _OtherMethods(path)) for path in paths)]
 
 
 def _openapi_paths() -> dict[str, Schema]:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from caretask.auth import scopes
-from caretask.domain import audit, bundle
+from caretask.domain import audit, bundle, subsetting
 from caretask.domain.dates import parse_range
 from caretask.domain.errors import InvalidSearch, NotFound
 from caretask.domain.etag import etag, etag_matches
@@ -23,7 +23,14 @@ from caretask.domain.references import ID_PATTERN
 from caretask.http.audit import CLIENT_CLOSED
 from caretask.http.endpoint import endpoint
 from caretask.http.errors import HttpProblem
-from caretask.http.negotiation import FORM, media_type, prefer, read_body, read_json_body
+from caretask.http.negotiation import (
+    FORM,
+    check_format,
+    media_type,
+    prefer,
+    read_body,
+    read_json_body,
+)
 from caretask.http.responses import empty_response, fhir_response
 from caretask.http.state import opened, settings
 from caretask.http.urls import base_url, link_path
@@ -64,6 +71,9 @@ def _lenient(request: Request) -> bool:
 
 def _task(request: Request, task: StoredTask) -> Response:
     body = bundle.render_task(task.resource, base_url(request))
+    query = _query(request)
+    if "_summary" in query or "_elements" in query:
+        body = subsetting.subset(body, *subsetting.read_parameters(query_pairs(query)))
     return fhir_response(body, 200, _version_headers(task))
 
 
@@ -183,6 +193,7 @@ async def search_post(request: Request) -> Response:
         form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise InvalidSearch.single("invalid", "the form body could not be parsed") from None
+    check_format(form)  # the query's was checked with Accept
     return await _search(request, [*query_pairs(_query(request)), *form])
 
 

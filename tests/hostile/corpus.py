@@ -410,9 +410,17 @@ def paging_and_parameters() -> Iterator[Entry]:
         ("params/modifier-not-for-type", "description:not=x", 400),
         ("params/empty-name", "=x", 400),
         ("params/include-unknown", "_include=Task:owner", 400),
-        ("params/summary-bogus", "_summary=true", 400),
+        ("params/summary-bogus", "_summary=maybe", 400),
+        ("params/summary-true", "_summary=true", 200),
+        ("params/summary-with-elements", "_summary=text&_elements=status", 400),
+        ("params/summary-repeated", "_summary=true&_summary=data", 400),
+        ("params/pretty-true", "_pretty=true", 200),
+        ("params/pretty-and-count", "_pretty=true&_summary=count", 200),
         ("params/total-bogus", "_total=lots", 400),
-        ("params/format-xml", "_format=xml", 400),
+        ("params/format-xml", "_format=xml", 406),
+        ("params/format-fhir-xml", "_format=application/fhir%2Bxml", 406),
+        ("params/format-turtle", "_format=ttl", 406),
+        ("params/format-unencoded-plus-json", "_format=application/fhir+json", 200),
         ("params/sort-unknown", "_sort=colour", 400),
         ("params/date-bad-prefix", "authored-on=zz2024", 400),
         ("params/date-not-a-date", "due=yesterday", 400),
@@ -585,6 +593,27 @@ def methods_and_media() -> Iterator[Entry]:
     yield Entry("method/put-collection", "PUT", "/Task", 405, SEED_BYTES, JSON)
     yield Entry("method/post-to-id", "POST", f"/Task/{UNKNOWN_ID}", 405, SEED_BYTES, JSON)
     yield Entry("method/post-metadata", "POST", "/metadata", 405, SEED_BYTES, JSON)
+    yield Entry("method/options-task", "OPTIONS", "/Task", 204, authenticated=False)
+    yield Entry("method/options-task-id", "OPTIONS", f"/Task/{UNKNOWN_ID}", 204)
+    yield Entry("method/webdav", "PROPFIND", f"/Task/{UNKNOWN_ID}", 405)
+    yield Entry(
+        "method/preflight-without-cors",
+        "OPTIONS",
+        "/Task",
+        204,
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "DELETE"},
+        authenticated=False,
+    )
+    yield Entry("media/read-format-xml", "GET", f"/Task/{UNKNOWN_ID}?_format=xml", 406)
+    yield Entry("media/metadata-format-xml", "GET", "/metadata?_format=xml", 406)
+    yield Entry("media/search-form-format-xml", "POST", "/Task/_search", 406, b"_format=xml", FORM)
+    yield Entry(
+        "media/format-json-over-accept-xml",
+        "GET",
+        "/Task?_format=json",
+        200,
+        headers={"Accept": "application/fhir+xml"},
+    )
     media = {
         "text-plain": "text/plain",
         "xml": "application/fhir+xml",
