@@ -1,0 +1,429 @@
+"""Every kind of body the server and its command line return, validated by an independent
+validator (@medplum/core's validateResource with the FHIR R4 definitions, tests/node/
+validate.mjs): 0 invalid, on both engines.
+
+The bodies of an engine are gathered from real servers once (one node process validates them
+all: it takes seconds to start) and each test asserts on one kind, so that a failure names
+it. Gathering a kind that fails (an unexpected status) fails that kind's test only."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.support.clients import create_task
+from tests.support.databases import engine_database
+from tests.support.rawhttp import connect, read_response
+from tests.support.seed import label_input, new_patient, seed_task
+from tests.support.server import Server, run_cli
+from tests.support.validator import Issue, validate_all
+
+Body = dict[str, Any]
+
+
+@dataclass
+class Kind:
+    """The bodies of one kind, each with a label saying which request gave it."""
+
+    bodies: list[tuple[str, Body]] = field(default_factory=list)
+    issues: list[list[Issue]] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+Gathered = dict[str, Kind]
+
+
+def _json(response: httpx.Response, status: int | None = None) -> Body:
+    if status is not None:
+        assert response.status_code == status, (status, response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/fhir+json"), response.headers
+    body: Body = response.json()
+    return body
+
+
+def _outcome(response: httpx.Response, status: int) -> Body:
+    body = _json(response, status)
+    assert body["resourceType"] == "OperationOutcome", body
+    return body
+
+
+class _Gatherer:
+    def __init__(self) -> None:
+        self.kinds: Gathered = {}
+
+    def kind(self, name: str, gather: Callable[[], list[tuple[str, Body]]]) -> None:
+        kind = self.kinds.setdefault(name, Kind())
+        try:
+            kind.bodies.extend(gather())
+        except Exception as error:  # reported by the kind's test, with its traceback
+            kind.error = error
+
+    def validate(self) -> Gathered:
+        everything = [body for kind in self.kinds.values() for _, body in kind.bodies]
+        results = iter(validate_all(everything))
+        for kind in self.kinds.values():
+            kind.issues = [next(results) for _ in kind.bodies]
+        return self.kinds
+
+
+def _since_now() -> str:
+    """A FHIR dateTime a second ago: --since for the CLI's records of this module only."""
+    return (datetime.now(UTC) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def _ndjson(text: str) -> list[Body]:
+    return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _api_bodies(g: _Gatherer, server: Server, api: httpx.Client) -> None:
+    patient = new_patient()
+    seed = seed_task(for_={"reference": f"Patient/{patient}"})
+    task_id = create_task(api, seed)
+    parent_id = create_task(api, {**seed, "description": "the parent"})
+    child_id = create_task(
+        api, {**seed, "partOf": [{"reference": f"Task/{parent_id}"}], "input": label_input("c")}
+    )
+    minimal_id = create_task(
+        api,
+        {"resourceType": "Task", "status": "requested", "intent": "order", "for": seed["for"]},
+    )
+    representation = {"Prefer": "return=representation"}
+
+    g.kind(
+        "task read",
+        lambda: [
+            (f"GET /Task/{i}", _json(api.get(f"/Task/{i}"), 200))
+            for i in (task_id, parent_id, child_id, minimal_id)
+        ],
+    )
+
+    def created() -> list[tuple[str, Body]]:
+        made = api.post("/Task", json=seed, headers=representation)
+        out = [("POST /Task return=representation", _json(made, 201))]
+        new_id = made.headers["location"].split("/Task/")[1].split("/")[0]
+        changed = {**seed, "id": new_id, "status": "completed"}
+        updated = api.put(f"/Task/{new_id}", json=changed, headers=representation)
+        out.append(("PUT /Task/<id> return=representation", _json(updated, 200)))
+        return out
+
+    g.kind("create with representation", created)
+
+    def history() -> list[tuple[str, Body]]:
+        api.put(f"/Task/{task_id}", json={**seed, "id": task_id, "description": "second"})
+        return [(f"GET /Task/{task_id}/_history", _json(api.get(f"/Task/{task_id}/_history"), 200))]
+
+    g.kind("history", history)
+    g.kind(
+        "vread",
+        lambda: [
+            (f"GET /Task/{task_id}/_history/{v}", _json(api.get(f"/Task/{task_id}/_history/{v}"), 200))
+            for v in (1, 2)
+        ],
+    )
+
+    def searchset() -> list[tuple[str, Body]]:
+        out = []
+        for query in (
+            f"patient={patient}",
+            f"patient={patient}&_count=1",
+            f"_id={task_id}&_total=accurate",
+            f"patient={patient}&_sort=-_lastUpdated&status=requested",
+        ):
+            out.append((f"GET /Task?{query}", _json(api.get(f"/Task?{query}"), 200)))
+        form = api.post("/Task/_search", data={"patient": patient})
+        out.append(("POST /Task/_search", _json(form, 200)))
+        # the next page, through the link the server wrote
+        first = out[1][1]
+        next_url = next(link["url"] for link in first["link"] if link["relation"] == "next")
+        out.append(("the next link of _count=1", _json(api.get(next_url), 200)))
+        return out
+
+    g.kind("searchset with entries", searchset)
+    g.kind(
+        "searchset without entries",
+        lambda: [
+            (f"GET /Task?{q}", _json(api.get(f"/Task?{q}"), 200))
+            for q in (f"patient={new_patient()}", f"patient={new_patient()}&_total=accurate")
+        ],
+    )
+    g.kind(
+        "include and revinclude",
+        lambda: [
+            (f"GET /Task?{q}", _json(api.get(f"/Task?{q}"), 200))
+            for q in (
+                f"_id={child_id}&_include=Task:part-of",
+                f"_id={parent_id}&_revinclude=Task:part-of",
+                f"_id={child_id}&_include=Task:part-of:Task&_revinclude=Task:part-of",
+            )
+        ],
+    )
+    g.kind(
+        "elements",
+        lambda: [
+            (f"GET {path}", _json(api.get(path), 200))
+            for path in (
+                f"/Task?patient={patient}&_elements=for",
+                f"/Task?patient={patient}&_elements=description,owner",
+                f"/Task/{task_id}?_elements=note",
+            )
+        ],
+    )
+    g.kind(
+        "summary count",
+        lambda: [
+            (f"GET /Task?patient={patient}&_summary=count", _json(api.get(f"/Task?patient={patient}&_summary=count"), 200))
+        ],
+    )
+
+    def summaries() -> list[tuple[str, Body]]:
+        # whatever the server answers (a Bundle, or an OperationOutcome where a mode is not
+        # supported yet) must be valid
+        out = []
+        for mode in ("true", "text", "data", "false"):
+            for path in (f"/Task?patient={patient}&_summary={mode}", f"/Task/{task_id}?_summary={mode}"):
+                out.append((f"GET {path}", _json(api.get(path))))
+        return out
+
+    g.kind("summary modes", summaries)
+    g.kind("capability statement", lambda: [("GET /metadata", _json(api.get("/metadata"), 200))])
+    _error_bodies(g, server, api, task_id, seed)
+
+
+def _error_bodies(
+    g: _Gatherer, server: Server, api: httpx.Client, task_id: str, seed: Body
+) -> None:
+    def raw(request: bytes) -> Body:
+        with connect(server) as sock:
+            sock.sendall(request)
+            status, headers, body = read_response(sock)
+        assert status == 400, (status, body)
+        assert headers["content-type"].startswith("application/fhir+json")
+        parsed: Body = orjson.loads(body)
+        return parsed
+
+    g.kind(
+        "outcome 400",
+        lambda: [
+            ("invalid JSON", _outcome(api.post("/Task", content=b"{", headers={"Content-Type": "application/fhir+json"}), 400)),
+            ("a Task without status", _outcome(api.post("/Task", json=seed_task(status=None)), 400)),
+            ("a wrong resourceType", _outcome(api.post("/Task", json={**seed, "resourceType": "Patient"}), 400)),
+            ("an unknown search parameter", _outcome(api.get("/Task?nonsense=1", headers={"Prefer": "handling=strict"}), 400)),
+            ("a malformed date", _outcome(api.get("/Task?_lastUpdated=zz2020"), 400)),
+            ("an id that differs from the URL's", _outcome(api.put(f"/Task/{task_id}", json={**seed, "id": "other"}), 400)),
+            ("two Host headers", raw(b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n")),
+            ("not HTTP", raw(b"GARBAGE\r\n\r\n")),
+        ],
+    )
+    g.kind("outcome 401", lambda: [("no token", _outcome(httpx.get(f"{server.url}/Task"), 401)), ("a forged token", _outcome(httpx.get(f"{server.url}/Task", headers={"Authorization": "Bearer abc.def.ghi"}), 401))])
+
+    def forbidden() -> list[tuple[str, Body]]:
+        with server.client(server.token("system/Task.read")) as reader:
+            return [("a write with a read-only token", _outcome(reader.post("/Task", json=seed), 403))]
+
+    g.kind("outcome 403", forbidden)
+    g.kind(
+        "outcome 404",
+        lambda: [
+            ("an unknown Task", _outcome(api.get("/Task/doesnotexist"), 404)),
+            ("an unknown version", _outcome(api.get(f"/Task/{task_id}/_history/99"), 404)),
+            ("an unknown route", _outcome(api.get("/Patient"), 404)),
+            ("an unknown permalink", _outcome(api.get("/permalinks/v1/nothing"), 404)),
+        ],
+    )
+    g.kind(
+        "outcome 405",
+        lambda: [
+            ("DELETE", _outcome(api.delete(f"/Task/{task_id}"), 405)),
+            ("PATCH", _outcome(api.patch(f"/Task/{task_id}", json={}), 405)),
+        ],
+    )
+    g.kind("outcome 406", lambda: [("Accept of XML", _outcome(api.get("/Task", headers={"Accept": "application/fhir+xml"}), 406))])
+    g.kind(
+        "outcome 412",
+        lambda: [
+            ("If-Match of an old version", _outcome(api.put(f"/Task/{task_id}", json={**seed, "id": task_id}, headers={"If-Match": 'W/"1"'}), 412))
+        ],
+    )
+    g.kind("outcome 413", lambda: [("a body over the limit", _outcome(api.post("/Task", json=seed_task(description="x" * (1024 * 1024 + 10))), 413))])
+    g.kind("outcome 414", lambda: [("a URL over the limit", _outcome(api.get("/Task", params={"description": "a" * 8_200}), 414))])
+    g.kind("outcome 415", lambda: [("text/plain", _outcome(api.post("/Task", content=orjson.dumps(seed), headers={"Content-Type": "text/plain"}), 415))])
+    g.kind(
+        "outcome 431",
+        lambda: [
+            ("a header over the limit", _outcome(api.get("/Task", headers={"X-Padding": "a" * 17_000}), 431)),
+            ("too many headers", _outcome(api.get("/Task", headers={f"X-Extra-{i}": "x" for i in range(101)}), 431)),
+        ],
+    )
+
+    def business_rule() -> list[tuple[str, Body]]:
+        # a status Canvas does not support: refused (422) where the profile says so, else
+        # stored; either body must be valid
+        response = api.post("/Task", json=seed_task(status="on-hold"), headers={"Prefer": "return=representation"})
+        return [("a Task with status on-hold", _json(response))] if response.content else []
+
+    g.kind("business rule", business_rule)
+
+
+def _slow_server_bodies(g: _Gatherer, engine: str, workdir: Path) -> None:
+    """408 and 503 need a server with a short body timeout and search time limit."""
+    env = {"CARETASK_BODY_TIMEOUT": "1", "CARETASK_SEARCH_TIMEOUT": "0.001"}
+    with engine_database(engine, workdir) as url:
+        tasks = workdir / "tasks.ndjson"
+        tasks.write_text(run_cli("demo-data", "3000").stdout)
+        run_cli("migrate", "--database", url, check=False)
+        run_cli("import", str(tasks), "--database", url)
+        with Server(url, workdir, env=env) as srv:
+            token = srv.token()
+
+            def timeout() -> list[tuple[str, Body]]:
+                with connect(srv) as sock:
+                    sock.sendall(
+                        b"POST /Task HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        + f"Authorization: Bearer {token}\r\n".encode()
+                        + b"Content-Type: application/fhir+json\r\nContent-Length: 500\r\n\r\n{"
+                    )
+                    status, headers, body = read_response(sock)
+                assert status == 408, (status, body)
+                return [("a body slower than the body timeout", orjson.loads(body))]
+
+            g.kind("outcome 408", timeout)
+
+            def unavailable() -> list[tuple[str, Body]]:
+                with srv.client(token) as api:
+                    response = api.get("/Task?description:contains=zzz&_total=accurate&_count=1000")
+                    assert response.headers["retry-after"]
+                    return [("a search past the search time limit", _outcome(response, 503))]
+
+            g.kind("outcome 503", unavailable)
+
+
+def _cli_bodies(g: _Gatherer, server: Server, since: str) -> None:
+    g.kind(
+        "audit events",
+        lambda: [
+            (f"caretask audit --format fhir, line {n}", event)
+            for n, event in enumerate(
+                _ndjson(run_cli("audit", "--format", "fhir", "--since", since, "--database", server.database).stdout), 1
+            )
+        ],
+    )
+    g.kind(
+        "export lines",
+        lambda: [
+            (f"caretask export, line {n}", task)
+            for n, task in enumerate(
+                _ndjson(run_cli("export", "--since", since, "--database", server.database).stdout), 1
+            )
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def validated(
+    engine: str, server: Server, api: httpx.Client, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gathered]:
+    g = _Gatherer()
+    since = _since_now()
+    _api_bodies(g, server, api)
+    time.sleep(0.2)  # the audit trail is written after the answer
+    _cli_bodies(g, server, since)
+    _slow_server_bodies(g, engine, tmp_path_factory.mktemp(f"validator-{engine}"))
+    yield g.validate()
+
+
+def _assert_valid(validated: Gathered, name: str) -> None:
+    kind = validated[name]
+    if kind.error is not None:
+        raise kind.error
+    assert kind.bodies, f"no {name} body was gathered"
+    invalid = [
+        f"{label}: {orjson.dumps(issues).decode()}\n  body: {orjson.dumps(body).decode()[:4000]}"
+        for (label, body), issues in zip(kind.bodies, kind.issues, strict=True)
+        if issues
+    ]
+    assert not invalid, f"{len(invalid)} of {len(kind.bodies)} {name} bodies invalid:\n" + "\n".join(invalid)
+
+
+def test_a_task_without_status_is_reported_invalid() -> None:
+    task = seed_task(status=None)
+    [issues] = validate_all([task])
+    assert [issue["expression"] for issue in issues] == [["Task.status"]]
+    assert issues[0]["severity"] == "error"
+
+
+def test_a_bundle_with_an_invalid_entry_is_reported_invalid() -> None:
+    bundle = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {"resourceType": "Task", "intent": "order"}}]}
+    [issues] = validate_all([bundle])
+    assert [issue["expression"] for issue in issues] == [["Bundle.entry[0].resource.status"]]
+
+
+def test_task_read(validated: Gathered) -> None:
+    _assert_valid(validated, "task read")
+
+
+def test_create_with_representation(validated: Gathered) -> None:
+    _assert_valid(validated, "create with representation")
+
+
+def test_searchset_with_entries(validated: Gathered) -> None:
+    _assert_valid(validated, "searchset with entries")
+
+
+def test_searchset_without_entries(validated: Gathered) -> None:
+    _assert_valid(validated, "searchset without entries")
+
+
+def test_include_and_revinclude(validated: Gathered) -> None:
+    _assert_valid(validated, "include and revinclude")
+
+
+def test_elements(validated: Gathered) -> None:
+    _assert_valid(validated, "elements")
+
+
+def test_summary_count(validated: Gathered) -> None:
+    _assert_valid(validated, "summary count")
+
+
+def test_summary_modes(validated: Gathered) -> None:
+    _assert_valid(validated, "summary modes")
+
+
+def test_history(validated: Gathered) -> None:
+    _assert_valid(validated, "history")
+
+
+def test_vread(validated: Gathered) -> None:
+    _assert_valid(validated, "vread")
+
+
+def test_capability_statement(validated: Gathered) -> None:
+    _assert_valid(validated, "capability statement")
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 406, 408, 412, 413, 414, 415, 431, 503])
+def test_operation_outcome_of_every_error_status(validated: Gathered, status: int) -> None:
+    _assert_valid(validated, f"outcome {status}")
+
+
+def test_business_rule_answer(validated: Gathered) -> None:
+    kind = validated["business rule"]
+    if kind.error is None and not kind.bodies:
+        pytest.skip("the server answered without a body")
+    _assert_valid(validated, "business rule")
+
+
+def test_audit_events(validated: Gathered) -> None:
+    _assert_valid(validated, "audit events")
+
+
+def test_export_lines(validated: Gathered) -> None:
+    _assert_valid(validated, "export lines")
