@@ -126,7 +126,10 @@ def _api_bodies(g: _Gatherer, server: Server, api: httpx.Client) -> None:
     g.kind(
         "vread",
         lambda: [
-            (f"GET /Task/{task_id}/_history/{v}", _json(api.get(f"/Task/{task_id}/_history/{v}"), 200))
+            (
+                f"GET /Task/{task_id}/_history/{v}",
+                _json(api.get(f"/Task/{task_id}/_history/{v}"), 200),
+            )
             for v in (1, 2)
         ],
     )
@@ -181,7 +184,10 @@ def _api_bodies(g: _Gatherer, server: Server, api: httpx.Client) -> None:
     g.kind(
         "summary count",
         lambda: [
-            (f"GET /Task?patient={patient}&_summary=count", _json(api.get(f"/Task?patient={patient}&_summary=count"), 200))
+            (
+                f"GET /Task?patient={patient}&_summary=count",
+                _json(api.get(f"/Task?patient={patient}&_summary=count"), 200),
+            )
         ],
     )
 
@@ -190,7 +196,10 @@ def _api_bodies(g: _Gatherer, server: Server, api: httpx.Client) -> None:
         # supported yet) must be valid
         out = []
         for mode in ("true", "text", "data", "false"):
-            for path in (f"/Task?patient={patient}&_summary={mode}", f"/Task/{task_id}?_summary={mode}"):
+            for path in (
+                f"/Task?patient={patient}&_summary={mode}",
+                f"/Task/{task_id}?_summary={mode}",
+            ):
                 out.append((f"GET {path}", _json(api.get(path))))
         return out
 
@@ -214,21 +223,60 @@ def _error_bodies(
     g.kind(
         "outcome 400",
         lambda: [
-            ("invalid JSON", _outcome(api.post("/Task", content=b"{", headers={"Content-Type": "application/fhir+json"}), 400)),
-            ("a Task without status", _outcome(api.post("/Task", json=seed_task(status=None)), 400)),
-            ("a wrong resourceType", _outcome(api.post("/Task", json={**seed, "resourceType": "Patient"}), 400)),
-            ("an unknown search parameter", _outcome(api.get("/Task?nonsense=1", headers={"Prefer": "handling=strict"}), 400)),
+            (
+                "invalid JSON",
+                _outcome(
+                    api.post(
+                        "/Task", content=b"{", headers={"Content-Type": "application/fhir+json"}
+                    ),
+                    400,
+                ),
+            ),
+            (
+                "a Task without status",
+                _outcome(api.post("/Task", json=seed_task(status=None)), 400),
+            ),
+            (
+                "a wrong resourceType",
+                _outcome(api.post("/Task", json={**seed, "resourceType": "Patient"}), 400),
+            ),
+            (
+                "an unknown search parameter",
+                _outcome(api.get("/Task?nonsense=1", headers={"Prefer": "handling=strict"}), 400),
+            ),
             ("a malformed date", _outcome(api.get("/Task?_lastUpdated=zz2020"), 400)),
-            ("an id that differs from the URL's", _outcome(api.put(f"/Task/{task_id}", json={**seed, "id": "other"}), 400)),
-            ("two Host headers", raw(b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n")),
+            (
+                "an id that differs from the URL's",
+                _outcome(api.put(f"/Task/{task_id}", json={**seed, "id": "other"}), 400),
+            ),
+            (
+                "two Host headers",
+                raw(b"GET /metadata HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n"),
+            ),
             ("not HTTP", raw(b"GARBAGE\r\n\r\n")),
         ],
     )
-    g.kind("outcome 401", lambda: [("no token", _outcome(httpx.get(f"{server.url}/Task"), 401)), ("a forged token", _outcome(httpx.get(f"{server.url}/Task", headers={"Authorization": "Bearer abc.def.ghi"}), 401))])
+    g.kind(
+        "outcome 401",
+        lambda: [
+            ("no token", _outcome(httpx.get(f"{server.url}/Task"), 401)),
+            (
+                "a forged token",
+                _outcome(
+                    httpx.get(
+                        f"{server.url}/Task", headers={"Authorization": "Bearer abc.def.ghi"}
+                    ),
+                    401,
+                ),
+            ),
+        ],
+    )
 
     def forbidden() -> list[tuple[str, Body]]:
         with server.client(server.token("system/Task.read")) as reader:
-            return [("a write with a read-only token", _outcome(reader.post("/Task", json=seed), 403))]
+            return [
+                ("a write with a read-only token", _outcome(reader.post("/Task", json=seed), 403))
+            ]
 
     g.kind("outcome 403", forbidden)
     g.kind(
@@ -247,28 +295,85 @@ def _error_bodies(
             ("PATCH", _outcome(api.patch(f"/Task/{task_id}", json={}), 405)),
         ],
     )
-    g.kind("outcome 406", lambda: [("Accept of XML", _outcome(api.get("/Task", headers={"Accept": "application/fhir+xml"}), 406))])
+    g.kind(
+        "outcome 406",
+        lambda: [
+            (
+                "Accept of XML",
+                _outcome(api.get("/Task", headers={"Accept": "application/fhir+xml"}), 406),
+            )
+        ],
+    )
     g.kind(
         "outcome 412",
         lambda: [
-            ("If-Match of an old version", _outcome(api.put(f"/Task/{task_id}", json={**seed, "id": task_id}, headers={"If-Match": 'W/"1"'}), 412))
+            (
+                "If-Match of an old version",
+                _outcome(
+                    api.put(
+                        f"/Task/{task_id}",
+                        json={**seed, "id": task_id},
+                        headers={"If-Match": 'W/"1"'},
+                    ),
+                    412,
+                ),
+            )
         ],
     )
-    g.kind("outcome 413", lambda: [("a body over the limit", _outcome(api.post("/Task", json=seed_task(description="x" * (1024 * 1024 + 10))), 413))])
-    g.kind("outcome 414", lambda: [("a URL over the limit", _outcome(api.get("/Task", params={"description": "a" * 8_200}), 414))])
-    g.kind("outcome 415", lambda: [("text/plain", _outcome(api.post("/Task", content=orjson.dumps(seed), headers={"Content-Type": "text/plain"}), 415))])
+    g.kind(
+        "outcome 413",
+        lambda: [
+            (
+                "a body over the limit",
+                _outcome(
+                    api.post("/Task", json=seed_task(description="x" * (1024 * 1024 + 10))), 413
+                ),
+            )
+        ],
+    )
+    g.kind(
+        "outcome 414",
+        lambda: [
+            (
+                "a URL over the limit",
+                _outcome(api.get("/Task", params={"description": "a" * 8_200}), 414),
+            )
+        ],
+    )
+    g.kind(
+        "outcome 415",
+        lambda: [
+            (
+                "text/plain",
+                _outcome(
+                    api.post(
+                        "/Task", content=orjson.dumps(seed), headers={"Content-Type": "text/plain"}
+                    ),
+                    415,
+                ),
+            )
+        ],
+    )
     g.kind(
         "outcome 431",
         lambda: [
-            ("a header over the limit", _outcome(api.get("/Task", headers={"X-Padding": "a" * 17_000}), 431)),
-            ("too many headers", _outcome(api.get("/Task", headers={f"X-Extra-{i}": "x" for i in range(101)}), 431)),
+            (
+                "a header over the limit",
+                _outcome(api.get("/Task", headers={"X-Padding": "a" * 17_000}), 431),
+            ),
+            (
+                "too many headers",
+                _outcome(api.get("/Task", headers={f"X-Extra-{i}": "x" for i in range(101)}), 431),
+            ),
         ],
     )
 
     def business_rule() -> list[tuple[str, Body]]:
         # a status Canvas does not support: refused (422) where the profile says so, else
         # stored; either body must be valid
-        response = api.post("/Task", json=seed_task(status="on-hold"), headers={"Prefer": "return=representation"})
+        response = api.post(
+            "/Task", json=seed_task(status="on-hold"), headers={"Prefer": "return=representation"}
+        )
         return [("a Task with status on-hold", _json(response))] if response.content else []
 
     g.kind("business rule", business_rule)
@@ -276,41 +381,64 @@ def _error_bodies(
 
 def _slow_server_bodies(g: _Gatherer, engine: str, workdir: Path) -> None:
     """408 and 503 need a server with a short body timeout and search time limit."""
-    env = {"CARETASK_BODY_TIMEOUT": "1", "CARETASK_SEARCH_TIMEOUT": "0.001"}
-    with engine_database(engine, workdir) as url:
+    try:
+        with engine_database(engine, workdir) as url:
+            _on_a_slow_server(g, engine, url, workdir)
+    except Exception as error:  # the server did not start: both kinds say why
+        for name in ("outcome 408", "outcome 503"):
+            g.kinds.setdefault(name, Kind()).error = error
+
+
+def _on_a_slow_server(g: _Gatherer, engine: str, url: str, workdir: Path) -> None:
+    # SQLite: a search past a tiny time limit. PostgreSQL applies the limit to every
+    # statement (a tiny one stops the server's start), so there an update waits past it
+    # behind a row lock
+    limit = "0.001" if engine == "sqlite" else "1"
+    if engine == "sqlite":
         tasks = workdir / "tasks.ndjson"
         tasks.write_text(run_cli("demo-data", "3000").stdout)
-        run_cli("migrate", "--database", url, check=False)
+        run_cli("migrate", "--database", url)
         run_cli("import", str(tasks), "--database", url)
-        with Server(url, workdir, env=env) as srv:
-            token = srv.token()
+    env = {"CARETASK_BODY_TIMEOUT": "1", "CARETASK_SEARCH_TIMEOUT": limit}
+    with Server(url, workdir, env=env) as srv:
+        token = srv.token()
 
-            def timeout() -> list[tuple[str, Body]]:
-                with connect(srv) as sock:
-                    sock.sendall(
-                        b"POST /Task HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                        + f"Authorization: Bearer {token}\r\n".encode()
-                        + b"Content-Type: application/fhir+json\r\nContent-Length: 500\r\n\r\n{"
-                    )
-                    status, headers, body = read_response(sock)
-                assert status == 408, (status, body)
-                return [("a body slower than the body timeout", orjson.loads(body))]
+        def timeout() -> list[tuple[str, Body]]:
+            with connect(srv) as sock:
+                sock.sendall(
+                    b"POST /Task HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    + f"Authorization: Bearer {token}\r\n".encode()
+                    + b"Content-Type: application/fhir+json\r\nContent-Length: 500\r\n\r\n{"
+                )
+                status, _, body = read_response(sock)
+            assert status == 408, (status, body)
+            return [("a body slower than the body timeout", orjson.loads(body))]
 
-            g.kind("outcome 408", timeout)
+        g.kind("outcome 408", timeout)
 
-            def unavailable() -> list[tuple[str, Body]]:
-                with srv.client(token) as api:
+        def unavailable() -> list[tuple[str, Body]]:
+            with srv.client(token) as api:
+                if engine == "sqlite":
                     # two-letter :contains values that no index serves, 128 of them
-                    slow = [
+                    slow: list[tuple[str, str | int | float | bool | None]] = [
                         ("label:contains", ",".join(f"q{c}{i}" for i in range(8)))
                         for c in "abcdefghijklmnop"
                     ]
                     response = api.get("/Task", params=slow)
-                    body = _outcome(response, 503)
-                    assert response.headers["retry-after"]
-                    return [("a search past the search time limit", body)]
+                    label = "a search past the search time limit"
+                else:
+                    import psycopg
 
-            g.kind("outcome 503", unavailable)
+                    task_id = create_task(api, seed_task())
+                    with psycopg.connect(url) as locker:  # a transaction holding the row
+                        locker.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
+                        response = api.put(f"/Task/{task_id}", json={**seed_task(), "id": task_id})
+                    label = "an update behind a row lock past the time limit"
+                body = _outcome(response, 503)
+                assert response.headers["retry-after"]
+                return [(label, body)]
+
+        g.kind("outcome 503", unavailable)
 
 
 def _cli_bodies(g: _Gatherer, server: Server, since: str) -> None:
@@ -319,7 +447,12 @@ def _cli_bodies(g: _Gatherer, server: Server, since: str) -> None:
         lambda: [
             (f"caretask audit --format fhir, line {n}", event)
             for n, event in enumerate(
-                _ndjson(run_cli("audit", "--format", "fhir", "--since", since, "--database", server.database).stdout), 1
+                _ndjson(
+                    run_cli(
+                        "audit", "--format", "fhir", "--since", since, "--database", server.database
+                    ).stdout
+                ),
+                1,
             )
         ],
     )
@@ -328,7 +461,8 @@ def _cli_bodies(g: _Gatherer, server: Server, since: str) -> None:
         lambda: [
             (f"caretask export, line {n}", task)
             for n, task in enumerate(
-                _ndjson(run_cli("export", "--since", since, "--database", server.database).stdout), 1
+                _ndjson(run_cli("export", "--since", since, "--database", server.database).stdout),
+                1,
             )
         ],
     )
@@ -357,11 +491,14 @@ def _assert_valid(validated: Gathered, name: str) -> None:
         raise kind.error
     assert kind.bodies, f"no {name} body was gathered"
     invalid = [
-        f"{label}: {orjson.dumps(issues[:8]).decode()}\n  body: {orjson.dumps(body).decode()[:2000]}"
+        f"{label}: {orjson.dumps(issues[:8]).decode()}\n"
+        f"  body: {orjson.dumps(body).decode()[:2000]}"
         for (label, body), issues in zip(kind.bodies, kind.issues, strict=True)
         if issues
     ]
-    assert not invalid, f"{len(invalid)} of {len(kind.bodies)} {name} bodies invalid:\n" + "\n".join(invalid)
+    assert not invalid, (
+        f"{len(invalid)} of {len(kind.bodies)} {name} bodies invalid:\n" + "\n".join(invalid)
+    )
 
 
 def test_a_task_without_status_is_reported_invalid() -> None:
@@ -373,7 +510,11 @@ def test_a_task_without_status_is_reported_invalid() -> None:
 
 
 def test_a_bundle_with_an_invalid_entry_is_reported_invalid() -> None:
-    bundle = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {"resourceType": "Task", "intent": "order"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": {"resourceType": "Task", "intent": "order"}}],
+    }
     [issues] = validate_all([bundle])
     assert [issue["expression"] for issue in issues] == [["Bundle.entry[0].resource.status"]]
 
@@ -398,11 +539,16 @@ def test_include_and_revinclude(validated: Gathered) -> None:
     _assert_valid(validated, "include and revinclude")
 
 
-@pytest.mark.xfail(
-    reason="_elements leaves out status and intent until the standards fix keeps them",
-    strict=False,
-)
 def test_elements(validated: Gathered) -> None:
+    kind = validated["elements"]
+    mandatory = {"status", "intent"}
+    # the one defect known today, fixed by the standards work: nothing else may fail
+    if any(kind.issues) and all(
+        issue["expression"][0].rsplit(".", 1)[1] in mandatory
+        for issues in kind.issues
+        for issue in issues
+    ):
+        pytest.xfail("_elements leaves out status and intent")
     _assert_valid(validated, "elements")
 
 
@@ -426,7 +572,9 @@ def test_capability_statement(validated: Gathered) -> None:
     _assert_valid(validated, "capability statement")
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 406, 408, 412, 413, 414, 415, 431, 503])
+@pytest.mark.parametrize(
+    "status", [400, 401, 403, 404, 405, 406, 408, 412, 413, 414, 415, 431, 503]
+)
 def test_operation_outcome_of_every_error_status(validated: Gathered, status: int) -> None:
     _assert_valid(validated, f"outcome {status}")
 
