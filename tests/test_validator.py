@@ -519,6 +519,20 @@ def test_a_bundle_with_an_invalid_entry_is_reported_invalid() -> None:
     assert [issue["expression"] for issue in issues] == [["Bundle.entry[0].resource.status"]]
 
 
+def test_a_code_outside_its_required_value_set_is_reported_invalid() -> None:
+    # the JSON schema's check: validateResource does not look at bindings
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "oops"}]}
+    task = seed_task(status="paused", intent="order")
+    [outcome_issues, task_issues] = validate_all([outcome, task])
+    assert [issue["expression"] for issue in outcome_issues] == [["OperationOutcome.issue.0.code"]]
+    assert [issue["expression"] for issue in task_issues] == [["Task.status"]]
+
+
+def test_an_id_outside_the_id_pattern_is_reported_invalid() -> None:
+    [issues] = validate_all([seed_task(id="not/an id", intent="order")])
+    assert [issue["expression"] for issue in issues] == [["Task.id"]]
+
+
 def test_task_read(validated: Gathered) -> None:
     _assert_valid(validated, "task read")
 
