@@ -19,12 +19,18 @@ import httpx
 import orjson
 import pytest
 
+from caretask.domain.errors import Issue as DomainIssue
+from caretask.domain.outcome import operation_outcome
+from tests.hostile.corpus import CLOSED, CORPUS
 from tests.support.clients import create_task
 from tests.support.databases import engine_database
 from tests.support.rawhttp import connect, read_response
 from tests.support.seed import label_input, new_patient, seed_task
 from tests.support.server import Server, run_cli
 from tests.support.validator import Issue, validate_all
+from tests.test_hostile_corpus import send
+
+FHIR_JSON = "application/fhir+json"
 
 Body = dict[str, Any]
 
@@ -385,7 +391,7 @@ def _slow_server_bodies(g: _Gatherer, engine: str, workdir: Path) -> None:
         with engine_database(engine, workdir) as url:
             _on_a_slow_server(g, engine, url, workdir)
     except Exception as error:  # the server did not start: both kinds say why
-        for name in ("outcome 408", "outcome 503"):
+        for name in ("outcome 408", "outcome 503", "demo tasks exported"):
             g.kinds.setdefault(name, Kind()).error = error
 
 
@@ -394,11 +400,18 @@ def _on_a_slow_server(g: _Gatherer, engine: str, url: str, workdir: Path) -> Non
     # statement (a tiny one stops the server's start), so there an update waits past it
     # behind a row lock
     limit = "0.001" if engine == "sqlite" else "1"
-    if engine == "sqlite":
-        tasks = workdir / "tasks.ndjson"
-        tasks.write_text(run_cli("demo-data", "3000").stdout)
-        run_cli("migrate", "--database", url)
-        run_cli("import", str(tasks), "--database", url)
+    # realistic synthetic tasks: the slow search's rows, and a variety of stored Tasks
+    tasks = workdir / "tasks.ndjson"
+    tasks.write_text(run_cli("demo-data", "3000" if engine == "sqlite" else "500").stdout)
+    run_cli("migrate", "--database", url)
+    run_cli("import", str(tasks), "--database", url)
+    g.kind(
+        "demo tasks exported",
+        lambda: [
+            (f"caretask export of demo-data, line {n}", task)
+            for n, task in enumerate(_ndjson(run_cli("export", "--database", url).stdout), 1)
+        ],
+    )
     env = {"CARETASK_BODY_TIMEOUT": "1", "CARETASK_SEARCH_TIMEOUT": limit}
     with Server(url, workdir, env=env) as srv:
         token = srv.token()
@@ -441,6 +454,23 @@ def _on_a_slow_server(g: _Gatherer, engine: str, url: str, workdir: Path) -> Non
         g.kind("outcome 503", unavailable)
 
 
+def _hostile_bodies(g: _Gatherer, server: Server, token: str) -> None:
+    """The answers to the hostile corpus (tests/hostile): FHIR bodies of every error the
+    edge, the routes and the domain give, and searchsets of odd but valid searches."""
+
+    def answers() -> list[tuple[str, Body]]:
+        out = []
+        for entry in CORPUS:
+            if entry.bug or entry.expected == CLOSED:
+                continue
+            answer = send(server, entry, token)
+            if answer and answer.headers.get("content-type", "").startswith(FHIR_JSON):
+                out.append((f"hostile {entry.name}: {answer.status}", orjson.loads(answer.body)))
+        return out
+
+    g.kind("hostile corpus answers", answers)
+
+
 def _cli_bodies(g: _Gatherer, server: Server, since: str) -> None:
     g.kind(
         "audit events",
@@ -470,11 +500,16 @@ def _cli_bodies(g: _Gatherer, server: Server, since: str) -> None:
 
 @pytest.fixture(scope="module")
 def validated(
-    engine: str, server: Server, api: httpx.Client, tmp_path_factory: pytest.TempPathFactory
+    engine: str,
+    server: Server,
+    api: httpx.Client,
+    token: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gathered]:
     g = _Gatherer()
     since = _since_now()
     _api_bodies(g, server, api)
+    _hostile_bodies(g, server, token)
     time.sleep(0.2)  # the audit trail is written after the answer
     _cli_bodies(g, server, since)
     _slow_server_bodies(g, engine, tmp_path_factory.mktemp(f"validator-{engine}"))
@@ -497,7 +532,8 @@ def _assert_valid(validated: Gathered, name: str) -> None:
         if issues
     ]
     assert not invalid, (
-        f"{len(invalid)} of {len(kind.bodies)} {name} bodies invalid:\n" + "\n".join(invalid)
+        # the first 20: a defect repeats in every body of its kind
+        f"{len(invalid)} of {len(kind.bodies)} {name} bodies invalid:\n" + "\n".join(invalid[:20])
     )
 
 
@@ -531,6 +567,22 @@ def test_a_code_outside_its_required_value_set_is_reported_invalid() -> None:
 def test_an_id_outside_the_id_pattern_is_reported_invalid() -> None:
     [issues] = validate_all([seed_task(id="not/an id", intent="order")])
     assert [issue["expression"] for issue in issues] == [["Task.id"]]
+
+
+def test_an_outcome_writes_control_characters_it_quotes_escaped() -> None:
+    issue = DomainIssue("structure", "unknown element 'a\x00b\x1f'\ttab", "Task.a\x00b")
+    [item] = operation_outcome([issue])["issue"]
+    assert item["details"] == {"text": "unknown element 'a\\u0000b\\u001f'\ttab"}
+    assert item["expression"] == ["Task.a\\u0000b"]
+
+
+def test_the_outcome_for_an_element_name_with_a_nul_is_valid(api: httpx.Client) -> None:
+    body = orjson.dumps(seed_task())[:-1] + b', "desc\\u0000ription": "x"}'
+    response = api.post("/Task", content=body, headers={"Content-Type": "application/fhir+json"})
+    outcome = _outcome(response, 400)
+    assert outcome["issue"][0]["details"]["text"] == "unknown element 'desc\\u0000ription'"
+    assert outcome["issue"][0]["expression"] == ["Task.desc\\u0000ription"]
+    assert validate_all([outcome]) == [[]]
 
 
 def test_task_read(validated: Gathered) -> None:
@@ -606,3 +658,11 @@ def test_audit_events(validated: Gathered) -> None:
 
 def test_export_lines(validated: Gathered) -> None:
     _assert_valid(validated, "export lines")
+
+
+def test_demo_tasks_exported(validated: Gathered) -> None:
+    _assert_valid(validated, "demo tasks exported")
+
+
+def test_hostile_corpus_answers(validated: Gathered) -> None:
+    _assert_valid(validated, "hostile corpus answers")
