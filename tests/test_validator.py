@@ -25,6 +25,7 @@ from caretask.domain.outcome import operation_outcome
 from tests.hostile.corpus import CLOSED, CORPUS
 from tests.support.clients import create_task
 from tests.support.databases import engine_database
+from tests.support.node import require_node
 from tests.support.rawhttp import connect, read_response
 from tests.support.seed import label_input, new_patient, seed_task
 from tests.support.server import Server, run_cli
@@ -507,6 +508,7 @@ def validated(
     token: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gathered]:
+    require_node()  # before minutes of gathering for a validator that cannot run
     g = _Gatherer()
     since = _since_now()
     _api_bodies(g, server, api)

@@ -51,10 +51,10 @@ def _schema_validator(resource_type: str) -> Any:
 
 def schema_issues(resource: dict[str, Any]) -> list[Issue]:
     """The R4 JSON schema's errors in `resource`, as OperationOutcome issues."""
-    resource_type = resource.get("resourceType")
-    validator = _schema_validator(resource_type) if isinstance(resource_type, str) else None
+    resource_type = str(resource.get("resourceType"))
+    validator = _schema_validator(resource_type)
     if validator is None:
-        text = f"not a FHIR R4 resource type: {resource_type!r}"
+        text = f"not a FHIR R4 resource type: {resource_type}"
         return [{"severity": "error", "code": "structure", "details": {"text": text}}]
     return [
         {
