@@ -1,6 +1,7 @@
 """Every kind of body the server and its command line return, validated by an independent
-validator (@medplum/core's validateResource with the FHIR R4 definitions, tests/node/
-validate.mjs): 0 invalid, on both engines.
+validator (tests/support/validator.py: @medplum/core's validateResource with the FHIR R4
+definitions, and HL7's R4 JSON schema): 0 invalid, on both engines, and in the fhir profile
+where the server has one.
 
 The bodies of an engine are gathered from real servers once (one node process validates them
 all: it takes seconds to start) and each test asserts on one kind, so that a failure names
@@ -52,7 +53,7 @@ Gathered = dict[str, Kind]
 def _json(response: httpx.Response, status: int | None = None) -> Body:
     if status is not None:
         assert response.status_code == status, (status, response.status_code, response.text)
-    assert response.headers["content-type"].startswith("application/fhir+json"), response.headers
+    assert response.headers["content-type"].startswith(FHIR_JSON), response.headers
     body: Body = response.json()
     return body
 
