@@ -633,19 +633,7 @@ def test_include_and_revinclude(validated: Gathered) -> None:
     _assert_valid(validated, "include and revinclude")
 
 
-def _only_mandatory_elements_missing(kind: Kind) -> bool:
-    """The one defect known today, fixed by the standards work: _elements leaves out status
-    and intent. True if the kind's bodies have that and nothing else wrong."""
-    return any(kind.issues) and all(
-        issue["expression"][0].rsplit(".", 1)[1] in ("status", "intent")
-        for issues in kind.issues
-        for issue in issues
-    )
-
-
 def test_elements(validated: Gathered) -> None:
-    if _only_mandatory_elements_missing(validated["elements"]):
-        pytest.xfail("_elements leaves out status and intent")
     _assert_valid(validated, "elements")
 
 
