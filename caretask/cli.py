@@ -343,6 +343,7 @@ def _import(args: argparse.Namespace, url: DatabaseURL) -> int:
             workers=args.workers,
             on_error=on_error,
             on_progress=bar.update if bar else None,
+            profile=settings.profile,
         )
     finally:
         if bar:

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from caretask import __version__
+from caretask.domain import profiles
+from caretask.domain.profiles import Profile
 from caretask.domain.search_params import INCLUDABLE, PARAMETERS
 
 _TYPE_DEFINITIONS = {
@@ -36,9 +38,14 @@ TYPE_INTERACTIONS = (
 
 
 def capability_statement(
-    base: str, software_date: str, interactions: Iterable[str]
+    base: str,
+    software_date: str,
+    interactions: Iterable[str],
+    profile: Profile = profiles.DEFAULT,
 ) -> dict[str, Any]:
-    """`interactions`: the Task interactions the server's routes serve."""
+    """`interactions`: the Task interactions the server's routes serve. The profile that
+    runs is named in implementation.description ("... profile canvas ..." or "... profile
+    fhir ...")."""
     served = set(interactions)
     params = []
     for name, pdef in PARAMETERS.items():
@@ -52,7 +59,7 @@ def capability_statement(
         "date": software_date,
         "kind": "instance",
         "software": {"name": "caretask", "version": __version__},
-        "implementation": {"description": "caretask FHIR Task server", "url": base},
+        "implementation": {"description": profiles.DESCRIPTION[profile], "url": base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "rest": [

@@ -19,6 +19,9 @@ from starlette.routing import Route, compile_path
 from starlette.types import Scope
 
 from caretask.domain.capability import capability_statement
+from caretask.domain.http_dates import PATTERN as HTTP_DATE_PATTERN
+from caretask.domain.profiles import DEFAULT as DEFAULT_PROFILE
+from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, version_number
 from caretask.http import metadata, tasks, token_endpoint
 from caretask.http.audit import AuditName
@@ -53,7 +56,7 @@ from caretask.http.openapi import (
     written,
 )
 from caretask.http.responses import fhir_response
-from caretask.http.state import app_state
+from caretask.http.state import app_state, settings
 from caretask.http.urls import base_url
 
 
@@ -76,19 +79,19 @@ class Endpoint:
 
 
 async def capabilities(request: Request) -> Response:
-    return fhir_response(
-        capability_statement(base_url(request), app_state(request).started_at, INTERACTIONS)
-    )
+    started, profile = app_state(request).started_at, settings(request).profile
+    return fhir_response(capability_statement(base_url(request), started, INTERACTIONS, profile))
 
 
 @lru_cache(maxsize=16)
-def openapi_json(base: str) -> bytes:
-    """Built once per base URL: the document is some 100 KB and never changes."""
-    return orjson.dumps(openapi_document(base, _openapi_paths()))
+def openapi_json(base: str, profile: Profile = DEFAULT_PROFILE) -> bytes:
+    """Built once per base URL and profile: the document is some 100 KB and never changes."""
+    return orjson.dumps(openapi_document(base, _openapi_paths(), profile))
 
 
 async def openapi(request: Request) -> Response:
-    return Response(openapi_json(base_url(request)), media_type="application/json")
+    document = openapi_json(base_url(request), settings(request).profile)
+    return Response(document, media_type="application/json")
 
 
 _TOKEN = Operation(
@@ -208,7 +211,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Operation(
             "createTask",
             "Create a Task",
-            {"201": written("created"), **errors(*FHIR_ERRORS, *BODY_ERRORS)},
+            {"201": written("created"), **errors(*FHIR_ERRORS, *BODY_ERRORS, 422)},
             (PREFER_WRITE,),
             task_body("the Task; an id in it is ignored"),
         ),
@@ -257,12 +260,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Operation(
             "updateTask",
             "Replace the Task (a new version)",
-            {"200": written("updated"), **errors(*FHIR_ERRORS, *BODY_ERRORS, 404, 412)},
+            {"200": written("updated"), **errors(*FHIR_ERRORS, *BODY_ERRORS, 404, 412, 422)},
             (
                 request_header(
                     "If-Match",
                     {"type": "string", "pattern": '^(W/)?"[0-9]{1,9}"$'},
                     "the version being replaced; another is a 412",
+                ),
+                request_header(
+                    "If-Unmodified-Since",
+                    {"type": "string", "pattern": HTTP_DATE_PATTERN},
+                    "an HTTP-date; a 412 if the Task changed after it",
                 ),
                 PREFER_WRITE,
             ),
