@@ -311,9 +311,12 @@ def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
 
 def _demo_data(count: int, seed: int) -> int:
     from caretask.bulk.demo import generate
+    from caretask.domain.profiles import statuses
 
+    # the statuses the profile's import takes (CARETASK_PROFILE)
+    codes = statuses(Settings.from_env().profile)
     out = sys.stdout.buffer
-    for task in generate(count, seed=seed):
+    for task in generate(count, seed=seed, statuses=codes):
         out.write(orjson.dumps(task) + b"\n")
     out.flush()
     return 0
