@@ -10,13 +10,13 @@ _MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
 _DAY = "(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
 _LONG_DAY = "(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)"
 _MONTH = "(" + "|".join(_MONTHS) + ")"
-_TIME = r"(\d{2}):(\d{2}):(\d{2})"
+_TIME = r"([0-9]{2}):([0-9]{2}):([0-9]{2})"
 # IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
-_IMF = re.compile(rf"{_DAY}, (\d{{2}}) {_MONTH} (\d{{4}}) {_TIME} GMT")
+_IMF = re.compile(rf"{_DAY}, ([0-9]{{2}}) {_MONTH} ([0-9]{{4}}) {_TIME} GMT")
 # obsolete RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
-_RFC850 = re.compile(rf"{_LONG_DAY}, (\d{{2}})-{_MONTH}-(\d{{2}}) {_TIME} GMT")
+_RFC850 = re.compile(rf"{_LONG_DAY}, ([0-9]{{2}})-{_MONTH}-([0-9]{{2}}) {_TIME} GMT")
 # obsolete asctime: Sun Nov  6 08:49:37 1994
-_ASCTIME = re.compile(rf"{_DAY} {_MONTH} ([ \d]\d) {_TIME} (\d{{4}})")
+_ASCTIME = re.compile(rf"{_DAY} {_MONTH} ([ 0-9][0-9]) {_TIME} ([0-9]{{4}})")
 # the three forms as one pattern (for the OpenAPI document; it reads the same in ECMA-262)
 PATTERN = "^(" + "|".join(p.pattern for p in (_IMF, _RFC850, _ASCTIME)) + ")$"
 

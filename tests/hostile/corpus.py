@@ -819,6 +819,37 @@ def update_bodies() -> Iterator[Entry]:
     )
 
 
+def if_unmodified_since() -> Iterator[Entry]:
+    """Dates an update's If-Unmodified-Since must refuse (400: ignoring one would make the
+    update unconditional), before the id is looked up or the body read."""
+    values = {
+        "iso-8601": "2024-01-01T00:00:00Z",
+        "epoch-seconds": "1704067200",
+        "no-zone": "Mon, 01 Jan 2024 00:00:00",
+        "other-zone": "Mon, 01 Jan 2024 00:00:00 PST",
+        "february-31": "Sat, 31 Feb 2024 00:00:00 GMT",
+        "hour-25": "Mon, 01 Jan 2024 25:00:00 GMT",
+        "year-0": "Mon, 01 Jan 0000 00:00:00 GMT",
+        "lower-case": "mon, 01 jan 2024 00:00:00 gmt",
+        "sql": "Mon, 01 Jan 2024 00:00:00 GMT' OR '1'='1",
+        "rfc850-four-digit-year": "Monday, 01-Jan-2024 00:00:00 GMT",
+        **{
+            f"digit-{label}": f"Mon, 0{digit} Jan 2024 00:00:00 GMT"
+            for label, digit in NOT_ASCII_DIGITS.items()
+        },
+    }
+    for label, value in values.items():
+        headers = {**JSON, "If-Unmodified-Since": value}
+        yield Entry(
+            f"odd/if-unmodified-since-{label}",
+            "PUT",
+            f"/Task/{UNKNOWN_ID}",
+            400,
+            SEED_BYTES,
+            headers,
+        )
+
+
 def token_throttle_keys() -> Iterator[Entry]:
     """Client ids shaped to collide with or bloat the token throttle's keys: refused as any
     unknown client, each costing its address one check."""
@@ -974,6 +1005,7 @@ def build() -> list[Entry]:
         *huge_searches(),
         *odd_search_values(),
         *update_bodies(),
+        *if_unmodified_since(),
         *token_throttle_keys(),
         *whitespace_in_uris_and_codes(),
         *content_encodings(),
