@@ -655,12 +655,19 @@ NOT_ASCII_DIGITS: Final = {
 
 
 def odd_search_values() -> Iterator[Entry]:
-    sortable = ["authored-on", "_lastUpdated", "modified", "due", "status"]
+    sortable = ["authored-on", "_lastUpdated", "modified", "due", "status", "_id"]
     thousands = "_sort=" + ",".join((sortable * 400)[:2000])
     yield Entry("odd/sort-2000-keys-form", "POST", "/Task/_search", 400, thousands.encode(), FORM)
-    yield Entry("odd/sort-11-keys", "GET", "/Task?_sort=" + ",".join(["status"] * 11), 400)
+    yield Entry("odd/sort-13-keys", "GET", "/Task?_sort=" + ",".join(["status"] * 13), 400)
     both = ",".join([*sortable, *(f"-{k}" for k in sortable)])
-    yield Entry("odd/sort-10-keys", "GET", f"/Task?_sort={both}&{NOBODY}", 200, empty_bundle=True)
+    yield Entry("odd/sort-12-keys", "GET", f"/Task?_sort={both}&{NOBODY}", 200, empty_bundle=True)
+    yield Entry(
+        "odd/sort-canvas-names",
+        "GET",
+        f"/Task?_sort=due-date,-_id,-due-date&{NOBODY}",
+        200,
+        empty_bundle=True,
+    )
     yield Entry("odd/sort-key-and-its-reverse", "GET", "/Task?_sort=status,-status", 200)
     names = ",".join(f"e{i}" for i in range(2000)).encode()
     yield Entry(
