@@ -311,9 +311,12 @@ def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
 
 def _demo_data(count: int, seed: int) -> int:
     from caretask.bulk.demo import generate
+    from caretask.domain.profiles import statuses
 
+    # the statuses the profile's import takes (CARETASK_PROFILE)
+    codes = statuses(Settings.from_env().profile)
     out = sys.stdout.buffer
-    for task in generate(count, seed=seed):
+    for task in generate(count, seed=seed, statuses=codes):
         out.write(orjson.dumps(task) + b"\n")
     out.flush()
     return 0
@@ -343,6 +346,7 @@ def _import(args: argparse.Namespace, url: DatabaseURL) -> int:
             workers=args.workers,
             on_error=on_error,
             on_progress=bar.update if bar else None,
+            profile=settings.profile,
         )
     finally:
         if bar:

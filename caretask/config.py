@@ -17,7 +17,10 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
+
+from caretask.domain.profiles import DEFAULT as DEFAULT_PROFILE
+from caretask.domain.profiles import PROFILES, Profile
 
 T = TypeVar("T")
 # here, not in caretask.storage: reading the settings must not load the database drivers
@@ -58,6 +61,14 @@ URL: Kind[str | None] = Kind(_base_url, lambda value: value or "")
 HOSTS: Kind[tuple[str, ...]] = Kind(host_list, ",".join)
 
 
+def _profile(text: str) -> Profile:
+    # read as given: known_profile, its check, names the allowed values when it is not one
+    return cast(Profile, text)
+
+
+PROFILE: Kind[Profile] = Kind(_profile, str)
+
+
 # Checks: a problem as the rest of a sentence that begins with the setting's name (its
 # environment variable, or the flag it came from), or None.
 Check = Callable[[Any], "str | None"]
@@ -69,6 +80,12 @@ def positive(value: float) -> str | None:
 
 def not_negative(value: float) -> str | None:
     return None if value >= 0 else " must not be negative"
+
+
+def known_profile(value: str) -> str | None:
+    if value in PROFILES:
+        return None
+    return f" must be one of {', '.join(PROFILES)}, not '{value[:40]}'"
 
 
 def host_names(hosts: tuple[str, ...]) -> str | None:
@@ -253,6 +270,14 @@ class Settings:
         check=origins,
         flag="--cors-origins",
         shown="none: CORS is off",
+    )
+    # a Literal: ruff cannot tell it is immutable, as it can for the str fields
+    profile: Profile = _setting(  # noqa: RUF009
+        DEFAULT_PROFILE,
+        PROFILE,
+        "canvas: Canvas's documented behaviour; fhir: FHIR REST conventions (README)",
+        check=known_profile,
+        flag="--profile",
     )
 
     def __post_init__(self) -> None:

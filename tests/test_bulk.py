@@ -21,8 +21,9 @@ def _write(path: Path, rows: list[Any]) -> Path:
 
 
 def test_demo_data_is_valid_deterministic_and_spread(tmp_path: Path) -> None:
-    first = run_cli("demo-data", "500", "--seed", "7").stdout
-    again = run_cli("demo-data", "500", "--seed", "7").stdout
+    every_status = {"CARETASK_PROFILE": "fhir"}  # canvas's profile takes three
+    first = run_cli("demo-data", "500", "--seed", "7", env=every_status).stdout
+    again = run_cli("demo-data", "500", "--seed", "7", env=every_status).stdout
     tasks = _lines(first)
     assert first == again
     assert len(tasks) == 500
@@ -31,6 +32,11 @@ def test_demo_data_is_valid_deterministic_and_spread(tmp_path: Path) -> None:
     assert len({t["for"]["reference"] for t in tasks}) > 300
     years = {t["authoredOn"][:4] for t in tasks}
     assert {"2021", "2022", "2023", "2024", "2025"} <= years
+
+
+def test_demo_data_has_the_statuses_the_default_profile_takes() -> None:
+    tasks = _lines(run_cli("demo-data", "100").stdout)
+    assert {t["status"] for t in tasks} == {"requested", "cancelled", "completed"}
 
 
 def test_import_loads_every_line_keeping_ids_and_is_searchable(

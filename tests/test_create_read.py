@@ -38,13 +38,24 @@ def test_read_returns_every_element_sent_plus_server_fields(api: httpx.Client) -
     assert response.headers["content-type"] == "application/fhir+json; charset=utf-8"
     assert response.headers["etag"] == 'W/"1"'
     task = response.json()
+    # the default profile (canvas) returns references with their type, as Canvas does
+    typed = {"for", "requester", "owner"}
     for key, value in SEED_CREATE.items():
-        if key != "extension":
+        if key in typed:
+            assert task[key] == {**value, "type": value["reference"].split("/")[0]}, key
+        elif key == "note":
+            author = value[0]["authorReference"]
+            assert task[key] == [
+                {**value[0], "authorReference": {**author, "type": "Practitioner"}}
+            ]
+        elif key != "extension":
             assert task[key] == value, key
     assert task["id"] == task_id
     assert task["meta"]["versionId"] == "1"
     assert abs((_instant(task["meta"]["lastUpdated"]) - datetime.now(UTC)).total_seconds()) < 60
-    assert task["extension"][0] == SEED_CREATE["extension"][0]
+    group = SEED_CREATE["extension"][0]
+    typed_group = {**group["valueReference"], "type": "Group"}
+    assert task["extension"][0] == {**group, "valueReference": typed_group}
     assert task["intent"] == "unknown"
 
 

@@ -32,6 +32,8 @@ def _other_value(name: str, value: object) -> object:
         return "https://tasks.example.org/fhir"
     if name == "allowed_hosts":
         return ("a.example", "[::1]", "*")
+    if name == "profile":
+        return "fhir"
     raise TypeError(name)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,7 +34,6 @@ LABELS = [
     "Men's health", "Nutrition", "Social work", "Translation", "Transport", "DME",
     "Home health", "Hospice", "Quality", "Compliance", "Audit", "Portal", "Fax", "Mail",
 ]  # fmt: skip
-STATUSES = sorted(TASK_STATUS)
 PRIORITIES = sorted(TASK_PRIORITY)
 CODES = ["approve", "fulfill", "abort", "replace", "change", "suspend", "resume"]
 CODE_SYSTEM = "http://hl7.org/fhir/CodeSystem/task-code"
@@ -55,9 +54,12 @@ def generate(
     patients: int | None = None,
     practitioners: int | None = None,
     teams: int = 30,
+    statuses: Iterable[str] = TASK_STATUS,
 ) -> Iterator[dict[str, Any]]:
-    """`count` tasks; patients and practitioners scale with count (at least 1,000 / 200)."""
+    """`count` tasks; patients and practitioners scale with count (at least 1,000 / 200);
+    `statuses` the ones a profile takes (profiles.statuses), so that an import takes them."""
     rng = random.Random(seed)
+    status_codes = sorted(statuses)
     patient_ids = _hex_ids(rng, patients or max(1_000, count // 100))
     practitioner_ids = _hex_ids(rng, practitioners or max(200, count // 1_000))
     team_ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(teams)]
@@ -81,7 +83,7 @@ def generate(
                 }
             ],
             "identifier": [{"system": "urn:caretask:demo", "value": f"T-{seed}-{n}"}],
-            "status": rng.choice(STATUSES),
+            "status": rng.choice(status_codes),
             "intent": "order",
             "priority": rng.choice(PRIORITIES),
             "code": {"coding": [{"system": CODE_SYSTEM, "code": rng.choice(CODES)}]},

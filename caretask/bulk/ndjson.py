@@ -21,9 +21,10 @@ from typing import IO, Any
 
 import orjson
 
-from caretask.domain import task_rules
 from caretask.domain.dates import now_instant
 from caretask.domain.errors import DomainError, Issue
+from caretask.domain.profiles import DEFAULT as DEFAULT_PROFILE
+from caretask.domain.profiles import Profile
 from caretask.domain.task_rules import MAX_DEPTH
 from caretask.service import tasks
 from caretask.service.tasks import BodyLimits
@@ -96,7 +97,8 @@ def prepare(
             task, task_id=tasks.imported_id(task), version_id=1, now=now, last_updated=now_us
         )
         # a known id is stamped again over its current version, as PUT does (restamp)
-        source = orjson.dumps(task).decode() if task_rules.stamp_uses_previous(task) else None
+        uses = tasks.uses_previous(task, limits.profile)
+        source = orjson.dumps(task).decode() if uses else None
         rows.append(_row(number, new, source))
     return rows, errors
 
@@ -116,9 +118,15 @@ def _row(number: int, new: NewVersion, source: str | None) -> BulkRow:
 
 
 def restamp(
-    row: BulkRow, previous: dict[str, Any], version_id: int, now: str, now_us: int
+    row: BulkRow,
+    previous: dict[str, Any],
+    version_id: int,
+    now: str,
+    now_us: int,
+    profile: Profile = DEFAULT_PROFILE,
 ) -> BulkRow:
-    """The row as a new version of a stored task: stamped over `previous`, like a PUT."""
+    """The row as a new version of a stored task: stamped over `previous`, like a PUT in
+    the profile."""
     assert row.source is not None
     new = tasks.build_version(
         orjson.loads(row.source),
@@ -127,6 +135,7 @@ def restamp(
         now=now,
         last_updated=now_us,
         previous=previous,
+        profile=profile,
     )
     return _row(row.line, new, row.source)
 
@@ -175,14 +184,16 @@ def import_ndjson(
     workers: int | None = None,
     on_error: Callable[[LineError], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    profile: Profile = DEFAULT_PROFILE,
 ) -> ImportReport:
     """Load a stream of NDJSON Tasks; `strict` writes nothing unless every line is valid.
     Each line is refused as a request body would be past `max_line_bytes` (the API's body
-    limit) and `max_depth` levels of JSON nesting."""
+    limit) and `max_depth` levels of JSON nesting, and held to the `profile`'s rules as
+    the API's are."""
     report = ImportReport()
-    limits = BodyLimits(max_line_bytes, max_depth)
+    limits = BodyLimits(max_line_bytes, max_depth, profile)
     now, now_us = now_instant()
-    over_stored = partial(restamp, now=now, now_us=now_us)
+    over_stored = partial(restamp, now=now, now_us=now_us, profile=profile)
     store = BulkStore(url)
     workers = workers or os.cpu_count() or 1
     pending: list[Future[tuple[bytes, list[LineError]]]] = []

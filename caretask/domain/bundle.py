@@ -6,7 +6,9 @@ import base64
 from typing import Any
 from urllib.parse import quote
 
+from caretask.domain import profiles
 from caretask.domain.etag import etag
+from caretask.domain.profiles import Profile
 from caretask.domain.search_params import SearchQuery
 from caretask.domain.subsetting import subset
 from caretask.domain.task_rules import PERMALINK_EXTENSION
@@ -27,10 +29,14 @@ def permalink_task_id(token: str) -> str | None:
     return task_id if kind == "Task" and task_id else None
 
 
-def render_task(resource: dict[str, Any], base: str) -> dict[str, Any]:
-    """The Task as clients see it: the stored resource plus its generated permalink."""
+def render_task(
+    resource: dict[str, Any], base: str, profile: Profile = profiles.DEFAULT
+) -> dict[str, Any]:
+    """The Task as clients see it: the stored resource as the profile shows it
+    (profiles.shown), plus its generated permalink."""
+    shown = profiles.shown(resource, profile)
     link = {"url": PERMALINK_EXTENSION, "valueString": permalink(base, resource["id"])}
-    return {**resource, "extension": [*resource.get("extension", ()), link]}
+    return {**shown, "extension": [*shown.get("extension", ()), link]}
 
 
 def _query_string(pairs: list[tuple[str, str]]) -> str:
@@ -51,15 +57,25 @@ def searchset(
     link_path: str,
     has_more: bool = False,
     included: list[dict[str, Any]] | None = None,
+    profile: Profile = profiles.DEFAULT,
 ) -> dict[str, Any]:
-    """A searchset Bundle with the seed's paging links (relative, with _count and _offset).
+    """A searchset Bundle with paging links with _count and _offset: the seed's (relative,
+    and none for an empty result) in the canvas profile, absolute in fhir. `link_path` is
+    the path of the searched type under the server's root (`<base's path>/Task`).
 
     `total` is None when the client opted out of counting; `has_more` then says
     whether a next page exists.
     """
     count, offset = query.count, query.offset
+    # fhir's links are absolute: generic clients follow no other (canvas's, the seed's, are
+    # host-relative)
+    if profile == profiles.FHIR:
+        link_path = f"{base}/Task"
     links = [{"relation": "self", "url": _link(link_path, query.applied, count, offset)}]
-    if count > 0:
+    empty = total == 0 or (total is None and not resources and offset == 0)
+    if empty and profile == profiles.CANVAS:
+        links = []
+    elif count > 0:
         links.append({"relation": "first", "url": _link(link_path, query.applied, count, 0)})
         if offset > 0:
             previous = max(offset - count, 0)
@@ -77,11 +93,12 @@ def searchset(
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if total is not None:
         bundle["total"] = total
-    bundle["link"] = links
+    if links:
+        bundle["link"] = links
     entries = []
     for mode, group in (("match", resources), ("include", included or [])):
         for resource in group:
-            shown = subset(render_task(resource, base), query.summary, query.elements)
+            shown = subset(render_task(resource, base, profile), query.summary, query.elements)
             entries.append(
                 {
                     "fullUrl": f"{base}/Task/{resource['id']}",
@@ -103,9 +120,12 @@ def history(
     link_path: str,
     count: int,
     offset: int,
+    profile: Profile = profiles.DEFAULT,
 ) -> dict[str, Any]:
-    """A history Bundle of one Task, newest version first."""
-    path = f"{link_path}/Task/{task_id}/_history"
+    """A history Bundle of one Task, newest version first; its links relative (canvas) or
+    absolute (fhir) as a searchset's."""
+    root = base if profile == profiles.FHIR else link_path
+    path = f"{root}/Task/{task_id}/_history"
     links = [{"relation": "self", "url": f"{path}?_count={count}&_offset={offset}"}]
     if count > 0 and offset + count < total:
         links.append({"relation": "next", "url": f"{path}?_count={count}&_offset={offset + count}"})
@@ -118,7 +138,7 @@ def history(
         entries.append(
             {
                 "fullUrl": f"{base}/Task/{task_id}",
-                "resource": render_task(resource, base),
+                "resource": render_task(resource, base, profile),
                 "request": {
                     "method": "POST" if version == "1" else "PUT",
                     "url": "Task" if version == "1" else f"Task/{task_id}",

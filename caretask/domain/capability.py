@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from caretask import __version__
+from caretask.domain import profiles
+from caretask.domain.profiles import Profile
 from caretask.domain.search_params import INCLUDABLE, PARAMETERS
 
 _TYPE_DEFINITIONS = {
@@ -36,10 +38,16 @@ TYPE_INTERACTIONS = (
 
 
 def capability_statement(
-    base: str, software_date: str, interactions: Iterable[str], *, cors: bool = False
+    base: str,
+    software_date: str,
+    interactions: Iterable[str],
+    profile: Profile = profiles.DEFAULT,
+    *,
+    cors: bool = False,
 ) -> dict[str, Any]:
     """`interactions`: the Task interactions the server's routes serve; `cors`: whether
-    browser apps of other origins may call it."""
+    browser apps of other origins may call it. The profile that runs is named in
+    implementation.description ("... profile canvas ..." or "... profile fhir ...")."""
     served = set(interactions)
     params = []
     for name, pdef in PARAMETERS.items():
@@ -53,7 +61,7 @@ def capability_statement(
         "date": software_date,
         "kind": "instance",
         "software": {"name": "caretask", "version": __version__},
-        "implementation": {"description": "caretask FHIR Task server", "url": base},
+        "implementation": {"description": profiles.DESCRIPTION[profile], "url": base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "rest": [

@@ -14,6 +14,7 @@ class Issue:
     text: str
     expression: str | None = None
     severity: str = "error"
+    diagnostics: str | None = None  # detail beyond the fixed text (Canvas's fixed texts)
 
 
 @dataclass
@@ -49,9 +50,20 @@ class InvalidRequest(DomainError):
 class NotFound(DomainError):
     """The addressed resource or version does not exist (404)."""
 
+    @classmethod
+    def task(cls, task_id: str, detail: str) -> NotFound:
+        """Canvas's answer for a Task it does not have, with what we know as diagnostics."""
+        text = f"Unknown Task resource '{task_id[:64]}'"
+        return cls([Issue("not-found", text, diagnostics=detail)])
+
+
+class BusinessRule(DomainError):
+    """An acceptable Task that the server will not take as it stands (422)."""
+
 
 class VersionConflict(DomainError):
-    """If-Match named a version that is not current (412)."""
+    """If-Match named a version that is not current, or the task changed after the
+    If-Unmodified-Since date (412)."""
 
 
 @dataclass

@@ -24,11 +24,15 @@ def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
             "code": issue.code,
             "details": {"text": _fhir_string(issue.text)},
         }
+        if issue.diagnostics:
+            item["diagnostics"] = _fhir_string(issue.diagnostics)
         if issue.expression:
             item["expression"] = [_fhir_string(issue.expression)]
         out.append(item)
     return {"resourceType": "OperationOutcome", "issue": out}
 
 
-def outcome(code: str, text: str, expression: str | None = None) -> dict[str, Any]:
-    return operation_outcome([Issue(code, text, expression)])
+def outcome(
+    code: str, text: str, expression: str | None = None, diagnostics: str | None = None
+) -> dict[str, Any]:
+    return operation_outcome([Issue(code, text, expression, diagnostics=diagnostics)])

@@ -50,7 +50,7 @@ class ParamDef:
 PARAMETERS: dict[str, ParamDef] = {
     p.name: p
     for p in (
-        ParamDef("_id", "token", "A Canvas-issued unique identifier"),
+        ParamDef("_id", "token", "A Canvas-issued unique identifier", sortable=True),
         ParamDef("label", "string", "A human-readable label for the task"),
         ParamDef("owner", "reference", "The owner of the task", target="Practitioner"),
         ParamDef("description", "string", "A description of the task"),
@@ -117,6 +117,8 @@ INCLUDABLE = frozenset({"part-of", "based-on"})
 # spelling (Task:part-of, Task:part-of:Task); a longer list only repeats itself
 MAX_INCLUDE_VALUES = 2 * len(INCLUDABLE)
 MAX_INCLUDED = 1_000
+# Canvas's names for sort keys that FHIR names otherwise: both are accepted in every profile
+SORT_ALIASES = {"due-date": "due"}
 # every sortable parameter once in each direction: a longer _sort only repeats itself
 MAX_SORT_KEYS = 2 * sum(1 for p in PARAMETERS.values() if p.sortable)
 
@@ -349,6 +351,7 @@ def _result_parameter(query: SearchQuery, name: str, raw: str) -> None:
         for key in keys:
             descending = key.startswith("-")
             param = key[1:] if descending else key
+            param = SORT_ALIASES.get(param, param)
             pdef = PARAMETERS.get(param)
             if pdef is None or not pdef.sortable:
                 sortable = ", ".join(p for p, d in PARAMETERS.items() if d.sortable)

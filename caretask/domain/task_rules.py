@@ -248,10 +248,10 @@ def _reference_issue(value: Any, path: Path, target: str) -> Issue | None:
     return None
 
 
-def _canvas_issues(body: dict[str, Any]) -> list[Issue]:
+def _canvas_issues(body: dict[str, Any], description: bool = True) -> list[Issue]:
     issues: list[Issue] = []
     for element in ("status", "description", "requester"):
-        if element not in body:
+        if element not in body and (description or element != "description"):
             issues.append(Issue("required", f"'{element}' is required", fhirpath((element,))))
     for element, allowed in (
         ("status", TASK_STATUS),
@@ -307,9 +307,10 @@ def _canvas_issues(body: dict[str, Any]) -> list[Issue]:
 # --- entry points ------------------------------------------------------------------------
 
 
-def validate(body: Any, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+def validate(body: Any, max_depth: int = MAX_DEPTH, description: bool = True) -> dict[str, Any]:
     """Check a parsed request body; return it (with Canvas defaults) or raise InvalidResource.
-    `max_depth` is the JSON nesting allowed (CARETASK_MAX_JSON_DEPTH)."""
+    `max_depth` is the JSON nesting allowed (CARETASK_MAX_JSON_DEPTH); `description`
+    whether the element is required (profiles.description_required)."""
     if not isinstance(body, dict):
         raise InvalidResource.single("structure", "the body must be a JSON object", "Task")
     if body.get("resourceType") != "Task":
@@ -318,7 +319,7 @@ def validate(body: Any, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
     candidate = body if "intent" in body else {**body, "intent": "unknown"}
     # the fast check vouches for depth only up to MAX_DEPTH: a lower limit takes the slow path
     fast = max_depth >= MAX_DEPTH
-    if fast and certainly_valid(candidate) and not _canvas_issues(candidate):
+    if fast and certainly_valid(candidate) and not _canvas_issues(candidate, description):
         return candidate
     issues = _json_issues(body, max_depth)
     if issues:
@@ -327,7 +328,7 @@ def validate(body: Any, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
         # Canvas accepts a Task without intent (its create example has none) and stores
         # `unknown`; FHIR requires the element, so the default goes in before validation.
         body = {**body, "intent": "unknown"}
-    issues = _canvas_issues(body) + list(_shape_issues(body, TaskModel, ()))
+    issues = _canvas_issues(body, description) + list(_shape_issues(body, TaskModel, ()))
     try:
         TaskModel.model_validate(body)
     except ValidationError as error:
@@ -354,7 +355,7 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def _note_key(note: dict[str, Any]) -> tuple[Any, ...]:
+def note_key(note: dict[str, Any]) -> tuple[Any, ...]:
     author = note.get("authorReference")
     return (
         note.get("text"),
@@ -401,8 +402,8 @@ def stamp(
     if "authoredOn" not in out:
         out["authoredOn"] = (previous or {}).get("authoredOn", now)
     if "note" in out:
-        known = {_note_key(n): n["time"] for n in (previous or {}).get("note", []) if "time" in n}
+        known = {note_key(n): n["time"] for n in (previous or {}).get("note", []) if "time" in n}
         out["note"] = [
-            n if "time" in n else {**n, "time": known.get(_note_key(n), now)} for n in out["note"]
+            n if "time" in n else {**n, "time": known.get(note_key(n), now)} for n in out["note"]
         ]
     return out

@@ -1,4 +1,5 @@
-"""Bearer tokens on FHIR endpoints: 401 for who-are-you, 403 for not-allowed."""
+"""Bearer tokens on FHIR endpoints: 401 for who-are-you, 403 for not-allowed, each with
+Canvas's fixed code and text and what was wrong as diagnostics."""
 
 from __future__ import annotations
 
@@ -24,14 +25,14 @@ _NEEDS = {
 def _bearer(request: Request) -> str:
     values = request.headers.getlist("authorization")
     if not values:
-        raise HttpProblem(401, "login", "an Authorization: Bearer token is required", _CHALLENGE)
+        raise HttpProblem.unauthenticated("an Authorization: Bearer token is required", _CHALLENGE)
     if len(values) > 1:
-        raise HttpProblem(401, "login", "send exactly one Authorization header", _INVALID)
+        raise HttpProblem.unauthenticated("send exactly one Authorization header", _INVALID)
     scheme, _, token = values[0].strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or " " in token:
-        raise HttpProblem(
-            401, "login", "the Authorization header must be 'Bearer <token>'", _INVALID
+        raise HttpProblem.unauthenticated(
+            "the Authorization header must be 'Bearer <token>'", _INVALID
         )
     return token
 
@@ -65,13 +66,13 @@ async def authorize(request: Request, permission: str) -> tokens.Claims:
     try:
         claims = state.tokens.verify(_bearer(request))
     except tokens.InvalidToken:
-        raise HttpProblem(
-            401, "login", "the access token is invalid or expired", _INVALID
+        raise HttpProblem.unauthenticated(
+            "the access token is invalid or expired", _INVALID
         ) from None
     request.state.client_id = claims.client_id  # signed by us: who, even if refused below
     client = await state.clients.get(claims.client_id)
     if client is None or client.revoked:
-        raise HttpProblem(401, "login", "the access token's client is no longer active", _INVALID)
+        raise HttpProblem.unauthenticated("the access token's client is no longer active", _INVALID)
     if permission not in scopes.granted(claims.scope):
-        raise HttpProblem(403, "forbidden", f"this needs the scope {_NEEDS[permission]}")
+        raise HttpProblem.forbidden(f"this needs the scope {_NEEDS[permission]}")
     return claims

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from caretask.domain.errors import (
+    BusinessRule,
     DomainError,
     InvalidRequest,
     InvalidResource,
@@ -29,6 +30,7 @@ _STATUS: dict[type[DomainError], int] = {
     InvalidSearch: 400,
     InvalidRequest: 400,
     NotFound: 404,
+    BusinessRule: 422,
     TooLarge: 413,
     VersionConflict: 412,
     SearchTimeout: 503,
@@ -39,10 +41,26 @@ class HttpProblem(Exception):
     """An error that belongs to HTTP itself (auth, media types, sizes)."""
 
     def __init__(
-        self, status: int, code: str, text: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        text: str,
+        headers: dict[str, str] | None = None,
+        diagnostics: str | None = None,
     ) -> None:
         super().__init__(text)
         self.status, self.code, self.text, self.headers = status, code, text, headers
+        self.diagnostics = diagnostics
+
+    @classmethod
+    def unauthenticated(cls, detail: str, headers: dict[str, str]) -> HttpProblem:
+        """Canvas's 401, with what was wrong as diagnostics."""
+        return cls(401, "unknown", "Authentication failed", headers, detail)
+
+    @classmethod
+    def forbidden(cls, detail: str) -> HttpProblem:
+        """Canvas's 403, with what was missing as diagnostics."""
+        return cls(403, "forbidden", "Authorization failed", None, detail)
 
 
 _HTTP_CODES = {404: "not-found", 405: "not-supported", 413: "too-long", 415: "not-supported"}
@@ -56,7 +74,8 @@ async def domain_error(request: Request, exc: Exception) -> Response:
 
 async def http_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HttpProblem)
-    return fhir_response(outcome(exc.code, exc.text), exc.status, exc.headers)
+    body = outcome(exc.code, exc.text, diagnostics=exc.diagnostics)
+    return fhir_response(body, exc.status, exc.headers)
 
 
 async def storage_unavailable(request: Request, exc: Exception) -> Response:

@@ -17,8 +17,9 @@ from typing import Any
 
 from caretask import __version__
 from caretask.config import Settings
-from caretask.domain import etag
+from caretask.domain import etag, profiles
 from caretask.domain.dates import FHIR_DATE_TIME, FHIR_INSTANT
+from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN as ID_FORM
 from caretask.domain.references import TYPE_PATTERN
 from caretask.domain.search_params import (
@@ -28,6 +29,7 @@ from caretask.domain.search_params import (
     MAX_OFFSET,
     MAX_SORT_KEYS,
     PARAMETERS,
+    SORT_ALIASES,
     ParamDef,
 )
 from caretask.domain.subsetting import ALWAYS_KEPT, MAX_ELEMENTS, SUMMARY_VALUES
@@ -220,7 +222,7 @@ def _extension(closed: bool) -> Schema:
     }
 
 
-def _task_properties(closed: bool) -> dict[str, Schema]:
+def _task_properties(closed: bool, statuses: frozenset[str] = TASK_STATUS) -> dict[str, Schema]:
     s = "" if closed else "Open"
     string = {"type": "string", "pattern": STRING_PATTERN}
     uri = {"type": "string", "pattern": URI_PATTERN}
@@ -251,7 +253,7 @@ def _task_properties(closed: bool) -> dict[str, Schema]:
         "basedOn": many("Reference"),
         "groupIdentifier": ref(f"Identifier{s}"),
         "partOf": many("TaskReference"),
-        "status": {"type": "string", "enum": sorted(TASK_STATUS)},
+        "status": {"type": "string", "enum": sorted(statuses)},
         "statusReason": ref(f"CodeableConcept{s}"),
         "businessStatus": ref(f"CodeableConcept{s}"),
         "intent": {
@@ -288,8 +290,10 @@ def _task_properties(closed: bool) -> dict[str, Schema]:
     }
 
 
-def _task_schemas() -> dict[str, Schema]:
-    closed = _task_properties(True)
+def _task_schemas(profile: Profile) -> dict[str, Schema]:
+    # what a request may say is the profile's; a stored Task may hold any R4 status (another
+    # profile may have written it), and in canvas an update may clear its description
+    closed = _task_properties(True, profiles.statuses(profile))
     element_extensions = {
         f"_{name}": ref("Element")
         for name in ("status", "intent", "priority", "description", "authoredOn")
@@ -313,7 +317,7 @@ def _task_schemas() -> dict[str, Schema]:
             "meta",
             "status",
             "intent",
-            "description",
+            *(["description"] if profile == profiles.FHIR else []),
             "requester",
             "authoredOn",
             "extension",
@@ -332,12 +336,17 @@ def _task_schemas() -> dict[str, Schema]:
     return {"Task": request, "StoredTask": stored, "SubsettedTask": subsetted, "ReadTask": read}
 
 
-def _bundle_schemas() -> dict[str, Schema]:
+def _bundle_schemas(profile: Profile) -> dict[str, Schema]:
+    # canvas's links are host-relative (the seed's), fhir's absolute
+    url: Schema = {
+        "type": "string",
+        "pattern": "^/" if profile == profiles.CANVAS else "^https?://",
+    }
     link = {
         "type": "object",
         "properties": {
             "relation": {"enum": ["self", "first", "previous", "next", "last"]},
-            "url": {"type": "string"},
+            "url": url,
         },
         "required": ["relation", "url"],
         "additionalProperties": False,
@@ -387,7 +396,12 @@ def _bundle_schemas() -> dict[str, Schema]:
             "resourceType": {"const": "Bundle"},
             "type": {"const": "searchset"},
             "total": {**total, "description": "absent with _total=none"},
-            "link": {"type": "array", "items": link, "minItems": 1},
+            "link": {
+                "type": "array",
+                "items": link,
+                "minItems": 1,
+                "description": "in canvas, none for an empty result",
+            },
             "entry": {"type": "array", "items": search_entry, "minItems": 1},
         },
         "required": ["resourceType", "type"],
@@ -543,7 +557,7 @@ def _search_properties() -> dict[str, Schema]:
     for name in ("owner", "patient", "due", "priority", "code"):
         out[f"{name}:missing"] = {"type": "string", "enum": ["true", "false"]}
     out["status:not"] = {"type": "string", "pattern": _search_value_pattern(PARAMETERS["status"])}
-    sortable = "|".join(p for p, d in PARAMETERS.items() if d.sortable)
+    sortable = "|".join([*(p for p, d in PARAMETERS.items() if d.sortable), *SORT_ALIASES])
     includes = "|".join(sorted(INCLUDABLE))
     include = _values(f"Task:({includes})(:Task)?", MAX_INCLUDE_VALUES)
     out.update(
@@ -701,10 +715,11 @@ def errors(*statuses: int) -> dict[str, Schema]:
         404: "no such Task or version",
         406: "Accept names only formats other than FHIR JSON",
         408: f"the body did not arrive within the body timeout ({timeout:g} s by default)",
-        412: "If-Match is not the current version",
+        412: "If-Match is not the current version, or the Task changed after If-Unmodified-Since",
         413: f"the body is larger than the limit ({byte_size(body_bytes)} by default)",
         414: "the URL is longer than the limit",
         415: "the body's Content-Type or Content-Encoding is not accepted",
+        422: "a status the profile does not support (canvas: requested, cancelled, completed)",
         431: "too many or too large request headers",
         503: "the database cannot answer now (unreachable, its disk full); see Retry-After",
     }
@@ -831,19 +846,42 @@ def token_responses(max_form_bytes: int) -> dict[str, Schema]:
     return responses
 
 
-def openapi_document(base: str, paths: dict[str, Schema]) -> dict[str, Any]:
+# a create's answer without Prefer, in each profile
+_CREATED = {
+    profiles.CANVAS: "created (a body only with Prefer: return=representation)",
+    profiles.FHIR: "created, with the stored Task (no body with Prefer: return=minimal)",
+}
+
+
+def _profiled(paths: dict[str, Schema], profile: Profile) -> dict[str, Schema]:
+    """The route table's paths with what depends on the profile: a create's 201."""
+    out: dict[str, Schema] = {}
+    for path, item in paths.items():
+        out[path] = dict(item)
+        for method, operation in item.items():
+            if isinstance(operation, dict) and "201" in operation.get("responses", {}):
+                created = {**operation["responses"]["201"], "description": _CREATED[profile]}
+                responses = {**operation["responses"], "201": created}
+                out[path][method] = {**operation, "responses": responses}
+    return out
+
+
+def openapi_document(
+    base: str, paths: dict[str, Schema], profile: Profile = profiles.DEFAULT
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document for a server whose public URL is `base`, with the route
-    table's `paths`."""
+    table's `paths`, true to the `profile` it runs."""
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "caretask",
             "version": __version__,
-            "description": "A FHIR R4 Task server that speaks the Canvas Medical Task API",
+            "description": "A FHIR R4 Task server that speaks the Canvas Medical Task API; "
+            + profiles.DESCRIPTION[profile],
         },
         "servers": [{"url": base}],
         "security": BEARER,
-        "paths": paths,
+        "paths": _profiled(paths, profile),
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -856,8 +894,8 @@ def openapi_document(base: str, paths: dict[str, Schema]) -> dict[str, Any]:
             "schemas": {
                 **_types(True),
                 **_types(False),
-                **_task_schemas(),
-                **_bundle_schemas(),
+                **_task_schemas(profile),
+                **_bundle_schemas(profile),
                 **_other_schemas(),
             },
         },

@@ -21,6 +21,9 @@ from starlette.types import Receive, Scope, Send
 
 from caretask.domain import etag
 from caretask.domain.capability import capability_statement
+from caretask.domain.http_dates import PATTERN as HTTP_DATE_PATTERN
+from caretask.domain.profiles import DEFAULT as DEFAULT_PROFILE
+from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, VERSION_FORM, version_number
 from caretask.http import metadata, tasks, token_endpoint
 from caretask.http.audit import AuditName
@@ -57,7 +60,7 @@ from caretask.http.openapi import (
     written,
 )
 from caretask.http.responses import empty_response, fhir_response
-from caretask.http.state import app_state
+from caretask.http.state import app_state, settings
 from caretask.http.urls import base_url
 
 
@@ -83,19 +86,21 @@ async def capabilities(request: Request) -> Response:
     check_accept(request)
     state = app_state(request)
     cors = bool(state.settings.cors_origins)
-    return fhir_response(
-        capability_statement(base_url(request), state.started_at, INTERACTIONS, cors=cors)
+    document = capability_statement(
+        base_url(request), state.started_at, INTERACTIONS, state.settings.profile, cors=cors
     )
+    return fhir_response(document)
 
 
 @lru_cache(maxsize=16)
-def openapi_json(base: str) -> bytes:
-    """Built once per base URL: the document is some 100 KB and never changes."""
-    return orjson.dumps(openapi_document(base, _openapi_paths()))
+def openapi_json(base: str, profile: Profile = DEFAULT_PROFILE) -> bytes:
+    """Built once per base URL and profile: the document is some 100 KB and never changes."""
+    return orjson.dumps(openapi_document(base, _openapi_paths(), profile))
 
 
 async def openapi(request: Request) -> Response:
-    return Response(openapi_json(base_url(request)), media_type="application/json")
+    document = openapi_json(base_url(request), settings(request).profile)
+    return Response(document, media_type="application/json")
 
 
 _TOKEN = Operation(
@@ -215,7 +220,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Operation(
             "createTask",
             "Create a Task",
-            {"201": written("created"), **errors(*FHIR_ERRORS, *BODY_ERRORS)},
+            {"201": written("created"), **errors(*FHIR_ERRORS, *BODY_ERRORS, 422)},
             (PREFER_WRITE,),
             task_body("the Task; an id in it is ignored"),
         ),
@@ -267,12 +272,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Operation(
             "updateTask",
             "Replace the Task (a new version)",
-            {"200": written("updated"), **errors(*FHIR_ERRORS, *BODY_ERRORS, 404, 412)},
+            {"200": written("updated"), **errors(*FHIR_ERRORS, *BODY_ERRORS, 404, 412, 422)},
             (
                 request_header(
                     "If-Match",
                     {"type": "string", "pattern": etag.READ_PATTERN},
                     "the version being replaced; another is a 412",
+                ),
+                request_header(
+                    "If-Unmodified-Since",
+                    {"type": "string", "pattern": HTTP_DATE_PATTERN},
+                    "an HTTP-date; a 412 if the Task changed after it",
                 ),
                 PREFER_WRITE,
             ),

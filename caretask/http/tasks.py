@@ -70,7 +70,7 @@ def _lenient(request: Request) -> bool:
 
 
 def _task(request: Request, task: StoredTask) -> Response:
-    body = bundle.render_task(task.resource, base_url(request))
+    body = _service(request).shown(task, base_url(request))
     query = _query(request)
     if "_summary" in query or "_elements" in query:
         body = subsetting.subset(body, *subsetting.read_parameters(query_pairs(query)))
@@ -79,15 +79,18 @@ def _task(request: Request, task: StoredTask) -> Response:
 
 def _written(request: Request, task: StoredTask, status: int) -> Response:
     """A create's (201) or an update's (200) answer: where the version is, and the version
-    itself when the client prefers it (Prefer: return=representation)."""
+    itself when the client prefers it (Prefer: return=representation) or, for a create,
+    when the profile returns it by default."""
     base = base_url(request)
     location = f"{base}/Task/{task.id}"
     if status != 201:
         location += f"/_history/{task.version_id}"
     request.state.audit_target = (task.id, None if status == 201 else task.version_id)
     headers = {**_version_headers(task), "Location": location}
-    if prefer(request).get("return") == "representation":
-        return fhir_response(bundle.render_task(task.resource, base), status, headers)
+    wanted = prefer(request).get("return")
+    service = _service(request)
+    if service.create_returns_task(wanted) if status == 201 else wanted == "representation":
+        return fhir_response(service.shown(task, base), status, headers)
     return empty_response(status, headers)
 
 
@@ -115,7 +118,10 @@ async def vread(request: Request) -> Response:
 @endpoint(scopes.UPDATE)
 async def update(request: Request) -> Response:
     task = await _service(request).update(
-        request.path_params["id"], request.headers.get("if-match"), partial(_body, request)
+        request.path_params["id"],
+        request.headers.get("if-match"),
+        partial(_body, request),
+        request.headers.get("if-unmodified-since"),
     )
     return _written(request, task, 200)
 

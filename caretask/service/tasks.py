@@ -20,9 +20,10 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from caretask.domain import bundle, indexing, search_params, task_rules
-from caretask.domain.dates import now_instant
+from caretask.domain import bundle, indexing, profiles, search_params, task_rules
+from caretask.domain.dates import now_instant, parse_range
 from caretask.domain.errors import (
+    BusinessRule,
     InvalidRequest,
     InvalidSearch,
     Issue,
@@ -32,7 +33,9 @@ from caretask.domain.errors import (
     VersionConflict,
 )
 from caretask.domain.etag import etag, parse_etag
+from caretask.domain.http_dates import parse_http_date
 from caretask.domain.json_keys import has_duplicate_keys
+from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, version_number
 from caretask.domain.task_rules import MAX_DEPTH
 from caretask.storage.base import (
@@ -52,10 +55,12 @@ NO_TASK = "no Task has this id"
 
 @dataclass(frozen=True, slots=True)
 class BodyLimits:
-    """What a Task's JSON text may be: a request body's, or a line of an import's."""
+    """What a Task's JSON text may be: a request body's, or a line of an import's, and the
+    profile whose rules it is held to."""
 
     max_bytes: int  # CARETASK_MAX_BODY_BYTES
     max_depth: int = MAX_DEPTH  # CARETASK_MAX_JSON_DEPTH
+    profile: Profile = profiles.DEFAULT  # CARETASK_PROFILE
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +73,12 @@ class Page:
 # --- the write pipeline, as pure functions (an import runs them in worker processes) -----
 
 
-def parse(raw: bytes, limits: BodyLimits) -> dict[str, Any]:
-    """The JSON text of a Task to the validated Task (task_rules.validate). Raises
-    TooLarge past the size limit, InvalidRequest for what is not one JSON value (empty,
-    malformed, a key repeated within an object: json_keys), InvalidResource for what is
-    not an acceptable Task."""
+def parse(raw: bytes, limits: BodyLimits, *, update: bool = False) -> dict[str, Any]:
+    """The JSON text of a Task (`update`: the replacement of a stored one) to the validated
+    Task (task_rules.validate, then the profile's rules). Raises TooLarge past the size
+    limit, InvalidRequest for what is not one JSON value (empty, malformed, a key repeated
+    within an object: json_keys), InvalidResource for what is not an acceptable Task,
+    BusinessRule for an acceptable one the profile does not take."""
     if len(raw) > limits.max_bytes:
         raise TooLarge.single("too-long", f"the body is larger than {limits.max_bytes} bytes")
     if not raw.strip():
@@ -85,7 +91,12 @@ def parse(raw: bytes, limits: BodyLimits) -> dict[str, Any]:
         raise InvalidRequest.single(
             "structure", "the body repeats a key within one JSON object; FHIR JSON does not"
         )
-    return task_rules.validate(parsed, limits.max_depth)
+    description = profiles.description_required(limits.profile, update)
+    task = task_rules.validate(parsed, limits.max_depth, description)
+    issue = profiles.status_issue(task, limits.profile)
+    if issue is not None:
+        raise BusinessRule([issue])
+    return task
 
 
 def build_version(
@@ -96,10 +107,14 @@ def build_version(
     now: str,
     last_updated: int,
     previous: dict[str, Any] | None = None,
+    profile: Profile = profiles.DEFAULT,
 ) -> NewVersion:
     """A validated body as the version to store: stamped (over `previous`, the current
-    version, when there is one) and indexed. `now` is the instant as FHIR writes it,
-    `last_updated` the same in microseconds since the epoch."""
+    version, when there is one, keeping what the profile keeps of it) and indexed. `now`
+    is the instant as FHIR writes it, `last_updated` the same in microseconds since the
+    epoch."""
+    if previous is not None:
+        body = profiles.carry_over(body, previous, profile)
     resource = task_rules.stamp(
         body, task_id=task_id, version_id=version_id, now=now, previous=previous
     )
@@ -123,10 +138,40 @@ def query_pairs(query: str) -> list[tuple[str, str]]:
         raise InvalidSearch.single("invalid", "the query string is not valid UTF-8") from None
 
 
+def uses_previous(body: dict[str, Any], profile: Profile) -> bool:
+    """Whether build_version takes anything from `previous` for this body (else the
+    previous version changes only versionId)."""
+    return task_rules.stamp_uses_previous(body) or profiles.uses_previous(body, profile)
+
+
 def _checked_id(task_id: str) -> str:
     if not ID_PATTERN.fullmatch(task_id):
-        raise NotFound.single("not-found", NO_TASK)
+        raise NotFound.task(task_id, NO_TASK)
     return task_id
+
+
+def _if_unmodified_since(value: str | None) -> int | None:
+    """The header's date in seconds since the epoch; a malformed one is a 400 (ignoring it
+    would make a conditional update unconditional)."""
+    if value is None:
+        return None
+    seconds = parse_http_date(value)
+    if seconds is None:
+        raise InvalidRequest.single(
+            "invalid",
+            "If-Unmodified-Since must be an HTTP-date, like Sun, 06 Nov 1994 08:49:37 GMT",
+        )
+    return seconds
+
+
+def _modified_since(current: StoredTask, since: int) -> VersionConflict | None:
+    """A 412 when the task changed after `since` (HTTP-dates have whole seconds)."""
+    updated = current.resource["meta"]["lastUpdated"]
+    changed = parse_range(updated)
+    if changed is None or changed[0] // 1_000_000 <= since:
+        return None
+    text = f"the Task changed after If-Unmodified-Since (it was last updated at {updated})"
+    return VersionConflict.single("conflict", text)
 
 
 def _if_match(value: str | None) -> int | None:
@@ -168,11 +213,27 @@ class TaskService:
 
     @classmethod
     def from_settings(cls, storage: Storage, settings: Settings) -> TaskService:
-        limits = BodyLimits(settings.max_body_bytes, settings.max_json_depth)
+        limits = BodyLimits(settings.max_body_bytes, settings.max_json_depth, settings.profile)
         return cls(storage, limits, settings.search_timeout)
 
-    def parse(self, raw: bytes) -> dict[str, Any]:
-        return parse(raw, self.limits)
+    @property
+    def profile(self) -> Profile:
+        return self.limits.profile
+
+    def parse(self, raw: bytes, *, update: bool = False) -> dict[str, Any]:
+        return parse(raw, self.limits, update=update)
+
+    def shown(self, task: StoredTask, base: str) -> dict[str, Any]:
+        """A stored Task as this server returns it (bundle.render_task, in the profile)."""
+        return bundle.render_task(task.resource, base, self.profile)
+
+    def create_returns_task(self, prefer_return: str | None) -> bool:
+        """Whether a create answers with the stored Task: the client's Prefer: return=...,
+        else the profile's default (canvas: an empty body, as the seed; fhir: the Task,
+        which generic clients read the new id and version from)."""
+        if prefer_return in ("minimal", "representation"):
+            return prefer_return == "representation"
+        return self.profile == profiles.FHIR
 
     async def create(self, raw: bytes) -> StoredTask:
         """A new task from the JSON text of a Task: version 1, under a new id."""
@@ -185,7 +246,7 @@ class TaskService:
     async def read(self, task_id: str) -> StoredTask:
         task = await self.storage.read_task(_checked_id(task_id))
         if task is None:
-            raise NotFound.single("not-found", NO_TASK)
+            raise NotFound.task(task_id, NO_TASK)
         return task
 
     async def vread(self, task_id: str, version: str) -> StoredTask:
@@ -196,19 +257,25 @@ class TaskService:
         if number is not None:
             task = await self.storage.read_version(task_id, number)
         if task is None:
-            raise NotFound.single("not-found", "no such version of this Task")
+            raise NotFound.task(task_id, "no such version of this Task")
         return task
 
     async def update(
-        self, task_id: str, if_match: str | None, read_body: Callable[[], Awaitable[bytes]]
+        self,
+        task_id: str,
+        if_match: str | None,
+        read_body: Callable[[], Awaitable[bytes]],
+        if_unmodified_since: str | None = None,
     ) -> StoredTask:
         """The task's next version from the JSON text `read_body` gives, if the version
-        `if_match` names (an ETag; None: whichever) is current. The body is read after the
-        id and If-Match are found acceptable: a request wrong in several ways is told the
-        first, in that order."""
+        `if_match` names (an ETag; None: whichever) is current and the task has not changed
+        after `if_unmodified_since` (an HTTP-date; None: whenever). The body is read after
+        the id and the conditions are found acceptable: a request wrong in several ways is
+        told the first, in that order."""
         task_id = _checked_id(task_id)
         wanted = _if_match(if_match)
-        body = self.parse(await read_body())
+        since = _if_unmodified_since(if_unmodified_since)
+        body = self.parse(await read_body(), update=True)
         if "id" in body and body["id"] != task_id:
             raise InvalidRequest(
                 [Issue("invalid", "the id in the body must match the id in the URL", "Task.id")]
@@ -216,7 +283,10 @@ class TaskService:
 
         def build(current: StoredTask) -> NewVersion:
             # run under the task's lock: the time is taken there too, so versions and their
-            # lastUpdated keep one order
+            # lastUpdated keep one order, and If-Unmodified-Since is held to the version
+            # being replaced, as If-Match is
+            if since is not None and (conflict := _modified_since(current, since)):
+                raise conflict
             now, now_us = now_instant()
             return build_version(
                 body,
@@ -225,12 +295,13 @@ class TaskService:
                 now=now,
                 last_updated=now_us,
                 previous=current.resource,
+                profile=self.profile,
             )
 
         try:
             return await self.storage.update_task(task_id, build, wanted)
         except TaskNotFound:
-            raise NotFound.single("not-found", NO_TASK) from None
+            raise NotFound.task(task_id, NO_TASK) from None
         except StaleVersion as stale:
             raise _stale(wanted, stale.current) from None
 
@@ -245,7 +316,7 @@ class TaskService:
         try:
             total, versions = await self.storage.history(task_id, count, offset)
         except TaskNotFound:
-            raise NotFound.single("not-found", NO_TASK) from None
+            raise NotFound.task(task_id, NO_TASK) from None
         body = bundle.history(
             task_id,
             total,
@@ -254,6 +325,7 @@ class TaskService:
             link_path=link_path,
             count=count,
             offset=offset,
+            profile=self.profile,
         )
         return Page(body)
 
@@ -290,5 +362,6 @@ class TaskService:
                 link_path=link_path + "/Task",
                 has_more=result.has_more,
                 included=[t.resource for t in result.included],
+                profile=self.profile,
             )
         return Page(body)

@@ -684,12 +684,19 @@ NOT_ASCII_DIGITS: Final = {
 
 
 def odd_search_values() -> Iterator[Entry]:
-    sortable = ["authored-on", "_lastUpdated", "modified", "due", "status"]
+    sortable = ["authored-on", "_lastUpdated", "modified", "due", "status", "_id"]
     thousands = "_sort=" + ",".join((sortable * 400)[:2000])
     yield Entry("odd/sort-2000-keys-form", "POST", "/Task/_search", 400, thousands.encode(), FORM)
-    yield Entry("odd/sort-11-keys", "GET", "/Task?_sort=" + ",".join(["status"] * 11), 400)
+    yield Entry("odd/sort-13-keys", "GET", "/Task?_sort=" + ",".join(["status"] * 13), 400)
     both = ",".join([*sortable, *(f"-{k}" for k in sortable)])
-    yield Entry("odd/sort-10-keys", "GET", f"/Task?_sort={both}&{NOBODY}", 200, empty_bundle=True)
+    yield Entry("odd/sort-12-keys", "GET", f"/Task?_sort={both}&{NOBODY}", 200, empty_bundle=True)
+    yield Entry(
+        "odd/sort-canvas-names",
+        "GET",
+        f"/Task?_sort=due-date,-_id,-due-date&{NOBODY}",
+        200,
+        empty_bundle=True,
+    )
     yield Entry("odd/sort-key-and-its-reverse", "GET", "/Task?_sort=status,-status", 200)
     names = ",".join(f"e{i}" for i in range(2000)).encode()
     yield Entry(
@@ -848,6 +855,37 @@ def update_bodies() -> Iterator[Entry]:
     )
 
 
+def if_unmodified_since() -> Iterator[Entry]:
+    """Dates an update's If-Unmodified-Since must refuse (400: ignoring one would make the
+    update unconditional), before the id is looked up or the body read."""
+    values = {
+        "iso-8601": "2024-01-01T00:00:00Z",
+        "epoch-seconds": "1704067200",
+        "no-zone": "Mon, 01 Jan 2024 00:00:00",
+        "other-zone": "Mon, 01 Jan 2024 00:00:00 PST",
+        "february-31": "Sat, 31 Feb 2024 00:00:00 GMT",
+        "hour-25": "Mon, 01 Jan 2024 25:00:00 GMT",
+        "year-0": "Mon, 01 Jan 0000 00:00:00 GMT",
+        "lower-case": "mon, 01 jan 2024 00:00:00 gmt",
+        "sql": "Mon, 01 Jan 2024 00:00:00 GMT' OR '1'='1",
+        "rfc850-four-digit-year": "Monday, 01-Jan-2024 00:00:00 GMT",
+        **{
+            f"digit-{label}": f"Mon, 0{digit} Jan 2024 00:00:00 GMT"
+            for label, digit in NOT_ASCII_DIGITS.items()
+        },
+    }
+    for label, value in values.items():
+        headers = {**JSON, "If-Unmodified-Since": value}
+        yield Entry(
+            f"odd/if-unmodified-since-{label}",
+            "PUT",
+            f"/Task/{UNKNOWN_ID}",
+            400,
+            SEED_BYTES,
+            headers,
+        )
+
+
 def token_throttle_keys() -> Iterator[Entry]:
     """Client ids shaped to collide with or bloat the token throttle's keys: refused as any
     unknown client, each costing its address one check."""
@@ -1003,6 +1041,7 @@ def build() -> list[Entry]:
         *huge_searches(),
         *odd_search_values(),
         *update_bodies(),
+        *if_unmodified_since(),
         *token_throttle_keys(),
         *whitespace_in_uris_and_codes(),
         *content_encodings(),
