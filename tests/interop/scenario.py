@@ -111,6 +111,9 @@ def distinct_task() -> DistinctTask:
         requester={"reference": f"Practitioner/{requester}"},
         description=f"{description}: ask the patient for new insurance information.",
         input=label_input(label),
+        # R4 requires intent (the seed's body leaves it to the server); generic clients'
+        # models refuse a Task without it
+        intent="unknown",
     )
     # the note's author is the seed's requester; keep it a Practitioner of this task
     body["note"][0]["authorReference"] = {"reference": f"Practitioner/{requester}"}
