@@ -32,9 +32,7 @@ def interop_servers(
                 server.stop()
                 raise
             remember(creds["client_secret"])
-            started[profile] = Interop(
-                server, profile, creds["client_id"], creds["client_secret"]
-            )
+            started[profile] = Interop(server, profile, creds["client_id"], creds["client_secret"])
         return started[profile]
 
     yield get
@@ -43,7 +41,9 @@ def interop_servers(
 
 
 @pytest.fixture(params=PROFILES)
-def any_profile(request: pytest.FixtureRequest, interop_servers: Callable[[str], Interop]) -> Interop:
+def any_profile(
+    request: pytest.FixtureRequest, interop_servers: Callable[[str], Interop]
+) -> Interop:
     """A server in each profile in turn: for what a client can do in both."""
     return interop_servers(request.param)
 

@@ -21,6 +21,9 @@ REPRESENTATION = {"Prefer": "return=representation"}
 # more than three pages of the default ten, so that paging follows several next links
 PAGED_TASKS = 37
 PAGE_SIZE = 10
+# seconds any one request of a client may take: a server that stops answering fails the
+# test that waits on it instead of hanging the run
+REQUEST_TIMEOUT = 30
 
 
 @dataclass
@@ -49,7 +52,7 @@ class Interop:
                 "client_id": self.client_id,
                 "client_secret": self.client_secret,
             },
-            timeout=30,
+            timeout=REQUEST_TIMEOUT,
         )
         assert response.status_code == 200, response.text
         token: str = response.json()["access_token"]

@@ -5,6 +5,8 @@ other flows."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from fhirclient.client import FHIRClient
 from fhirclient.models.bundle import Bundle
@@ -14,6 +16,7 @@ from fhirclient.server import FHIRUnauthorizedException
 from tests.interop.scenario import (
     PAGE_SIZE,
     PAGED_TASKS,
+    REQUEST_TIMEOUT,
     SEED_PARAMETERS,
     Interop,
     distinct_task,
@@ -24,9 +27,13 @@ from tests.support.seed import new_patient
 
 def fhirclient_for(interop: Interop, token: str | None = None) -> FHIRClient:
     smart = FHIRClient(settings={"app_id": "caretask-tests", "api_base": f"{interop.url}/"})
-    smart.server.session.headers.update(
+    session = smart.server.session
+    session.headers.update(
         {"Authorization": f"Bearer {token or interop.token()}", **interop.headers}
     )
+    # requests has no session-wide timeout and fhirclient sets none: without one a server
+    # that stops answering would hang the run
+    session.request = functools.partial(session.request, timeout=REQUEST_TIMEOUT)  # type: ignore[method-assign]
     return smart
 
 

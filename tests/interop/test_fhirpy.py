@@ -9,6 +9,7 @@ from fhirpy.base.exceptions import AuthorizationError
 from tests.interop.scenario import (
     PAGE_SIZE,
     PAGED_TASKS,
+    REQUEST_TIMEOUT,
     SEED_PARAMETERS,
     Interop,
     distinct_task,
@@ -22,6 +23,7 @@ def fhirpy_client(interop: Interop, token: str | None = None) -> SyncFHIRClient:
         interop.url,
         authorization=f"Bearer {token or interop.token()}",
         extra_headers=interop.headers,
+        requests_config={"timeout": REQUEST_TIMEOUT},
     )
 
 

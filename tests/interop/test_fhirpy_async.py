@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 from fhirpy import AsyncFHIRClient
 from fhirpy.base.exceptions import AuthorizationError
@@ -12,6 +13,7 @@ from fhirpy.base.exceptions import AuthorizationError
 from tests.interop.scenario import (
     PAGE_SIZE,
     PAGED_TASKS,
+    REQUEST_TIMEOUT,
     SEED_PARAMETERS,
     Interop,
     distinct_task,
@@ -25,6 +27,7 @@ def fhirpy_client(interop: Interop, token: str | None = None) -> AsyncFHIRClient
         interop.url,
         authorization=f"Bearer {token or interop.token()}",
         extra_headers=interop.headers,
+        aiohttp_config={"timeout": aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)},
     )
 
 
@@ -71,9 +74,7 @@ def test_fhirpy_async_reads_a_task_by_reference(any_profile: Interop) -> None:
 
 
 @pytest.mark.parametrize("parameter", SEED_PARAMETERS)
-def test_fhirpy_async_searches_by_each_seed_parameter(
-    any_profile: Interop, parameter: str
-) -> None:
+def test_fhirpy_async_searches_by_each_seed_parameter(any_profile: Interop, parameter: str) -> None:
     tasks = distinct_task()
     task_id = any_profile.seed(tasks.body)
 

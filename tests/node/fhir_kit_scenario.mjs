@@ -29,8 +29,17 @@ async function login() {
   return auth.tokenUrl;
 }
 
+// the Task's identity as the client holds it; nulls when the server sent no body
 function summary(task) {
-  return task ? { id: task.id, versionId: task.meta?.versionId, status: task.status } : null;
+  return { id: task?.id ?? null, versionId: task?.meta?.versionId ?? null, status: task?.status ?? null };
+}
+
+async function created() {
+  const task = await client.create({ resourceType: 'Task', body: input.task, options });
+  if (!task?.id) {
+    throw new Error(`create gave the client no Task (${JSON.stringify(task)}): the 201 had no body`);
+  }
+  return task;
 }
 
 const actions = {
@@ -59,14 +68,14 @@ const actions = {
     return { pages };
   },
   async update() {
-    const created = await client.create({ resourceType: 'Task', body: input.task, options });
+    const task = await created();
     const updated = await client.update({
       resourceType: 'Task',
-      id: created.id,
-      body: { ...created, status: input.status },
+      id: task.id,
+      body: { ...task, status: input.status },
       options,
     });
-    return { created: summary(created), updated: summary(updated) };
+    return { created: summary(task), updated: summary(updated) };
   },
   async history() {
     const bundle = await client.history({ resourceType: 'Task', id: input.id, options });

@@ -17,8 +17,17 @@ const medplum = new MedplumClient({
 // extra headers for every request (Prefer: return=representation in the canvas profile)
 const options = input.headers ? { headers: input.headers } : {};
 
+// the Task's identity as the client holds it; nulls when the server sent no body
 function summary(task) {
-  return task ? { id: task.id, versionId: task.meta?.versionId, status: task.status } : null;
+  return { id: task?.id ?? null, versionId: task?.meta?.versionId ?? null, status: task?.status ?? null };
+}
+
+async function created() {
+  const task = await medplum.createResource(input.task, options);
+  if (!task?.id) {
+    throw new Error(`create gave the client no Task (${JSON.stringify(task)}): the 201 had no body`);
+  }
+  return task;
 }
 
 const actions = {
@@ -43,9 +52,9 @@ const actions = {
     return { pages };
   },
   async update() {
-    const created = await medplum.createResource(input.task, options);
-    const updated = await medplum.updateResource({ ...created, status: input.status }, options);
-    return { created: summary(created), updated: summary(updated) };
+    const task = await created();
+    const updated = await medplum.updateResource({ ...task, status: input.status }, options);
+    return { created: summary(task), updated: summary(updated) };
   },
   async history() {
     const bundle = await medplum.readHistory('Task', input.id, options);
