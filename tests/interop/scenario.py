@@ -131,6 +131,12 @@ def patient_tasks(patient: str, count: int) -> list[dict[str, Any]]:
     ]
 
 
+def tail(output: str, lines: int = 30, width: int = 300) -> str:
+    """The end of a process's output, each line cut short: a Node.js stack trace quotes
+    whole lines of minified library code, which would bury the message."""
+    return "\n".join(line[:width] for line in output.splitlines()[-lines:])
+
+
 def node_client(script: str, interop: Interop, action: str, **payload: Any) -> dict[str, Any]:
     """Run one step of a Node.js client's scenario (tests/node/<script>) and return its
     result; a client that threw fails the test with the client's own message."""

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.interop.scenario import Interop
+from tests.interop.scenario import Interop, tail
 from tests.support.node import NODE_DIR, require_node
 
 README = Path(__file__).resolve().parent.parent.parent / "README.md"
@@ -43,7 +43,7 @@ def run_example(command: list[str], code: str, interop: Interop, cwd: Path) -> s
         },
         check=False,
     )
-    assert done.returncode == 0, f"the example failed ({done.returncode}): {done.stderr[-4000:]}"
+    assert done.returncode == 0, f"the example failed ({done.returncode}):\n{tail(done.stderr)}"
     return done.stdout
 
 
