@@ -1,7 +1,6 @@
 """SMART's fhirclient (FHIRClient and its models) against a real server, through its own API.
-fhirclient logs in only by SMART launch or a signed JWT assertion, so the app takes a token
-from /auth/token/ and sets it on the client's HTTP session, as its documentation suggests for
-other flows."""
+fhirclient logs in only by a SMART launch or a signed JWT assertion, so the app takes a token
+from /auth/token/ (client credentials) and sets it on the client's HTTP session."""
 
 from __future__ import annotations
 
