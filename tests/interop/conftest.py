@@ -19,17 +19,22 @@ def interop_servers(
 ) -> Iterator[Callable[[str], Interop]]:
     """A profile's server, started the first time a test asks for it, stopped at the end."""
     started: dict[str, Interop] = {}
+    # a server that would not start fails every later test at once, with its reason,
+    # instead of each test waiting for another start to fail
+    refused: dict[str, str] = {}
 
     def get(profile: str) -> Interop:
+        if profile in refused:
+            pytest.fail(refused[profile])
         if profile not in started:
             workdir = tmp_path_factory.mktemp(f"interop-{profile}")
-            server = Server(
-                database_url("sqlite", workdir), workdir, extra=("--profile", profile)
-            ).start()
+            server = Server(database_url("sqlite", workdir), workdir, extra=("--profile", profile))
             try:
+                server.start()
                 creds = server.create_client(name=f"interop-{profile}")
-            except BaseException:
+            except Exception as exc:
                 server.stop()
+                refused[profile] = f"the {profile} profile's server did not start: {exc}"
                 raise
             remember(creds["client_secret"])
             started[profile] = Interop(server, profile, creds["client_id"], creds["client_secret"])
