@@ -1,0 +1,110 @@
+"""fhirpy's synchronous client (SyncFHIRClient) against a real server, through its own API."""
+
+from __future__ import annotations
+
+import pytest
+from fhirpy import SyncFHIRClient
+from fhirpy.base.exceptions import AuthorizationError
+
+from tests.interop.scenario import (
+    PAGE_SIZE,
+    PAGED_TASKS,
+    REQUEST_TIMEOUT,
+    SEED_PARAMETERS,
+    Interop,
+    distinct_task,
+    patient_tasks,
+)
+from tests.support.seed import new_patient
+
+
+def fhirpy_client(interop: Interop, token: str | None = None) -> SyncFHIRClient:
+    return SyncFHIRClient(
+        interop.url,
+        authorization=f"Bearer {token or interop.token()}",
+        extra_headers=interop.headers,
+        requests_config={"timeout": REQUEST_TIMEOUT},
+    )
+
+
+def test_fhirpy_with_a_token_from_the_token_endpoint_searches(any_profile: Interop) -> None:
+    assert fhirpy_client(any_profile).resources("Task").limit(1).fetch_raw().type == "searchset"
+
+
+def test_fhirpy_with_a_wrong_token_raises_authorization_error(any_profile: Interop) -> None:
+    with pytest.raises(AuthorizationError):
+        fhirpy_client(any_profile, token="not-a-token").resources("Task").fetch()
+
+
+def test_fhirpy_save_assigns_id_and_version(any_profile: Interop) -> None:
+    task = fhirpy_client(any_profile).resource("Task", **distinct_task().body)
+    task.save()
+    assert task.id
+    assert task.meta.versionId == "1"
+
+
+def test_fhirpy_save_edit_save_updates_the_one_task(any_profile: Interop) -> None:
+    client = fhirpy_client(any_profile)
+    tasks = distinct_task()
+    task = client.resource("Task", **tasks.body)
+    task.save()
+    task.status = "completed"
+    task.save()
+    found = client.resources("Task").search(patient=f"Patient/{tasks.patient}").fetch_all()
+    assert [(t.id, t.status, t.meta.versionId) for t in found] == [(task.id, "completed", "2")]
+
+
+def test_fhirpy_reads_a_task_by_reference(any_profile: Interop) -> None:
+    tasks = distinct_task()
+    task_id = any_profile.seed(tasks.body)
+    task = fhirpy_client(any_profile).reference("Task", task_id).to_resource()
+    assert (task.id, task.meta.versionId, task.description) == (
+        task_id,
+        "1",
+        tasks.body["description"],
+    )
+
+
+@pytest.mark.parametrize("parameter", SEED_PARAMETERS)
+def test_fhirpy_searches_by_each_seed_parameter(any_profile: Interop, parameter: str) -> None:
+    tasks = distinct_task()
+    task_id = any_profile.seed(tasks.body)
+    found = (
+        fhirpy_client(any_profile)
+        .resources("Task")
+        .search(**tasks.query(parameter, task_id))
+        .fetch_all()
+    )
+    assert [task.id for task in found] == [task_id]
+
+
+def test_fhirpy_fetch_all_follows_next_links_through_every_page(any_profile: Interop) -> None:
+    patient = new_patient()
+    ids = any_profile.seed_many(patient_tasks(patient, PAGED_TASKS))
+    found = (
+        fhirpy_client(any_profile)
+        .resources("Task")
+        .search(patient=patient)
+        .limit(PAGE_SIZE)
+        .fetch_all()
+    )
+    assert [task.id for task in found] == ids
+
+
+def test_fhirpy_update_gives_the_copy_the_new_version(any_profile: Interop) -> None:
+    task = fhirpy_client(any_profile).resource("Task", **distinct_task().body)
+    task.save()
+    task.status = "completed"
+    task.update()
+    assert (task.meta.versionId, task.status) == ("2", "completed")
+
+
+def test_fhirpy_reads_history_newest_first(any_profile: Interop) -> None:
+    client = fhirpy_client(any_profile)
+    task_id = any_profile.seed(distinct_task().body)
+    task = client.reference("Task", task_id).to_resource()
+    task.status = "completed"
+    task.save()
+    history = client.reference("Task", task_id).execute("_history", method="get")
+    assert history["type"] == "history"
+    assert [entry["resource"]["meta"]["versionId"] for entry in history["entry"]] == ["2", "1"]
