@@ -112,6 +112,37 @@ def test_create_with_prefer_return_representation_has_the_task(either: httpx.Cli
     assert response.json()["id"] == response.headers["location"].rsplit("/", 1)[1]
 
 
+def _created(api: httpx.Client) -> tuple[str, dict[str, Any]]:
+    task_id = api.post("/Task", json=SEED_CREATE).headers["location"].rsplit("/", 1)[1]
+    return task_id, _read(api, task_id)
+
+
+def test_canvas_update_answers_200_with_an_empty_body(canvas: httpx.Client) -> None:
+    task_id, task = _created(canvas)
+    response = _put(canvas, task_id, {**task, "status": "completed"})
+    assert response.status_code == 200
+    assert response.content == b""
+    assert response.headers["etag"] == 'W/"2"'
+
+
+def test_fhir_update_answers_200_with_the_stored_task(fhir: httpx.Client) -> None:
+    task_id, task = _created(fhir)
+    response = _put(fhir, task_id, {**task, "status": "completed"})
+    assert response.status_code == 200
+    assert response.headers["etag"] == 'W/"2"'
+    stored = response.json()
+    assert stored["meta"]["versionId"] == "2"
+    assert stored["status"] == "completed"
+    assert stored == _read(fhir, task_id)
+
+
+def test_fhir_update_with_prefer_return_minimal_has_an_empty_body(fhir: httpx.Client) -> None:
+    task_id, task = _created(fhir)
+    response = _put(fhir, task_id, {**task, "status": "completed"}, Prefer="return=minimal")
+    assert response.status_code == 200
+    assert response.content == b""
+
+
 # --- paging links ---------------------------------------------------------------------------
 
 

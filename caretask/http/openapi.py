@@ -846,23 +846,28 @@ def token_responses(max_form_bytes: int) -> dict[str, Schema]:
     return responses
 
 
-# a create's answer without Prefer, in each profile
-_CREATED = {
-    profiles.CANVAS: "created (a body only with Prefer: return=representation)",
-    profiles.FHIR: "created, with the stored Task (no body with Prefer: return=minimal)",
+# a write's answer without Prefer, in each profile
+_WRITTEN = {
+    profiles.CANVAS: "{} (a body only with Prefer: return=representation)",
+    profiles.FHIR: "{}, with the stored Task (no body with Prefer: return=minimal)",
 }
 
 
 def _profiled(paths: dict[str, Schema], profile: Profile) -> dict[str, Schema]:
-    """The route table's paths with what depends on the profile: a create's 201."""
+    """The route table's paths with what depends on the profile: a create's 201 and an
+    update's 200."""
     out: dict[str, Schema] = {}
     for path, item in paths.items():
         out[path] = dict(item)
         for method, operation in item.items():
-            if isinstance(operation, dict) and "201" in operation.get("responses", {}):
-                created = {**operation["responses"]["201"], "description": _CREATED[profile]}
-                responses = {**operation["responses"], "201": created}
-                out[path][method] = {**operation, "responses": responses}
+            if not isinstance(operation, dict):
+                continue
+            responses = operation.get("responses", {})
+            for status, verb in (("201", "created"), ("200", "updated")):
+                if status in responses and (status == "201" or method == "put"):
+                    written = {**responses[status], "description": _WRITTEN[profile].format(verb)}
+                    responses = {**responses, status: written}
+            out[path][method] = {**operation, "responses": responses}
     return out
 
 

@@ -79,8 +79,8 @@ def _task(request: Request, task: StoredTask) -> Response:
 
 def _written(request: Request, task: StoredTask, status: int) -> Response:
     """A create's (201) or an update's (200) answer: where the version is, and the version
-    itself when the client prefers it (Prefer: return=representation) or, for a create,
-    when the profile returns it by default."""
+    itself when the client prefers it (Prefer: return=representation) or the profile
+    returns it by default."""
     base = base_url(request)
     location = f"{base}/Task/{task.id}"
     if status != 201:
@@ -89,7 +89,7 @@ def _written(request: Request, task: StoredTask, status: int) -> Response:
     headers = {**_version_headers(task), "Location": location}
     wanted = prefer(request).get("return")
     service = _service(request)
-    if service.create_returns_task(wanted) if status == 201 else wanted == "representation":
+    if service.write_returns_task(wanted):
         return fhir_response(service.shown(task, base), status, headers)
     return empty_response(status, headers)
 

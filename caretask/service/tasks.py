@@ -227,10 +227,11 @@ class TaskService:
         """A stored Task as this server returns it (bundle.render_task, in the profile)."""
         return bundle.render_task(task.resource, base, self.profile)
 
-    def create_returns_task(self, prefer_return: str | None) -> bool:
-        """Whether a create answers with the stored Task: the client's Prefer: return=...,
-        else the profile's default (canvas: an empty body, as the seed; fhir: the Task,
-        which generic clients read the new id and version from)."""
+    def write_returns_task(self, prefer_return: str | None) -> bool:
+        """Whether a create or an update answers with the stored Task: the client's
+        Prefer: return=..., else the profile's default (canvas: an empty body, as the seed;
+        fhir: the Task, from which generic clients take the new id and version into their
+        copy)."""
         if prefer_return in ("minimal", "representation"):
             return prefer_return == "representation"
         return self.profile == profiles.FHIR
