@@ -17,6 +17,7 @@ from typing import Any
 from caretask.bulk.ndjson import LineError, import_ndjson, prepare
 from caretask.config import Settings
 from caretask.domain.dates import now_instant
+from caretask.domain.outcome import operation_outcome
 from caretask.service.tasks import BodyLimits
 from caretask.storage.urls import DatabaseURL
 from tests.hostile.corpus import CORPUS
@@ -48,7 +49,9 @@ def _outcome_issues(outcome: dict[str, Any]) -> Issues:
 
 
 def _line_issues(error: LineError) -> Issues:
-    return [(i.code, i.text, i.expression) for i in error.issues]
+    """The line's issues as the API writes them (an OperationOutcome escapes control
+    characters that a refused body quoted)."""
+    return _outcome_issues(operation_outcome(list(error.issues)))
 
 
 def _import(url: str, lines: list[bytes]) -> tuple[int, int, dict[int, LineError]]:
