@@ -206,3 +206,36 @@ def test_updates_without_if_match_across_servers_never_fail_for_contention(
             assert client.get(f"/Task/{task_id}").headers["etag"] == 'W/"321"'
             history = client.get(f"/Task/{task_id}/_history", params={"_count": 1}).json()
         assert history["total"] == 321
+
+
+def test_identical_conditional_creates_racing_over_all_servers_make_one_task(
+    cluster: list[Server], cluster_token: str
+) -> None:
+    identifier = f"urn:caretask:test|race-{new_patient()}"
+    body = {**SEED_CREATE, "identifier": [_identifier(identifier)]}
+    headers = {"If-None-Exist": f"identifier={identifier}"}
+
+    async def run() -> list[httpx.Response]:
+        clients = _clients(cluster, cluster_token)
+        try:
+            targets = itertools.islice(itertools.cycle(clients), RACERS)
+            return await asyncio.gather(
+                *(client.post("/Task", json=body, headers=headers) for client in targets)
+            )
+        finally:
+            await asyncio.gather(*(client.aclose() for client in clients))
+
+    responses = asyncio.run(run())
+    assert Counter(r.status_code for r in responses) == {201: 1, 200: RACERS - 1}
+    ids = {r.headers["location"].split("/Task/")[1].split("/")[0] for r in responses}
+    assert len(ids) == 1
+    assert {r.headers["etag"] for r in responses} == {'W/"1"'}
+    with cluster[1].client(cluster_token) as client:
+        found = client.get("/Task", params={"identifier": identifier}).json()
+    assert found["total"] == 1
+    assert found["entry"][0]["resource"]["id"] in ids
+
+
+def _identifier(token: str) -> dict[str, str]:
+    system, value = token.split("|")
+    return {"system": system, "value": value}

@@ -97,7 +97,7 @@ def capability_statement(
                         "versioning": "versioned-update",
                         "readHistory": True,
                         "updateCreate": False,
-                        "conditionalCreate": False,
+                        "conditionalCreate": True,
                         "conditionalUpdate": False,
                         "conditionalDelete": "not-supported",
                         "searchInclude": sorted(f"Task:{p}" for p in INCLUDABLE),

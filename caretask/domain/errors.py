@@ -66,6 +66,10 @@ class VersionConflict(DomainError):
     If-Unmodified-Since date (412)."""
 
 
+class MultipleMatches(DomainError):
+    """A conditional interaction's search matched more than one task (412)."""
+
+
 @dataclass
 class SearchTimeout(DomainError):
     """A search ran past the search timeout and was stopped (503): the client may retry

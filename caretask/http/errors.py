@@ -14,6 +14,7 @@ from caretask.domain.errors import (
     InvalidRequest,
     InvalidResource,
     InvalidSearch,
+    MultipleMatches,
     NotFound,
     SearchTimeout,
     TooLarge,
@@ -33,6 +34,7 @@ _STATUS: dict[type[DomainError], int] = {
     BusinessRule: 422,
     TooLarge: 413,
     VersionConflict: 412,
+    MultipleMatches: 412,
     SearchTimeout: 503,
 }
 

@@ -715,7 +715,8 @@ def errors(*statuses: int) -> dict[str, Schema]:
         404: "no such Task or version",
         406: "Accept names only formats other than FHIR JSON",
         408: f"the body did not arrive within the body timeout ({timeout:g} s by default)",
-        412: "If-Match is not the current version, or the Task changed after If-Unmodified-Since",
+        412: "If-Match is not the current version, the Task changed after If-Unmodified-Since, "
+        "or a conditional request's search matched more than one Task",
         413: f"the body is larger than the limit ({byte_size(body_bytes)} by default)",
         414: "the URL is longer than the limit",
         415: "the body's Content-Type or Content-Encoding is not accepted",

@@ -220,8 +220,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Operation(
             "createTask",
             "Create a Task",
-            {"201": written("created"), **errors(*FHIR_ERRORS, *BODY_ERRORS, 422)},
-            (PREFER_WRITE,),
+            {
+                "201": written("created"),
+                "200": written("If-None-Exist found one Task: that Task, nothing created"),
+                **errors(*FHIR_ERRORS, *BODY_ERRORS, 412, 422),
+            },
+            (
+                PREFER_WRITE,
+                request_header(
+                    "If-None-Exist",
+                    {"type": "string"},
+                    "a Task search (identifier=http://x|1): create only if it finds none; "
+                    "one found is answered 200, several 412",
+                ),
+            ),
             task_body("the Task; an id in it is ignored"),
         ),
         interaction="create",

@@ -96,8 +96,12 @@ def _written(request: Request, task: StoredTask, status: int) -> Response:
 
 @endpoint(scopes.CREATE)
 async def create(request: Request) -> Response:
-    task = await _service(request).create(await _body(request))
-    return _written(request, task, 201)
+    service = _service(request)
+    condition = request.headers.get("if-none-exist")
+    if condition is None:
+        return _written(request, await service.create(await _body(request)), 201)
+    task, created = await service.create_if_none_exist(await _body(request), condition)
+    return _written(request, task, 201 if created else 200)
 
 
 @endpoint(scopes.READ)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -27,6 +27,7 @@ from caretask.domain.errors import (
     InvalidRequest,
     InvalidSearch,
     Issue,
+    MultipleMatches,
     NotFound,
     SearchTimeout,
     TooLarge,
@@ -39,12 +40,16 @@ from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, version_number
 from caretask.domain.task_rules import MAX_DEPTH
 from caretask.storage.base import (
+    Find,
+    Insert,
     NewVersion,
     SearchTimedOut,
+    Serialize,
     StaleVersion,
     Storage,
     StoredTask,
     TaskNotFound,
+    WriteProgram,
 )
 
 if TYPE_CHECKING:
@@ -188,6 +193,64 @@ def _stale(wanted: int | None, current: int) -> VersionConflict:
     return VersionConflict.single("conflict", text)
 
 
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A conditional interaction's search (If-None-Exist, or the query of a conditional
+    update, patch or delete): the query that finds its tasks, and the key under which
+    identical conditions are serialized (storage Serialize)."""
+
+    query: search_params.SearchQuery
+    key: str
+
+    @classmethod
+    def parse(cls, search: str) -> Condition:
+        """`search` as a query string (`identifier=http://x|1&status=requested`, a leading
+        `Task?` or `?` allowed). At least one parameter; any GET /Task refuses is refused."""
+        text = search.strip()
+        for prefix in ("Task?", "/Task?", "?"):
+            if text.startswith(prefix):
+                text = text[len(prefix) :]
+                break
+        pairs = [(n, v) for n, v in query_pairs(text) if n not in ("_format", "_pretty")]
+        if not pairs:
+            raise InvalidSearch.single(
+                "invalid", "a conditional interaction needs at least one search parameter"
+            )
+        parsed = search_params.parse(pairs, lenient=False)
+        if not parsed.conditions:
+            raise InvalidSearch.single(
+                "invalid", "a conditional interaction needs a search parameter that selects tasks"
+            )
+        # two matches are enough to tell none, one and many apart
+        query = replace(
+            parsed,
+            count=2,
+            offset=0,
+            total="none",
+            summary="false",
+            elements=None,
+            includes=[],
+            revincludes=[],
+            sort=[],
+        )
+        key = "Task?" + "&".join(f"{n}={v}" for n, v in sorted(pairs))
+        return cls(query, key)
+
+
+def one_match(condition: Condition) -> WriteProgram[StoredTask | None]:
+    """The program step that finds a condition's task: None for no match, the task for
+    one, MultipleMatches (412) for more, as FHIR's conditional interactions require.
+    Serialized on the condition, so that identical conditional writes racing each other
+    (on any number of servers) see each other's results instead of both finding none."""
+    yield Serialize(condition.key)
+    found: list[StoredTask] = yield Find(condition.query)
+    if len(found) > 1:
+        raise MultipleMatches.single(
+            "multiple-matches", f"more than one Task matches the condition {condition.key[5:]}"
+        )
+    return found[0] if found else None
+
+
 def _paging(pairs: list[tuple[str, str]], lenient: bool) -> tuple[int, int]:
     count, offset = search_params.DEFAULT_COUNT, 0
     for name, raw in pairs:
@@ -243,6 +306,29 @@ class TaskService:
         now, now_us = now_instant()
         new = build_version(body, task_id=task_id, version_id=1, now=now, last_updated=now_us)
         return await self.storage.create_task(task_id, new.resource, new.index, new.last_updated)
+
+    async def create_if_none_exist(self, raw: bytes, if_none_exist: str) -> tuple[StoredTask, bool]:
+        """A conditional create: the task the If-None-Exist search finds (and False), or a
+        new one from the JSON text (and True); MultipleMatches when it finds several."""
+        condition = Condition.parse(if_none_exist)
+        body = self.parse(raw)
+
+        def program() -> WriteProgram[tuple[StoredTask, bool]]:
+            existing = yield from one_match(condition)
+            if existing is not None:
+                return existing, False
+            return (yield from self.insert(body)), True
+
+        return await self.storage.transact(program)
+
+    def insert(self, body: dict[str, Any]) -> WriteProgram[StoredTask]:
+        """The program step that stores a validated body as a new task: version 1 under a
+        new id, stamped inside the transaction."""
+        task_id = task_rules.new_id()
+        now, now_us = now_instant()
+        new = build_version(body, task_id=task_id, version_id=1, now=now, last_updated=now_us)
+        stored: StoredTask = yield Insert(task_id, new)
+        return stored
 
     async def read(self, task_id: str) -> StoredTask:
         task = await self.storage.read_task(_checked_id(task_id))

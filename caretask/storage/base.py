@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from caretask.domain.audit import AuditRecord
 from caretask.domain.indexing import TaskIndex
@@ -45,6 +45,62 @@ class NewVersion(NamedTuple):
 
 # makes the next version from the current one, inside the write (domain work only, no I/O)
 BuildVersion = Callable[[StoredTask], NewVersion]
+
+
+# --- write programs: several reads and writes in one database transaction -----------------
+#
+# A program is a generator that yields these operations and is sent each one's result; the
+# engine runs them in order in one transaction and commits when the generator returns (its
+# value is transact's), or rolls everything back if it raises. Deciding what to write (the
+# domain work) stays in the program, free of I/O, so that the synchronous SQLite engine and
+# the asynchronous PostgreSQL engine drive the same program.
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    """-> StoredTask | None: the task with this id as it stands in this transaction, locked
+    against other writers until the transaction ends."""
+
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Find:
+    """-> list[StoredTask]: the tasks the query matches in this transaction (its writes
+    included), at most `query.count` of them, in the query's order."""
+
+    query: SearchQuery
+
+
+@dataclass(frozen=True, slots=True)
+class Serialize:
+    """-> None: hold a lock named `key` until the transaction ends, so that programs that
+    ask for the same key (identical conditional writes) run one after another, each
+    seeing what the one before it wrote, on every server sharing the database."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """-> StoredTask: a new task, version 1 (`new.resource` stamped with `task_id`)."""
+
+    task_id: str
+    new: NewVersion
+
+
+@dataclass(frozen=True, slots=True)
+class Replace:
+    """-> StoredTask: the next version of a task this program read with Current (or wrote):
+    version_id is the current one plus one."""
+
+    task_id: str
+    new: NewVersion
+
+
+WriteOp = Current | Find | Serialize | Insert | Replace
+T = TypeVar("T")
+WriteProgram = Generator[WriteOp, Any, T]
 
 
 class StaleVersion(Exception):
@@ -98,6 +154,12 @@ class Storage(Protocol):
         locked, so that no other write comes between the two and an update never fails
         for contention (last writer wins). TaskNotFound for an unknown id; StaleVersion if
         `expected_version` (If-Match) is given and is not the current version."""
+        ...
+
+    async def transact(self, program: Callable[[], WriteProgram[T]]) -> T:
+        """Run the program `program()` makes in one transaction (see WriteOp) and commit it:
+        all of its writes or, if it raises, none. `program` may be called again (a new
+        generator, from the start) if the connection broke before anything committed."""
         ...
 
     async def search(self, query: SearchQuery) -> SearchResult: ...

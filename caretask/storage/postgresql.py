@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,21 +36,29 @@ from caretask.storage import audit_sql, sql_search
 from caretask.storage.base import (
     BuildVersion,
     ClientRecord,
+    Current,
+    Find,
+    Insert,
+    NewVersion,
     SearchResult,
     SearchTimedOut,
+    Serialize,
     StorageUnavailable,
     StoredTask,
     TaskNotFound,
+    WriteOp,
+    WriteProgram,
 )
 from caretask.storage.columns import index_values, side_rows
 from caretask.storage.dialect import POSTGRESQL
 from caretask.storage.search_cache import SearchCache
 from caretask.storage.sql_search import stored_task
-from caretask.storage.statements import next_version, statements
+from caretask.storage.statements import next_version, statements, stored_current
 
 T = TypeVar("T")
 _SQL = statements(POSTGRESQL)
 _AUDIT_INSERT = audit_sql.insert(POSTGRESQL)
+_SERIALIZE = "SELECT pg_advisory_xact_lock(%s)"
 CONNECT_SECONDS = 5  # libpq's connect_timeout for connections made outside the pool
 # seconds the pool keeps retrying a connection it failed to make before it gives up; the
 # next request that finds the pool empty starts again at once (its own backoff grows to
@@ -198,17 +207,19 @@ class PostgreSQLStorage:
     async def create_task(
         self, task_id: str, resource: dict[str, Any], index: TaskIndex, last_updated: int
     ) -> StoredTask:
-        body = orjson.dumps(resource).decode()
-
-        async def run(conn: AsyncConnection) -> None:
-            values = (task_id, 1, last_updated, *index_values(index), body)
-            cur = await conn.execute(_SQL.insert_task, values)
-            pk = (await cur.fetchone())[0]  # type: ignore[index]
-            await conn.execute(_SQL.insert_version, (pk, 1, last_updated, body))
-            await self._insert_side_rows(conn, pk, index)
-
-        await self._run(run, transaction=True)
+        new = NewVersion(resource, index, last_updated)
+        await self._run(lambda conn: self._insert(conn, task_id, new), transaction=True)
         return StoredTask(task_id, 1, resource)
+
+    async def _insert(self, conn: AsyncConnection, task_id: str, new: NewVersion) -> int:
+        """Write a new task; its pk."""
+        body = orjson.dumps(new.resource).decode()
+        values = (task_id, 1, new.last_updated, *index_values(new.index), body)
+        cur = await conn.execute(_SQL.insert_task, values)
+        pk: int = (await cur.fetchone())[0]  # type: ignore[index]
+        await conn.execute(_SQL.insert_version, (pk, 1, new.last_updated, body))
+        await self._insert_side_rows(conn, pk, new.index)
+        return pk
 
     async def read_task(self, task_id: str) -> StoredTask | None:
         row = await self._one(_SQL.read, (task_id,))
@@ -224,16 +235,67 @@ class PostgreSQLStorage:
         async def run(conn: AsyncConnection) -> StoredTask:
             cur = await conn.execute(_SQL.current, (task_id,))  # locks the row
             new = next_version(task_id, await cur.fetchone(), build, expected_version)
-            pk, index, last_updated = new.pk, new.new.index, new.new.last_updated
-            values = (new.version_id, last_updated, *index_values(index), new.body, pk)
-            await conn.execute(_SQL.update_task, values)
-            await conn.execute(_SQL.insert_version, (pk, new.version_id, last_updated, new.body))
-            for sql in _SQL.side_deletes:
-                await conn.execute(sql, (pk,))
-            await self._insert_side_rows(conn, pk, index)
+            await self._replace(conn, new.pk, new.version_id, new.new, new.body)
             return new.stored(task_id)
 
         return await self._run(run, transaction=True)
+
+    async def _replace(
+        self, conn: AsyncConnection, pk: int, version_id: int, new: NewVersion, body: str
+    ) -> None:
+        """Write `new` as version `version_id` of the task whose pk is `pk` (locked)."""
+        values = (version_id, new.last_updated, *index_values(new.index), body, pk)
+        await conn.execute(_SQL.update_task, values)
+        await conn.execute(_SQL.insert_version, (pk, version_id, new.last_updated, body))
+        for sql in _SQL.side_deletes:
+            await conn.execute(sql, (pk,))
+        await self._insert_side_rows(conn, pk, new.index)
+
+    async def transact(self, program: Callable[[], WriteProgram[T]]) -> T:
+        async def run(conn: AsyncConnection) -> T:
+            steps = program()
+            rows: dict[str, tuple[int, int] | None] = {}  # id: (pk, version) as now written
+            result: Any = None
+            try:
+                while True:
+                    result = await self._step(conn, steps.send(result), rows)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+        return await self._run(run, transaction=True)
+
+    async def _step(
+        self, conn: AsyncConnection, op: WriteOp, rows: dict[str, tuple[int, int] | None]
+    ) -> Any:
+        if isinstance(op, Current):
+            cur = await conn.execute(_SQL.current, (op.task_id,))  # locks the row
+            row = await cur.fetchone()
+            rows[op.task_id] = None if row is None else (row[0], row[1])
+            return stored_current(op.task_id, row)
+        if isinstance(op, Find):
+            plan = sql_search.plan_search(op.query, SearchCache(), POSTGRESQL)
+            try:
+                sql, params = next(plan)
+                while True:
+                    cur = await conn.execute(sql, params)
+                    sql, params = plan.send(await cur.fetchall())
+            except StopIteration as done:
+                return done.value.tasks
+        if isinstance(op, Serialize):
+            # a transaction-scoped advisory lock on the key's 64-bit hash: a collision only
+            # makes two different keys wait for each other
+            await conn.execute(_SERIALIZE, (advisory_key(op.key),))
+            return None
+        if isinstance(op, Insert):
+            rows[op.task_id] = (await self._insert(conn, op.task_id, op.new), 1)
+            return StoredTask(op.task_id, 1, op.new.resource)
+        known = rows.get(op.task_id)
+        if known is None:
+            raise TaskNotFound(op.task_id)
+        pk, version = known[0], known[1] + 1
+        await self._replace(conn, pk, version, op.new, orjson.dumps(op.new.resource).decode())
+        rows[op.task_id] = (pk, version)
+        return StoredTask(op.task_id, version, op.new.resource)
 
     async def search(self, query: SearchQuery) -> SearchResult:
         async def run(conn: AsyncConnection) -> SearchResult:
@@ -333,6 +395,12 @@ class PostgreSQLStorage:
         await self._drop_probe()
         if self._opened:
             await self._pool.close()
+
+
+def advisory_key(key: str) -> int:
+    """A key as PostgreSQL's advisory locks take it: a signed 64-bit integer."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _unavailable(sqlstate: str | None) -> str | None:

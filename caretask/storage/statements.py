@@ -131,3 +131,10 @@ def next_version(
         raise StaleVersion(task_id, current)
     new = build(StoredTask(task_id, current, orjson.loads(row[2])))
     return NextVersion(pk, current + 1, orjson.dumps(new.resource).decode(), new)
+
+
+def stored_current(task_id: str, row: tuple[Any, ...] | None) -> StoredTask | None:
+    """A row as `current` reads it (pk, version_id, resource text, ...) as a StoredTask."""
+    if row is None:
+        return None
+    return StoredTask(task_id, row[1], orjson.loads(row[2]))

@@ -31,11 +31,18 @@ from caretask.storage import audit_sql, sql_search
 from caretask.storage.base import (
     BuildVersion,
     ClientRecord,
+    Current,
+    Find,
+    Insert,
+    NewVersion,
     SearchResult,
     SearchTimedOut,
+    Serialize,
     StorageUnavailable,
     StoredTask,
     TaskNotFound,
+    WriteOp,
+    WriteProgram,
 )
 from caretask.storage.columns import INDEX_COLUMNS, NORM, index_values, side_rows
 from caretask.storage.dialect import SQLITE
@@ -49,6 +56,7 @@ from caretask.storage.statements import (
     changed_update_sql,
     next_version,
     statements,
+    stored_current,
 )
 
 T = TypeVar("T")
@@ -176,18 +184,21 @@ class SQLiteStorage:
     async def create_task(
         self, task_id: str, resource: dict[str, Any], index: TaskIndex, last_updated: int
     ) -> StoredTask:
-        body = orjson.dumps(resource).decode()
-
-        def run(conn: sqlite3.Connection) -> None:
-            values = (task_id, 1, last_updated, *index_values(index), body)
-            pk = conn.execute(_SQL.insert_task, values).lastrowid
-            if index.description_norm is not None:
-                conn.execute(TEXT_INSERT, (pk, index.description_norm))
-            conn.execute(_SQL.insert_version, (pk, 1, last_updated, body))
-            self._insert_side_rows(conn, pk, index)  # type: ignore[arg-type]
-
-        await self._write(run)
+        new = NewVersion(resource, index, last_updated)
+        await self._write(lambda conn: self._insert(conn, task_id, new))
         return StoredTask(task_id, 1, resource)
+
+    def _insert(self, conn: sqlite3.Connection, task_id: str, new: NewVersion) -> tuple[Any, ...]:
+        """Write a new task; its row as `_SQL.current` reads it."""
+        body = orjson.dumps(new.resource).decode()
+        values = index_values(new.index)
+        pk = conn.execute(_SQL.insert_task, (task_id, 1, new.last_updated, *values, body)).lastrowid
+        assert pk is not None
+        if new.index.description_norm is not None:
+            conn.execute(TEXT_INSERT, (pk, new.index.description_norm))
+        conn.execute(_SQL.insert_version, (pk, 1, new.last_updated, body))
+        self._insert_side_rows(conn, pk, new.index)
+        return (pk, 1, body, *values)
 
     async def read_task(self, task_id: str) -> StoredTask | None:
         def run(conn: sqlite3.Connection) -> StoredTask | None:
@@ -210,27 +221,83 @@ class SQLiteStorage:
             # the writer thread runs one write at a time: nothing comes between read and write
             row = conn.execute(_SQL.current, (task_id,)).fetchone()
             new = next_version(task_id, row, build, expected_version)
-            pk, index, last_updated = new.pk, new.new.index, new.new.last_updated
-            old = row[3:]  # next_version raised without a row
-            values = index_values(index)
-            changed = [i for i, value in enumerate(values) if value != old[i]]
-            conn.execute(
-                changed_update_sql(tuple(INDEX_COLUMNS[i] for i in changed)),
-                (new.version_id, last_updated, *(values[i] for i in changed), new.body, pk),
-            )
-            conn.execute(_SQL.insert_version, (pk, new.version_id, last_updated, new.body))
-            for sql in _SQL.side_deletes:
-                conn.execute(sql, (pk,))
-            old_norm = old[NORM]
-            if old_norm != index.description_norm:
-                if old_norm is not None:
-                    conn.execute(TEXT_DELETE, (pk, old_norm))
-                if index.description_norm is not None:
-                    conn.execute(TEXT_INSERT, (pk, index.description_norm))
-            self._insert_side_rows(conn, pk, index)
+            self._replace(conn, row, new.version_id, new.new, new.body)
             return new.stored(task_id)
 
         return await self._write(run)
+
+    def _replace(
+        self,
+        conn: sqlite3.Connection,
+        row: tuple[Any, ...],
+        version_id: int,
+        new: NewVersion,
+        body: str | None = None,
+    ) -> tuple[Any, ...]:
+        """Write `new` as version `version_id` of the task whose row (as `_SQL.current`
+        reads it) is `row`; its new row."""
+        if body is None:
+            body = orjson.dumps(new.resource).decode()
+        pk, index, last_updated = row[0], new.index, new.last_updated
+        old = row[3:]
+        values = index_values(index)
+        changed = [i for i, value in enumerate(values) if value != old[i]]
+        conn.execute(
+            changed_update_sql(tuple(INDEX_COLUMNS[i] for i in changed)),
+            (version_id, last_updated, *(values[i] for i in changed), body, pk),
+        )
+        conn.execute(_SQL.insert_version, (pk, version_id, last_updated, body))
+        for sql in _SQL.side_deletes:
+            conn.execute(sql, (pk,))
+        old_norm = old[NORM]
+        if old_norm != index.description_norm:
+            if old_norm is not None:
+                conn.execute(TEXT_DELETE, (pk, old_norm))
+            if index.description_norm is not None:
+                conn.execute(TEXT_INSERT, (pk, index.description_norm))
+        self._insert_side_rows(conn, pk, index)
+        return (pk, version_id, body, *values)
+
+    async def transact(self, program: Callable[[], WriteProgram[T]]) -> T:
+        def run(conn: sqlite3.Connection) -> T:
+            # one write of the group commit: its own SAVEPOINT, so it commits or rolls back
+            # whole; every writer of the file is held off while it runs (no Serialize needed)
+            steps = program()
+            rows: dict[str, tuple[Any, ...] | None] = {}
+            result: Any = None
+            try:
+                while True:
+                    result = self._step(conn, steps.send(result), rows)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+        return await self._write(run)
+
+    def _step(
+        self, conn: sqlite3.Connection, op: WriteOp, rows: dict[str, tuple[Any, ...] | None]
+    ) -> Any:
+        if isinstance(op, Current):
+            if op.task_id not in rows:
+                rows[op.task_id] = conn.execute(_SQL.current, (op.task_id,)).fetchone()
+            return stored_current(op.task_id, rows[op.task_id])
+        if isinstance(op, Find):
+            plan = sql_search.plan_search(op.query, SearchCache(), SQLITE)
+            try:
+                sql, params = next(plan)
+                while True:
+                    sql, params = plan.send(conn.execute(sql, params).fetchall())
+            except StopIteration as done:
+                return done.value.tasks
+        if isinstance(op, Serialize):
+            return None
+        if isinstance(op, Insert):
+            rows[op.task_id] = self._insert(conn, op.task_id, op.new)
+            return StoredTask(op.task_id, 1, op.new.resource)
+        row = rows.get(op.task_id)
+        if row is None:
+            raise TaskNotFound(op.task_id)
+        rows[op.task_id] = self._replace(conn, row, row[1] + 1, op.new)
+        return StoredTask(op.task_id, row[1] + 1, op.new.resource)
 
     async def search(self, query: SearchQuery) -> SearchResult:
         stop = _SearchStop(self._search_timeout)

@@ -1,0 +1,87 @@
+"""SPEC 10: conditional interactions follow FHIR's rules for no, one and several matches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.support.seed import SEED_CREATE, new_patient
+
+
+def _with_identifier() -> tuple[dict[str, Any], str]:
+    value = new_patient()
+    body = {**SEED_CREATE, "identifier": [{"system": "urn:caretask:test", "value": value}]}
+    return body, f"identifier=urn:caretask:test|{value}"
+
+
+def test_conditional_create_without_a_match_creates(api: httpx.Client) -> None:
+    body, search = _with_identifier()
+    response = api.post("/Task", json=body, headers={"If-None-Exist": search})
+    assert response.status_code == 201
+    assert response.headers["etag"] == 'W/"1"'
+    assert api.get("/Task", params=[tuple(search.split("=", 1))]).json()["total"] == 1
+
+
+def test_conditional_create_with_one_match_answers_200_with_that_task_and_writes_nothing(
+    api: httpx.Client,
+) -> None:
+    body, search = _with_identifier()
+    first = api.post("/Task", json=body, headers={"If-None-Exist": search})
+    again = api.post(
+        "/Task",
+        json={**body, "description": "a second one"},
+        headers={"If-None-Exist": search, "Prefer": "return=representation"},
+    )
+    assert again.status_code == 200
+    task_id = first.headers["location"].rsplit("/", 1)[1]
+    assert again.headers["location"].endswith(f"/Task/{task_id}/_history/1")
+    assert again.headers["etag"] == 'W/"1"'
+    assert again.json()["id"] == task_id
+    assert again.json()["description"] == SEED_CREATE["description"]
+    assert api.get(f"/Task/{task_id}/_history").json()["total"] == 1
+
+
+def test_conditional_create_with_several_matches_is_412_and_writes_nothing(
+    api: httpx.Client,
+) -> None:
+    body, search = _with_identifier()
+    api.post("/Task", json=body)
+    api.post("/Task", json=body)
+    response = api.post("/Task", json=body, headers={"If-None-Exist": search})
+    assert response.status_code == 412
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "multiple-matches"
+    assert api.get("/Task", params=[tuple(search.split("=", 1))]).json()["total"] == 2
+
+
+def test_conditional_create_accepts_the_search_with_a_leading_task_question_mark(
+    api: httpx.Client,
+) -> None:
+    body, search = _with_identifier()
+    api.post("/Task", json=body)
+    response = api.post("/Task", json=body, headers={"If-None-Exist": f"Task?{search}"})
+    assert response.status_code == 200
+
+
+def test_conditional_create_with_an_unknown_parameter_is_400_naming_it(
+    api: httpx.Client,
+) -> None:
+    response = api.post("/Task", json=SEED_CREATE, headers={"If-None-Exist": "patinet=123"})
+    assert response.status_code == 400
+    assert "patinet" in response.json()["issue"][0]["details"]["text"]
+
+
+def test_conditional_create_with_an_empty_search_is_400(api: httpx.Client) -> None:
+    response = api.post("/Task", json=SEED_CREATE, headers={"If-None-Exist": ""})
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["code"] == "invalid"
+
+
+def test_conditional_create_with_an_invalid_body_is_400_even_when_a_task_matches(
+    api: httpx.Client,
+) -> None:
+    body, search = _with_identifier()
+    api.post("/Task", json=body)
+    response = api.post("/Task", json={"resourceType": "Task"}, headers={"If-None-Exist": search})
+    assert response.status_code == 400
