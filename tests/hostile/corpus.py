@@ -886,6 +886,32 @@ def if_unmodified_since() -> Iterator[Entry]:
         )
 
 
+def if_none_exist() -> Iterator[Entry]:
+    """Conditional creates whose If-None-Exist is not a search that selects tasks (400: a
+    condition ignored would make the create unconditional), and valid conditions on bodies
+    that are not Tasks (400 before anything is looked up or written)."""
+    values = {
+        "empty": "",
+        "blank": "   ",
+        "unknown-parameter": "patinet=123",
+        "only-paging": "_count=5&_offset=2",
+        "only-format": "_format=json",
+        "malformed-date": "authored-on=yesterday",
+        "bad-prefix": "due=xx2024",
+        "not-utf8": "description=%FF%FE",
+        "question-mark-only": "?",
+        "other-type": "Patient?identifier=x|1",
+    }
+    for label, value in values.items():
+        headers = {**JSON, "If-None-Exist": value}
+        yield Entry(f"odd/if-none-exist-{label}", "POST", "/Task", 400, SEED_BYTES, headers)
+    condition = {**JSON, "If-None-Exist": "identifier=urn:hostile|1"}
+    yield Entry("odd/if-none-exist-array-body", "POST", "/Task", 400, b"[]", condition)
+    yield Entry(
+        "odd/if-none-exist-no-status", "POST", "/Task", 400, b'{"resourceType":"Task"}', condition
+    )
+
+
 def token_throttle_keys() -> Iterator[Entry]:
     """Client ids shaped to collide with or bloat the token throttle's keys: refused as any
     unknown client, each costing its address one check."""
@@ -1042,6 +1068,7 @@ def build() -> list[Entry]:
         *odd_search_values(),
         *update_bodies(),
         *if_unmodified_since(),
+        *if_none_exist(),
         *token_throttle_keys(),
         *whitespace_in_uris_and_codes(),
         *content_encodings(),
