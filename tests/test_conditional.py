@@ -85,3 +85,28 @@ def test_conditional_create_with_an_invalid_body_is_400_even_when_a_task_matches
     api.post("/Task", json=body)
     response = api.post("/Task", json={"resourceType": "Task"}, headers={"If-None-Exist": search})
     assert response.status_code == 400
+
+
+def test_conditional_create_takes_its_search_from_the_query_string_too(
+    api: httpx.Client,
+) -> None:
+    body, search = _with_identifier()
+    first = api.post(f"/Task?{search}", json=body)
+    again = api.post(f"/Task?{search}&_format=json", json=body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.headers["location"].startswith(first.headers["location"])
+
+
+def test_conditional_create_with_both_a_header_and_a_query_is_400(api: httpx.Client) -> None:
+    body, search = _with_identifier()
+    response = api.post(f"/Task?{search}", json=body, headers={"If-None-Exist": search})
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["code"] == "invalid"
+
+
+def test_a_create_whose_query_only_says_how_to_answer_is_unconditional(
+    api: httpx.Client,
+) -> None:
+    body, _ = _with_identifier()
+    assert api.post("/Task?_format=json&_pretty=true", json=body).status_code == 201
+    assert api.post("/Task?_format=json&_pretty=true", json=body).status_code == 201

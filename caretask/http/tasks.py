@@ -17,7 +17,7 @@ from starlette.types import Receive
 from caretask.auth import scopes
 from caretask.domain import audit, bundle, subsetting
 from caretask.domain.dates import parse_range
-from caretask.domain.errors import InvalidSearch, NotFound
+from caretask.domain.errors import InvalidRequest, InvalidSearch, NotFound
 from caretask.domain.etag import etag, etag_matches
 from caretask.domain.references import ID_PATTERN
 from caretask.http.audit import CLIENT_CLOSED
@@ -41,6 +41,7 @@ from caretask.storage.base import StoredTask
 # a search still running this long after it started is watched for its client leaving;
 # shorter ones (nearly all) cost a timer instead of a task
 WATCH_AFTER = 0.05
+_FORMAT = ("_format", "_pretty", "")  # query parameters that say how to answer, not what
 T = TypeVar("T")
 
 
@@ -97,11 +98,26 @@ def _written(request: Request, task: StoredTask, status: int) -> Response:
 @endpoint(scopes.CREATE)
 async def create(request: Request) -> Response:
     service = _service(request)
-    condition = request.headers.get("if-none-exist")
+    condition = _create_condition(request)
     if condition is None:
         return _written(request, await service.create(await _body(request)), 201)
     task, created = await service.create_if_none_exist(await _body(request), condition)
     return _written(request, task, 201 if created else 200)
+
+
+def _create_condition(request: Request) -> str | None:
+    """A create's condition: FHIR's If-None-Exist header, or search parameters in the query
+    string (how fhirpy's get_or_create and some servers send it); ignoring either would
+    make a conditional create unconditional."""
+    header = request.headers.get("if-none-exist")
+    query = "&".join(
+        part for part in _query(request).split("&") if part.split("=", 1)[0] not in _FORMAT
+    )
+    if header is not None and query:
+        raise InvalidRequest.single(
+            "invalid", "a create takes its condition from If-None-Exist or the query, not both"
+        )
+    return header if header is not None else query or None
 
 
 @endpoint(scopes.READ)

@@ -108,3 +108,15 @@ def test_fhirpy_reads_history_newest_first(any_profile: Interop) -> None:
     history = client.reference("Task", task_id).execute("_history", method="get")
     assert history["type"] == "history"
     assert [entry["resource"]["meta"]["versionId"] for entry in history["entry"]] == ["2", "1"]
+
+
+def test_fhirpy_get_or_create_creates_once_then_finds_the_same_task(any_profile: Interop) -> None:
+    client = fhirpy_client(any_profile)
+    value = new_patient()
+    body = {**distinct_task().body, "identifier": [{"system": "urn:interop", "value": value}]}
+    search = client.resources("Task").search(identifier=f"urn:interop|{value}")
+    first, created = search.get_or_create(client.resource("Task", **body))
+    again, created_again = search.get_or_create(client.resource("Task", **body))
+    assert (created, created_again) == (True, False)
+    assert [task.id for task in search.fetch_all()] == [first.id]
+    assert again.id == first.id
