@@ -59,6 +59,9 @@ T = TypeVar("T")
 _SQL = statements(POSTGRESQL)
 _AUDIT_INSERT = audit_sql.insert(POSTGRESQL)
 _SERIALIZE = "SELECT pg_advisory_xact_lock(%s)"
+TRANSACT_ATTEMPTS = 3  # runs of a write program that a deadlock rolled back
+# SQLSTATE class 40: the database rolled the transaction back, not for anything it did
+_ROLLED_BACK = (errors.TransactionRollback, errors.DeadlockDetected, errors.SerializationFailure)
 CONNECT_SECONDS = 5  # libpq's connect_timeout for connections made outside the pool
 # seconds the pool keeps retrying a connection it failed to make before it gives up; the
 # next request that finds the pool empty starts again at once (its own backoff grows to
@@ -119,6 +122,7 @@ class PostgreSQLStorage:
             configure=self._configure,
         )
         self._opened = False
+        self._opening = asyncio.Lock()
         # set when a new connection could not be made, cleared when one works again:
         # meanwhile a request does not wait for the pool to reconnect (it backs off)
         self._down = False
@@ -132,8 +136,11 @@ class PostgreSQLStorage:
 
     async def _open(self) -> AsyncConnectionPool:
         if not self._opened:
-            await self._pool.open(wait=True, timeout=30)
-            self._opened = True
+            # the first callers may come at once; the pool's open() must run only once
+            async with self._opening:
+                if not self._opened:
+                    await self._pool.open(wait=True, timeout=30)
+                    self._opened = True
         return self._pool
 
     # --- connections -----------------------------------------------------------------------
@@ -262,7 +269,19 @@ class PostgreSQLStorage:
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
 
-        return await self._run(run, transaction=True)
+        # programs lock several rows and keys, in their own orders: two of them can
+        # deadlock, and PostgreSQL then rolls one back whole, which can simply run again
+        for _ in range(TRANSACT_ATTEMPTS - 1):
+            try:
+                return await self._run(run, transaction=True)
+            except _ROLLED_BACK:
+                continue
+        try:
+            return await self._run(run, transaction=True)
+        except _ROLLED_BACK:
+            raise StorageUnavailable(
+                "the transaction kept conflicting with concurrent ones; retry later"
+            ) from None
 
     async def _step(
         self, conn: AsyncConnection, op: WriteOp, rows: dict[str, tuple[int, int] | None]
