@@ -329,3 +329,21 @@ def test_a_client_that_disconnects_mid_body_is_logged_and_recorded_as_499(audite
     assert len(access) == 1 and " 499 " in access[0], access
     lines = audit_lines(audited, expect=3)  # the readiness check's metadata, the login, this
     assert [(m, i, s) for _t, _w, _a, m, i, _g, _q, s in lines][-1] == ("POST", "create", "499")
+
+
+def test_a_conditional_create_is_recorded_with_its_condition_redacted(audited: Server) -> None:
+    client_id, token = audited.login()
+    value = new_patient()
+    body = seed_task(identifier=[{"system": "urn:audit", "value": value}])
+    condition = {"If-None-Exist": f"identifier=urn:audit|{value}"}
+    with audited.client(token) as api:
+        created = api.post("/Task", json=body, headers=condition)
+        found = api.post("/Task", json=body, headers=condition)
+    task_id = created.headers["location"].rsplit("/", 1)[1]
+    assert (created.status_code, found.status_code) == (201, 200)
+    lines = audit_lines(audited, "--client", client_id, expect=3)
+    assert what(lines)[1:] == [
+        ("POST", "create", f"Task/{task_id}", "identifier=*", "201"),
+        ("POST", "create", f"Task/{task_id}/_history/1", "identifier=*", "200"),
+    ]
+    assert value not in run_cli("audit", "--database", audited.database).stdout

@@ -101,6 +101,7 @@ async def create(request: Request) -> Response:
     condition = _create_condition(request)
     if condition is None:
         return _written(request, await service.create(await _body(request)), 201)
+    request.state.audit_query = audit.redact_query(condition)  # the header's names too
     task, created = await service.create_if_none_exist(await _body(request), condition)
     return _written(request, task, 201 if created else 200)
 
