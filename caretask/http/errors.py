@@ -15,8 +15,10 @@ from caretask.domain.errors import (
     InvalidResource,
     InvalidSearch,
     NotFound,
+    PatchConflict,
     SearchTimeout,
     TooLarge,
+    Unprocessable,
     VersionConflict,
 )
 from caretask.domain.outcome import operation_outcome, outcome
@@ -31,6 +33,8 @@ _STATUS: dict[type[DomainError], int] = {
     InvalidRequest: 400,
     NotFound: 404,
     BusinessRule: 422,
+    Unprocessable: 422,
+    PatchConflict: 409,
     TooLarge: 413,
     VersionConflict: 412,
     SearchTimeout: 503,
