@@ -169,7 +169,19 @@ def _json_patch(resource: dict[str, Any], operations: Any, max_depth: int, max_b
         except (TypeError, KeyError, IndexError, ValueError):
             text = f"{where}: '{_quoted(operation['path'])}' cannot be applied to the Task"
             raise Unprocessable.single("processing", text) from None
-    return doc
+    return _without_empty(doc)
+
+
+def _without_empty(value: Any) -> Any:
+    """`value` without the empty arrays and objects in it: FHIR JSON has none, and a JSON
+    Patch that removes the last note leaves `"note": []`, meaning the Task has no notes.
+    (Recursive: the patched Task's depth is bounded by then.)"""
+    if isinstance(value, dict):
+        pruned = {k: _without_empty(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v != {} and v != []}
+    if isinstance(value, list):
+        return [v for v in map(_without_empty, value) if v != {} and v != []]
+    return value
 
 
 # --- FHIRPath Patch (FHIR R4 fhirpatch.html, paths evaluated with fhirpathpy) ----------------
