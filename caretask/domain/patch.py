@@ -48,25 +48,42 @@ _SEGMENT = re.compile(r"([A-Za-z][A-Za-z0-9]*)(?:\[([0-9]+)\])?")
 _JSON_OPS = ("add", "remove", "replace", "move", "copy", "test")
 
 
+@dataclass(frozen=True)
+class Patch:
+    """A patch document found well-formed: JSON Patch operations, or FHIRPath Patch ones
+    with their paths parsed (read before the Task is looked up and locked: a malformed patch
+    is a 400 whatever the Task, and the parsing is not done under the lock)."""
+
+    json: tuple[dict[str, Any], ...] | None = None
+    fhirpath: tuple[_Operation, ...] | None = None
+
+
+def read_patch(document: Any, media_type: str, max_depth: int = MAX_DEPTH) -> Patch:
+    """The parsed body of a PATCH as a Patch: a JSON Patch when `media_type` is JSON_PATCH,
+    else a FHIRPath Patch. InvalidRequest for a document that is not one."""
+    # values sit two levels down in a JSON Patch and two per level in nested parts
+    if _depth(document, 2 * max_depth + 8) > 2 * max_depth + 6:
+        raise InvalidRequest.single("too-costly", "the patch document is nested too deeply")
+    if media_type == JSON_PATCH:
+        return Patch(json=_json_operations(document))
+    return Patch(fhirpath=_fhirpath_operations(document))
+
+
 def apply_patch(
     resource: dict[str, Any],
-    patch: Any,
-    media_type: str,
+    patch: Patch,
     *,
     max_depth: int = MAX_DEPTH,
     max_bytes: int = 1 << 20,
 ) -> dict[str, Any]:
-    """`resource` with `patch` (the parsed body) applied: a JSON Patch when `media_type` is
-    JSON_PATCH, else a FHIRPath Patch. `resource` is left as it was. `max_depth` and
+    """`resource` with `patch` applied; `resource` is left as it was. `max_depth` and
     `max_bytes` bound what the patch may make of it (a Task's nesting and size limits), so
     that a few `copy` operations cannot grow it exponentially."""
-    # values sit two levels down in a JSON Patch and two per level in nested parts
-    if _depth(patch, 2 * max_depth + 8) > 2 * max_depth + 6:
-        raise InvalidRequest.single("too-costly", "the patch document is nested too deeply")
-    if media_type == JSON_PATCH:
-        patched = _json_patch(resource, patch, max_depth, max_bytes)
+    if patch.json is not None:
+        patched = _json_patch(resource, patch.json, max_depth, max_bytes)
     else:
-        patched = _fhirpath_patch(resource, patch, max_depth)
+        assert patch.fhirpath is not None
+        patched = _fhirpath_patch(resource, patch.fhirpath, max_depth)
     if not isinstance(patched, dict):
         raise Unprocessable.single("processing", "the patched resource is not a JSON object")
     if patched.get("id") != resource.get("id"):
@@ -122,14 +139,11 @@ def _pointer(operation: dict[str, Any], member: str, where: str) -> list[str]:
     return parts
 
 
-def _json_patch(resource: dict[str, Any], operations: Any, max_depth: int, max_bytes: int) -> Any:
+def _json_operations(operations: Any) -> tuple[dict[str, Any], ...]:
     if not isinstance(operations, list):
         text = f"a JSON Patch ({JSON_PATCH}) is a JSON array of operations"
         raise InvalidRequest.single("structure", text)
     _count(len(operations))
-    doc: Any = copy.deepcopy(resource)
-    # a bound on the document's size: only values the patch adds or copies make it grow
-    size = len(orjson.dumps(doc))
     for number, operation in enumerate(operations):
         where = f"operation {number}"
         if not isinstance(operation, dict):
@@ -138,9 +152,24 @@ def _json_patch(resource: dict[str, Any], operations: Any, max_depth: int, max_b
         if op not in _JSON_OPS:
             text = f"{where}: 'op' must be one of {', '.join(_JSON_OPS)}"
             raise InvalidRequest.single("structure", text)
-        path = _pointer(operation, "path", where)
+        _pointer(operation, "path", where)
         if op in ("add", "replace", "test") and "value" not in operation:
             raise InvalidRequest.single("structure", f"{where}: a '{op}' needs a 'value'")
+        if op in ("move", "copy"):
+            _pointer(operation, "from", where)
+    return tuple(operations)
+
+
+def _json_patch(
+    resource: dict[str, Any], operations: tuple[dict[str, Any], ...], max_depth: int, max_bytes: int
+) -> Any:
+    doc: Any = copy.deepcopy(resource)
+    # a bound on the document's size: only values the patch adds or copies make it grow
+    size = len(orjson.dumps(doc))
+    for number, operation in enumerate(operations):
+        where = f"operation {number}"
+        op = operation["op"]
+        path = _pointer(operation, "path", where)
         if op in ("move", "copy"):
             source = _pointer(operation, "from", where)
             try:
@@ -325,7 +354,7 @@ def _operation(parameter: Any, number: int) -> _Operation:
     )
 
 
-def _fhirpath_patch(resource: dict[str, Any], parameters: Any, max_depth: int) -> Any:
+def _fhirpath_operations(parameters: Any) -> tuple[_Operation, ...]:
     if not isinstance(parameters, dict) or parameters.get("resourceType") != "Parameters":
         text = f"a FHIRPath Patch is a Parameters resource (a JSON Patch is sent as {JSON_PATCH})"
         raise InvalidRequest.single("structure", text)
@@ -333,8 +362,12 @@ def _fhirpath_patch(resource: dict[str, Any], parameters: Any, max_depth: int) -
     if not isinstance(listed, list):
         raise InvalidRequest.single("structure", "Parameters.parameter must be an array")
     _count(len(listed))
-    # every operation is read before any is applied: a malformed one is a 400, not a 422
-    operations = [_operation(parameter, number) for number, parameter in enumerate(listed)]
+    return tuple(_operation(parameter, number) for number, parameter in enumerate(listed))
+
+
+def _fhirpath_patch(
+    resource: dict[str, Any], operations: tuple[_Operation, ...], max_depth: int
+) -> Any:
     doc = copy.deepcopy(resource)
     for operation in operations:
         _APPLY[operation.type](doc, operation, max_depth)

@@ -37,7 +37,7 @@ from caretask.domain.errors import (
 from caretask.domain.etag import etag, parse_etag
 from caretask.domain.http_dates import parse_http_date
 from caretask.domain.json_keys import has_duplicate_keys
-from caretask.domain.patch import apply_patch
+from caretask.domain.patch import apply_patch, read_patch
 from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, version_number
 from caretask.domain.task_rules import MAX_DEPTH
@@ -353,14 +353,15 @@ class TaskService:
         """The task's next version: the JSON Patch or FHIRPath Patch (domain.patch, by
         `media_type`) that `read_body` gives, applied to the current version as clients
         read it (`base`: the server's base URL, for its permalink) and validated as an
-        update's body. Conditions and the order of refusals are update's. The result is the
-        whole new state in both profiles (no carry-over of notes or the task-group: a patch
-        that removes a note removes it); a result that is not an acceptable Task is a 422
-        (Unprocessable), as FHIR asks of a patch."""
+        update's body. Conditions and the order of refusals are update's (a malformed patch
+        is refused before the task is looked up). The result is the whole new state in both
+        profiles (no carry-over of notes or the task-group: a patch that removes a note
+        removes it); a result that is not an acceptable Task is a 422 (Unprocessable), as
+        FHIR asks of a patch."""
         task_id = _checked_id(task_id)
         wanted = _if_match(if_match)
         since = _if_unmodified_since(if_unmodified_since)
-        document = read_json(await read_body(), self.limits)
+        document = read_patch(read_json(await read_body(), self.limits), media_type)
 
         def build(current: StoredTask) -> NewVersion:
             # under the task's lock, like update's: the patch applies to the version it
@@ -371,7 +372,6 @@ class TaskService:
             patched = apply_patch(
                 shown,
                 document,
-                media_type,
                 max_depth=self.limits.max_depth,
                 max_bytes=self.limits.max_bytes,
             )
