@@ -427,15 +427,18 @@ def _bundle_schemas(profile: Profile) -> dict[str, Schema]:
 
 def _patch_schemas() -> dict[str, Schema]:
     # a few operations each (the server takes up to MAX_OPERATIONS): keeps generated bodies small
-    operation = {
-        "type": "object",
-        "properties": {
-            "op": {"enum": ["add", "remove", "replace", "move", "copy", "test"]},
-            "path": {"type": "string", "pattern": "^(/[^/]*)*$"},
-            "from": {"type": "string", "pattern": "^(/[^/]*)*$"},
-            "value": {},
-        },
-        "required": ["op", "path"],
+    pointer = {"type": "string", "pattern": "^(/[^/]*)*$"}
+
+    def operation(ops: list[str], *needs: str) -> Schema:
+        properties = {"op": {"enum": ops}, "path": pointer, "from": pointer, "value": {}}
+        return {"type": "object", "properties": properties, "required": ["op", "path", *needs]}
+
+    operations = {
+        "anyOf": [
+            operation(["remove"]),
+            operation(["add", "replace", "test"], "value"),
+            operation(["move", "copy"], "from"),
+        ]
     }
     part = {
         "type": "object",
@@ -459,7 +462,7 @@ def _patch_schemas() -> dict[str, Schema]:
         "JsonPatch": {
             "type": "array",
             "description": f"RFC 6902 operations (at most {MAX_OPERATIONS})",
-            "items": operation,
+            "items": operations,
             "maxItems": 3,
         },
         "FhirPathPatch": {

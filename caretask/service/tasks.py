@@ -167,9 +167,9 @@ def _to_validate(parsed: Any) -> tuple[Any, bool]:
         return parsed, False
     listed = parsed.get("parameter")
     parameters = [p for p in listed if isinstance(p, dict)] if isinstance(listed, list) else []
-    resources = [p["resource"] for p in parameters if p.get("name") == "resource"]
+    resources = [p.get("resource") for p in parameters if p.get("name") == "resource"]
     modes = [p.get("valueCode") for p in parameters if p.get("name") == "mode"]
-    if len(resources) != 1:
+    if len(resources) != 1 or resources[0] is None:
         text = "a Parameters body holds the Task to validate as one parameter 'resource'"
         raise InvalidRequest.single("required", text, "Parameters.parameter")
     if len(modes) > 1 or (modes and modes[0] not in ("create", "update")):
