@@ -175,8 +175,10 @@ def _json_patch(
             try:
                 moved = jsonpointer.JsonPointer.from_parts(source).resolve(doc)
             except (jsonpointer.JsonPointerException, TypeError, KeyError, IndexError):
+                moved = jsonpointer.EndOfList(None)
+            if isinstance(moved, jsonpointer.EndOfList):  # `/note/-` names no item
                 text = f"{where}: 'from' names nothing in the Task"
-                raise Unprocessable.single("processing", text) from None
+                raise Unprocessable.single("processing", text)
             _too_deep(where, len(path), moved, max_depth)
             if op == "copy":
                 size += len(orjson.dumps(moved))
@@ -315,7 +317,7 @@ def _operation(parameter: Any, number: int) -> _Operation:
     found: dict[str, dict[str, Any]] = {}
     for part in parts:
         name = part.get("name") if isinstance(part, dict) else None
-        if name not in _PARTS or name in found:
+        if not isinstance(name, str) or name not in _PARTS or name in found:
             text = f"each part is one of {', '.join(sorted(_PARTS))}, given once"
             raise InvalidRequest.single("structure", text, where)
         assert isinstance(part, dict) and isinstance(name, str)
@@ -565,10 +567,13 @@ def _member(ast: Any) -> tuple[Any, str] | None:
     top = ast.get("children", [None])[0]
     if not isinstance(top, dict) or top.get("type") != "InvocationExpression":
         return None
-    prefix, last = top["children"]
-    if last.get("type") != "MemberInvocation":
+    children = top.get("children", [])
+    if len(children) != 2 or children[1].get("type") != "MemberInvocation":
         return None
-    return {"children": [prefix]}, last["children"][0]["text"].strip("`")
+    identifier = (children[1].get("children") or [{}])[0].get("text")
+    if not isinstance(identifier, str):
+        return None
+    return {"children": [children[0]]}, identifier.strip("`")
 
 
 def _collection(doc: dict[str, Any], operation: _Operation) -> tuple[Steps, list[Any]]:
