@@ -361,7 +361,8 @@ class TaskService:
         task_id = _checked_id(task_id)
         wanted = _if_match(if_match)
         since = _if_unmodified_since(if_unmodified_since)
-        document = read_patch(read_json(await read_body(), self.limits), media_type)
+        parsed = read_json(await read_body(), self.limits)
+        document = read_patch(parsed, media_type, self.limits.max_depth)
 
         def build(current: StoredTask) -> NewVersion:
             # under the task's lock, like update's: the patch applies to the version it
