@@ -13,6 +13,7 @@ the whole new state in both profiles: a PATCH does not carry notes over as a can
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
@@ -24,7 +25,7 @@ import pytest
 from tests.support.clients import create_task
 from tests.support.databases import engine_database
 from tests.support.seed import SEED_CREATE, seed_task
-from tests.support.server import Server
+from tests.support.server import Server, run_cli
 
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -189,6 +190,22 @@ def test_json_patch_applies_to_the_task_as_read_permalink_included(api: httpx.Cl
     )
     assert response.status_code == 200, response.text
     assert read(api, task_id)["extension"] == [permalink]
+
+
+def test_a_canvas_patch_stores_references_as_they_were_not_as_shown(
+    server: Server, api: httpx.Client
+) -> None:
+    """The canvas profile shows references with their `type`; a patch of another element
+    does not store it."""
+    task_id = create_task(api, SEED_CREATE)
+    assert read(api, task_id)["requester"]["type"] == "Practitioner"
+    change = [{"op": "replace", "path": "/status", "value": "completed"}]
+    assert json_patch(api, task_id, change).status_code == 200
+    exported = run_cli("export", "--database", server.database, cwd=server.workdir).stdout
+    stored = next(t for t in map(json.loads, exported.splitlines()) if t["id"] == task_id)
+    assert stored["status"] == "completed"
+    assert stored["requester"] == SEED_CREATE["requester"]
+    assert stored["note"] == SEED_CREATE["note"]
 
 
 def test_json_patch_path_that_names_nothing_is_422_and_writes_nothing(api: httpx.Client) -> None:

@@ -352,7 +352,7 @@ class TaskService:
     ) -> StoredTask:
         """The task's next version: the JSON Patch or FHIRPath Patch (domain.patch, by
         `media_type`) that `read_body` gives, applied to the current version as clients
-        read it (`base`: the server's base URL, for its permalink) and validated as an
+        read it (with its permalink: `base` is the server's base URL) and validated as an
         update's body. Conditions and the order of refusals are update's (a malformed patch
         is refused before the task is looked up). The result is the whole new state in both
         profiles (no carry-over of notes or the task-group: a patch that removes a note
@@ -369,9 +369,12 @@ class TaskService:
             # replaces, so no write comes between (no lost update)
             if since is not None and (conflict := _modified_since(current, since)):
                 raise conflict
-            shown = bundle.render_task(current.resource, base, self.profile)
+            # as clients read it, so that their pointers and indexes hold (the permalink
+            # comes after the Task's own extensions), less the `type` the canvas profile
+            # shows on references, which would otherwise be stored
+            as_read = bundle.with_permalink(current.resource, base)
             patched = apply_patch(
-                shown,
+                as_read,
                 document,
                 max_depth=self.limits.max_depth,
                 max_bytes=self.limits.max_bytes,
