@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import jsonpatch
@@ -256,9 +257,11 @@ class _Raising(ErrorListener):  # type: ignore[misc]
         raise ValueError(args[-2])
 
 
+@lru_cache(maxsize=512)
 def _parse(path: str) -> Any:
     """fhirpathpy's parse, but strict: its own recovers from syntax errors (`Task.(`
-    parses), and a patch must not guess at what a malformed path meant."""
+    parses), and a patch must not guess at what a malformed path meant. Cached: a parse
+    costs about 2 ms, and clients send the same few paths (the tree is only read)."""
     listener = _Raising()
     lexer = FHIRPathLexer(InputStream(path))
     lexer.removeErrorListeners()

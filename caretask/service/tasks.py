@@ -12,6 +12,7 @@ No HTTP here: the edge reads the request and writes the response.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -362,7 +363,8 @@ class TaskService:
         wanted = _if_match(if_match)
         since = _if_unmodified_since(if_unmodified_since)
         parsed = read_json(await read_body(), self.limits)
-        document = read_patch(parsed, media_type, self.limits.max_depth)
+        # off the event loop: parsing 200 FHIRPath paths takes some 0.4 s
+        document = await asyncio.to_thread(read_patch, parsed, media_type, self.limits.max_depth)
 
         def build(current: StoredTask) -> NewVersion:
             # under the task's lock, like update's: the patch applies to the version it
