@@ -77,6 +77,24 @@ def test_every_fhir_interaction_is_recorded_with_who_what_and_outcome(audited: S
     assert {line[2] for line in lines} == {"127.0.0.1"}
 
 
+def test_patch_and_validate_are_recorded_as_patch_and_operation(audited: Server) -> None:
+    client_id, token = audited.login()
+    with audited.client(token) as api:
+        task_id = create_task(api, seed_task())
+        change = [{"op": "replace", "path": "/status", "value": "completed"}]
+        headers = {"Content-Type": "application/json-patch+json"}
+        assert api.patch(f"/Task/{task_id}", json=change, headers=headers).status_code == 200
+        failed = [{"op": "test", "path": "/status", "value": "requested"}]
+        assert api.patch(f"/Task/{task_id}", json=failed, headers=headers).status_code == 409
+        assert api.post("/Task/$validate", json=seed_task()).status_code == 200
+    lines = audit_lines(audited, "--client", client_id, expect=5)
+    assert what(lines)[2:] == [
+        ("PATCH", "patch", f"Task/{task_id}/_history/2", "-", "200"),
+        ("PATCH", "patch", f"Task/{task_id}", "-", "409"),
+        ("POST", "operation", "-", "-", "200"),
+    ]
+
+
 def test_refused_requests_are_recorded_with_their_status(audited: Server) -> None:
     client_id, _ = audited.login()
     read_only = audited.token(scope="system/Task.read")

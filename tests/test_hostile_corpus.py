@@ -103,7 +103,12 @@ def check(entry: Entry, answer: Answer | None) -> None:
         outcome = json.loads(answer.body)
         assert outcome["resourceType"] == "OperationOutcome", outcome
         assert all(issue["details"]["text"] for issue in outcome["issue"]), outcome
-    if answer.status == 200 and entry.path.startswith("/Task") and entry.method in ("GET", "POST"):
+    if answer.status == 200 and entry.path == "/Task/$validate":
+        outcome = json.loads(answer.body)
+        assert outcome["resourceType"] == "OperationOutcome", outcome
+    elif (
+        answer.status == 200 and entry.path.startswith("/Task") and entry.method in ("GET", "POST")
+    ):
         bundle = json.loads(answer.body)
         assert bundle["resourceType"] == "Bundle" and bundle["type"] == "searchset", bundle
         if entry.empty_bundle:

@@ -22,8 +22,28 @@ def test_capability_lists_the_task_interactions_that_work(server: Server) -> Non
     resource = httpx.get(f"{server.url}/metadata").json()["rest"][0]["resource"][0]
     assert resource["type"] == "Task"
     codes = {i["code"] for i in resource["interaction"]}
-    assert codes == {"read", "vread", "update", "history-instance", "create", "search-type"}
+    assert codes == {
+        "read",
+        "vread",
+        "update",
+        "patch",
+        "history-instance",
+        "create",
+        "search-type",
+    }
     assert resource["updateCreate"] is False
+
+
+def test_capability_lists_the_patch_formats_and_the_validate_operation(server: Server) -> None:
+    statement = httpx.get(f"{server.url}/metadata").json()
+    assert statement["patchFormat"] == ["application/json-patch+json", "application/fhir+json"]
+    resource = statement["rest"][0]["resource"][0]
+    assert resource["operation"] == [
+        {
+            "name": "validate",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+        }
+    ]
 
 
 def test_capability_lists_every_search_parameter_and_nothing_else(server: Server) -> None:

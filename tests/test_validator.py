@@ -124,6 +124,10 @@ def _api_bodies(g: _Gatherer, server: Server, api: httpx.Client) -> None:
         changed = {**seed, "id": new_id, "status": "completed"}
         updated = api.put(f"/Task/{new_id}", json=changed, headers=representation)
         out.append(("PUT /Task/<id> return=representation", _json(updated, 200)))
+        patch = [{"op": "add", "path": "/note/-", "value": {"text": "patched"}}]
+        headers = {**representation, "Content-Type": "application/json-patch+json"}
+        patched = api.patch(f"/Task/{new_id}", json=patch, headers=headers)
+        out.append(("PATCH /Task/<id> return=representation", _json(patched, 200)))
         return out
 
     g.kind("create with representation", created)
@@ -301,8 +305,8 @@ def _error_bodies(
     g.kind(
         "outcome 405",
         lambda: [
-            ("DELETE", _outcome(api.delete(f"/Task/{task_id}"), 405)),
-            ("PATCH", _outcome(api.patch(f"/Task/{task_id}", json={}), 405)),
+            ("TRACE", _outcome(api.request("TRACE", f"/Task/{task_id}"), 405)),
+            ("POST to a Task", _outcome(api.post(f"/Task/{task_id}", json=seed), 405)),
         ],
     )
     g.kind(
@@ -387,6 +391,45 @@ def _error_bodies(
         return [("a Task with status on-hold", _json(response))] if response.content else []
 
     g.kind("business rule", business_rule)
+
+    json_patch = {"Content-Type": "application/json-patch+json"}
+
+    def failed_patches() -> list[tuple[str, Body]]:
+        test = [{"op": "test", "path": "/status", "value": "draft"}]
+        missing = [{"op": "remove", "path": "/priority"}]
+        invalid = [{"op": "remove", "path": "/requester"}]
+        return [
+            (
+                "a failed JSON Patch test",
+                _outcome(api.patch(url, json=test, headers=json_patch), 409),
+            ),
+            ("a path to nothing", _outcome(api.patch(url, json=missing, headers=json_patch), 422)),
+            ("an invalid result", _outcome(api.patch(url, json=invalid, headers=json_patch), 422)),
+        ]
+
+    url = f"/Task/{task_id}"
+    g.kind("outcome 409", lambda: failed_patches()[:1])
+    g.kind("outcome 422", lambda: failed_patches()[1:])
+
+    def validated_tasks() -> list[tuple[str, Body]]:
+        invalid = {**seed, "status": "bogus", "owner": {"reference": "Patient/1"}}
+        parameters = {
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "resource", "resource": seed},
+                {"name": "mode", "valueCode": "update"},
+            ],
+        }
+        return [
+            (f"$validate of a {label}", _json(api.post("/Task/$validate", json=body), 200))
+            for label, body in (
+                ("valid Task", seed),
+                ("invalid Task", invalid),
+                ("Parameters", parameters),
+            )
+        ]
+
+    g.kind("validate outcomes", validated_tasks)
 
 
 def _slow_server_bodies(g: _Gatherer, engine: str, workdir: Path) -> None:
@@ -665,10 +708,14 @@ def test_capability_statement(validated: Gathered) -> None:
 
 
 @pytest.mark.parametrize(
-    "status", [400, 401, 403, 404, 405, 406, 408, 412, 413, 414, 415, 431, 503]
+    "status", [400, 401, 403, 404, 405, 406, 408, 409, 412, 413, 414, 415, 422, 431, 503]
 )
 def test_operation_outcome_of_every_error_status(validated: Gathered, status: int) -> None:
     _assert_valid(validated, f"outcome {status}")
+
+
+def test_validate_operation_outcomes(validated: Gathered) -> None:
+    _assert_valid(validated, "validate outcomes")
 
 
 def test_business_rule_answer(validated: Gathered) -> None:

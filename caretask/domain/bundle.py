@@ -34,9 +34,13 @@ def render_task(
 ) -> dict[str, Any]:
     """The Task as clients see it: the stored resource as the profile shows it
     (profiles.shown), plus its generated permalink."""
-    shown = profiles.shown(resource, profile)
+    return with_permalink(profiles.shown(resource, profile), base)
+
+
+def with_permalink(resource: dict[str, Any], base: str) -> dict[str, Any]:
+    """The Task with its generated permalink after its own extensions."""
     link = {"url": PERMALINK_EXTENSION, "valueString": permalink(base, resource["id"])}
-    return {**shown, "extension": [*shown.get("extension", ()), link]}
+    return {**resource, "extension": [*resource.get("extension", ()), link]}
 
 
 def _query_string(pairs: list[tuple[str, str]]) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from caretask import __version__
 from caretask.domain import profiles
+from caretask.domain.patch import JSON_PATCH
 from caretask.domain.profiles import Profile
 from caretask.domain.search_params import INCLUDABLE, PARAMETERS
 
@@ -49,6 +50,13 @@ def capability_statement(
     browser apps of other origins may call it. The profile that runs is named in
     implementation.description ("... profile canvas ..." or "... profile fhir ...")."""
     served = set(interactions)
+    operations = [
+        {
+            "name": "validate",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+        }
+    ]
+    patch_formats = {"patchFormat": [JSON_PATCH, "application/fhir+json"]}
     params = []
     for name, pdef in PARAMETERS.items():
         item: dict[str, Any] = {"name": name, "type": pdef.type, "documentation": pdef.description}
@@ -64,6 +72,7 @@ def capability_statement(
         "implementation": {"description": profiles.DESCRIPTION[profile], "url": base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
+        **(patch_formats if "patch" in served else {}),
         "rest": [
             {
                 "mode": "server",
@@ -103,6 +112,7 @@ def capability_statement(
                         "searchInclude": sorted(f"Task:{p}" for p in INCLUDABLE),
                         "searchRevInclude": sorted(f"Task:{p}" for p in INCLUDABLE),
                         "searchParam": params,
+                        **({"operation": operations} if "operation" in served else {}),
                     }
                 ],
             }

@@ -61,6 +61,16 @@ class BusinessRule(DomainError):
     """An acceptable Task that the server will not take as it stands (422)."""
 
 
+class PatchConflict(DomainError):
+    """A JSON Patch `test` operation found another value than it names: the patch is a
+    compare-and-swap whose compare failed (409, RFC 5789's conflicting state)."""
+
+
+class Unprocessable(DomainError):
+    """A well-formed patch that cannot be applied to the Task (a path that selects nothing,
+    or too much), or whose result is not an acceptable Task (422)."""
+
+
 class VersionConflict(DomainError):
     """If-Match named a version that is not current, or the task changed after the
     If-Unmodified-Since date (412)."""

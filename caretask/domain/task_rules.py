@@ -154,6 +154,16 @@ def _complex_elements(model_class: type[BaseModel]) -> dict[str, tuple[bool, typ
     return out
 
 
+@cache
+def elements(model_class: type[BaseModel]) -> dict[str, tuple[bool, type | None]]:
+    """JSON name -> (is a list, model class) of every element; the class is None for a
+    primitive."""
+    out = dict(_complex_elements(model_class))
+    for name, info in model_class.model_fields.items():
+        out.setdefault(info.alias or name, (is_list_type(info), None))
+    return out
+
+
 _JSON_KIND = {bool: "boolean", int: "number", str: "string"}
 
 

@@ -16,8 +16,10 @@ from caretask.domain.errors import (
     InvalidSearch,
     MultipleMatches,
     NotFound,
+    PatchConflict,
     SearchTimeout,
     TooLarge,
+    Unprocessable,
     VersionConflict,
 )
 from caretask.domain.outcome import operation_outcome, outcome
@@ -32,6 +34,8 @@ _STATUS: dict[type[DomainError], int] = {
     InvalidRequest: 400,
     NotFound: 404,
     BusinessRule: 422,
+    Unprocessable: 422,
+    PatchConflict: 409,
     TooLarge: 413,
     VersionConflict: 412,
     MultipleMatches: 412,

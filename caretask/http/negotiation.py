@@ -7,10 +7,12 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
+from caretask.domain.patch import JSON_PATCH
 from caretask.http.errors import HttpProblem
 
 JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 ACCEPTABLE = JSON_TYPES | {"*/*", "application/*"}
+PATCH_TYPES = JSON_TYPES | {JSON_PATCH}
 # `_format` values (FHIR http.html#mime-type) that mean JSON: the short name and the types
 JSON_FORMATS = JSON_TYPES | {"json"}
 FORM = "application/x-www-form-urlencoded"
@@ -92,15 +94,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _check_json_media_type(request: Request) -> None:
+def _check_json_media_type(
+    request: Request,
+    accepted: frozenset[str] = JSON_TYPES,
+    names: str = "application/fhir+json or application/json",
+) -> None:
     kind = media_type(request)
-    if kind not in JSON_TYPES:
+    if kind not in accepted:
         shown = kind[:80] or "none"
-        raise HttpProblem(
-            415,
-            "not-supported",
-            f"Content-Type must be application/fhir+json or application/json, not {shown}",
-        )
+        raise HttpProblem(415, "not-supported", f"Content-Type must be {names}, not {shown}")
     charset = request.headers.get("content-type", "").lower().partition("charset=")[2]
     if charset and charset.strip().strip('"') not in ("utf-8", "utf8"):
         raise HttpProblem(415, "not-supported", "only the UTF-8 charset is accepted")
@@ -110,6 +112,17 @@ async def read_json_body(request: Request, limit: int) -> bytes:
     """The raw body of a request that must send JSON: the service reads it as a Task (as
     `caretask import` reads a line)."""
     _check_json_media_type(request)
+    return await read_body(request, limit)
+
+
+async def read_patch_body(request: Request, limit: int) -> bytes:
+    """The raw body of a PATCH: a JSON Patch, or a FHIRPath Patch (a Parameters resource)
+    in FHIR JSON; which one, media_type tells."""
+    _check_json_media_type(
+        request,
+        PATCH_TYPES,
+        f"{JSON_PATCH} (a JSON Patch) or application/fhir+json (a FHIRPath Patch)",
+    )
     return await read_body(request, limit)
 
 

@@ -19,6 +19,7 @@ from caretask import __version__
 from caretask.config import Settings
 from caretask.domain import etag, profiles
 from caretask.domain.dates import FHIR_DATE_TIME, FHIR_INSTANT
+from caretask.domain.patch import JSON_PATCH, MAX_OPERATIONS
 from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN as ID_FORM
 from caretask.domain.references import TYPE_PATTERN
@@ -45,6 +46,7 @@ from caretask.domain.task_rules import (
 Schema = dict[str, Any]
 
 FHIR_JSON = "application/fhir+json"
+JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 
 # FHIR's primitive forms, as the server checks them (task_rules: no control characters).
@@ -423,6 +425,80 @@ def _bundle_schemas(profile: Profile) -> dict[str, Schema]:
     return {"SearchsetBundle": searchset, "HistoryBundle": history}
 
 
+def _patch_schemas() -> dict[str, Schema]:
+    # a few operations each (the server takes up to MAX_OPERATIONS): keeps generated bodies small
+    pointer = {"type": "string", "pattern": "^(/[^/]*)*$"}
+
+    def operation(ops: list[str], *needs: str) -> Schema:
+        properties = {"op": {"enum": ops}, "path": pointer, "from": pointer, "value": {}}
+        return {"type": "object", "properties": properties, "required": ["op", "path", *needs]}
+
+    operations = {
+        "anyOf": [
+            operation(["remove"]),
+            operation(["add", "replace", "test"], "value"),
+            operation(["move", "copy"], "from"),
+        ]
+    }
+    part = {
+        "type": "object",
+        "properties": {
+            "name": {"enum": ["type", "path", "name", "value", "index", "source", "destination"]},
+            "valueCode": {"enum": ["add", "insert", "delete", "replace", "move"]},
+            "valueString": {"type": "string", "minLength": 1},
+            "valueInteger": {"type": "integer", "minimum": 0},
+        },
+        "required": ["name"],
+    }
+    parameter = {
+        "type": "object",
+        "properties": {
+            "name": {"const": "operation"},
+            "part": {"type": "array", "items": part, "minItems": 1, "maxItems": 6},
+        },
+        "required": ["name", "part"],
+    }
+    return {
+        "JsonPatch": {
+            "type": "array",
+            "description": f"RFC 6902 operations (at most {MAX_OPERATIONS})",
+            "items": operations,
+            "maxItems": 3,
+        },
+        "FhirPathPatch": {
+            "type": "object",
+            "description": f"FHIR's FHIRPath Patch (at most {MAX_OPERATIONS} operations)",
+            "properties": {
+                "resourceType": {"const": "Parameters"},
+                "parameter": {"type": "array", "items": parameter, "minItems": 1, "maxItems": 3},
+            },
+            "required": ["resourceType", "parameter"],
+        },
+        "ValidateParameters": {
+            "type": "object",
+            "description": "FHIR's Resource-validate parameters",
+            "properties": {
+                "resourceType": {"const": "Parameters"},
+                "parameter": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "name": {"enum": ["resource", "mode"]},
+                            "resource": ref("Task"),
+                            "valueCode": {"enum": ["create", "update"]},
+                        },
+                        "required": ["name"],
+                    },
+                    "minItems": 1,
+                    "maxItems": 2,
+                },
+            },
+            "required": ["resourceType", "parameter"],
+        },
+    }
+
+
 def _other_schemas() -> dict[str, Schema]:
     issue = {
         "type": "object",
@@ -791,6 +867,25 @@ def task_body(description: str) -> Schema:
     }
 
 
+def patch_body() -> Schema:
+    """A PATCH's body: a JSON Patch, or a FHIRPath Patch in FHIR JSON."""
+    fhirpath = {"schema": ref("FhirPathPatch")}
+    return {
+        "required": True,
+        "description": "a JSON Patch (RFC 6902), or a FHIRPath Patch (a Parameters resource)",
+        "content": {JSON_PATCH: {"schema": ref("JsonPatch")}, FHIR_JSON: fhirpath, JSON: fhirpath},
+    }
+
+
+def validate_body() -> Schema:
+    media = {"schema": {"anyOf": [ref("Task"), ref("ValidateParameters")]}}
+    return {
+        "required": True,
+        "description": "the Task, or a Parameters with it as 'resource' (and 'mode')",
+        "content": {FHIR_JSON: media, JSON: media},
+    }
+
+
 def form_body(schema: Schema) -> Schema:
     return {"required": True, "content": {FORM: {"schema": schema}}}
 
@@ -865,7 +960,7 @@ def _profiled(paths: dict[str, Schema], profile: Profile) -> dict[str, Schema]:
                 continue
             responses = operation.get("responses", {})
             for status, verb in (("201", "created"), ("200", "updated")):
-                if status in responses and (status == "201" or method == "put"):
+                if status in responses and (status == "201" or method in ("put", "patch")):
                     written = {**responses[status], "description": _WRITTEN[profile].format(verb)}
                     responses = {**responses, status: written}
             out[path][method] = {**operation, "responses": responses}
@@ -902,6 +997,7 @@ def openapi_document(
                 **_types(False),
                 **_task_schemas(profile),
                 **_bundle_schemas(profile),
+                **_patch_schemas(),
                 **_other_schemas(),
             },
         },

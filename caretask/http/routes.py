@@ -48,6 +48,7 @@ from caretask.http.openapi import (
     json_body,
     openapi_document,
     outcome,
+    patch_body,
     path_parameter,
     ref,
     request_header,
@@ -57,6 +58,7 @@ from caretask.http.openapi import (
     subset_query,
     task_body,
     token_responses,
+    validate_body,
     written,
 )
 from caretask.http.responses import empty_response, fhir_response
@@ -102,6 +104,17 @@ async def openapi(request: Request) -> Response:
     document = openapi_json(base_url(request), settings(request).profile)
     return Response(document, media_type="application/json")
 
+
+IF_MATCH = request_header(
+    "If-Match",
+    {"type": "string", "pattern": etag.READ_PATTERN},
+    "the version being replaced; another is a 412",
+)
+IF_UNMODIFIED_SINCE = request_header(
+    "If-Unmodified-Since",
+    {"type": "string", "pattern": HTTP_DATE_PATTERN},
+    "an HTTP-date; a 412 if the Task changed after it",
+)
 
 _TOKEN = Operation(
     "token",
@@ -253,6 +266,24 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         interaction="search-type",
         task=True,
     ),
+    # before /Task/{id}, whose other methods' route would take the path
+    Endpoint(
+        "POST",
+        "/Task/$validate",
+        tasks.validate,
+        Operation(
+            "validateTask",
+            "Validate a Task (FHIR's $validate): every problem, or one informational issue; "
+            "stores nothing",
+            {
+                "200": fhir("OperationOutcome", "the problems found, or that the Task is valid"),
+                **errors(*FHIR_ERRORS, *BODY_ERRORS),
+            },
+            body=validate_body(),
+        ),
+        interaction="operation",
+        task=True,
+    ),
     Endpoint(
         "GET",
         "/Task/{id}",
@@ -285,26 +316,36 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "updateTask",
             "Replace the Task (a new version)",
             {"200": written("updated"), **errors(*FHIR_ERRORS, *BODY_ERRORS, 404, 412, 422)},
-            (
-                request_header(
-                    "If-Match",
-                    {"type": "string", "pattern": etag.READ_PATTERN},
-                    "the version being replaced; another is a 412",
-                ),
-                request_header(
-                    "If-Unmodified-Since",
-                    {"type": "string", "pattern": HTTP_DATE_PATTERN},
-                    "an HTTP-date; a 412 if the Task changed after it",
-                ),
-                PREFER_WRITE,
-            ),
+            (IF_MATCH, IF_UNMODIFIED_SINCE, PREFER_WRITE),
             task_body("the whole new Task; an id in it must be the URL's"),
             path_parameters=(TASK_ID,),
         ),
         interaction="update",
         task=True,
     ),
-    Endpoint("PATCH", "/Task/{id}", None, None, interaction="patch", task=True),
+    Endpoint(
+        "PATCH",
+        "/Task/{id}",
+        tasks.patch,
+        Operation(
+            "patchTask",
+            "Patch the Task (a new version): a JSON Patch or a FHIRPath Patch",
+            {
+                "200": written("patched"),
+                **errors(*FHIR_ERRORS, *BODY_ERRORS, 404, 412),
+                "409": outcome("a JSON Patch test operation failed: the Task is not as it expects"),
+                "422": outcome(
+                    "the patch cannot be applied to this Task (a path that selects nothing, or "
+                    "more than one element), or its result is not an acceptable Task"
+                ),
+            },
+            (IF_MATCH, IF_UNMODIFIED_SINCE, PREFER_WRITE),
+            patch_body(),
+            path_parameters=(TASK_ID,),
+        ),
+        interaction="patch",
+        task=True,
+    ),
     Endpoint("DELETE", "/Task/{id}", None, None, interaction="delete", task=True),
     Endpoint(
         "GET",

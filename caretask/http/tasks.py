@@ -1,5 +1,6 @@
-"""The Task endpoints: create, read, vread, update, history and search, each mapping its
-request to a call of the tasks service (caretask.service) and the result to a response."""
+"""The Task endpoints: create, read, vread, update, patch, $validate, history and search,
+each mapping its request to a call of the tasks service (caretask.service) and the result
+to a response."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from caretask.domain import audit, bundle, subsetting
 from caretask.domain.dates import parse_range
 from caretask.domain.errors import InvalidRequest, InvalidSearch, NotFound
 from caretask.domain.etag import etag, etag_matches
+from caretask.domain.outcome import operation_outcome
 from caretask.domain.references import ID_PATTERN
 from caretask.http.audit import CLIENT_CLOSED
 from caretask.http.endpoint import endpoint
@@ -30,6 +32,7 @@ from caretask.http.negotiation import (
     prefer,
     read_body,
     read_json_body,
+    read_patch_body,
 )
 from caretask.http.responses import empty_response, fhir_response
 from caretask.http.state import opened, settings
@@ -145,6 +148,27 @@ async def update(request: Request) -> Response:
         request.headers.get("if-unmodified-since"),
     )
     return _written(request, task, 200)
+
+
+@endpoint(scopes.UPDATE)
+async def patch(request: Request) -> Response:
+    task = await _service(request).patch(
+        request.path_params["id"],
+        request.headers.get("if-match"),
+        request.headers.get("if-unmodified-since"),
+        partial(read_patch_body, request, settings(request).max_body_bytes),
+        media_type(request),
+        base=base_url(request),
+    )
+    return _written(request, task, 200)
+
+
+# $validate reads nothing stored and writes nothing: the read scope, not a write scope, so
+# that a client may check a Task without being allowed to store one
+@endpoint(scopes.READ)
+async def validate(request: Request) -> Response:
+    issues = _service(request).validate(await _body(request))
+    return fhir_response(operation_outcome(issues))
 
 
 @endpoint(scopes.READ)

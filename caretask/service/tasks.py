@@ -12,6 +12,7 @@ No HTTP here: the edge reads the request and writes the response.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -25,17 +26,20 @@ from caretask.domain.dates import now_instant, parse_range
 from caretask.domain.errors import (
     BusinessRule,
     InvalidRequest,
+    InvalidResource,
     InvalidSearch,
     Issue,
     MultipleMatches,
     NotFound,
     SearchTimeout,
     TooLarge,
+    Unprocessable,
     VersionConflict,
 )
 from caretask.domain.etag import etag, parse_etag
 from caretask.domain.http_dates import parse_http_date
 from caretask.domain.json_keys import has_duplicate_keys
+from caretask.domain.patch import apply_patch, read_patch
 from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, version_number
 from caretask.domain.task_rules import MAX_DEPTH
@@ -80,14 +84,18 @@ class Page:
 
 def parse(raw: bytes, limits: BodyLimits, *, update: bool = False) -> dict[str, Any]:
     """The JSON text of a Task (`update`: the replacement of a stored one) to the validated
-    Task (task_rules.validate, then the profile's rules). Raises TooLarge past the size
-    limit, InvalidRequest for what is not one JSON value (empty, malformed, a key repeated
-    within an object: json_keys), InvalidResource for what is not an acceptable Task,
-    BusinessRule for an acceptable one the profile does not take."""
+    Task: read_json, then validated."""
+    return validated(read_json(raw, limits, "Task"), limits, update=update)
+
+
+def read_json(raw: bytes, limits: BodyLimits, expression: str | None = None) -> Any:
+    """A request body's JSON text as one JSON value. Raises TooLarge past the size limit,
+    InvalidRequest for what is not one JSON value (empty, malformed, a key repeated within
+    an object: json_keys); `expression` names the body in the empty body's issue."""
     if len(raw) > limits.max_bytes:
         raise TooLarge.single("too-long", f"the body is larger than {limits.max_bytes} bytes")
     if not raw.strip():
-        raise InvalidRequest.single("structure", "the request body is empty", "Task")
+        raise InvalidRequest.single("structure", "the request body is empty", expression)
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
@@ -96,6 +104,14 @@ def parse(raw: bytes, limits: BodyLimits, *, update: bool = False) -> dict[str, 
         raise InvalidRequest.single(
             "structure", "the body repeats a key within one JSON object; FHIR JSON does not"
         )
+    return parsed
+
+
+def validated(parsed: Any, limits: BodyLimits, *, update: bool = False) -> dict[str, Any]:
+    """A parsed body as the validated Task (task_rules.validate, then the profile's rules),
+    whoever sent it: a create's or an update's body, a patch's result. Raises
+    InvalidResource for what is not an acceptable Task, BusinessRule for an acceptable one
+    the profile does not take."""
     description = profiles.description_required(limits.profile, update)
     task = task_rules.validate(parsed, limits.max_depth, description)
     issue = profiles.status_issue(task, limits.profile)
@@ -113,12 +129,13 @@ def build_version(
     last_updated: int,
     previous: dict[str, Any] | None = None,
     profile: Profile = profiles.DEFAULT,
+    whole: bool = False,
 ) -> NewVersion:
     """A validated body as the version to store: stamped (over `previous`, the current
-    version, when there is one, keeping what the profile keeps of it) and indexed. `now`
-    is the instant as FHIR writes it, `last_updated` the same in microseconds since the
-    epoch."""
-    if previous is not None:
+    version, when there is one, keeping what the profile keeps of it unless the body is
+    `whole`: a patch's result, the whole new state) and indexed. `now` is the instant as
+    FHIR writes it, `last_updated` the same in microseconds since the epoch."""
+    if previous is not None and not whole:
         body = profiles.carry_over(body, previous, profile)
     resource = task_rules.stamp(
         body, task_id=task_id, version_id=version_id, now=now, previous=previous
@@ -147,6 +164,24 @@ def uses_previous(body: dict[str, Any], profile: Profile) -> bool:
     """Whether build_version takes anything from `previous` for this body (else the
     previous version changes only versionId)."""
     return task_rules.stamp_uses_previous(body) or profiles.uses_previous(body, profile)
+
+
+def _to_validate(parsed: Any) -> tuple[Any, bool]:
+    """What $validate validates, and whether as an update: the body itself, or a
+    Parameters' `resource` (FHIR's Resource-validate operation) with its `mode`."""
+    if not isinstance(parsed, dict) or parsed.get("resourceType") != "Parameters":
+        return parsed, False
+    listed = parsed.get("parameter")
+    parameters = [p for p in listed if isinstance(p, dict)] if isinstance(listed, list) else []
+    resources = [p.get("resource") for p in parameters if p.get("name") == "resource"]
+    modes = [p.get("valueCode") for p in parameters if p.get("name") == "mode"]
+    if len(resources) != 1 or resources[0] is None:
+        text = "a Parameters body holds the Task to validate as one parameter 'resource'"
+        raise InvalidRequest.single("required", text, "Parameters.parameter")
+    if len(modes) > 1 or (modes and modes[0] not in ("create", "update")):
+        text = "mode, if given, is one of create, update"
+        raise InvalidRequest.single("not-supported", text, "Parameters.parameter")
+    return resources[0], modes == ["update"]
 
 
 def _checked_id(task_id: str) -> str:
@@ -391,6 +426,82 @@ class TaskService:
             raise NotFound.task(task_id, NO_TASK) from None
         except StaleVersion as stale:
             raise _stale(wanted, stale.current) from None
+
+    async def patch(
+        self,
+        task_id: str,
+        if_match: str | None,
+        if_unmodified_since: str | None,
+        read_body: Callable[[], Awaitable[bytes]],
+        media_type: str,
+        *,
+        base: str,
+    ) -> StoredTask:
+        """The task's next version: the JSON Patch or FHIRPath Patch (domain.patch, by
+        `media_type`) that `read_body` gives, applied to the current version as clients
+        read it (with its permalink: `base` is the server's base URL) and validated as an
+        update's body. Conditions and the order of refusals are update's (a malformed patch
+        is refused before the task is looked up). The result is the whole new state in both
+        profiles (no carry-over of notes or the task-group: a patch that removes a note
+        removes it); a result that is not an acceptable Task is a 422 (Unprocessable), as
+        FHIR asks of a patch."""
+        task_id = _checked_id(task_id)
+        wanted = _if_match(if_match)
+        since = _if_unmodified_since(if_unmodified_since)
+        parsed = read_json(await read_body(), self.limits)
+        # off the event loop: parsing 200 FHIRPath paths takes some 0.4 s
+        document = await asyncio.to_thread(read_patch, parsed, media_type, self.limits.max_depth)
+
+        def build(current: StoredTask) -> NewVersion:
+            # under the task's lock, like update's: the patch applies to the version it
+            # replaces, so no write comes between (no lost update)
+            if since is not None and (conflict := _modified_since(current, since)):
+                raise conflict
+            # as clients read it, so that their pointers and indexes hold (the permalink
+            # comes after the Task's own extensions), less the `type` the canvas profile
+            # shows on references, which would otherwise be stored
+            as_read = bundle.with_permalink(current.resource, base)
+            patched = apply_patch(
+                as_read,
+                document,
+                max_depth=self.limits.max_depth,
+                max_bytes=self.limits.max_bytes,
+            )
+            try:
+                body = validated(patched, self.limits, update=True)
+            except InvalidResource as invalid:
+                raise Unprocessable(invalid.issues) from None
+            now, now_us = now_instant()
+            return build_version(
+                body,
+                task_id=task_id,
+                version_id=current.version_id + 1,
+                now=now,
+                last_updated=now_us,
+                previous=current.resource,
+                profile=self.profile,
+                whole=True,
+            )
+
+        try:
+            return await self.storage.update_task(task_id, build, wanted)
+        except TaskNotFound:
+            raise NotFound.task(task_id, NO_TASK) from None
+        except StaleVersion as stale:
+            raise _stale(wanted, stale.current) from None
+
+    def validate(self, raw: bytes) -> list[Issue]:
+        """POST /Task/$validate: every problem found in a Task (the body, or the `resource`
+        parameter of a Parameters body, with `mode` create or update), or one informational
+        issue when it is valid. Stores nothing. Raises InvalidRequest for a body that is not
+        JSON, or a Parameters that holds no resource."""
+        parsed = read_json(raw, self.limits)
+        task, update = _to_validate(parsed)
+        try:
+            validated(task, self.limits, update=update)
+        except (InvalidResource, BusinessRule) as invalid:
+            return invalid.issues
+        return [Issue("informational", "the Task is valid", severity="information")]
 
     async def history(
         self, task_id: str, query: str, *, lenient: bool, base: str, link_path: str

@@ -22,6 +22,7 @@ from tests.support.seed import SEED_CREATE
 CLOSED: Final = "closed"  # the server may close the connection without a response
 JSON: Final = {"Content-Type": "application/fhir+json"}
 FORM: Final = {"Content-Type": "application/x-www-form-urlencoded"}
+JSON_PATCH: Final = {"Content-Type": "application/json-patch+json"}
 UNKNOWN_ID: Final = "0b5e3c1e-6f0e-4d8e-9a43-3f8d2a9c7e11"  # never created by any test
 
 
@@ -581,14 +582,8 @@ def auth() -> Iterator[Entry]:
 def methods_and_media() -> Iterator[Entry]:
     yield Entry("method/delete-task", "DELETE", f"/Task/{UNKNOWN_ID}", 405)
     yield Entry("method/delete-all", "DELETE", "/Task", 405)
-    yield Entry(
-        "method/patch",
-        "PATCH",
-        f"/Task/{UNKNOWN_ID}",
-        405,
-        b"[]",
-        {"Content-Type": "application/json-patch+json"},
-    )
+    yield Entry("method/patch-collection", "PATCH", "/Task", 405, b"[]", JSON_PATCH)
+    yield Entry("method/get-validate-is-a-read-of-no-task", "GET", "/Task/$validate", 404)
     yield Entry("method/trace", "TRACE", "/Task", 405)
     yield Entry("method/put-collection", "PUT", "/Task", 405, SEED_BYTES, JSON)
     yield Entry("method/post-to-id", "POST", f"/Task/{UNKNOWN_ID}", 405, SEED_BYTES, JSON)
@@ -912,6 +907,195 @@ def if_none_exist() -> Iterator[Entry]:
     )
 
 
+def _fhirpath(*operations: list[dict[str, Any]]) -> bytes:
+    """A FHIRPath Patch: a Parameters of operations, each given as its parts."""
+    parameters = [{"name": "operation", "part": parts} for parts in operations]
+    return _dumps({"resourceType": "Parameters", "parameter": parameters})
+
+
+def _fp(kind: str, path: str, *extra: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": "type", "valueCode": kind}, {"name": "path", "valueString": path}, *extra]
+
+
+def patch_bodies() -> Iterator[Entry]:
+    """PATCH bodies, on a Task that does not exist: a patch document is read, and refused
+    if it is not one (400), before the Task is looked up; a well-formed one then finds no
+    Task (404). Prototype-pollution keys are only data to Python, and FHIR elements no Task
+    has: refused by the element-name rule, or well-formed and so a 404 here."""
+    target = f"/Task/{UNKNOWN_ID}"
+
+    def patch(name: str, body: bytes, expected: int, headers: dict[str, str] = JSON_PATCH) -> Entry:
+        return Entry(f"patch/{name}", "PATCH", target, expected, body, headers)
+
+    nested = {"op": "add", "path": "/x", "value": 1}
+    for _ in range(100):
+        nested["value"] = [nested["value"]]
+    json_patches: dict[str, tuple[Any, int]] = {
+        "empty-array-is-well-formed": ([], 404),
+        "an-object": ({"op": "remove", "path": "/owner"}, 400),
+        "a-string": ("remove /owner", 400),
+        "null": (None, 400),
+        "op-unknown": ([{"op": "delete", "path": "/owner"}], 400),
+        "op-a-number": ([{"op": 1, "path": "/owner"}], 400),
+        "op-missing": ([{"path": "/owner"}], 400),
+        "path-missing": ([{"op": "remove"}], 400),
+        "path-not-a-pointer": ([{"op": "remove", "path": "owner"}], 400),
+        "path-bad-escape": ([{"op": "remove", "path": "/owner~2"}], 400),
+        "path-a-number": ([{"op": "remove", "path": 1}], 400),
+        "add-without-value": ([{"op": "add", "path": "/priority"}], 400),
+        "copy-without-from": ([{"op": "copy", "path": "/note/-"}], 400),
+        "operation-a-string": (["remove"], 400),
+        "201-operations": ([{"op": "test", "path": "/status", "value": "x"}] * 201, 400),
+        "value-100-deep": ([nested], 400),
+        "proto-key": ([{"op": "add", "path": "/__proto__/polluted", "value": True}], 404),
+        "constructor-key": ([{"op": "add", "path": "/constructor/prototype", "value": 1}], 404),
+        "nul-in-path": ([{"op": "remove", "path": "/own\u0000er"}], 404),
+        "exponential-copies": (
+            [{"op": "copy", "from": "/note", "path": "/contained"}]
+            + [{"op": "copy", "from": "/contained", "path": "/contained/-"}] * 60,
+            404,
+        ),
+    }
+    for name, (body, expected) in json_patches.items():
+        yield patch(f"json/{name}", _dumps(body), expected)
+    yield patch("json/1-MiB-plus-1", b"[" + b" " * MIB + b"]", 413)
+    yield patch("json/empty-body", b"", 400)
+    yield patch("json/truncated", b'[{"op": "remove", "path": "/ow', 400)
+    yield patch("json/repeated-key", b'[{"op": "remove", "path": "/owner", "path": "/for"}]', 400)
+    yield patch("json/1000-deep-arrays", b"[" * 1000 + b"]" * 1000, 400)
+    yield patch("json/a-parameters-sent-as-json-patch", _fhirpath(_fp("delete", "Task.owner")), 400)
+
+    def fhirpath(name: str, body: bytes, expected: int) -> Entry:
+        return patch(f"fhirpath/{name}", body, expected, JSON)
+
+    deep_parts: dict[str, Any] = {"name": "value", "valueString": "x"}
+    for _ in range(60):
+        deep_parts = {"name": "value", "part": [deep_parts]}
+    fhirpath_bodies: dict[str, tuple[bytes, int]] = {
+        "well-formed": (_fhirpath(_fp("delete", "Task.owner")), 404),
+        "a-json-patch-sent-as-fhir-json": (_dumps([{"op": "remove", "path": "/owner"}]), 400),
+        "a-task": (SEED_BYTES, 400),
+        "not-named-operation": (
+            _dumps({"resourceType": "Parameters", "parameter": [{"name": "x", "part": []}]}),
+            400,
+        ),
+        "type-unknown": (_fhirpath(_fp("copy", "Task.owner")), 400),
+        "type-missing": (_fhirpath([{"name": "path", "valueString": "Task.owner"}]), 400),
+        "part-repeated": (
+            _fhirpath([*_fp("delete", "Task.owner"), {"name": "path", "valueString": "Task"}]),
+            400,
+        ),
+        "replace-without-value": (_fhirpath(_fp("replace", "Task.status")), 400),
+        "path-syntax-error": (_fhirpath(_fp("delete", "Task.(")), 400),
+        "path-unclosed-where": (_fhirpath(_fp("delete", "Task.note.where(")), 400),
+        "path-lexer-error": (_fhirpath(_fp("delete", "Task.@@@")), 400),
+        "path-nul": (_fhirpath(_fp("delete", "Task.own\u0000er")), 400),
+        "path-240-nested-parentheses": (_fhirpath(_fp("delete", "(" * 240 + ")" * 240)), 400),
+        "path-501-characters": (_fhirpath(_fp("delete", "Task." + "a" * 496)), 400),
+        "index-negative": (
+            _fhirpath(
+                _fp(
+                    "insert",
+                    "Task.note",
+                    {"name": "index", "valueInteger": -1},
+                    {"name": "value", "valueAnnotation": {"text": "x"}},
+                )
+            ),
+            400,
+        ),
+        "index-a-string": (
+            _fhirpath(
+                _fp(
+                    "insert",
+                    "Task.note",
+                    {"name": "index", "valueString": "0"},
+                    {"name": "value", "valueAnnotation": {"text": "x"}},
+                )
+            ),
+            400,
+        ),
+        "name-proto": (
+            _fhirpath(
+                _fp(
+                    "add",
+                    "Task",
+                    {"name": "name", "valueString": "__proto__"},
+                    {"name": "value", "valueString": "x"},
+                )
+            ),
+            400,
+        ),
+        "value-with-two-types": (
+            _fhirpath(
+                _fp(
+                    "replace",
+                    "Task.status",
+                    {"name": "value", "valueCode": "a", "valueString": "b"},
+                )
+            ),
+            400,
+        ),
+        "value-parts-60-deep": (_fhirpath(_fp("replace", "Task.note", deep_parts)), 400),
+        "201-operations": (_fhirpath(*[_fp("delete", "Task.owner")] * 201), 400),
+        "function-that-calls-out": (_fhirpath(_fp("delete", "Task.note.resolve()")), 404),
+    }
+    for name, (body, expected) in fhirpath_bodies.items():
+        yield fhirpath(name, body, expected)
+    media = {
+        "none": {},
+        "text-plain": {"Content-Type": "text/plain"},
+        "merge-patch": {"Content-Type": "application/merge-patch+json"},
+        "xml-patch": {"Content-Type": "application/xml-patch+json"},
+        "fhir-xml": {"Content-Type": "application/fhir+xml"},
+        "form": FORM,
+        "multipart": {"Content-Type": "multipart/form-data; boundary=x"},
+        "latin-1-charset": {"Content-Type": "application/json-patch+json; charset=latin-1"},
+    }
+    for name, headers in media.items():
+        yield patch(f"media/{name}", b"[]", 415, headers)
+    for name, value in (("if-match", "banana"), ("if-unmodified-since", "yesterday")):
+        yield patch(f"header/{name}-malformed", b"[]", 400, {**JSON_PATCH, name: value})
+    yield Entry("patch/id-not-an-id", "PATCH", "/Task/..%2F..", 404, b"[]", JSON_PATCH)
+    yield Entry(
+        "patch/unauthenticated", "PATCH", target, 401, b"[]", JSON_PATCH, authenticated=False
+    )
+
+
+def validate_bodies() -> Iterator[Entry]:
+    """POST /Task/$validate: a Task's problems are its answer (200, an OperationOutcome),
+    but a body that is not JSON, or too large, or in another media type is refused as on
+    every endpoint. Nothing is stored either way."""
+
+    def validate(name: str, body: bytes, expected: int, headers: dict[str, str] = JSON) -> Entry:
+        return Entry(f"validate/{name}", "POST", "/Task/$validate", expected, body, headers)
+
+    yield validate("invalid-json", b"{", 400)
+    yield validate("empty-body", b"", 400)
+    yield validate("repeated-key", b'{"resourceType": "Task", "resourceType": "Task"}', 400)
+    yield validate("1-MiB-plus-1", SEED_BYTES + b" " * (MIB + 1 - len(SEED_BYTES)), 413)
+    yield validate("text-plain", SEED_BYTES, 415, {"Content-Type": "text/plain"})
+    yield validate("parameters-without-resource", b'{"resourceType": "Parameters"}', 400)
+    yield validate("a-task-is-validated", SEED_BYTES, 200)
+    yield validate("a-patient-gets-its-issues", b'{"resourceType": "Patient"}', 200)
+    yield validate(
+        "nested-empty-arrays-get-their-issues", _dumps(_with(("note",), [[[[]]]] * 3)), 200
+    )
+    deep: Any = "x"
+    for _ in range(200):
+        deep = {"a": deep}
+    yield validate("200-deep-gets-its-issues", _dumps(_with(("note", 0, "text"), deep)), 200)
+    yield validate("null-json", b"null", 200)
+    yield Entry(
+        "validate/without-token",
+        "POST",
+        "/Task/$validate",
+        401,
+        SEED_BYTES,
+        JSON,
+        authenticated=False,
+    )
+
+
 def token_throttle_keys() -> Iterator[Entry]:
     """Client ids shaped to collide with or bloat the token throttle's keys: refused as any
     unknown client, each costing its address one check."""
@@ -947,6 +1131,8 @@ def content_encodings() -> Iterator[Entry]:
     targets = [
         ("create", "POST", "/Task", SEED_BYTES, JSON),
         ("update", "PUT", f"/Task/{UNKNOWN_ID}", SEED_BYTES, JSON),
+        ("patch", "PATCH", f"/Task/{UNKNOWN_ID}", b"[]", JSON_PATCH),
+        ("validate", "POST", "/Task/$validate", SEED_BYTES, JSON),
         ("form-search", "POST", "/Task/_search", f"_id={UNKNOWN_ID}".encode(), FORM),
         ("token", "POST", "/auth/token/", token_form, FORM),
     ]
@@ -1069,6 +1255,8 @@ def build() -> list[Entry]:
         *update_bodies(),
         *if_unmodified_since(),
         *if_none_exist(),
+        *patch_bodies(),
+        *validate_bodies(),
         *token_throttle_keys(),
         *whitespace_in_uris_and_codes(),
         *content_encodings(),

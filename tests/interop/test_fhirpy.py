@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fhirpy import SyncFHIRClient
-from fhirpy.base.exceptions import AuthorizationError
+from fhirpy.base.exceptions import AuthorizationError, OperationOutcome
 
 from tests.interop.scenario import (
     PAGE_SIZE,
@@ -120,3 +120,42 @@ def test_fhirpy_get_or_create_creates_once_then_finds_the_same_task(any_profile:
     assert (created, created_again) == (True, False)
     assert [task.id for task in search.fetch_all()] == [first.id]
     assert again.id == first.id
+
+
+def test_fhirpy_patch_with_a_fhirpath_patch_gives_the_new_version(any_profile: Interop) -> None:
+    """fhirpy's `patch` sends its keyword arguments as the JSON body (application/json):
+    given a Parameters, that is a FHIRPath Patch."""
+    client = fhirpy_client(any_profile)
+    task_id = any_profile.seed(distinct_task().body)
+    parts = [
+        {"name": "type", "valueCode": "replace"},
+        {"name": "path", "valueString": "Task.status"},
+        {"name": "value", "valueCode": "completed"},
+    ]
+    patched = client.patch(
+        "Task",
+        task_id,
+        resourceType="Parameters",
+        parameter=[{"name": "operation", "part": parts}],
+    )
+    assert (patched["id"], patched["status"], patched["meta"]["versionId"]) == (
+        task_id,
+        "completed",
+        "2",
+    )
+    task = client.reference("Task", task_id).to_resource()
+    assert (task.status, task.meta.versionId) == ("completed", "2")
+
+
+def test_fhirpy_patch_of_a_partial_task_is_refused_saying_what_a_patch_is(
+    any_profile: Interop,
+) -> None:
+    """A partial Task (JSON Merge Patch, as some servers take) is neither patch format FHIR
+    defines: a 400 that names them, and the Task is unchanged."""
+    client = fhirpy_client(any_profile)
+    task_id = any_profile.seed(distinct_task().body)
+    with pytest.raises(OperationOutcome) as refused:
+        client.patch("Task", task_id, status="completed")
+    assert "FHIRPath Patch is a Parameters resource" in str(refused.value)
+    task = client.reference("Task", task_id).to_resource()
+    assert (task.status, task.meta.versionId) == ("requested", "1")
