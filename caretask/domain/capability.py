@@ -36,6 +36,9 @@ TYPE_INTERACTIONS = (
     "search-type",
 )
 
+# FHIR's system-level interactions, in the order its value set lists them
+SYSTEM_INTERACTIONS = ("transaction", "batch", "search-system", "history-system")
+
 
 def capability_statement(
     base: str,
@@ -87,6 +90,7 @@ def capability_statement(
                     ],
                     "description": "OAuth 2.0 client credentials; SMART system scopes on Task",
                 },
+                "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS if code in served],
                 "resource": [
                     {
                         "type": "Task",

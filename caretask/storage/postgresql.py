@@ -33,8 +33,11 @@ from caretask.domain.indexing import TaskIndex
 from caretask.domain.search_params import SearchQuery
 from caretask.storage import audit_sql, sql_search
 from caretask.storage.base import (
+    BuildFirst,
     BuildVersion,
+    Change,
     ClientRecord,
+    FeedPosition,
     SearchResult,
     SearchTimedOut,
     StorageUnavailable,
@@ -45,7 +48,13 @@ from caretask.storage.columns import index_values, side_rows
 from caretask.storage.dialect import POSTGRESQL
 from caretask.storage.search_cache import SearchCache
 from caretask.storage.sql_search import stored_task
-from caretask.storage.statements import next_version, statements
+from caretask.storage.statements import (
+    feed_change,
+    feed_params,
+    feed_sql,
+    next_version,
+    statements,
+)
 
 T = TypeVar("T")
 _SQL = statements(POSTGRESQL)
@@ -72,6 +81,15 @@ def _pool_wait(search_timeout: float | None) -> float:
 _READY = (
     "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on', "
     "(SELECT version_num FROM alembic_version)"
+)
+
+
+# storage.base.Storage.feed_horizon. statement_timestamp(): this statement's start, so
+# before its read of pg_stat_activity; LEAST skips NULL (no other transaction)
+_HORIZON = (
+    "SELECT floor(extract(epoch FROM LEAST(statement_timestamp(), (SELECT min(xact_start) "
+    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    "))) * 1000000)::bigint"
 )
 
 
@@ -195,20 +213,20 @@ class PostgreSQLStorage:
             async with conn.cursor() as cur:
                 await cur.executemany(_SQL.side_inserts[table], rows)
 
-    async def create_task(
-        self, task_id: str, resource: dict[str, Any], index: TaskIndex, last_updated: int
-    ) -> StoredTask:
-        body = orjson.dumps(resource).decode()
-
-        async def run(conn: AsyncConnection) -> None:
+    async def create_task(self, task_id: str, build: BuildFirst) -> StoredTask:
+        async def run(conn: AsyncConnection) -> StoredTask:
+            # built after BEGIN, so that its lastUpdated is not before the transaction's
+            # start (feed_horizon)
+            resource, index, last_updated = build()
+            body = orjson.dumps(resource).decode()
             values = (task_id, 1, last_updated, *index_values(index), body)
             cur = await conn.execute(_SQL.insert_task, values)
             pk = (await cur.fetchone())[0]  # type: ignore[index]
             await conn.execute(_SQL.insert_version, (pk, 1, last_updated, body))
             await self._insert_side_rows(conn, pk, index)
+            return StoredTask(task_id, 1, resource)
 
-        await self._run(run, transaction=True)
-        return StoredTask(task_id, 1, resource)
+        return await self._run(run, transaction=True)
 
     async def read_task(self, task_id: str) -> StoredTask | None:
         row = await self._one(_SQL.read, (task_id,))
@@ -260,6 +278,38 @@ class PostgreSQLStorage:
                 raise TaskNotFound(task_id)
             cur = await conn.execute(_SQL.history, (task_id, row[0], count, offset))
             return row[1], [stored_task(r) for r in await cur.fetchall()]
+
+        return await self._run(run)
+
+    async def feed_horizon(self) -> int:
+        """The start of the oldest transaction in progress on this database (other than
+        this statement's), or this statement's start if that is earlier. Every write
+        takes its lastUpdated after its transaction began (BEGIN has returned), so a
+        version stamped before
+        that instant belongs to a transaction that had ended when pg_stat_activity was
+        read (its xact_start is cleared only after its commit is visible): committed, and
+        seen by any read that starts afterwards. One in progress then is stamped after
+        its xact_start, one that had not shown there yet after that read began.
+
+        Limits: the stamps are the caretask servers' clocks and the horizon the
+        database's: exact on one host, and across hosts as exact as their clocks agree
+        (NTP; a skew of s lets a change stamped up to s early be missed). Sessions of
+        roles that may not see each other's pg_stat_activity rows (not the same role,
+        no pg_read_all_stats) are not seen. Any long transaction on the database holds
+        the horizon back (a later poll returns those changes again, none is missed).
+        `caretask import` stamps its batches before writing them: a feed read while an
+        import runs may miss its tasks."""
+        row = await self._one(_HORIZON, ())
+        return int(row[0])
+
+    async def changes(
+        self, since: int, before: FeedPosition, at: int | None, count: int
+    ) -> list[Change]:
+        sql, params = feed_sql(POSTGRESQL, at is not None), feed_params(since, before, at, count)
+
+        async def run(conn: AsyncConnection) -> list[Change]:
+            cur = await conn.execute(sql, params)
+            return [feed_change(r) for r in await cur.fetchall()]
 
         return await self._run(run)
 

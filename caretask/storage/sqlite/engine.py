@@ -20,17 +20,21 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import orjson
 
 from caretask.domain.audit import AuditRecord, encode_batch
+from caretask.domain.dates import now_instant
 from caretask.domain.indexing import TaskIndex
 from caretask.domain.search_params import SearchQuery
 from caretask.storage import audit_sql, sql_search
 from caretask.storage.base import (
+    BuildFirst,
     BuildVersion,
+    Change,
     ClientRecord,
+    FeedPosition,
     SearchResult,
     SearchTimedOut,
     StorageUnavailable,
@@ -47,6 +51,9 @@ from caretask.storage.statements import (
     TEXT_DELETE,
     TEXT_INSERT,
     changed_update_sql,
+    feed_change,
+    feed_params,
+    feed_sql,
     next_version,
     statements,
 )
@@ -173,21 +180,20 @@ class SQLiteStorage:
         for table, rows in side_rows(pk, index):
             conn.executemany(_SQL.side_inserts[table], rows)
 
-    async def create_task(
-        self, task_id: str, resource: dict[str, Any], index: TaskIndex, last_updated: int
-    ) -> StoredTask:
-        body = orjson.dumps(resource).decode()
-
-        def run(conn: sqlite3.Connection) -> None:
+    async def create_task(self, task_id: str, build: BuildFirst) -> StoredTask:
+        def run(conn: sqlite3.Connection) -> StoredTask:
+            # built here, under the write lock, so that its lastUpdated is (feed_horizon)
+            resource, index, last_updated = build()
+            body = orjson.dumps(resource).decode()
             values = (task_id, 1, last_updated, *index_values(index), body)
             pk = conn.execute(_SQL.insert_task, values).lastrowid
             if index.description_norm is not None:
                 conn.execute(TEXT_INSERT, (pk, index.description_norm))
             conn.execute(_SQL.insert_version, (pk, 1, last_updated, body))
             self._insert_side_rows(conn, pk, index)  # type: ignore[arg-type]
+            return StoredTask(task_id, 1, resource)
 
-        await self._write(run)
-        return StoredTask(task_id, 1, resource)
+        return await self._write(run)
 
     async def read_task(self, task_id: str) -> StoredTask | None:
         def run(conn: sqlite3.Connection) -> StoredTask | None:
@@ -269,6 +275,20 @@ class SQLiteStorage:
             return row[1], [stored_task(r) for r in rows]
 
         return await self._read(run)
+
+    async def feed_horizon(self) -> int:
+        """The time as read by a (non-durable) work item of the writer thread: it runs
+        inside BEGIN IMMEDIATE, so no write of any process is in flight; every write takes
+        its lastUpdated under that lock too, so the earlier ones are committed (and seen by
+        any read that starts after the item's group commits) and the later ones are
+        stamped later."""
+        return await self._write(lambda conn: now_instant()[1], durable=False)
+
+    async def changes(
+        self, since: int, before: FeedPosition, at: int | None, count: int
+    ) -> list[Change]:
+        sql, params = feed_sql(SQLITE, at is not None), feed_params(since, before, at, count)
+        return await self._read(lambda conn: [feed_change(r) for r in conn.execute(sql, params)])
 
     # --- clients and keys ------------------------------------------------------------------
 
