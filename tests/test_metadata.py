@@ -19,11 +19,23 @@ def test_metadata_is_a_fhir_401_capability_statement_without_token(server: Serve
 
 
 def test_capability_lists_the_task_interactions_that_work(server: Server) -> None:
-    resource = httpx.get(f"{server.url}/metadata").json()["rest"][0]["resource"][0]
+    rest = httpx.get(f"{server.url}/metadata").json()["rest"][0]
+    resource = rest["resource"][0]
     assert resource["type"] == "Task"
     codes = {i["code"] for i in resource["interaction"]}
-    assert codes == {"read", "vread", "update", "history-instance", "create", "search-type"}
+    assert codes == {
+        "read",
+        "vread",
+        "update",
+        "delete",
+        "history-instance",
+        "history-type",
+        "create",
+        "search-type",
+    }
     assert resource["updateCreate"] is False
+    assert resource["conditionalDelete"] == "not-supported"
+    assert rest["interaction"] == [{"code": "history-system"}]
 
 
 def test_capability_lists_every_search_parameter_and_nothing_else(server: Server) -> None:

@@ -52,6 +52,7 @@ def capability_statement(
     browser apps of other origins may call it. The profile that runs is named in
     implementation.description ("... profile canvas ..." or "... profile fhir ...")."""
     served = set(interactions)
+    system = [{"code": code} for code in SYSTEM_INTERACTIONS if code in served]
     params = []
     for name, pdef in PARAMETERS.items():
         item: dict[str, Any] = {"name": name, "type": pdef.type, "documentation": pdef.description}
@@ -90,7 +91,7 @@ def capability_statement(
                     ],
                     "description": "OAuth 2.0 client credentials; SMART system scopes on Task",
                 },
-                "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS if code in served],
+                **({"interaction": system} if system else {}),
                 "resource": [
                     {
                         "type": "Task",
