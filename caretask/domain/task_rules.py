@@ -409,6 +409,11 @@ def stamp(
     return out
 
 
+def restamp(resource: dict[str, Any], now: str) -> dict[str, Any]:
+    """A stamped resource with its meta.lastUpdated set to `now` (a copy)."""
+    return {**resource, "meta": {**resource["meta"], "lastUpdated": now}}
+
+
 def tombstone(task_id: str, version_id: int, now: str) -> dict[str, Any]:
     """The version that a delete stores: the task's id and meta and nothing else, so that
     history keeps the deletion's version and time while searches find nothing in it."""

@@ -304,10 +304,21 @@ class TaskService:
         body = self.parse(raw)
         task_id = task_rules.new_id()
 
+        now, now_us = now_instant()
+        made = build_version(body, task_id=task_id, version_id=1, now=now, last_updated=now_us)
+        # only meta.lastUpdated holds the time unless stamp() fills in an authoredOn or a
+        # note's time (what it would otherwise take from a previous version)
+        dated = task_rules.stamp_uses_previous(body)
+
         def build() -> NewVersion:
-            # inside the write: its time is taken there (Storage.feed_horizon)
+            # runs inside the write, which takes the time there (Storage.feed_horizon); the
+            # costly part (validation, indexing) stays outside unless dates need it again
             now, now_us = now_instant()
-            return build_version(body, task_id=task_id, version_id=1, now=now, last_updated=now_us)
+            if dated:
+                return build_version(
+                    body, task_id=task_id, version_id=1, now=now, last_updated=now_us
+                )
+            return NewVersion(task_rules.restamp(made.resource, now), made.index, now_us)
 
         return await self.storage.create_task(task_id, build)
 

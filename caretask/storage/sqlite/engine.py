@@ -281,7 +281,8 @@ class SQLiteStorage:
         inside BEGIN IMMEDIATE, so no write of any process is in flight; every write takes
         its lastUpdated under that lock too, so the earlier ones are committed (and seen by
         any read that starts after the item's group commits) and the later ones are
-        stamped later."""
+        stamped later. Not so `caretask import`, which stamps its batches before it
+        writes them: a feed read while an import runs may miss its tasks."""
         return await self._write(lambda conn: now_instant()[1], durable=False)
 
     async def changes(
