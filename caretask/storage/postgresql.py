@@ -85,11 +85,12 @@ _READY = (
 
 
 # storage.base.Storage.feed_horizon. statement_timestamp(): this statement's start, so
-# before its read of pg_stat_activity; LEAST skips NULL (no other transaction)
+# before its read of pg_stat_activity; LEAST skips NULL (no other transaction); writes
+# come from client backends (autovacuum's long transactions would only hold it back)
 _HORIZON = (
     "SELECT floor(extract(epoch FROM LEAST(statement_timestamp(), (SELECT min(xact_start) "
-    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    "))) * 1000000)::bigint"
+    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+    "AND backend_type = 'client backend'))) * 1000000)::bigint"
 )
 
 
