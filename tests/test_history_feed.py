@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -57,6 +58,29 @@ def _horizon(api: httpx.Client) -> str:
     return str(response.json()["meta"]["lastUpdated"])
 
 
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _micros(text: str) -> int:
+    moment = _instant(text) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (moment.days * 86_400 + moment.seconds) * 1_000_000 + moment.microseconds
+
+
+def _settle(api: httpx.Client, *task_ids: str) -> None:
+    """Wait until the horizon has passed these tasks' latest versions. On PostgreSQL any
+    transaction on the database that began before them (the audit trail's flush) holds
+    the horizon back while it runs: their changes are then in a later poll, not lost."""
+    stamps = []
+    for task_id in task_ids:
+        history = api.get(f"/Task/{task_id}/_history", params={"_count": "1"}).json()
+        stamps.append(_instant(history["entry"][0]["response"]["lastModified"]))
+    deadline = time.monotonic() + 10
+    while _instant(_horizon(api)) <= max(stamps):
+        assert time.monotonic() < deadline, "the feed's horizon did not move past the writes"
+        time.sleep(0.02)
+
+
 def _changes(bundle: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(method, id, version) of each entry."""
     out = []
@@ -91,6 +115,7 @@ def test_the_feed_lists_every_version_since_newest_first_deletes_included(
     task_id = create_task(either, SEED_CREATE)
     either.put(f"/Task/{task_id}", json=seed_task(status="completed"))
     either.delete(f"/Task/{task_id}")
+    _settle(either, task_id)
     response = either.get(path, params={"_since": since})
     assert response.status_code == 200
     bundle = response.json()
@@ -109,8 +134,8 @@ def test_the_feed_lists_every_version_since_newest_first_deletes_included(
 
 def test_the_type_and_the_system_feeds_are_the_same(either: httpx.Client) -> None:
     since = _horizon(either)
-    for _ in range(3):
-        create_task(either, SEED_CREATE)
+    written = [create_task(either, SEED_CREATE) for _ in range(3)]
+    _settle(either, *written)
     first = either.get("/Task/_history", params={"_since": since}).json()
     second = either.get("/_history", params={"_since": since}).json()
     assert _changes(first) == _changes(second)
@@ -120,8 +145,10 @@ def test_the_type_and_the_system_feeds_are_the_same(either: httpx.Client) -> Non
 def test_meta_last_updated_is_the_next_polls_since(either: httpx.Client) -> None:
     since = _horizon(either)
     before = create_task(either, SEED_CREATE)
+    _settle(either, before)
     first = either.get("/_history", params={"_since": since}).json()
     after = create_task(either, SEED_CREATE)
+    _settle(either, after)
     second = either.get("/_history", params={"_since": first["meta"]["lastUpdated"]}).json()
     assert [c[1] for c in _changes(first)] == [before]
     assert [c[1] for c in _changes(second)] == [after]
@@ -130,6 +157,7 @@ def test_meta_last_updated_is_the_next_polls_since(either: httpx.Client) -> None
 def test_paging_follows_next_links_without_repeats_or_gaps(either: httpx.Client) -> None:
     since = _horizon(either)
     written = [create_task(either, SEED_CREATE) for _ in range(7)]
+    _settle(either, *written)
     pages = _all_pages(either, "/Task/_history", {"_since": since, "_count": "3"})
     assert [len(p.get("entry", [])) for p in pages] == [3, 3, 1]
     ids = [c[1] for page in pages for c in _changes(page)]
@@ -140,6 +168,7 @@ def test_paging_follows_next_links_without_repeats_or_gaps(either: httpx.Client)
 def test_pages_written_meanwhile_do_not_shift_a_paging_client(either: httpx.Client) -> None:
     since = _horizon(either)
     written = [create_task(either, SEED_CREATE) for _ in range(4)]
+    _settle(either, *written)
     first = either.get("/Task/_history", params={"_since": since, "_count": "2"}).json()
     create_task(either, SEED_CREATE)  # newer than the first page's horizon
     url = urlsplit(_next(first) or "")
@@ -153,8 +182,7 @@ def test_canvas_links_are_relative(servers: dict[str, Server]) -> None:
     server = servers["canvas"]
     with server.client(server.token()) as api:
         since = _horizon(api)
-        create_task(api, SEED_CREATE)
-        create_task(api, SEED_CREATE)
+        _settle(api, create_task(api, SEED_CREATE), create_task(api, SEED_CREATE))
         bundle = api.get("/Task/_history", params={"_since": since, "_count": "1"}).json()
     links = {link["relation"]: link["url"] for link in bundle["link"]}
     assert links["self"] == f"/Task/_history?_since={since.replace('+', '%2B')}&_count=1"
@@ -166,8 +194,7 @@ def test_fhir_links_are_absolute(servers: dict[str, Server]) -> None:
     server = servers["fhir"]
     with server.client(server.token()) as api:
         since = _horizon(api)
-        create_task(api, SEED_CREATE)
-        create_task(api, SEED_CREATE)
+        _settle(api, create_task(api, SEED_CREATE), create_task(api, SEED_CREATE))
         bundle = api.get("/_history", params={"_since": since, "_count": "1"}).json()
     links = {link["relation"]: link["url"] for link in bundle["link"]}
     assert links["self"].startswith(f"{server.url}/_history?_since=")
@@ -176,6 +203,7 @@ def test_fhir_links_are_absolute(servers: dict[str, Server]) -> None:
 
 def test_at_lists_the_versions_current_at_that_instant(either: httpx.Client) -> None:
     task_id = create_task(either, SEED_CREATE)
+    _settle(either, task_id)
     between = _horizon(either)
     either.put(f"/Task/{task_id}", json=seed_task(status="completed"))
     pages = _all_pages(either, "/_history", {"_at": between, "_count": "100"})
@@ -186,6 +214,7 @@ def test_at_lists_the_versions_current_at_that_instant(either: httpx.Client) -> 
 def test_at_lists_a_delete_current_at_that_instant(either: httpx.Client) -> None:
     task_id = create_task(either, SEED_CREATE)
     either.delete(f"/Task/{task_id}")
+    _settle(either, task_id)
     at = _horizon(either)
     pages = _all_pages(either, "/_history", {"_at": at, "_since": at[:4], "_count": "100"})
     mine = [c for page in pages for c in _changes(page) if c[1] == task_id]
@@ -248,6 +277,7 @@ def test_export_since_lists_what_the_feed_lists_as_current_and_not_deleted(
         api.put(f"/Task/{updated}", json=seed_task(status="completed"))
         deleted = create_task(api, SEED_CREATE)
         api.delete(f"/Task/{deleted}")
+        _settle(api, kept, updated, deleted)
         pages = _all_pages(api, "/_history", {"_since": since, "_count": "2"})
     latest: dict[str, tuple[str, str]] = {}
     for page in pages:
@@ -289,17 +319,18 @@ def test_a_poller_sees_every_version_once_while_clients_write(
         writers = [pool.submit(write, i) for i in range(6)]
         deadline = time.monotonic() + 4
         polls = 0
+        last_write: int | None = None  # us; once every writer has answered
         while True:
-            finished = stop.is_set()
             pages = _all_pages(poller, "/_history", {"_since": since, "_count": "7"})
             seen += [(c[1], c[2]) for page in pages for c in _changes(page)]
             since = pages[0]["meta"]["lastUpdated"]
             polls += 1
-            if finished:
-                break
-            if time.monotonic() > deadline:
+            if last_write is not None and _micros(since) > last_write:
+                break  # the horizon has passed every write: nothing more can come
+            if last_write is None and time.monotonic() > deadline:
                 stop.set()
                 assert sum(w.result() for w in writers) > 0  # every write has answered
+                last_write = fetch_all(fresh_database, "SELECT MAX(last_updated) FROM tasks")[0][0]
     stored = fetch_all(
         fresh_database,
         "SELECT t.id, v.version_id FROM task_versions v JOIN tasks t ON t.pk = v.task_pk",
