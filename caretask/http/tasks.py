@@ -1,6 +1,6 @@
-"""The Task endpoints: create, read, vread, update, delete, history (of a task, and the
-change feed) and search, each mapping its
-request to a call of the tasks service (caretask.service) and the result to a response."""
+"""The Task endpoints: create, read, vread, update, delete, history (a task's, and the
+change feed) and search, each mapping its request to a call of the tasks service
+(caretask.service) and the result to a response."""
 
 from __future__ import annotations
 

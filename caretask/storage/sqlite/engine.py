@@ -182,7 +182,7 @@ class SQLiteStorage:
 
     async def create_task(self, task_id: str, build: BuildFirst) -> StoredTask:
         def run(conn: sqlite3.Connection) -> StoredTask:
-            # built here, under the write lock, so that its lastUpdated is (feed_horizon)
+            # built here, under the write lock: its lastUpdated is taken there (feed_horizon)
             resource, index, last_updated = build()
             body = orjson.dumps(resource).decode()
             values = (task_id, 1, last_updated, *index_values(index), body)
