@@ -95,6 +95,23 @@ def test_patch_and_validate_are_recorded_as_patch_and_operation(audited: Server)
     ]
 
 
+def test_deletes_and_the_change_feed_are_recorded_by_their_fhir_names(audited: Server) -> None:
+    client_id, token = audited.login()
+    with audited.client(token) as api:
+        task_id = create_task(api, seed_task())
+        assert api.delete(f"/Task/{task_id}").status_code == 204
+        assert api.get(f"/Task/{task_id}").status_code == 410
+        assert api.get("/Task/_history").status_code == 200
+        assert api.get("/_history").status_code == 200
+    lines = audit_lines(audited, "--client", client_id, expect=6)
+    assert what(lines)[2:] == [
+        ("DELETE", "delete", f"Task/{task_id}/_history/2", "-", "204"),
+        ("GET", "read", f"Task/{task_id}", "-", "410"),
+        ("GET", "history-type", "-", "-", "200"),
+        ("GET", "history-system", "-", "-", "200"),
+    ]
+
+
 def test_refused_requests_are_recorded_with_their_status(audited: Server) -> None:
     client_id, _ = audited.login()
     read_only = audited.token(scope="system/Task.read")

@@ -103,3 +103,20 @@ def test_a_side_table_search_matching_most_tasks_pages_exactly(
     assert _ids(deep) == [t["id"] for t in tasks[1500:1600]]
     assert _ids(mixed) == completed[:100]
     assert _ids(rare) == [tasks[7]["id"]]
+
+
+def test_deep_pages_and_totals_skip_deleted_tasks(
+    loaded: tuple[Server, list[dict[str, Any]]],
+) -> None:
+    srv, tasks = loaded
+    gone = {tasks[i]["id"] for i in (5, 999, 1000, 1500, 2599)}
+    kept = [t["id"] for t in tasks if t["id"] not in gone]
+    offsets = [0, 999, 1000, 1001, 1999, 2000, 2590]
+    with srv.client(srv.token()) as client:
+        _page(client, _offset=2000, _count=50)  # anchors remembered before the deletes
+        for task_id in gone:
+            assert client.delete(f"/Task/{task_id}").status_code == 204
+        pages = {offset: _page(client, _offset=offset, _count=50) for offset in offsets}
+    for offset, bundle in pages.items():
+        assert _ids(bundle) == kept[offset : offset + 50], offset
+        assert bundle["total"] == SIZE - len(gone)

@@ -99,3 +99,24 @@ def test_stamp_uses_previous_says_exactly_when_the_previous_version_matters(
     over = stamp(validate(body), task_id="t1", version_id=2, now=now, previous=previous)
     assert stamp_uses_previous(validate(body)) is uses_previous
     assert (alone != over) is uses_previous
+
+
+def test_a_tombstone_is_recognised_as_deleted_and_a_task_is_not() -> None:
+    from caretask.domain.task_rules import is_deleted, tombstone
+
+    gone = tombstone("abc", 3, "2026-01-01T00:00:00+00:00")
+    assert gone == {
+        "resourceType": "Task",
+        "id": "abc",
+        "meta": {"versionId": "3", "lastUpdated": "2026-01-01T00:00:00+00:00"},
+    }
+    assert is_deleted(gone)
+    assert not is_deleted({**gone, "status": "requested", "intent": "order"})
+
+
+def test_a_tombstone_indexes_to_no_searchable_value() -> None:
+    from caretask.domain.indexing import TaskIndex, extract
+    from caretask.domain.task_rules import tombstone
+
+    index = extract(tombstone("abc", 2, "2026-01-01T00:00:00+00:00"))
+    assert index == TaskIndex(status="", intent="", description=None, description_norm=None)

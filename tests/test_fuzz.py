@@ -5,7 +5,8 @@ token, requests generated from /openapi.json, valid (positive) and schema-breaki
 (negative), get no 5xx; every answer conforms to the document (status, content type,
 headers, body schema); every 4xx or 5xx of a FHIR endpoint is an OperationOutcome; and
 rejected requests write nothing: the stored Tasks and versions are exactly those of the
-201 creates and the 200 updates and patches ($validate stores nothing).
+201 creates, 200 updates and patches, and 204 deletes (a delete of a deleted Task writes
+nothing, an update of one brings it back; $validate stores nothing).
 
 Plain `pytest` makes a smoke run (CARETASK_FUZZ_SMOKE_REQUESTS, 400 requests per engine).
 The dedicated target sends CARETASK_FUZZ_REQUESTS, at least 5,000 (README, Fuzzing);
@@ -84,6 +85,9 @@ class Tally:
     operations: Counter[str] = field(default_factory=Counter)
     creates: int = 0
     updates: int = 0
+    deletes: int = 0  # of Tasks not deleted before
+    revived: int = 0  # deleted Tasks that an update brought back
+    deleted: set[str] = field(default_factory=set)
     failures: dict[str, list[str]] = field(default_factory=dict)
 
     def fail(self, kind: str, detail: str) -> None:
@@ -97,7 +101,7 @@ class Tally:
         return (
             f"fuzz[{label}]: {self.requests} requests in {seconds:.0f} s; "
             f"statuses {{{histogram}}}; 5xx: {server_errors}; "
-            f"creates: {self.creates}, updates: {self.updates}"
+            f"creates: {self.creates}, updates: {self.updates}, deletes: {self.deletes}"
         )
 
 
@@ -180,7 +184,7 @@ class Fuzzer:
         response = case.call(base_url=self.server.url, session=self.session, headers=headers)
         self.record(case, response)
         checks = CHECKS
-        if not response.content and response.status_code in (200, 201, 304):
+        if not response.content and response.status_code in (200, 201, 204, 304):
             # a write without Prefer: return=representation, or a 304: no body to check
             checks = [c for c in CHECKS if c not in BODY_CHECKS]
         try:
@@ -202,8 +206,16 @@ class Fuzzer:
         if case.operation.label == "POST /Task" and response.status_code == 201:
             tally.creates += 1
             self.known_ids.append(response.headers["location"][0].rsplit("/", 1)[1])
+        task_id = (case.path_parameters or {}).get("id")
         if case.operation.label in WRITES and response.status_code == 200:
             tally.updates += 1  # a new version of a Task
+            if task_id in tally.deleted:  # only an update (PUT) of a deleted Task succeeds
+                tally.deleted.discard(task_id)
+                tally.revived += 1
+        deleting = case.operation.label == "DELETE /Task/{id}"
+        if deleting and response.status_code == 204 and task_id not in tally.deleted:
+            tally.deleted.add(task_id)
+            tally.deletes += 1
 
     def run(
         self,
@@ -246,18 +258,16 @@ class Fuzzer:
 
 
 def stored_versions(api: httpx.Client) -> tuple[int, int]:
-    """(Tasks, versions) the server holds: the count, and every Task's history total."""
+    """(Tasks, versions) the server holds: the count (deleted ones are not), and the
+    entries of the change feed (every version, deletes too)."""
     count = api.get("/Task", params={"_summary": "count"}).json()["total"]
-    versions, offset = 0, 0
-    while True:
-        page = api.get("/Task", params={"_count": 100, "_offset": offset, "_elements": "id"})
-        entries = page.json().get("entry", [])
-        for entry in entries:
-            task_id = entry["resource"]["id"]
-            versions += api.get(f"/Task/{task_id}/_history", params={"_count": 0}).json()["total"]
-        if len(entries) < 100:
-            return count, versions
-        offset += 100
+    versions = 0
+    url: str | None = "/_history?_count=100"
+    while url is not None:
+        page = api.get(url).json()
+        versions += len(page.get("entry", []))
+        url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+    return count, versions
 
 
 def fuzz(server: Server, target: int, label: str) -> Tally:
@@ -289,9 +299,10 @@ def fuzz(server: Server, target: int, label: str) -> Tally:
     assert tally.requests >= target
     assert sum(n for status, n in tally.statuses.items() if status >= 500) == 0, "5xx answers"
     assert not tally.failures, list(tally.failures)
-    assert tasks_after - tasks_before == tally.creates, "a rejected create stored a Task"
-    assert versions_after - versions_before == tally.creates + tally.updates, (
-        "a rejected create or update stored a version"
+    live = tally.creates - tally.deletes + tally.revived
+    assert tasks_after - tasks_before == live, "a rejected create, update or delete changed Tasks"
+    assert versions_after - versions_before == tally.creates + tally.updates + tally.deletes, (
+        "a rejected create, update or delete stored a version"
     )
     return tally
 

@@ -110,7 +110,8 @@ def check(entry: Entry, answer: Answer | None) -> None:
         answer.status == 200 and entry.path.startswith("/Task") and entry.method in ("GET", "POST")
     ):
         bundle = json.loads(answer.body)
-        assert bundle["resourceType"] == "Bundle" and bundle["type"] == "searchset", bundle
+        kind = "history" if "_history" in entry.path else "searchset"
+        assert bundle["resourceType"] == "Bundle" and bundle["type"] == kind, bundle
         if entry.empty_bundle:
             assert bundle["total"] == 0 and not bundle.get("entry"), bundle
 

@@ -19,7 +19,8 @@ def test_metadata_is_a_fhir_401_capability_statement_without_token(server: Serve
 
 
 def test_capability_lists_the_task_interactions_that_work(server: Server) -> None:
-    resource = httpx.get(f"{server.url}/metadata").json()["rest"][0]["resource"][0]
+    rest = httpx.get(f"{server.url}/metadata").json()["rest"][0]
+    resource = rest["resource"][0]
     assert resource["type"] == "Task"
     codes = {i["code"] for i in resource["interaction"]}
     assert codes == {
@@ -27,11 +28,15 @@ def test_capability_lists_the_task_interactions_that_work(server: Server) -> Non
         "vread",
         "update",
         "patch",
+        "delete",
         "history-instance",
+        "history-type",
         "create",
         "search-type",
     }
     assert resource["updateCreate"] is False
+    assert resource["conditionalDelete"] == "not-supported"
+    assert rest["interaction"] == [{"code": "history-system"}]
 
 
 def test_capability_lists_the_patch_formats_and_the_validate_operation(server: Server) -> None:

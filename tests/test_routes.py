@@ -3,7 +3,6 @@ CapabilityStatement's interactions and the audit trail's names for requests all 
 
 from __future__ import annotations
 
-import httpx
 import orjson
 import pytest
 from starlette.routing import Route
@@ -11,9 +10,7 @@ from starlette.routing import Route
 from caretask.config import Settings
 from caretask.domain.capability import capability_statement
 from caretask.http.app import create_app
-from caretask.http.routes import ENDPOINTS, INTERACTIONS, SERVED, classify, openapi_json
-from tests.support.server import Server
-from tests.test_audit import audit_lines, what
+from caretask.http.routes import INTERACTIONS, SERVED, classify, openapi_json
 
 
 @pytest.mark.parametrize(
@@ -28,6 +25,8 @@ from tests.test_audit import audit_lines, what
         ("POST", "/Task/$validate", ("operation", None, None)),
         ("DELETE", "/Task/abc-1", ("delete", "abc-1", None)),
         ("GET", "/Task/abc-1/_history", ("history-instance", "abc-1", None)),
+        ("GET", "/Task/_history", ("history-type", None, None)),
+        ("GET", "/_history", ("history-system", None, None)),
         ("GET", "/Task/abc-1/_history/3", ("vread", "abc-1", 3)),
         ("POST", "/auth/token/", ("login", None, None)),
         ("GET", "/metadata", ("capabilities", None, None)),
@@ -70,28 +69,9 @@ def test_every_served_entry_is_an_openapi_operation_and_no_other() -> None:
 
 def test_the_capability_statement_lists_each_served_task_interaction_once() -> None:
     statement = capability_statement("http://127.0.0.1", "2024-01-01", INTERACTIONS)
-    resource = statement["rest"][0]["resource"][0]
-    codes = [i["code"] for i in resource["interaction"]]
+    rest = statement["rest"][0]
+    codes = [i["code"] for i in rest["resource"][0]["interaction"]]
+    codes += [i["code"] for i in rest["interaction"]]
     # `operation` is not a restful interaction of a type: its entries are the operations
     assert sorted(codes) == sorted({e.interaction for e in SERVED if e.task} - {"operation"})
-    assert [o["name"] for o in resource["operation"]] == ["validate"]
-
-
-def test_interactions_fhir_defines_but_the_server_does_not_serve_are_not_advertised() -> None:
-    unserved = {e.interaction for e in ENDPOINTS if e.handler is None}
-    assert unserved  # the audit trail names them (below)
-    assert unserved.isdisjoint(INTERACTIONS)
-
-
-def test_a_request_for_an_interaction_not_served_is_recorded_by_its_fhir_name(
-    make_server,  # type: ignore[no-untyped-def]
-    fresh_database: str,
-) -> None:
-    audited: Server = make_server(
-        database=fresh_database, env={"CARETASK_AUDIT_FLUSH_SECONDS": "0.05"}
-    )
-    assert httpx.delete(f"{audited.url}/Task/abc-1").status_code == 405
-    lines = what(audit_lines(audited, expect=2))
-    assert [line for line in lines if line[0] != "GET"] == [
-        ("DELETE", "delete", "Task/abc-1", "-", "405"),
-    ]
+    assert [o["name"] for o in rest["resource"][0]["operation"]] == ["validate"]

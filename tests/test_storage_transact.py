@@ -102,7 +102,7 @@ def test_replace_after_current_writes_the_next_version(database: str) -> None:
 
     async def main() -> tuple[tuple[int, int], list[int]]:
         async with opened(database) as storage:
-            await storage.create_task(task_id, first.resource, first.index, first.last_updated)
+            await storage.create_task(task_id, lambda: first)
             versions = await storage.transact(program)
             _, history = await storage.history(task_id, 10, 0)
             return versions, [v.version_id for v in history]
@@ -163,7 +163,7 @@ def test_programs_that_deadlock_each_run_to_completion(database: str) -> None:
     async def main() -> list[Any]:
         async with opened(database) as storage:
             for task_id, new in tasks:
-                await storage.create_task(task_id, new.resource, new.index, new.last_updated)
+                await storage.create_task(task_id, lambda new=new: new)
             results = []
             for _ in range(5):
                 results += await asyncio.gather(

@@ -137,6 +137,28 @@ def _api_bodies(g: _Gatherer, server: Server, api: httpx.Client) -> None:
         return [(f"GET /Task/{task_id}/_history", _json(api.get(f"/Task/{task_id}/_history"), 200))]
 
     g.kind("history", history)
+
+    def deleted() -> list[tuple[str, Body]]:
+        gone = create_task(api, seed)
+        api.put(f"/Task/{gone}", json={**seed, "id": gone, "status": "completed"})
+        assert api.delete(f"/Task/{gone}").status_code == 204
+        back = create_task(api, seed)
+        api.delete(f"/Task/{back}")
+        api.put(f"/Task/{back}", json={**seed, "id": back})
+        return [
+            (f"GET /Task/{i}/_history", _json(api.get(f"/Task/{i}/_history"), 200))
+            for i in (gone, back)
+        ]
+
+    g.kind("history with deletes", deleted)
+    g.kind(
+        "change feed",
+        lambda: [
+            (f"GET {path}?{query}", _json(api.get(f"{path}?{query}"), 200))
+            for path in ("/Task/_history", "/_history")
+            for query in ("_count=3", "_count=0", "_since=2000-01-01T00:00:00Z&_count=100")
+        ],
+    )
     g.kind(
         "vread",
         lambda: [
@@ -309,6 +331,16 @@ def _error_bodies(
             ("POST to a Task", _outcome(api.post(f"/Task/{task_id}", json=seed), 405)),
         ],
     )
+
+    def gone() -> list[tuple[str, Body]]:
+        deleted_id = create_task(api, seed_task())
+        api.delete(f"/Task/{deleted_id}")
+        return [
+            ("a deleted Task", _outcome(api.get(f"/Task/{deleted_id}"), 410)),
+            ("its deleted version", _outcome(api.get(f"/Task/{deleted_id}/_history/2"), 410)),
+        ]
+
+    g.kind("outcome 410", gone)
     g.kind(
         "outcome 406",
         lambda: [
@@ -697,6 +729,18 @@ def test_summary_modes(validated: Gathered) -> None:
 
 def test_history(validated: Gathered) -> None:
     _assert_valid(validated, "history")
+
+
+def test_history_with_deletes(validated: Gathered) -> None:
+    _assert_valid(validated, "history with deletes")
+
+
+def test_change_feed(validated: Gathered) -> None:
+    _assert_valid(validated, "change feed")
+
+
+def test_outcome_410(validated: Gathered) -> None:
+    _assert_valid(validated, "outcome 410")
 
 
 def test_vread(validated: Gathered) -> None:

@@ -12,7 +12,7 @@ _SCOPE = re.compile(r"system/(?P<resource>Task|\*)\.(?P<perm>read|write|\*|c?r?u
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 
 # what each interaction needs
-READ, SEARCH, CREATE, UPDATE = "r", "s", "c", "u"
+READ, SEARCH, CREATE, UPDATE, DELETE = "r", "s", "c", "u", "d"
 
 
 def is_valid_scope(scope: str) -> bool:

@@ -11,7 +11,7 @@ from caretask.domain.etag import etag
 from caretask.domain.profiles import Profile
 from caretask.domain.search_params import SearchQuery
 from caretask.domain.subsetting import subset
-from caretask.domain.task_rules import PERMALINK_EXTENSION
+from caretask.domain.task_rules import PERMALINK_EXTENSION, is_deleted
 
 
 def permalink(base: str, task_id: str) -> str:
@@ -136,26 +136,67 @@ def history(
     if count > 0 and offset > 0:
         prev = max(offset - count, 0)
         links.append({"relation": "previous", "url": f"{path}?_count={count}&_offset={prev}"})
-    entries = []
-    for resource in versions:
-        version = resource["meta"]["versionId"]
-        entries.append(
-            {
-                "fullUrl": f"{base}/Task/{task_id}",
-                "resource": render_task(resource, base, profile),
-                "request": {
-                    "method": "POST" if version == "1" else "PUT",
-                    "url": "Task" if version == "1" else f"Task/{task_id}",
-                },
-                "response": {
-                    "status": "201 Created" if version == "1" else "200 OK",
-                    "etag": etag(version),
-                    "lastModified": resource["meta"]["lastUpdated"],
-                },
-            }
-        )
+    entries = [history_entry(resource, base, profile) for resource in versions]
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history", "total": total}
     bundle["link"] = links
     if entries:
         bundle["entry"] = entries
+    return bundle
+
+
+def history_entry(
+    resource: dict[str, Any], base: str, profile: Profile = profiles.DEFAULT
+) -> dict[str, Any]:
+    """A version as a history Bundle's entry: the interaction that stored it (version 1 a
+    create, a tombstone a delete, without a resource, any other an update, also one
+    that brought a deleted task back) and that interaction's answer."""
+    task_id, meta = resource["id"], resource["meta"]
+    version = meta["versionId"]
+    entry: dict[str, Any] = {"fullUrl": f"{base}/Task/{task_id}"}
+    if is_deleted(resource):
+        method, url, status = "DELETE", f"Task/{task_id}", "204 No Content"
+    else:
+        entry["resource"] = render_task(resource, base, profile)
+        if version == "1":
+            method, url, status = "POST", "Task", "201 Created"
+        else:
+            method, url, status = "PUT", f"Task/{task_id}", "200 OK"
+    entry["request"] = {"method": method, "url": url}
+    entry["response"] = {
+        "status": status,
+        "etag": etag(version),
+        "lastModified": meta["lastUpdated"],
+    }
+    return entry
+
+
+def change_feed(
+    versions: list[dict[str, Any]],
+    *,
+    horizon: str,
+    path: str,
+    base: str,
+    link_path: str,
+    applied: list[tuple[str, str]],
+    next_cursor: str | None,
+    profile: Profile = profiles.DEFAULT,
+) -> dict[str, Any]:
+    """A page of the change feed (`path`: /Task/_history or /_history) as a history
+    Bundle. meta.lastUpdated is `horizon`, the instant up to which the feed is complete
+    (the next poll's _since); `applied` the query's parameters that every page keeps,
+    `next_cursor` the next page's, if there is one. Links relative (canvas) or absolute
+    (fhir) as a searchset's; no total (it would cost a count of every change)."""
+    root = (base if profile == profiles.FHIR else link_path) + path
+    links = [{"relation": "self", "url": f"{root}?{_query_string(applied)}"}]
+    if next_cursor is not None:
+        pairs = [*applied, ("_cursor", next_cursor)]
+        links.append({"relation": "next", "url": f"{root}?{_query_string(pairs)}"})
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "meta": {"lastUpdated": horizon},
+        "type": "history",
+        "link": links,
+    }
+    if versions:
+        bundle["entry"] = [history_entry(resource, base, profile) for resource in versions]
     return bundle

@@ -37,6 +37,9 @@ TYPE_INTERACTIONS = (
     "search-type",
 )
 
+# FHIR's system-level interactions, in the order its value set lists them
+SYSTEM_INTERACTIONS = ("transaction", "batch", "search-system", "history-system")
+
 
 def capability_statement(
     base: str,
@@ -57,6 +60,7 @@ def capability_statement(
         }
     ]
     patch_formats = {"patchFormat": [JSON_PATCH, "application/fhir+json"]}
+    system = [{"code": code} for code in SYSTEM_INTERACTIONS if code in served]
     params = []
     for name, pdef in PARAMETERS.items():
         item: dict[str, Any] = {"name": name, "type": pdef.type, "documentation": pdef.description}
@@ -96,6 +100,7 @@ def capability_statement(
                     ],
                     "description": "OAuth 2.0 client credentials; SMART system scopes on Task",
                 },
+                **({"interaction": system} if system else {}),
                 "resource": [
                     {
                         "type": "Task",

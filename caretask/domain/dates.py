@@ -90,3 +90,9 @@ def now_instant() -> tuple[str, int]:
     """The current time as a FHIR instant string and as microseconds since the epoch."""
     now = datetime.now(UTC)
     return now.isoformat(), _micros(now)
+
+
+def instant(micros: int) -> str:
+    """Microseconds since the epoch as a FHIR instant (now_instant's form): parse_range
+    reads it back to the same microsecond."""
+    return (_EPOCH + timedelta(microseconds=micros)).isoformat()

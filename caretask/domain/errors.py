@@ -57,6 +57,15 @@ class NotFound(DomainError):
         return cls([Issue("not-found", text, diagnostics=detail)])
 
 
+class Gone(DomainError):
+    """The addressed task, or version, was deleted (410)."""
+
+    @classmethod
+    def task(cls, task_id: str, version: str) -> Gone:
+        text = f"Task '{task_id[:64]}' was deleted (version {version} is its deletion)"
+        return cls([Issue("deleted", text)])
+
+
 class BusinessRule(DomainError):
     """An acceptable Task that the server will not take as it stands (422)."""
 

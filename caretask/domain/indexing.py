@@ -7,7 +7,7 @@ from typing import Any
 
 from caretask.domain.dates import parse_range
 from caretask.domain.references import split_reference
-from caretask.domain.task_rules import GROUP_EXTENSION
+from caretask.domain.task_rules import GROUP_EXTENSION, is_deleted
 from caretask.domain.text import exact, normalize
 
 # Bump when extract() changes what it produces: `caretask migrate` then re-indexes every
@@ -108,6 +108,10 @@ def labels(task: dict[str, Any]) -> list[str]:
 
 
 def extract(task: dict[str, Any]) -> TaskIndex:
+    if is_deleted(task):
+        # '' in the NOT NULL token columns (never a valid code: no search for a status or
+        # an intent finds it), nothing else: no side rows, no text (search skips it)
+        return TaskIndex(status="", intent="", description=None, description_norm=None)
     description = task.get("description")
     index = TaskIndex(
         status=task["status"],

@@ -417,3 +417,21 @@ def stamp(
             n if "time" in n else {**n, "time": known.get(note_key(n), now)} for n in out["note"]
         ]
     return out
+
+
+def restamp(resource: dict[str, Any], now: str) -> dict[str, Any]:
+    """A stamped resource with its meta.lastUpdated set to `now` (a copy)."""
+    return {**resource, "meta": {**resource["meta"], "lastUpdated": now}}
+
+
+def tombstone(task_id: str, version_id: int, now: str) -> dict[str, Any]:
+    """The version that a delete stores: the task's id and meta and nothing else, so that
+    history keeps the deletion's version and time while searches find nothing in it."""
+    meta = {"versionId": str(version_id), "lastUpdated": now}
+    return {"resourceType": "Task", "id": task_id, "meta": meta}
+
+
+def is_deleted(resource: dict[str, Any]) -> bool:
+    """Whether a stored version is a delete's tombstone: every stored Task has a status
+    (validate requires it) except those."""
+    return "status" not in resource

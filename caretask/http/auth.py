@@ -19,6 +19,7 @@ _NEEDS = {
     scopes.SEARCH: "system/Task.read (or system/Task.s)",
     scopes.CREATE: "system/Task.write (or system/Task.c)",
     scopes.UPDATE: "system/Task.write (or system/Task.u)",
+    scopes.DELETE: "system/Task.write (or system/Task.d)",
 }
 
 

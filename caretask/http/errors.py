@@ -11,6 +11,7 @@ from starlette.responses import Response
 from caretask.domain.errors import (
     BusinessRule,
     DomainError,
+    Gone,
     InvalidRequest,
     InvalidResource,
     InvalidSearch,
@@ -33,6 +34,7 @@ _STATUS: dict[type[DomainError], int] = {
     InvalidSearch: 400,
     InvalidRequest: 400,
     NotFound: 404,
+    Gone: 410,
     BusinessRule: 422,
     Unprocessable: 422,
     PatchConflict: 409,

@@ -375,21 +375,25 @@ def _bundle_schemas(profile: Profile) -> dict[str, Schema]:
             "resource": ref("StoredTask"),
             "request": {
                 "type": "object",
-                "properties": {"method": {"enum": ["POST", "PUT"]}, "url": {"type": "string"}},
+                "properties": {
+                    "method": {"enum": ["POST", "PUT", "DELETE"]},
+                    "url": {"type": "string"},
+                },
                 "required": ["method", "url"],
             },
             "response": {
                 "type": "object",
                 "properties": {
-                    "status": {"enum": ["201 Created", "200 OK"]},
+                    "status": {"enum": ["201 Created", "200 OK", "204 No Content"]},
                     "etag": {"type": "string", "pattern": ETAG_PATTERN},
                     "lastModified": {"type": "string"},
                 },
                 "required": ["status", "etag", "lastModified"],
             },
         },
-        "required": ["fullUrl", "resource", "request", "response"],
+        "required": ["fullUrl", "request", "response"],
         "additionalProperties": False,
+        "description": "a delete (request.method DELETE) has no resource",
     }
     searchset = {
         "type": "object",
@@ -422,7 +426,32 @@ def _bundle_schemas(profile: Profile) -> dict[str, Schema]:
         "required": ["resourceType", "type", "total", "link"],
         "additionalProperties": False,
     }
-    return {"SearchsetBundle": searchset, "HistoryBundle": history}
+    feed = {
+        "type": "object",
+        "description": "Changes to every Task (each a version, deletes included), newest first",
+        "properties": {
+            "resourceType": {"const": "Bundle"},
+            "meta": {
+                "type": "object",
+                "properties": {
+                    "lastUpdated": {
+                        "type": "string",
+                        "pattern": f"^{FHIR_INSTANT}$",
+                        "description": "the feed is complete up to this instant: the next "
+                        "poll's _since",
+                    }
+                },
+                "required": ["lastUpdated"],
+                "additionalProperties": False,
+            },
+            "type": {"const": "history"},
+            "link": {"type": "array", "items": link, "minItems": 1},
+            "entry": {"type": "array", "items": history_entry, "minItems": 1},
+        },
+        "required": ["resourceType", "meta", "type", "link"],
+        "additionalProperties": False,
+    }
+    return {"SearchsetBundle": searchset, "HistoryBundle": history, "ChangeFeedBundle": feed}
 
 
 def _patch_schemas() -> dict[str, Schema]:
@@ -790,6 +819,7 @@ def errors(*statuses: int) -> dict[str, Schema]:
         403: "the token lacks the scope",
         404: "no such Task or version",
         406: "Accept names only formats other than FHIR JSON",
+        410: "the Task was deleted (or the version read is its deletion)",
         408: f"the body did not arrive within the body timeout ({timeout:g} s by default)",
         412: "If-Match is not the current version, the Task changed after If-Unmodified-Since, "
         "or a conditional request's search matched more than one Task",
@@ -836,6 +866,34 @@ PAGING = (
         "in": "query",
         "required": False,
         "schema": _search_properties()["_offset"],
+    },
+)
+
+
+_INSTANT_VALUE = {"type": "string", "pattern": f"^{FHIR_DATE_TIME}$"}
+FEED_QUERY = (
+    {
+        "name": "_since",
+        "in": "query",
+        "required": False,
+        "schema": _INSTANT_VALUE,
+        "description": "only versions stored at or after this instant (a Bundle's "
+        "meta.lastUpdated: the previous poll's)",
+    },
+    {
+        "name": "_at",
+        "in": "query",
+        "required": False,
+        "schema": _INSTANT_VALUE,
+        "description": "only versions that were current at some time within this date",
+    },
+    PAGING[0],
+    {
+        "name": "_cursor",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+        "description": "where a next link resumes (opaque)",
     },
 )
 

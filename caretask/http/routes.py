@@ -32,6 +32,7 @@ from caretask.http.negotiation import check_accept
 from caretask.http.openapi import (
     BODY_ERRORS,
     EDGE_ERRORS,
+    FEED_QUERY,
     FHIR_ERRORS,
     LOCATION,
     PAGING,
@@ -122,6 +123,11 @@ _TOKEN = Operation(
     token_responses(token_endpoint.MAX_FORM_BYTES),
     body=form_body(ref("TokenRequest")),
 )
+
+_FEED_RESPONSES = {
+    "200": fhir("ChangeFeedBundle", "one page of changes"),
+    **errors(*FHIR_ERRORS),
+}
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
@@ -286,6 +292,32 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint(
         "GET",
+        "/Task/_history",
+        tasks.type_history,
+        Operation(
+            "taskChanges",
+            "The change feed: every version of every Task, deletes included, newest first",
+            _FEED_RESPONSES,
+            (*FEED_QUERY, PREFER_SEARCH),
+        ),
+        interaction="history-type",
+        task=True,
+    ),
+    Endpoint(
+        "GET",
+        "/_history",
+        tasks.system_history,
+        Operation(
+            "systemChanges",
+            "The change feed of the whole server (only Tasks are stored: as /Task/_history)",
+            _FEED_RESPONSES,
+            (*FEED_QUERY, PREFER_SEARCH),
+        ),
+        interaction="history-system",
+        task=True,
+    ),
+    Endpoint(
+        "GET",
         "/Task/{id}",
         tasks.read,
         Operation(
@@ -297,7 +329,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                     "description": "If-None-Match is the current version",
                     "headers": {"ETag": VERSION_HEADERS["ETag"]},
                 },
-                **errors(*FHIR_ERRORS, 404),
+                **errors(*FHIR_ERRORS, 404, 410),
             },
             (
                 request_header("If-None-Match", {"type": "string"}, "the current ETag answers 304"),
@@ -346,7 +378,29 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         interaction="patch",
         task=True,
     ),
-    Endpoint("DELETE", "/Task/{id}", None, None, interaction="delete", task=True),
+    Endpoint(
+        "DELETE",
+        "/Task/{id}",
+        tasks.delete,
+        Operation(
+            "deleteTask",
+            "Delete the Task (a new version marks it deleted; deleting it again changes nothing)",
+            {
+                "204": {"description": "deleted", "headers": VERSION_HEADERS},
+                **errors(*FHIR_ERRORS, 404, 412),
+            },
+            (
+                request_header(
+                    "If-Match",
+                    {"type": "string", "pattern": etag.READ_PATTERN},
+                    "the version being deleted; another is a 412",
+                ),
+            ),
+            path_parameters=(TASK_ID,),
+        ),
+        interaction="delete",
+        task=True,
+    ),
     Endpoint(
         "GET",
         "/Task/{id}/_history",
@@ -369,7 +423,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "Read one version",
             {
                 "200": fhir("ReadTask", "that version", VERSION_HEADERS),
-                **errors(*FHIR_ERRORS, 404),
+                **errors(*FHIR_ERRORS, 404, 410),
             },
             (
                 TASK_ID,

@@ -1,6 +1,6 @@
-"""The Task endpoints: create, read, vread, update, patch, $validate, history and search,
-each mapping its request to a call of the tasks service (caretask.service) and the result
-to a response."""
+"""The Task endpoints: create, read, vread, update, patch, delete, $validate, history (a
+task's, and the change feed) and search, each mapping its request to a call of the tasks
+service (caretask.service) and the result to a response."""
 
 from __future__ import annotations
 
@@ -169,6 +169,35 @@ async def patch(request: Request) -> Response:
 async def validate(request: Request) -> Response:
     issues = _service(request).validate(await _body(request))
     return fhir_response(operation_outcome(issues))
+
+
+@endpoint(scopes.DELETE)
+async def delete(request: Request) -> Response:
+    """204 with the deleted version's ETag, whether this request deleted the task or an
+    earlier one had (idempotent)."""
+    task = await _service(request).delete(
+        request.path_params["id"], request.headers.get("if-match")
+    )
+    request.state.audit_target = (task.id, task.version_id)
+    return empty_response(204, _version_headers(task))
+
+
+async def _changes(request: Request, path: str) -> Response:
+    base = base_url(request)
+    page = await _service(request).changes(
+        _query(request), lenient=_lenient(request), base=base, link_path=link_path(base), path=path
+    )
+    return fhir_response(page.bundle)
+
+
+@endpoint(scopes.READ)
+async def type_history(request: Request) -> Response:
+    return await _changes(request, "/Task/_history")
+
+
+@endpoint(scopes.READ)
+async def system_history(request: Request) -> Response:
+    return await _changes(request, "/_history")
 
 
 @endpoint(scopes.READ)

@@ -13,6 +13,8 @@ No HTTP here: the edge reads the request and writes the response.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -22,9 +24,10 @@ from urllib.parse import parse_qsl
 import orjson
 
 from caretask.domain import bundle, indexing, profiles, search_params, task_rules
-from caretask.domain.dates import now_instant, parse_range
+from caretask.domain.dates import instant, now_instant, parse_range
 from caretask.domain.errors import (
     BusinessRule,
+    Gone,
     InvalidRequest,
     InvalidResource,
     InvalidSearch,
@@ -42,7 +45,7 @@ from caretask.domain.json_keys import has_duplicate_keys
 from caretask.domain.patch import apply_patch, read_patch
 from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, version_number
-from caretask.domain.task_rules import MAX_DEPTH
+from caretask.domain.task_rules import MAX_DEPTH, is_deleted
 from caretask.storage.base import (
     Find,
     Insert,
@@ -298,6 +301,66 @@ def _paging(pairs: list[tuple[str, str]], lenient: bool) -> tuple[int, int]:
     return count, offset
 
 
+class _AlreadyDeleted(Exception):
+    """A delete found the task deleted: nothing to write (the write is abandoned)."""
+
+    def __init__(self, current: StoredTask) -> None:
+        super().__init__(current.id)
+        self.current = current
+
+
+@dataclass(frozen=True, slots=True)
+class FeedParams:
+    since: int | None  # _since's low end, us
+    at: tuple[int, int] | None  # _at's range, us
+    count: int
+    cursor: tuple[int, int, int, int] | None  # the position to resume before, the horizon
+    applied: list[tuple[str, str]]  # what every page's links repeat
+
+
+def _feed_params(pairs: list[tuple[str, str]], lenient: bool) -> FeedParams:
+    since = at = cursor = None
+    count = search_params.DEFAULT_COUNT
+    applied: list[tuple[str, str]] = []
+    for name, raw in pairs:
+        if name in ("_since", "_at"):
+            bounds = parse_range(raw)
+            if bounds is None:
+                raise InvalidSearch.single(
+                    "invalid", f"{name} must be a FHIR instant, like 2024-03-01T09:30:00Z"
+                )
+            if name == "_since":
+                since = bounds[0]
+            else:
+                at = bounds
+            applied.append((name, raw))
+        elif name == "_count":
+            count = min(search_params.parse_int(name, raw), search_params.MAX_COUNT)
+        elif name == "_cursor":
+            cursor = _decode_cursor(raw)
+        elif name not in ("_format", "_pretty") and not lenient:
+            raise InvalidSearch.single("invalid", f"unknown parameter '{name[:80]}'")
+    applied.append(("_count", str(count)))
+    return FeedParams(since, at, count, cursor, applied)
+
+
+def _encode_cursor(values: tuple[int, ...]) -> str:
+    """A next link's place in the feed, opaque to clients."""
+    text = ".".join(str(v) for v in values)
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(raw: str) -> tuple[int, int, int, int]:
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
+        values = tuple(int(v) for v in text.split("."))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        values = ()
+    if len(values) != 4 or not all(abs(v) < 2**62 for v in values):
+        raise InvalidSearch.single("invalid", "_cursor is not one this server's links gave")
+    return values
+
+
 # --- the service ---------------------------------------------------------------------------
 
 
@@ -338,9 +401,24 @@ class TaskService:
         """A new task from the JSON text of a Task: version 1, under a new id."""
         body = self.parse(raw)
         task_id = task_rules.new_id()
+
         now, now_us = now_instant()
-        new = build_version(body, task_id=task_id, version_id=1, now=now, last_updated=now_us)
-        return await self.storage.create_task(task_id, new.resource, new.index, new.last_updated)
+        made = build_version(body, task_id=task_id, version_id=1, now=now, last_updated=now_us)
+        # only meta.lastUpdated holds the time unless stamp() fills in an authoredOn or a
+        # note's time (what it would otherwise take from a previous version)
+        dated = task_rules.stamp_uses_previous(body)
+
+        def build() -> NewVersion:
+            # runs inside the write, which takes the time there (Storage.feed_horizon); the
+            # costly part (validation, indexing) stays outside unless dates need it again
+            now, now_us = now_instant()
+            if dated:
+                return build_version(
+                    body, task_id=task_id, version_id=1, now=now, last_updated=now_us
+                )
+            return NewVersion(task_rules.restamp(made.resource, now), made.index, now_us)
+
+        return await self.storage.create_task(task_id, build)
 
     async def create_if_none_exist(self, raw: bytes, if_none_exist: str) -> tuple[StoredTask, bool]:
         """A conditional create: the task the If-None-Exist search finds (and False), or a
@@ -366,9 +444,12 @@ class TaskService:
         return stored
 
     async def read(self, task_id: str) -> StoredTask:
+        """The current version; Gone when it is a delete's."""
         task = await self.storage.read_task(_checked_id(task_id))
         if task is None:
             raise NotFound.task(task_id, NO_TASK)
+        if is_deleted(task.resource):
+            raise Gone.task(task_id, str(task.version_id))
         return task
 
     async def vread(self, task_id: str, version: str) -> StoredTask:
@@ -380,6 +461,8 @@ class TaskService:
             task = await self.storage.read_version(task_id, number)
         if task is None:
             raise NotFound.task(task_id, "no such version of this Task")
+        if is_deleted(task.resource):  # FHIR: a deleted version reads as 410 too
+            raise Gone.task(task_id, str(task.version_id))
         return task
 
     async def update(
@@ -410,13 +493,16 @@ class TaskService:
             if since is not None and (conflict := _modified_since(current, since)):
                 raise conflict
             now, now_us = now_instant()
+            # a deleted task comes back as a fresh one: nothing carried over, authoredOn
+            # and note times default to now as on a create
+            deleted = is_deleted(current.resource)
             return build_version(
                 body,
                 task_id=task_id,
                 version_id=current.version_id + 1,
                 now=now,
                 last_updated=now_us,
-                previous=current.resource,
+                previous=None if deleted else current.resource,
                 profile=self.profile,
             )
 
@@ -455,6 +541,8 @@ class TaskService:
         def build(current: StoredTask) -> NewVersion:
             # under the task's lock, like update's: the patch applies to the version it
             # replaces, so no write comes between (no lost update)
+            if is_deleted(current.resource):  # nothing to patch: PUT brings it back
+                raise Gone.task(task_id, str(current.version_id))
             if since is not None and (conflict := _modified_since(current, since)):
                 raise conflict
             # as clients read it, so that their pointers and indexes hold (the permalink
@@ -490,6 +578,29 @@ class TaskService:
         except StaleVersion as stale:
             raise _stale(wanted, stale.current) from None
 
+    async def delete(self, task_id: str, if_match: str | None) -> StoredTask:
+        """Store a tombstone as the task's next version (task_rules.tombstone), if the
+        version `if_match` names (None: whichever) is current; the tombstone. A task
+        already deleted stays as it is (no new version): deleting is idempotent."""
+        task_id = _checked_id(task_id)
+        wanted = _if_match(if_match)
+
+        def build(current: StoredTask) -> NewVersion:
+            if is_deleted(current.resource):
+                raise _AlreadyDeleted(current)
+            now, now_us = now_instant()
+            resource = task_rules.tombstone(task_id, current.version_id + 1, now)
+            return NewVersion(resource, indexing.extract(resource), now_us)
+
+        try:
+            return await self.storage.update_task(task_id, build, wanted)
+        except _AlreadyDeleted as done:
+            return done.current
+        except TaskNotFound:
+            raise NotFound.task(task_id, NO_TASK) from None
+        except StaleVersion as stale:
+            raise _stale(wanted, stale.current) from None
+
     def validate(self, raw: bytes) -> list[Issue]:
         """POST /Task/$validate: every problem found in a Task (the body, or the `resource`
         parameter of a Parameters body, with `mode` create or update), or one informational
@@ -502,6 +613,43 @@ class TaskService:
         except (InvalidResource, BusinessRule) as invalid:
             return invalid.issues
         return [Issue("informational", "the Task is valid", severity="information")]
+
+    async def changes(
+        self, query: str, *, lenient: bool, base: str, link_path: str, path: str
+    ) -> Page:
+        """A page of the change feed (`path`: /Task/_history or /_history; only Tasks are
+        stored, so the two are the same): every version, deletes included, newest first,
+        by _since, _at and _count, and a next link that resumes after the page's last
+        entry (keyset paging: no change is missed or repeated however many are written
+        meanwhile). meta.lastUpdated is the horizon (Storage.feed_horizon) that the first
+        page took: the _since of the next poll."""
+        params = _feed_params(query_pairs(query), lenient)
+        if params.cursor is not None:
+            before, horizon = params.cursor[:3], params.cursor[3]
+        else:
+            horizon = await self.storage.feed_horizon()
+            top = horizon if params.at is None else min(horizon, params.at[1] + 1)
+            before = (top, 0, 0)
+        found = []
+        if params.count > 0:
+            since = -(2**62) if params.since is None else params.since
+            at = None if params.at is None else params.at[0]
+            found = await self.storage.changes(since, before, at, params.count + 1)
+        shown = found[: params.count]
+        next_cursor = None
+        if len(found) > params.count:
+            next_cursor = _encode_cursor((*shown[-1].position, horizon))
+        body = bundle.change_feed(
+            [c.task.resource for c in shown],
+            horizon=instant(horizon),
+            path=path,
+            base=base,
+            link_path=link_path,
+            applied=params.applied,
+            next_cursor=next_cursor,
+            profile=self.profile,
+        )
+        return Page(body)
 
     async def history(
         self, task_id: str, query: str, *, lenient: bool, base: str, link_path: str

@@ -45,6 +45,19 @@ class NewVersion(NamedTuple):
 
 # makes the next version from the current one, inside the write (domain work only, no I/O)
 BuildVersion = Callable[[StoredTask], NewVersion]
+# makes a new task's first version, inside the write (its lastUpdated taken there)
+BuildFirst = Callable[[], NewVersion]
+
+# a place in the change feed's order, newest first: (last_updated, task_pk, version_id)
+FeedPosition = tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A stored version as the change feed lists it, with its place in the feed."""
+
+    task: StoredTask
+    position: FeedPosition
 
 
 # --- write programs: several reads and writes in one database transaction -----------------
@@ -137,11 +150,15 @@ class SchemaTooNew(Exception):
 
 
 class Storage(Protocol):
-    """What the HTTP edge needs from a database. Every write commits before returning."""
+    """What the HTTP edge needs from a database. Every write commits before returning.
 
-    async def create_task(
-        self, task_id: str, resource: dict[str, Any], index: TaskIndex, last_updated: int
-    ) -> StoredTask: ...
+    Every version's last_updated is taken inside its write (the BuildVersion or
+    BuildFirst runs there, under the engine's write lock or after its transaction
+    began): the change feed's horizon (feed_horizon) relies on it."""
+
+    async def create_task(self, task_id: str, build: BuildFirst) -> StoredTask:
+        """Store version 1 of a new task, made by `build` inside the write."""
+        ...
 
     async def read_task(self, task_id: str) -> StoredTask | None: ...
 
@@ -167,6 +184,20 @@ class Storage(Protocol):
     async def history(
         self, task_id: str, count: int, offset: int
     ) -> tuple[int, list[StoredTask]]: ...
+
+    async def feed_horizon(self) -> int:
+        """An instant (us since the epoch) up to which the change feed is complete: every
+        version with an earlier last_updated is committed and visible to every read that
+        starts after this returns, and no version committed later has an earlier one."""
+        ...
+
+    async def changes(
+        self, since: int, before: FeedPosition, at: int | None, count: int
+    ) -> list[Change]:
+        """Up to `count` stored versions with last_updated >= `since` that come before
+        `before` in the feed's order, newest first. `at`: only versions still current at
+        that instant or replaced after it (FHIR's _at)."""
+        ...
 
     async def create_client(self, record: ClientRecord) -> None: ...
 

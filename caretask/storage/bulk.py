@@ -407,13 +407,15 @@ class BulkStore:
     # --- reading ---------------------------------------------------------------------------
 
     def export(self, since: int | None = None, batch: int = BATCH) -> Iterator[str]:
-        """The current version of every task (changed at or after `since`), oldest pk first."""
+        """The current version of every task (changed at or after `since`), oldest pk first;
+        not a deleted task's (its tombstone is no Task an import would take): the change
+        feed (GET /_history?_since=) lists those deletes."""
         body = self.dialect.body("resource")
         last = 0
         while True:
             rows = self._run(
                 f"SELECT pk, {body} FROM tasks WHERE pk > ? AND last_updated >= ? "
-                "ORDER BY pk LIMIT ?",
+                "AND status <> '' ORDER BY pk LIMIT ?",
                 (last, since if since is not None else -(2**62), batch),
             )
             if not rows:

@@ -34,9 +34,12 @@ from caretask.domain.indexing import TaskIndex
 from caretask.domain.search_params import SearchQuery
 from caretask.storage import audit_sql, sql_search
 from caretask.storage.base import (
+    BuildFirst,
     BuildVersion,
+    Change,
     ClientRecord,
     Current,
+    FeedPosition,
     Find,
     Insert,
     NewVersion,
@@ -53,7 +56,14 @@ from caretask.storage.columns import index_values, side_rows
 from caretask.storage.dialect import POSTGRESQL
 from caretask.storage.search_cache import SearchCache
 from caretask.storage.sql_search import stored_task
-from caretask.storage.statements import next_version, statements, stored_current
+from caretask.storage.statements import (
+    feed_change,
+    feed_params,
+    feed_sql,
+    next_version,
+    statements,
+    stored_current,
+)
 
 T = TypeVar("T")
 _SQL = statements(POSTGRESQL)
@@ -84,6 +94,16 @@ def _pool_wait(search_timeout: float | None) -> float:
 _READY = (
     "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on', "
     "(SELECT version_num FROM alembic_version)"
+)
+
+
+# storage.base.Storage.feed_horizon. statement_timestamp(): this statement's start, so
+# before its read of pg_stat_activity; LEAST skips NULL (no other transaction); writes
+# come from client backends (autovacuum's long transactions would only hold it back)
+_HORIZON = (
+    "SELECT floor(extract(epoch FROM LEAST(statement_timestamp(), (SELECT min(xact_start) "
+    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+    "AND backend_type = 'client backend'))) * 1000000)::bigint"
 )
 
 
@@ -211,12 +231,15 @@ class PostgreSQLStorage:
             async with conn.cursor() as cur:
                 await cur.executemany(_SQL.side_inserts[table], rows)
 
-    async def create_task(
-        self, task_id: str, resource: dict[str, Any], index: TaskIndex, last_updated: int
-    ) -> StoredTask:
-        new = NewVersion(resource, index, last_updated)
-        await self._run(lambda conn: self._insert(conn, task_id, new), transaction=True)
-        return StoredTask(task_id, 1, resource)
+    async def create_task(self, task_id: str, build: BuildFirst) -> StoredTask:
+        async def run(conn: AsyncConnection) -> StoredTask:
+            # built after BEGIN, so that its lastUpdated is not before the transaction's
+            # start (feed_horizon)
+            new = build()
+            await self._insert(conn, task_id, new)
+            return StoredTask(task_id, 1, new.resource)
+
+        return await self._run(run, transaction=True)
 
     async def _insert(self, conn: AsyncConnection, task_id: str, new: NewVersion) -> int:
         """Write a new task; its pk."""
@@ -341,6 +364,38 @@ class PostgreSQLStorage:
                 raise TaskNotFound(task_id)
             cur = await conn.execute(_SQL.history, (task_id, row[0], count, offset))
             return row[1], [stored_task(r) for r in await cur.fetchall()]
+
+        return await self._run(run)
+
+    async def feed_horizon(self) -> int:
+        """The start of the oldest transaction in progress on this database (other than
+        this statement's), or this statement's start if that is earlier. Every write
+        takes its lastUpdated after its transaction began (BEGIN has returned), so a
+        version stamped before
+        that instant belongs to a transaction that had ended when pg_stat_activity was
+        read (its xact_start is cleared only after its commit is visible): committed, and
+        seen by any read that starts afterwards. One in progress then is stamped after
+        its xact_start, one that had not shown there yet after that read began.
+
+        Limits: the stamps are the caretask servers' clocks and the horizon the
+        database's: exact on one host, and across hosts as exact as their clocks agree
+        (NTP; a skew of s lets a change stamped up to s early be missed). Sessions of
+        roles that may not see each other's pg_stat_activity rows (not the same role,
+        no pg_read_all_stats) are not seen. Any long transaction on the database holds
+        the horizon back (a later poll returns those changes again, none is missed).
+        `caretask import` stamps its batches before writing them: a feed read while an
+        import runs may miss its tasks."""
+        row = await self._one(_HORIZON, ())
+        return int(row[0])
+
+    async def changes(
+        self, since: int, before: FeedPosition, at: int | None, count: int
+    ) -> list[Change]:
+        sql, params = feed_sql(POSTGRESQL, at is not None), feed_params(since, before, at, count)
+
+        async def run(conn: AsyncConnection) -> list[Change]:
+            cur = await conn.execute(sql, params)
+            return [feed_change(r) for r in await cur.fetchall()]
 
         return await self._run(run)
 

@@ -305,15 +305,45 @@ def _range(param: str) -> tuple[str, str]:
     return f"t.{spec.column}", f"t.{spec.other}"
 
 
+# a deleted task's row keeps id and last_updated; its index columns are NULL, its status
+# and intent '' (indexing.extract), and it has no side-table or text rows
+ALIVE = "t.status <> ''"
+_NEVER_NULL = frozenset({"_id", "status", "intent", "_lastUpdated"})
+
+
+def _skips_deleted(condition: Condition) -> bool:
+    """Whether a condition alone matches no deleted task (so the query needs no ALIVE
+    term, which would cost counts their covering indexes)."""
+    if _side_match(condition) is not None:
+        return True
+    if condition.param in _NEVER_NULL:
+        # a positive status or intent is a valid code, never ''
+        return (
+            isinstance(condition, TokenCondition)
+            and condition.param != "_id"
+            and not condition.negate
+            and "" not in condition.values
+        )
+    if isinstance(condition, MissingCondition):
+        return not condition.missing
+    if isinstance(condition, DateCondition):  # NULL fails every test but ne's, to be safe
+        return all(prefix != "ne" for prefix, _, _ in condition.values)
+    if isinstance(condition, TokenCondition | CodingCondition):
+        return not condition.negate
+    return isinstance(condition, ReferenceCondition | StringCondition)
+
+
 def where(
     query: SearchQuery, dialect: Dialect, dense: frozenset[int] = frozenset()
 ) -> tuple[str, list[Any]]:
     """The WHERE clause. `dense`: the indexes of conditions that match much of the table
-    (see _exists)."""
+    (see _exists). Deleted tasks never match."""
     params: list[Any] = []
     clauses = [
         _condition(c, params, dialect, dense=i in dense) for i, c in enumerate(query.conditions)
     ]
+    if not any(_skips_deleted(c) for c in query.conditions):
+        clauses.append(ALIVE)
     for param, dates in _windowed_dates(query):  # leading terms: placeholders come first
         window_params: list[Any] = []
         clauses.insert(0, _window(param, dates, dialect, window_params))
@@ -478,7 +508,7 @@ def select_included(query: SearchQuery, ids: list[str], columns: str) -> tuple[s
         params += [param, *(f"Task/{i}" for i in ids)]
     sql = (
         f"SELECT {columns} FROM tasks t WHERE ({' OR '.join(parts)}) "
-        f"AND t.id NOT IN ({marks}) ORDER BY t.pk LIMIT ?"
+        f"AND t.id NOT IN ({marks}) AND {ALIVE} ORDER BY t.pk LIMIT ?"
     )
     return sql, [*params, *ids, MAX_INCLUDED]
 

@@ -9,7 +9,15 @@ from typing import Any
 
 import orjson
 
-from caretask.storage.base import BuildVersion, NewVersion, StaleVersion, StoredTask, TaskNotFound
+from caretask.storage.base import (
+    BuildVersion,
+    Change,
+    FeedPosition,
+    NewVersion,
+    StaleVersion,
+    StoredTask,
+    TaskNotFound,
+)
 from caretask.storage.columns import INDEX_COLUMNS, SIDE_DELETES, SIDE_INSERTS, TASK_COLUMNS
 from caretask.storage.dialect import Dialect
 
@@ -92,6 +100,33 @@ def statements(d: Dialect) -> Statements:
         ),
         select_key=q("SELECT secret FROM signing_keys WHERE name = 'access-token'"),
     )
+
+
+@cache
+def feed_sql(d: Dialect, at: bool) -> str:
+    """The change feed's page (storage.base.Storage.changes): since, the position to
+    start before (3 values), [at,] count. One range of ix_task_versions_feed."""
+    replaced = (
+        " AND NOT EXISTS (SELECT 1 FROM task_versions n WHERE n.task_pk = v.task_pk "
+        "AND n.version_id = v.version_id + 1 AND n.last_updated <= ?)"
+        if at
+        else ""
+    )
+    return d.sql(
+        f"SELECT t.id, v.version_id, {d.body('v.resource')}, v.last_updated, v.task_pk "
+        "FROM task_versions v JOIN tasks t ON t.pk = v.task_pk "
+        "WHERE v.last_updated >= ? AND (v.last_updated, v.task_pk, v.version_id) < (?, ?, ?)"
+        f"{replaced} ORDER BY v.last_updated DESC, v.task_pk DESC, v.version_id DESC LIMIT ?"
+    )
+
+
+def feed_params(since: int, before: FeedPosition, at: int | None, count: int) -> tuple[Any, ...]:
+    return (since, *before, *(() if at is None else (at,)), count)
+
+
+def feed_change(row: tuple[Any, ...]) -> Change:
+    """A row of feed_sql as a Change."""
+    return Change(StoredTask(row[0], row[1], orjson.loads(row[2])), (row[3], row[4], row[1]))
 
 
 def changed_update_sql(changed: tuple[str, ...]) -> str:

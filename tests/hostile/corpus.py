@@ -9,6 +9,7 @@ element" really covers every element of the seed's create body.
 
 from __future__ import annotations
 
+import base64
 import copy
 import gzip
 import json
@@ -374,6 +375,7 @@ def paths_and_ids() -> Iterator[Entry]:
     for label, raw_id in ids.items():
         yield Entry(f"id/read-{label}", "GET", f"/Task/{raw_id}", 404)
         yield Entry(f"id/history-{label}", "GET", f"/Task/{raw_id}/_history", 404)
+        yield Entry(f"id/delete-{label}", "DELETE", f"/Task/{raw_id}", 404)
     yield Entry("id/raw-dot-dot-segments", "GET", "/Task/../../etc/passwd", 404)
     yield Entry(
         "id/raw-dot-dot-to-metadata", "GET", "/Task/../../../../metadata/../etc/passwd", 404
@@ -387,6 +389,46 @@ def paths_and_ids() -> Iterator[Entry]:
         "id/update-traversal-id", "PUT", "/Task/..%2F..%2Fetc%2Fpasswd", 404, SEED_BYTES, put
     )
     yield Entry("id/update-nul-id", "PUT", "/Task/%00", 404, SEED_BYTES, put)
+    yield Entry(
+        "id/delete-malformed-if-match",
+        "DELETE",
+        f"/Task/{UNKNOWN_ID}",
+        400,
+        headers={"If-Match": "1 OR 1=1"},
+    )
+
+
+def _cursor(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def change_feed() -> Iterator[Entry]:
+    """GET /Task/_history and /_history: their parameters, and forged paging cursors."""
+    cases: list[tuple[str, str, int]] = [
+        ("feed/since-not-a-date", "_since=yesterday", 400),
+        ("feed/since-sql", "_since=2024%27%20OR%20%271%27%3D%271", 400),
+        ("feed/since-month-13", "_since=2024-13-01T00:00:00Z", 400),
+        ("feed/since-far-future", "_since=9999-12-31T23:59:59Z", 200),
+        ("feed/since-year-one", "_since=0001", 200),
+        ("feed/at-not-a-date", "_at=now", 400),
+        ("feed/count-huge-is-clamped", "_count=100000", 200),
+        ("feed/count-negative", "_count=-1", 400),
+        ("feed/offset-not-taken", "_offset=10", 400),
+        ("feed/unknown-parameter", "status=requested", 400),
+        ("feed/cursor-not-base64", "_cursor=%25%25%25", 400),
+        ("feed/cursor-three-numbers", f"_cursor={_cursor('1.2.3')}", 400),
+        ("feed/cursor-five-numbers", f"_cursor={_cursor('1.2.3.4.5')}", 400),
+        ("feed/cursor-huge-numbers", f"_cursor={_cursor('.'.join(['9' * 30] * 4))}", 400),
+        ("feed/cursor-words", f"_cursor={_cursor('a.b.c.d')}", 400),
+        ("feed/cursor-sql", "_cursor=" + _cursor("1' OR '1'='1"), 400),
+        ("feed/cursor-valid-form", f"_cursor={_cursor('1.2.3.4')}", 200),
+        ("feed/cursor-unicode-digits", "_cursor=" + _cursor("\u0661.\u0662.\u0663.\u0664"), 400),
+    ]
+    for name, query, status in cases:
+        yield Entry(name, "GET", f"/Task/_history?{query}", status)
+        yield Entry(f"{name}-system", "GET", f"/_history?{query}", status)
+    yield Entry("feed/post-type-history", "POST", "/Task/_history", 405, SEED_BYTES, JSON)
+    yield Entry("feed/delete-system-history", "DELETE", "/_history", 405)
 
 
 def paging_and_parameters() -> Iterator[Entry]:
@@ -580,7 +622,7 @@ def auth() -> Iterator[Entry]:
 
 
 def methods_and_media() -> Iterator[Entry]:
-    yield Entry("method/delete-task", "DELETE", f"/Task/{UNKNOWN_ID}", 405)
+    yield Entry("method/delete-unknown-task", "DELETE", f"/Task/{UNKNOWN_ID}", 404)
     yield Entry("method/delete-all", "DELETE", "/Task", 405)
     yield Entry("method/patch-collection", "PATCH", "/Task", 405, b"[]", JSON_PATCH)
     yield Entry("method/get-validate-is-a-read-of-no-task", "GET", "/Task/$validate", 404)
@@ -1244,6 +1286,7 @@ def build() -> list[Entry]:
         *injections(),
         *paths_and_ids(),
         *paging_and_parameters(),
+        *change_feed(),
         *transport(),
         *malformed_http(),
         *head_sizes(),

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tests.support.server import Server
@@ -54,16 +55,19 @@ def engine_database(engine: str, workdir: Path) -> Iterator[str]:
         yield database_url(engine, workdir)
 
 
-def signing_key(server: Server) -> bytes:
-    """The server's token signing key, read from its database (to forge test tokens)."""
-    query = "SELECT secret FROM signing_keys WHERE name = 'access-token'"
-    if server.database.startswith("postgresql"):
+def fetch_all(database: str, query: str) -> list[tuple[Any, ...]]:
+    """The rows of `query` (no parameters), read straight from a database of either engine."""
+    if database.startswith("postgresql"):
         import psycopg
 
-        with psycopg.connect(server.database) as conn:
-            row = conn.execute(query).fetchone()
-    else:
-        with sqlite3.connect(server.database.removeprefix("sqlite:///")) as conn:
-            row = conn.execute(query).fetchone()
-    assert row is not None
-    return base64.b64decode(row[0])
+        with psycopg.connect(database) as conn:
+            return conn.execute(query).fetchall()
+    with sqlite3.connect(database.removeprefix("sqlite:///")) as conn:
+        return conn.execute(query).fetchall()
+
+
+def signing_key(server: Server) -> bytes:
+    """The server's token signing key, read from its database (to forge test tokens)."""
+    rows = fetch_all(server.database, "SELECT secret FROM signing_keys WHERE name = 'access-token'")
+    assert rows
+    return base64.b64decode(rows[0][0])

@@ -25,13 +25,17 @@ from typing import Any, TypeVar
 import orjson
 
 from caretask.domain.audit import AuditRecord, encode_batch
+from caretask.domain.dates import now_instant
 from caretask.domain.indexing import TaskIndex
 from caretask.domain.search_params import SearchQuery
 from caretask.storage import audit_sql, sql_search
 from caretask.storage.base import (
+    BuildFirst,
     BuildVersion,
+    Change,
     ClientRecord,
     Current,
+    FeedPosition,
     Find,
     Insert,
     NewVersion,
@@ -54,6 +58,9 @@ from caretask.storage.statements import (
     TEXT_DELETE,
     TEXT_INSERT,
     changed_update_sql,
+    feed_change,
+    feed_params,
+    feed_sql,
     next_version,
     statements,
     stored_current,
@@ -181,12 +188,14 @@ class SQLiteStorage:
         for table, rows in side_rows(pk, index):
             conn.executemany(_SQL.side_inserts[table], rows)
 
-    async def create_task(
-        self, task_id: str, resource: dict[str, Any], index: TaskIndex, last_updated: int
-    ) -> StoredTask:
-        new = NewVersion(resource, index, last_updated)
-        await self._write(lambda conn: self._insert(conn, task_id, new))
-        return StoredTask(task_id, 1, resource)
+    async def create_task(self, task_id: str, build: BuildFirst) -> StoredTask:
+        def run(conn: sqlite3.Connection) -> StoredTask:
+            # built here, under the write lock: its lastUpdated is taken there (feed_horizon)
+            new = build()
+            self._insert(conn, task_id, new)
+            return StoredTask(task_id, 1, new.resource)
+
+        return await self._write(run)
 
     def _insert(self, conn: sqlite3.Connection, task_id: str, new: NewVersion) -> tuple[Any, ...]:
         """Write a new task; its row as `_SQL.current` reads it."""
@@ -336,6 +345,21 @@ class SQLiteStorage:
             return row[1], [stored_task(r) for r in rows]
 
         return await self._read(run)
+
+    async def feed_horizon(self) -> int:
+        """The time as read by a (non-durable) work item of the writer thread: it runs
+        inside BEGIN IMMEDIATE, so no write of any process is in flight; every write takes
+        its lastUpdated under that lock too, so the earlier ones are committed (and seen by
+        any read that starts after the item's group commits) and the later ones are
+        stamped later. Not so `caretask import`, which stamps its batches before it
+        writes them: a feed read while an import runs may miss its tasks."""
+        return await self._write(lambda conn: now_instant()[1], durable=False)
+
+    async def changes(
+        self, since: int, before: FeedPosition, at: int | None, count: int
+    ) -> list[Change]:
+        sql, params = feed_sql(SQLITE, at is not None), feed_params(since, before, at, count)
+        return await self._read(lambda conn: [feed_change(r) for r in conn.execute(sql, params)])
 
     # --- clients and keys ------------------------------------------------------------------
 
