@@ -110,3 +110,93 @@ def test_a_create_whose_query_only_says_how_to_answer_is_unconditional(
     body, _ = _with_identifier()
     assert api.post("/Task?_format=json&_pretty=true", json=body).status_code == 201
     assert api.post("/Task?_format=json&_pretty=true", json=body).status_code == 201
+
+
+JSON_PATCH = {"Content-Type": "application/json-patch+json"}
+COMPLETE = [{"op": "replace", "path": "/status", "value": "completed"}]
+
+
+def test_conditional_patch_of_the_one_match_patches_it(api: httpx.Client) -> None:
+    body, search = _with_identifier()
+    task_id = api.post("/Task", json=body).headers["location"].rsplit("/", 1)[1]
+    response = api.patch(f"/Task?{search}", json=COMPLETE, headers=JSON_PATCH)
+    assert response.status_code == 200
+    assert response.headers["etag"] == 'W/"2"'
+    assert response.headers["location"].endswith(f"/Task/{task_id}/_history/2")
+    assert api.get(f"/Task/{task_id}").json()["status"] == "completed"
+
+
+def test_conditional_patch_without_a_match_is_404(api: httpx.Client) -> None:
+    _, search = _with_identifier()
+    response = api.patch(f"/Task?{search}", json=COMPLETE, headers=JSON_PATCH)
+    assert response.status_code == 404
+    assert response.json()["issue"][0]["code"] == "not-found"
+
+
+def test_conditional_patch_with_several_matches_is_412_and_patches_none(
+    api: httpx.Client,
+) -> None:
+    body, search = _with_identifier()
+    ids = [api.post("/Task", json=body).headers["location"].rsplit("/", 1)[1] for _ in "ab"]
+    response = api.patch(f"/Task?{search}", json=COMPLETE, headers=JSON_PATCH)
+    assert response.status_code == 412
+    assert response.json()["issue"][0]["code"] == "multiple-matches"
+    assert {api.get(f"/Task/{i}").json()["meta"]["versionId"] for i in ids} == {"1"}
+
+
+def test_conditional_patch_with_a_stale_if_match_is_412(api: httpx.Client) -> None:
+    body, search = _with_identifier()
+    api.post("/Task", json=body)
+    headers = {**JSON_PATCH, "If-Match": 'W/"7"'}
+    assert api.patch(f"/Task?{search}", json=COMPLETE, headers=headers).status_code == 412
+
+
+def test_conditional_patch_without_a_search_is_400(api: httpx.Client) -> None:
+    response = api.patch("/Task", json=COMPLETE, headers=JSON_PATCH)
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["code"] == "invalid"
+
+
+def test_conditional_delete_of_the_one_match_deletes_it(api: httpx.Client) -> None:
+    body, search = _with_identifier()
+    task_id = api.post("/Task", json=body).headers["location"].rsplit("/", 1)[1]
+    response = api.delete(f"/Task?{search}")
+    assert response.status_code == 204
+    assert response.headers["etag"] == 'W/"2"'
+    assert api.get(f"/Task/{task_id}").status_code == 410
+
+
+def test_conditional_delete_without_a_match_is_204_without_an_etag(api: httpx.Client) -> None:
+    _, search = _with_identifier()
+    response = api.delete(f"/Task?{search}")
+    assert response.status_code == 204
+    assert "etag" not in response.headers
+
+
+def test_conditional_delete_again_finds_nothing_left_to_delete(api: httpx.Client) -> None:
+    body, search = _with_identifier()
+    task_id = api.post("/Task", json=body).headers["location"].rsplit("/", 1)[1]
+    assert api.delete(f"/Task?{search}").status_code == 204
+    again = api.delete(f"/Task?{search}")
+    assert again.status_code == 204
+    assert "etag" not in again.headers
+    assert api.get(f"/Task/{task_id}/_history").json()["total"] == 2
+
+
+def test_conditional_delete_with_several_matches_is_412_and_deletes_none(
+    api: httpx.Client,
+) -> None:
+    body, search = _with_identifier()
+    ids = [api.post("/Task", json=body).headers["location"].rsplit("/", 1)[1] for _ in "ab"]
+    response = api.delete(f"/Task?{search}")
+    assert response.status_code == 412
+    assert response.json()["issue"][0]["code"] == "multiple-matches"
+    assert {api.get(f"/Task/{i}").status_code for i in ids} == {200}
+
+
+def test_conditional_delete_without_a_search_is_400_and_deletes_nothing(
+    api: httpx.Client,
+) -> None:
+    response = api.delete("/Task?_format=json")
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["code"] == "invalid"

@@ -72,7 +72,7 @@ EDGE = st.tuples(st.integers(0, 2**16), st.sampled_from(EDGE_CHARACTERS), st.int
 EDGES = st.one_of(st.none(), st.none(), st.none(), EDGE)
 EDGE_OPERATIONS = ("POST /Task", "PUT /Task/{id}")
 # the operations whose 200 stores a new version ($validate's 200 stores nothing)
-WRITES = ("PUT /Task/{id}", "PATCH /Task/{id}")
+WRITES = ("PUT /Task/{id}", "PATCH /Task/{id}", "PATCH /Task")
 EDGE_SHARE = 10  # of every run's requests, the percentage sent by those final rounds
 
 
@@ -181,8 +181,10 @@ class Fuzzer:
                 case.path_parameters["vid"] = "1"  # every Task has it
         # a case that breaks the security scheme on purpose keeps its bad Authorization
         headers = None if self.schema.is_security_param_negated(case) else self.auth
+        # the one Task a conditional delete will delete, if its search finds exactly one
+        target = self.only_match(case) if case.operation.label == "DELETE /Task" else None
         response = case.call(base_url=self.server.url, session=self.session, headers=headers)
-        self.record(case, response)
+        self.record(case, response, target)
         checks = CHECKS
         if not response.content and response.status_code in (200, 201, 204, 304):
             # a write without Prefer: return=representation, or a 304: no body to check
@@ -198,7 +200,18 @@ class Fuzzer:
             if problem:
                 self.tally.fail(problem, describe(case, response))
 
-    def record(self, case: schemathesis.Case, response: schemathesis.Response) -> None:
+    def only_match(self, case: schemathesis.Case) -> str | None:
+        query = {**(case.query or {}), "_count": "2", "_elements": "id"}
+        found = self.session.get(f"{self.server.url}/Task", params=query, headers=self.auth)
+        entries = found.json().get("entry", []) if found.status_code == 200 else []
+        return entries[0]["resource"]["id"] if len(entries) == 1 else None
+
+    def record(
+        self,
+        case: schemathesis.Case,
+        response: schemathesis.Response,
+        target: str | None = None,
+    ) -> None:
         tally = self.tally
         tally.requests += 1
         tally.statuses[response.status_code] += 1
@@ -212,8 +225,11 @@ class Fuzzer:
             if task_id in tally.deleted:  # only an update (PUT) of a deleted Task succeeds
                 tally.deleted.discard(task_id)
                 tally.revived += 1
-        deleting = case.operation.label == "DELETE /Task/{id}"
-        if deleting and response.status_code == 204 and task_id not in tally.deleted:
+        if case.operation.label == "DELETE /Task" and "etag" in response.headers:
+            task_id = target  # the search's one match, now deleted
+        deleting = case.operation.label in ("DELETE /Task/{id}", "DELETE /Task")
+        deleted = response.status_code == 204 and task_id is not None
+        if deleting and deleted and task_id not in tally.deleted:
             tally.deleted.add(task_id)
             tally.deletes += 1
 

@@ -35,7 +35,7 @@ def test_capability_lists_the_task_interactions_that_work(server: Server) -> Non
         "search-type",
     }
     assert resource["updateCreate"] is False
-    assert resource["conditionalDelete"] == "not-supported"
+    assert resource["conditionalDelete"] == "single"
     assert rest["interaction"] == [{"code": "history-system"}]
 
 

@@ -113,7 +113,7 @@ def capability_statement(
                         "updateCreate": False,
                         "conditionalCreate": True,
                         "conditionalUpdate": False,
-                        "conditionalDelete": "not-supported",
+                        "conditionalDelete": "single",
                         "searchInclude": sorted(f"Task:{p}" for p in INCLUDABLE),
                         "searchRevInclude": sorted(f"Task:{p}" for p in INCLUDABLE),
                         "searchParam": params,

@@ -961,6 +961,12 @@ def search_query() -> tuple[Schema, ...]:
     return (*_query_parameters(), PREFER_SEARCH)
 
 
+def condition_query() -> tuple[Schema, ...]:
+    """A conditional interaction's search: the search parameters (at least one that selects
+    tasks; the server refuses none with a 400)."""
+    return tuple(_query_parameters())
+
+
 def search_form() -> Schema:
     return form_body(
         {"type": "object", "properties": _search_properties(), "additionalProperties": False}

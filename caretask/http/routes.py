@@ -43,6 +43,7 @@ from caretask.http.openapi import (
     VERSION_HEADERS,
     Operation,
     Schema,
+    condition_query,
     errors,
     fhir,
     form_body,
@@ -256,6 +257,50 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             task_body("the Task; an id in it is ignored"),
         ),
         interaction="create",
+        task=True,
+    ),
+    Endpoint(
+        "PATCH",
+        "/Task",
+        tasks.patch_where,
+        Operation(
+            "patchTaskWhere",
+            "Conditional patch: patch the one Task the search finds (none: 404, several: 412)",
+            {
+                "200": written("patched"),
+                **errors(*FHIR_ERRORS, *BODY_ERRORS, 404, 412),
+                "409": outcome("a JSON Patch test operation failed: the Task is not as it expects"),
+                "422": outcome(
+                    "the patch cannot be applied to the Task, or its result is not acceptable"
+                ),
+            },
+            (*condition_query(), IF_MATCH, IF_UNMODIFIED_SINCE, PREFER_WRITE),
+            patch_body(),
+        ),
+        interaction="patch",
+        task=True,
+    ),
+    Endpoint(
+        "DELETE",
+        "/Task",
+        tasks.delete_where,
+        Operation(
+            "deleteTaskWhere",
+            "Conditional delete: delete the one Task the search finds (none: nothing to do, "
+            "several: 412)",
+            {
+                "204": {
+                    "description": "deleted (with the deleted version's ETag), or nothing matched",
+                    "headers": {
+                        name: {**header, "required": False}
+                        for name, header in VERSION_HEADERS.items()
+                    },
+                },
+                **errors(*FHIR_ERRORS, 412),
+            },
+            (*condition_query(), IF_MATCH),
+        ),
+        interaction="delete",
         task=True,
     ),
     Endpoint(

@@ -109,14 +109,20 @@ async def create(request: Request) -> Response:
     return _written(request, task, 201 if created else 200)
 
 
+def _search_in_query(request: Request) -> str:
+    """The query string less the parameters that say how to answer: a conditional
+    interaction's search (service.tasks.Condition refuses an empty one)."""
+    return "&".join(
+        part for part in _query(request).split("&") if part.split("=", 1)[0] not in _FORMAT
+    )
+
+
 def _create_condition(request: Request) -> str | None:
     """A create's condition: FHIR's If-None-Exist header, or search parameters in the query
     string (how fhirpy's get_or_create and some servers send it); ignoring either would
     make a conditional create unconditional."""
     header = request.headers.get("if-none-exist")
-    query = "&".join(
-        part for part in _query(request).split("&") if part.split("=", 1)[0] not in _FORMAT
-    )
+    query = _search_in_query(request)
     if header is not None and query:
         raise InvalidRequest.single(
             "invalid", "a create takes its condition from If-None-Exist or the query, not both"
@@ -163,6 +169,19 @@ async def patch(request: Request) -> Response:
     return _written(request, task, 200)
 
 
+@endpoint(scopes.UPDATE)
+async def patch_where(request: Request) -> Response:
+    task = await _service(request).patch_where(
+        _search_in_query(request),
+        request.headers.get("if-match"),
+        request.headers.get("if-unmodified-since"),
+        partial(read_patch_body, request, settings(request).max_body_bytes),
+        media_type(request),
+        base=base_url(request),
+    )
+    return _written(request, task, 200)
+
+
 # $validate reads nothing stored and writes nothing: the read scope, not a write scope, so
 # that a client may check a Task without being allowed to store one
 @endpoint(scopes.READ)
@@ -178,6 +197,19 @@ async def delete(request: Request) -> Response:
     task = await _service(request).delete(
         request.path_params["id"], request.headers.get("if-match")
     )
+    request.state.audit_target = (task.id, task.version_id)
+    return empty_response(204, _version_headers(task))
+
+
+@endpoint(scopes.DELETE)
+async def delete_where(request: Request) -> Response:
+    """204 whether the search found a task to delete or none (nothing left to delete); with
+    the deleted version's ETag when it found one."""
+    task = await _service(request).delete_where(
+        _search_in_query(request), request.headers.get("if-match")
+    )
+    if task is None:
+        return empty_response(204)
     request.state.audit_target = (task.id, task.version_id)
     return empty_response(204, _version_headers(task))
 

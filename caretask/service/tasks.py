@@ -47,9 +47,12 @@ from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, version_number
 from caretask.domain.task_rules import MAX_DEPTH, is_deleted
 from caretask.storage.base import (
+    BuildVersion,
+    Current,
     Find,
     Insert,
     NewVersion,
+    Replace,
     SearchTimedOut,
     Serialize,
     StaleVersion,
@@ -240,6 +243,11 @@ class Condition:
     query: search_params.SearchQuery
     key: str
 
+    @property
+    def search(self) -> str:
+        """The search as a client would write it (for messages)."""
+        return self.key.removeprefix("Task?")
+
     @classmethod
     def parse(cls, search: str) -> Condition:
         """`search` as a query string (`identifier=http://x|1&status=requested`, a leading
@@ -275,6 +283,28 @@ class Condition:
         return cls(query, key)
 
 
+def rewrite(task_id: str, wanted: int | None, build: BuildVersion) -> WriteProgram[StoredTask]:
+    """The program step that writes a task's next version, made by `build` from the current
+    one (locked), if the version `wanted` names (None: whichever) is current."""
+    current: StoredTask | None = yield Current(task_id)
+    if current is None:
+        raise NotFound.task(task_id, NO_TASK)
+    if wanted is not None and current.version_id != wanted:
+        raise _stale(wanted, current.version_id)
+    stored: StoredTask = yield Replace(task_id, build(current))
+    return stored
+
+
+def _tombstone(current: StoredTask) -> NewVersion:
+    """A delete's build: the tombstone that follows `current`; _AlreadyDeleted when it is
+    one already."""
+    if is_deleted(current.resource):
+        raise _AlreadyDeleted(current)
+    now, now_us = now_instant()
+    resource = task_rules.tombstone(current.id, current.version_id + 1, now)
+    return NewVersion(resource, indexing.extract(resource), now_us)
+
+
 def one_match(condition: Condition) -> WriteProgram[StoredTask | None]:
     """The program step that finds a condition's task: None for no match, the task for
     one, MultipleMatches (412) for more, as FHIR's conditional interactions require.
@@ -284,7 +314,7 @@ def one_match(condition: Condition) -> WriteProgram[StoredTask | None]:
     found: list[StoredTask] = yield Find(condition.query)
     if len(found) > 1:
         raise MultipleMatches.single(
-            "multiple-matches", f"more than one Task matches the condition {condition.key[5:]}"
+            "multiple-matches", f"more than one Task matches the condition {condition.search}"
         )
     return found[0] if found else None
 
@@ -533,16 +563,50 @@ class TaskService:
         FHIR asks of a patch."""
         task_id = _checked_id(task_id)
         wanted = _if_match(if_match)
+        build = await self._patcher(if_unmodified_since, read_body, media_type, base)
+        return await self._rewrite(task_id, build, wanted)
+
+    async def patch_where(
+        self,
+        search: str,
+        if_match: str | None,
+        if_unmodified_since: str | None,
+        read_body: Callable[[], Awaitable[bytes]],
+        media_type: str,
+        *,
+        base: str,
+    ) -> StoredTask:
+        """A conditional patch (PATCH /Task?search): patch's, on the one task the search
+        finds; none is a 404, several a 412 (MultipleMatches)."""
+        condition = Condition.parse(search)
+        wanted = _if_match(if_match)
+        build = await self._patcher(if_unmodified_since, read_body, media_type, base)
+
+        def program() -> WriteProgram[StoredTask]:
+            found = yield from one_match(condition)
+            if found is None:
+                raise NotFound.single("not-found", f"no Task matches {condition.search}")
+            return (yield from rewrite(found.id, wanted, build))
+
+        return await self.storage.transact(program)
+
+    async def _patcher(
+        self,
+        if_unmodified_since: str | None,
+        read_body: Callable[[], Awaitable[bytes]],
+        media_type: str,
+        base: str,
+    ) -> BuildVersion:
+        """The patch's build: the next version from the current one (run under the task's
+        lock, so that the patch applies to the version it replaces: no lost update)."""
         since = _if_unmodified_since(if_unmodified_since)
         parsed = read_json(await read_body(), self.limits)
         # off the event loop: parsing 200 FHIRPath paths takes some 0.4 s
         document = await asyncio.to_thread(read_patch, parsed, media_type, self.limits.max_depth)
 
         def build(current: StoredTask) -> NewVersion:
-            # under the task's lock, like update's: the patch applies to the version it
-            # replaces, so no write comes between (no lost update)
             if is_deleted(current.resource):  # nothing to patch: PUT brings it back
-                raise Gone.task(task_id, str(current.version_id))
+                raise Gone.task(current.id, str(current.version_id))
             if since is not None and (conflict := _modified_since(current, since)):
                 raise conflict
             # as clients read it, so that their pointers and indexes hold (the permalink
@@ -562,7 +626,7 @@ class TaskService:
             now, now_us = now_instant()
             return build_version(
                 body,
-                task_id=task_id,
+                task_id=current.id,
                 version_id=current.version_id + 1,
                 now=now,
                 last_updated=now_us,
@@ -571,31 +635,37 @@ class TaskService:
                 whole=True,
             )
 
-        try:
-            return await self.storage.update_task(task_id, build, wanted)
-        except TaskNotFound:
-            raise NotFound.task(task_id, NO_TASK) from None
-        except StaleVersion as stale:
-            raise _stale(wanted, stale.current) from None
+        return build
 
     async def delete(self, task_id: str, if_match: str | None) -> StoredTask:
         """Store a tombstone as the task's next version (task_rules.tombstone), if the
         version `if_match` names (None: whichever) is current; the tombstone. A task
         already deleted stays as it is (no new version): deleting is idempotent."""
         task_id = _checked_id(task_id)
-        wanted = _if_match(if_match)
-
-        def build(current: StoredTask) -> NewVersion:
-            if is_deleted(current.resource):
-                raise _AlreadyDeleted(current)
-            now, now_us = now_instant()
-            resource = task_rules.tombstone(task_id, current.version_id + 1, now)
-            return NewVersion(resource, indexing.extract(resource), now_us)
-
         try:
-            return await self.storage.update_task(task_id, build, wanted)
+            return await self._rewrite(task_id, _tombstone, _if_match(if_match))
         except _AlreadyDeleted as done:
             return done.current
+
+    async def delete_where(self, search: str, if_match: str | None) -> StoredTask | None:
+        """A conditional delete (DELETE /Task?search): delete's, on the one task the search
+        finds (searches skip deleted tasks); None when it finds none (nothing to delete:
+        like deleting twice, not an error), MultipleMatches (412) when it finds several."""
+        condition = Condition.parse(search)
+        wanted = _if_match(if_match)
+
+        def program() -> WriteProgram[StoredTask | None]:
+            found = yield from one_match(condition)
+            if found is None:
+                return None
+            return (yield from rewrite(found.id, wanted, _tombstone))
+
+        return await self.storage.transact(program)
+
+    async def _rewrite(self, task_id: str, build: BuildVersion, wanted: int | None) -> StoredTask:
+        """storage.update_task, its refusals as domain errors."""
+        try:
+            return await self.storage.update_task(task_id, build, wanted)
         except TaskNotFound:
             raise NotFound.task(task_id, NO_TASK) from None
         except StaleVersion as stale:
