@@ -13,6 +13,13 @@ _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 
 # what each interaction needs
 READ, SEARCH, CREATE, UPDATE = "r", "s", "c", "u"
+# each permission in the words a refusal uses
+NEEDS = {
+    READ: "system/Task.read (or system/Task.r)",
+    SEARCH: "system/Task.read (or system/Task.s)",
+    CREATE: "system/Task.write (or system/Task.c)",
+    UPDATE: "system/Task.write (or system/Task.u)",
+}
 
 
 def is_valid_scope(scope: str) -> bool:

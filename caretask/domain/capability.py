@@ -35,6 +35,8 @@ TYPE_INTERACTIONS = (
     "create",
     "search-type",
 )
+# and on the whole system, in the same value set's order
+SYSTEM_INTERACTIONS = ("transaction", "batch", "search-system", "history-system")
 
 
 def capability_statement(
@@ -67,6 +69,7 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
+                **_system_interactions(served),
                 "security": {
                     "cors": cors,
                     "service": [
@@ -98,7 +101,7 @@ def capability_statement(
                         "readHistory": True,
                         "updateCreate": False,
                         "conditionalCreate": True,
-                        "conditionalUpdate": False,
+                        "conditionalUpdate": True,
                         "conditionalDelete": "not-supported",
                         "searchInclude": sorted(f"Task:{p}" for p in INCLUDABLE),
                         "searchRevInclude": sorted(f"Task:{p}" for p in INCLUDABLE),
@@ -108,6 +111,11 @@ def capability_statement(
             }
         ],
     }
+
+
+def _system_interactions(served: set[str]) -> dict[str, Any]:
+    codes = [{"code": code} for code in SYSTEM_INTERACTIONS if code in served]
+    return {"interaction": codes} if codes else {}
 
 
 def smart_configuration(base: str) -> dict[str, Any]:

@@ -240,6 +240,40 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         task=True,
     ),
     Endpoint(
+        "PUT",
+        "/Task",
+        tasks.update_by_search,
+        Operation(
+            "updateTaskBySearch",
+            "Conditional update: replace the Task the search finds, or create one",
+            {
+                "200": written("the one Task the search found, updated"),
+                "201": written("no Task matched: created (the create scope is needed too)"),
+                **errors(*FHIR_ERRORS, *BODY_ERRORS, 412, 422),
+            },
+            (
+                *search_query()[:-1],
+                request_header(
+                    "If-Match",
+                    {"type": "string", "pattern": etag.READ_PATTERN},
+                    "the version of the Task found that is being replaced; another is a 412",
+                ),
+                request_header(
+                    "If-Unmodified-Since",
+                    {"type": "string", "pattern": HTTP_DATE_PATTERN},
+                    "an HTTP-date; a 412 if the Task found changed after it",
+                ),
+                PREFER_WRITE,
+            ),
+            task_body(
+                "the whole new Task; an id in it must be the found Task's (with no match, "
+                "none: this server assigns ids)"
+            ),
+        ),
+        interaction="update",
+        task=True,
+    ),
+    Endpoint(
         "POST",
         "/Task/_search",
         tasks.search_post,

@@ -15,15 +15,18 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
 
+from caretask.auth import scopes
 from caretask.domain import bundle, indexing, profiles, search_params, task_rules
 from caretask.domain.dates import now_instant, parse_range
 from caretask.domain.errors import (
     BusinessRule,
+    Forbidden,
     InvalidRequest,
     InvalidSearch,
     Issue,
@@ -40,12 +43,13 @@ from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, version_number
 from caretask.domain.task_rules import MAX_DEPTH
 from caretask.storage.base import (
+    Current,
     Find,
     Insert,
     NewVersion,
+    Replace,
     SearchTimedOut,
     Serialize,
-    StaleVersion,
     Storage,
     StoredTask,
     TaskNotFound,
@@ -96,6 +100,12 @@ def parse(raw: bytes, limits: BodyLimits, *, update: bool = False) -> dict[str, 
         raise InvalidRequest.single(
             "structure", "the body repeats a key within one JSON object; FHIR JSON does not"
         )
+    return validate(parsed, limits, update=update)
+
+
+def validate(parsed: Any, limits: BodyLimits, *, update: bool = False) -> dict[str, Any]:
+    """A parsed JSON value (a request body, or a Bundle entry's resource) as the validated
+    Task, held to the rules `parse` names."""
     description = profiles.description_required(limits.profile, update)
     task = task_rules.validate(parsed, limits.max_depth, description)
     issue = profiles.status_issue(task, limits.profile)
@@ -191,6 +201,27 @@ def _if_match(value: str | None) -> int | None:
 def _stale(wanted: int | None, current: int) -> VersionConflict:
     text = f"If-Match {etag(str(wanted))} is not the current version ({etag(current)})"
     return VersionConflict.single("conflict", text)
+
+
+def _check_body_id(body: dict[str, Any], task_id: str) -> None:
+    if "id" in body and body["id"] != task_id:
+        raise InvalidRequest(
+            [Issue("invalid", "the id in the body must match the id in the URL", "Task.id")]
+        )
+
+
+# a FHIR instant and the same in microseconds since the epoch (dates.now_instant)
+Instant = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """An update as it waits for the task it replaces: the validated body, the version
+    If-Match names (None: whichever) and the If-Unmodified-Since date in seconds."""
+
+    body: dict[str, Any]
+    wanted: int | None = None
+    since: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,12 +352,15 @@ class TaskService:
 
         return await self.storage.transact(program)
 
-    def insert(self, body: dict[str, Any]) -> WriteProgram[StoredTask]:
-        """The program step that stores a validated body as a new task: version 1 under a
-        new id, stamped inside the transaction."""
-        task_id = task_rules.new_id()
-        now, now_us = now_instant()
-        new = build_version(body, task_id=task_id, version_id=1, now=now, last_updated=now_us)
+    def insert(
+        self, body: dict[str, Any], *, task_id: str | None = None, now: Instant | None = None
+    ) -> WriteProgram[StoredTask]:
+        """The program step that stores a validated body as a new task: version 1 under
+        `task_id` (a Bundle entry's, chosen before its program) or a new id, stamped inside
+        the transaction (or at `now`, a transaction's single instant)."""
+        task_id = task_id or task_rules.new_id()
+        stamp, stamp_us = now or now_instant()
+        new = build_version(body, task_id=task_id, version_id=1, now=stamp, last_updated=stamp_us)
         stored: StoredTask = yield Insert(task_id, new)
         return stored
 
@@ -347,6 +381,38 @@ class TaskService:
             raise NotFound.task(task_id, "no such version of this Task")
         return task
 
+    def change(
+        self, body: dict[str, Any], if_match: str | None, if_unmodified_since: str | None
+    ) -> Change:
+        """An update's validated body with its preconditions read from their headers (a
+        malformed one is a 400)."""
+        return Change(body, _if_match(if_match), _if_unmodified_since(if_unmodified_since))
+
+    def revised(
+        self, current: StoredTask, change: Change, now: Instant | None = None
+    ) -> NewVersion:
+        """The version that `change` makes of `current`, the task's current version read
+        under its lock: every rule of an update, whichever way it arrives (PUT /Task/<id>,
+        a conditional PUT, a Bundle entry). The time is taken there too (unless the caller
+        gives one: a transaction's single instant), so versions and their lastUpdated keep
+        one order, and If-Unmodified-Since is held to the version being replaced, as
+        If-Match is."""
+        _check_body_id(change.body, current.id)
+        if change.wanted is not None and change.wanted != current.version_id:
+            raise _stale(change.wanted, current.version_id)
+        if change.since is not None and (conflict := _modified_since(current, change.since)):
+            raise conflict
+        stamp, stamp_us = now or now_instant()
+        return build_version(
+            change.body,
+            task_id=current.id,
+            version_id=current.version_id + 1,
+            now=stamp,
+            last_updated=stamp_us,
+            previous=current.resource,
+            profile=self.profile,
+        )
+
     async def update(
         self,
         task_id: str,
@@ -360,37 +426,85 @@ class TaskService:
         the id and the conditions are found acceptable: a request wrong in several ways is
         told the first, in that order."""
         task_id = _checked_id(task_id)
-        wanted = _if_match(if_match)
-        since = _if_unmodified_since(if_unmodified_since)
+        wanted, since = _if_match(if_match), _if_unmodified_since(if_unmodified_since)
         body = self.parse(await read_body(), update=True)
-        if "id" in body and body["id"] != task_id:
-            raise InvalidRequest(
-                [Issue("invalid", "the id in the body must match the id in the URL", "Task.id")]
-            )
-
-        def build(current: StoredTask) -> NewVersion:
-            # run under the task's lock: the time is taken there too, so versions and their
-            # lastUpdated keep one order, and If-Unmodified-Since is held to the version
-            # being replaced, as If-Match is
-            if since is not None and (conflict := _modified_since(current, since)):
-                raise conflict
-            now, now_us = now_instant()
-            return build_version(
-                body,
-                task_id=task_id,
-                version_id=current.version_id + 1,
-                now=now,
-                last_updated=now_us,
-                previous=current.resource,
-                profile=self.profile,
-            )
-
+        _check_body_id(body, task_id)
+        change = Change(body, wanted, since)
         try:
-            return await self.storage.update_task(task_id, build, wanted)
+            # the one-statement path (no program): `revised` runs under the task's lock
+            return await self.storage.update_task(task_id, partial(self.revised, change=change))
         except TaskNotFound:
             raise NotFound.task(task_id, NO_TASK) from None
-        except StaleVersion as stale:
-            raise _stale(wanted, stale.current) from None
+
+    def replace(
+        self, task_id: str, change: Change, now: Instant | None = None
+    ) -> WriteProgram[StoredTask]:
+        """The program step that updates a task (`revised`): NotFound for an unknown id."""
+        task_id = _checked_id(task_id)
+        current: StoredTask | None = yield Current(task_id)
+        if current is None:
+            raise NotFound.task(task_id, NO_TASK)
+        stored: StoredTask = yield Replace(task_id, self.revised(current, change, now))
+        return stored
+
+    def upsert(
+        self,
+        found: StoredTask | None,
+        change: Change,
+        *,
+        may_create: bool,
+        now: Instant | None = None,
+    ) -> WriteProgram[tuple[StoredTask, bool]]:
+        """The program step of a conditional update once its search found `found` (or
+        nothing): that task updated (and False), or a new one (and True).
+
+        With no match, a body that names an id is a 400: this server assigns ids
+        (CapabilityStatement updateCreate false), which FHIR allows it to refuse (R4
+        http.html#cond-update, "no matches, id provided"); If-Match names a version of a task
+        that does not exist, a 412. Creating needs the create scope (`may_create`) besides the
+        update scope of the request."""
+        if found is not None:
+            return (yield from self.replace(found.id, change, now)), False
+        if "id" in change.body:
+            raise InvalidRequest(
+                [
+                    Issue(
+                        "invalid",
+                        "no Task matches the condition, and this server assigns the ids of "
+                        "new tasks: send the Task without an id to create it",
+                        "Task.id",
+                    )
+                ]
+            )
+        if change.wanted is not None:
+            text = f"If-Match {etag(change.wanted)}: no Task matches the condition"
+            raise VersionConflict.single("conflict", text)
+        if not may_create:
+            raise Forbidden.scope(scopes.NEEDS[scopes.CREATE])
+        body = validate(change.body, self.limits)  # held to what a create needs
+        return (yield from self.insert(body, now=now)), True
+
+    async def update_by_search(
+        self,
+        search: str,
+        if_match: str | None,
+        read_body: Callable[[], Awaitable[bytes]],
+        if_unmodified_since: str | None = None,
+        *,
+        may_create: bool,
+    ) -> tuple[StoredTask, bool]:
+        """A conditional update (`PUT /Task?<search>`): `upsert` of what the search finds,
+        in one program serialized on the search (one_match), so that identical conditional
+        updates racing each other make one task. MultipleMatches for several matches."""
+        condition = Condition.parse(search)
+        wanted, since = _if_match(if_match), _if_unmodified_since(if_unmodified_since)
+        change = Change(self.parse(await read_body(), update=True), wanted, since)
+
+        def program() -> WriteProgram[tuple[StoredTask, bool]]:
+            found = yield from one_match(condition)
+            return (yield from self.upsert(found, change, may_create=may_create))
+
+        return await self.storage.transact(program)
 
     async def history(
         self, task_id: str, query: str, *, lenient: bool, base: str, link_path: str
