@@ -30,7 +30,7 @@ BATCH, TRANSACTION = "batch", "transaction"
 KINDS = (BATCH, TRANSACTION)
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # FHIR's processing order for a transaction's entries: deletes, creates, updates, reads
-_RANK = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3}
+RANK = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3}
 URN_UUID = re.compile(r"urn:uuid:[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 # a request URL shown in an issue: enough to find the entry, not a whole search
 _SHOWN_URL = 120
@@ -263,7 +263,7 @@ def _check_full_urls(entries: list[Entry | Refused]) -> None:
 def processing_order(entries: Iterable[Entry]) -> list[Entry]:
     """A transaction's entries in FHIR's processing order: DELETE, POST, PUT and PATCH,
     then GET; in request order within each."""
-    return sorted(entries, key=lambda e: (_RANK[e.method], e.index))
+    return sorted(entries, key=lambda e: (RANK[e.method], e.index))
 
 
 def placeholder(entry: Entry) -> str | None:

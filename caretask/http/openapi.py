@@ -420,7 +420,71 @@ def _bundle_schemas(profile: Profile) -> dict[str, Schema]:
         "required": ["resourceType", "type", "total", "link"],
         "additionalProperties": False,
     }
-    return {"SearchsetBundle": searchset, "HistoryBundle": history}
+    request_entry = {
+        "type": "object",
+        "properties": {
+            "fullUrl": {"type": "string"},
+            "resource": {"type": "object"},
+            "request": {
+                "type": "object",
+                "properties": {
+                    "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
+                    "url": {"type": "string", "description": "Task, Task?<search>, Task/<id>..."},
+                    "ifMatch": {"type": "string"},
+                    "ifNoneExist": {"type": "string"},
+                    "ifNoneMatch": {"type": "string"},
+                },
+                "required": ["method", "url"],
+            },
+        },
+        "required": ["request"],
+    }
+    transaction_bundle = {
+        "type": "object",
+        "properties": {
+            "resourceType": {"const": "Bundle"},
+            "type": {"enum": ["batch", "transaction"]},
+            "entry": {"type": "array", "items": request_entry},
+        },
+        "required": ["resourceType", "type"],
+    }
+    response_entry = {
+        "type": "object",
+        "properties": {
+            "fullUrl": {"type": "string"},
+            "resource": {"type": "object"},
+            "response": {
+                "type": "object",
+                "properties": {
+                    "status": {"type": "string", "pattern": "^[1-5][0-9][0-9]( |$)"},
+                    "location": {"type": "string"},
+                    "etag": {"type": "string", "pattern": ETAG_PATTERN},
+                    "lastModified": {"type": "string"},
+                    "outcome": ref("OperationOutcome"),
+                },
+                "required": ["status"],
+            },
+        },
+        "required": ["response"],
+        "additionalProperties": False,
+    }
+    response_bundle = {
+        "type": "object",
+        "description": "entry i answers the request's entry i",
+        "properties": {
+            "resourceType": {"const": "Bundle"},
+            "type": {"enum": ["batch-response", "transaction-response"]},
+            "entry": {"type": "array", "items": response_entry},
+        },
+        "required": ["resourceType", "type", "entry"],
+        "additionalProperties": False,
+    }
+    return {
+        "SearchsetBundle": searchset,
+        "HistoryBundle": history,
+        "TransactionBundle": transaction_bundle,
+        "ResponseBundle": response_bundle,
+    }
 
 
 def _other_schemas() -> dict[str, Schema]:
@@ -784,6 +848,15 @@ TASK_ID = path_parameter("id", {"type": "string", "pattern": ID_PATTERN})
 
 def task_body(description: str) -> Schema:
     media = {"schema": ref("Task")}
+    return {
+        "required": True,
+        "description": description,
+        "content": {FHIR_JSON: media, "application/json": media},
+    }
+
+
+def fhir_body(schema: str, description: str) -> Schema:
+    media = {"schema": ref(schema)}
     return {
         "required": True,
         "description": description,

@@ -1,5 +1,6 @@
-"""The Task endpoints: create, read, vread, update (by id or by search), history and search, each mapping its
-request to a call of the tasks service (caretask.service) and the result to a response."""
+"""The Task endpoints: create, read, vread, update (by id or by search), history and
+search, each mapping its request to a call of the tasks service (caretask.service) and the
+result to a response."""
 
 from __future__ import annotations
 

@@ -454,6 +454,7 @@ class TaskService:
         *,
         may_create: bool,
         now: Instant | None = None,
+        task_id: str | None = None,
     ) -> WriteProgram[tuple[StoredTask, bool]]:
         """The program step of a conditional update once its search found `found` (or
         nothing): that task updated (and False), or a new one (and True).
@@ -462,7 +463,8 @@ class TaskService:
         (CapabilityStatement updateCreate false), which FHIR allows it to refuse (R4
         http.html#cond-update, "no matches, id provided"); If-Match names a version of a task
         that does not exist, a 412. Creating needs the create scope (`may_create`) besides the
-        update scope of the request."""
+        update scope of the request; the new task's id is `task_id` if given (a Bundle
+        entry's, chosen before its program)."""
         if found is not None:
             return (yield from self.replace(found.id, change, now)), False
         if "id" in change.body:
@@ -482,7 +484,7 @@ class TaskService:
         if not may_create:
             raise Forbidden.scope(scopes.NEEDS[scopes.CREATE])
         body = validate(change.body, self.limits)  # held to what a create needs
-        return (yield from self.insert(body, now=now)), True
+        return (yield from self.insert(body, task_id=task_id, now=now)), True
 
     async def update_by_search(
         self,
