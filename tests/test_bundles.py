@@ -343,7 +343,7 @@ def test_a_read_only_token_cannot_create_through_a_batch(server: Server) -> None
 
 
 def test_a_read_only_token_cannot_create_through_a_transaction(server: Server) -> None:
-    body, search = _identified()
+    body, _ = _identified()
     with server.client(server.token("system/Task.read")) as client:
         response = client.post("/", json=_bundle("transaction", _create(body)))
     assert response.status_code == 403

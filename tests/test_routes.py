@@ -9,7 +9,7 @@ import pytest
 from starlette.routing import Route
 
 from caretask.config import Settings
-from caretask.domain.capability import capability_statement
+from caretask.domain.capability import SYSTEM_INTERACTIONS, capability_statement
 from caretask.http.app import create_app
 from caretask.http.routes import ENDPOINTS, INTERACTIONS, SERVED, classify, openapi_json
 from tests.support.server import Server
@@ -21,6 +21,8 @@ from tests.test_audit import audit_lines, what
     [
         ("GET", "/Task", ("search-type", None, None)),
         ("POST", "/Task", ("create", None, None)),
+        ("PUT", "/Task", ("update", None, None)),
+        ("POST", "/", ("transaction", None, None)),
         ("POST", "/Task/_search", ("search-type", None, None)),
         ("GET", "/Task/abc-1", ("read", "abc-1", None)),
         ("PUT", "/Task/abc-1", ("update", "abc-1", None)),
@@ -69,7 +71,14 @@ def test_every_served_entry_is_an_openapi_operation_and_no_other() -> None:
 def test_the_capability_statement_lists_each_served_task_interaction_once() -> None:
     statement = capability_statement("http://127.0.0.1", "2024-01-01", INTERACTIONS)
     codes = [i["code"] for i in statement["rest"][0]["resource"][0]["interaction"]]
-    assert sorted(codes) == sorted({e.interaction for e in SERVED if e.task})
+    served = {e.interaction for e in SERVED if e.task} - set(SYSTEM_INTERACTIONS)
+    assert sorted(codes) == sorted(served)
+
+
+def test_the_capability_statement_lists_each_served_system_interaction_once() -> None:
+    statement = capability_statement("http://127.0.0.1", "2024-01-01", INTERACTIONS)
+    codes = [i["code"] for i in statement["rest"][0]["interaction"]]
+    assert codes == ["transaction", "batch"]
 
 
 def test_interactions_fhir_defines_but_the_server_does_not_serve_are_not_advertised() -> None:

@@ -276,20 +276,33 @@ def placeholder(entry: Entry) -> str | None:
     return url if makes else None
 
 
-def referenced(value: Any, urns: Mapping[str, str]) -> set[str]:
-    """The keys of `urns` that some Reference.reference in `value` equals."""
+def urn_references(value: Any) -> set[str]:
+    """Every Reference.reference in `value` that is a `urn:uuid:` (another entry's
+    fullUrl, if it is to resolve)."""
     found: set[str] = set()
     stack = [value]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             ref = node.get("reference")
-            if isinstance(ref, str) and ref in urns:
+            if isinstance(ref, str) and ref.startswith("urn:uuid:"):
                 found.add(ref)
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
     return found
+
+
+def unresolvable(urns: set[str], placeholders: Mapping[str, str], where: str) -> None:
+    """A reference to a `urn:uuid:` that no entry of the Bundle creates (in a batch, any:
+    its entries are independent) would be stored as a dangling URN: a 400."""
+    missing = sorted(urns - placeholders.keys())
+    if missing:
+        raise _invalid(
+            f"the reference {missing[0][:60]} is not the fullUrl of an entry of this "
+            "transaction that creates a Task (a batch's entries cannot reference each other)",
+            f"{where}.resource",
+        )
 
 
 def resolve(value: Any, ids: Mapping[str, str]) -> Any:

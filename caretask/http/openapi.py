@@ -786,6 +786,7 @@ def errors(*statuses: int) -> dict[str, Schema]:
         415: "the body's Content-Type or Content-Encoding is not accepted",
         422: "a status the profile does not support (canvas: requested, cancelled, completed)",
         431: "too many or too large request headers",
+        501: "a Bundle entry's interaction is not supported (yet)",
         503: "the database cannot answer now (unreachable, its disk full); see Retry-After",
     }
     out = {}

@@ -214,7 +214,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "A batch or transaction Bundle of Task interactions",
             {
                 "200": fhir("ResponseBundle", "the batch-response or transaction-response"),
-                **errors(*FHIR_ERRORS, 404, 408, 412, 415, 422),
+                **errors(*FHIR_ERRORS, 404, 408, 412, 415, 422, 501),
                 "413": outcome(
                     "the body is larger than the Bundle limit (CARETASK_MAX_BUNDLE_BYTES, "
                     f"{byte_size(Settings().max_bundle_bytes)} by default), or the Bundle has "

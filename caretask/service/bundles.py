@@ -202,7 +202,9 @@ class _Run:
                 raise TooLarge.single(
                     "too-long", f"the resource is larger than {self.tasks.limits.max_bytes} bytes"
                 )
-            prepared.urns = transaction.referenced(entry.resource, self.placeholders)
+            prepared.urns = transaction.urn_references(entry.resource)
+            where = f"Bundle.entry[{entry.index}]"
+            transaction.unresolvable(prepared.urns, self.placeholders, where)
             resource = transaction.resolve(entry.resource, self.placeholders)
             update = entry.method == "PUT"
             prepared.body = validate(resource, self.tasks.limits, update=update)
