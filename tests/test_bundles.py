@@ -15,6 +15,7 @@ import pytest
 from tests.support.databases import engine_database
 from tests.support.seed import SEED_CREATE, new_patient
 from tests.support.server import Server
+from tests.test_audit import FAST_FLUSH, audit_lines, what
 
 
 def _urn() -> str:
@@ -384,3 +385,53 @@ def test_in_the_fhir_profile_written_entries_carry_the_task_by_default(
         assert entry["resource"]["resourceType"] == "Task"
         minimal = client.post("/", json=bundle, headers={"Prefer": "return=minimal"})
         assert "resource" not in minimal.json()["entry"][0]
+
+
+# --- the audit trail ------------------------------------------------------------------------
+
+
+def _requests(lines: list[list[str]]) -> list[tuple[str, ...]]:
+    """The records of the test's own requests: not the start-up's (capabilities) nor the
+    token's (login)."""
+    return [line for line in what(lines) if line[1] not in ("capabilities", "login")]
+
+
+def test_the_audit_trail_records_the_bundle_and_each_entry(
+    make_server,  # type: ignore[no-untyped-def]
+    fresh_database: str,
+) -> None:
+    audited: Server = make_server(database=fresh_database, env=FAST_FLUSH)
+    with audited.client(audited.token()) as client:
+        task_id = _id(client.post("/Task", json=SEED_CREATE).headers["location"])
+        body, search = _identified()
+        bundle = _bundle(
+            "transaction", _get(f"Task/{task_id}"), _create(body), _get(f"Task?{search}")
+        )
+        answered = client.post("/", json=bundle).json()["entry"]
+        batch = _bundle("batch", _get("Task/unknown-3"))
+        assert client.post("/", json=batch).status_code == 200
+    created = _id(answered[1]["response"]["location"])
+    lines = _requests(audit_lines(audited, expect=9))
+    assert lines[1:] == [
+        ("POST", "transaction", "-", "-", "200"),
+        ("GET", "read", f"Task/{task_id}/_history/1", "-", "200"),
+        ("POST", "create", f"Task/{created}/_history/1", "-", "201"),
+        ("GET", "search-type", "-", "identifier=*", "200"),
+        ("POST", "batch", "-", "-", "200"),
+        ("GET", "read", "Task/unknown-3", "-", "404"),
+    ]
+
+
+def test_a_failed_transaction_is_recorded_with_its_status_for_every_entry(
+    make_server,  # type: ignore[no-untyped-def]
+    fresh_database: str,
+) -> None:
+    audited: Server = make_server(database=fresh_database, env=FAST_FLUSH)
+    with audited.client(audited.token()) as client:
+        bundle = _bundle("transaction", _create(SEED_CREATE), _put("Task/gone-1", SEED_CREATE))
+        assert client.post("/", json=bundle).status_code == 404
+    assert _requests(audit_lines(audited, expect=5)) == [
+        ("POST", "transaction", "-", "-", "404"),
+        ("POST", "create", "-", "-", "404"),
+        ("PUT", "update", "Task/gone-1", "-", "404"),
+    ]
