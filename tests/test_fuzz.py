@@ -202,6 +202,23 @@ class Fuzzer:
             self.known_ids.append(response.headers["location"][0].rsplit("/", 1)[1])
         if case.operation.label == "PUT /Task/{id}" and response.status_code == 200:
             tally.updates += 1
+        if case.operation.label == "PUT /Task" and response.status_code in (200, 201):
+            if response.status_code == 201:
+                tally.creates += 1
+            else:
+                tally.updates += 1
+        if case.operation.label == "POST /" and response.status_code == 200:
+            self.record_bundle(case.body, response.json())
+
+    def record_bundle(self, sent: Any, answered: dict[str, Any]) -> None:
+        """A Bundle's writes: each entry answered 201 made a task; a PUT answered 200 a
+        version (a conditional create answered 200 wrote nothing)."""
+        for request, answer in zip(sent.get("entry", []), answered["entry"], strict=True):
+            status = answer["response"]["status"]
+            if status.startswith("201"):
+                self.tally.creates += 1
+            elif status.startswith("200") and request["request"]["method"] == "PUT":
+                self.tally.updates += 1
 
     def run(
         self,
