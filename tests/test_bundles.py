@@ -198,6 +198,30 @@ def test_a_transaction_writing_one_task_twice_is_400(api: httpx.Client) -> None:
     assert api.get(f"/Task/{task_id}").headers["etag"] == 'W/"1"'
 
 
+def test_a_transaction_with_two_entries_of_the_same_condition_is_400(api: httpx.Client) -> None:
+    body, search = _identified()
+    entry = _create(body, ifNoneExist=search)
+    response = api.post("/", json=_bundle("transaction", entry, entry))
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["expression"] == ["Bundle.entry[1]"]
+    assert _total(api, search) == 0
+
+
+def test_a_transaction_may_update_the_task_its_conditional_create_found(
+    api: httpx.Client,
+) -> None:
+    body, search = _identified()
+    task_id = _id(api.post("/Task", json=body).headers["location"])
+    bundle = _bundle(
+        "transaction",
+        _create(body, ifNoneExist=search),
+        _put(f"Task/{task_id}", {**body, "status": "completed"}),
+    )
+    answered = api.post("/", json=bundle).json()["entry"]
+    assert [e["response"]["status"] for e in answered] == ["200 OK", "200 OK"]
+    assert answered[1]["response"]["etag"] == 'W/"2"'
+
+
 def test_a_transaction_read_of_an_unknown_task_fails_it_whole(api: httpx.Client) -> None:
     body, search = _identified()
     response = api.post("/", json=_bundle("transaction", _create(body), _get("Task/unknown-1")))

@@ -276,6 +276,11 @@ class _Run:
                 prepared.append(self.prepare(entry))
             except DomainError as error:
                 return self.failed(entries, entry.index, entry.method, entry.url, error)
+        try:
+            _check_conditions(prepared)
+        except _EntryFailed as failed:
+            entry = failed.entry
+            return self.failed(entries, entry.index, entry.method, entry.url, failed.error)
         ordered = [prepared[e.index] for e in transaction.processing_order(read)]
         try:
             done = await self.tasks.storage.transact(lambda: self.program(ordered))
@@ -301,7 +306,14 @@ class _Run:
         return Processed(kind, transaction.response_bundle(kind, answers), records)
 
     def program(self, ordered: list[_Prepared]) -> WriteProgram[dict[int, _Done]]:
-        """The transaction: its conditions, then its writes and reads in FHIR's order."""
+        """The transaction: its conditions, then its writes and reads in FHIR's order.
+
+        Every condition (If-None-Exist, PUT Task?...) is searched before any entry writes,
+        against the database as the transaction found it: so a conditional entry's fullUrl
+        resolves (to the task found, or the new task's id) before the entries that
+        reference it are written, whatever their order. Two entries with the same
+        condition are refused beforehand (`_check_conditions`), as both would find none
+        and create two tasks."""
         now = now_instant()  # every version this transaction writes carries it
         ids = dict(self.placeholders)
         conditional = [p for p in ordered if p.condition is not None]
@@ -339,8 +351,8 @@ class _Run:
                 done[p.entry.index] = result = yield from self.write(
                     p, found.get(p.entry.index), now, ids
                 )
-                if result.task is not None:
-                    written.add(result.task.id)
+                if result.task is not None and (p.entry.method != "POST" or result.status == 201):
+                    written.add(result.task.id)  # (a conditional create that found one: no)
             except DomainError as error:
                 raise _EntryFailed(p.entry, error) from None
         for p in ordered:
@@ -481,6 +493,17 @@ def _target(prepared: _Prepared, found: dict[int, StoredTask | None]) -> str | N
         match = found.get(entry.index)
         return match.id if match is not None else None
     return entry.task_id
+
+
+def _check_conditions(prepared: list[_Prepared]) -> None:
+    """A transaction's conditional entries have different conditions."""
+    seen: set[str] = set()
+    for p in prepared:
+        if p.condition is not None:
+            if p.condition.key in seen:
+                text = "another entry of the transaction has the same condition"
+                raise _EntryFailed(p.entry, InvalidRequest.single("invalid", text))
+            seen.add(p.condition.key)
 
 
 def _check_paging(query: str) -> None:
