@@ -26,7 +26,6 @@ from caretask.domain.errors import (
     DomainError,
     Forbidden,
     InvalidRequest,
-    InvalidSearch,
     Issue,
     NotFound,
     NotSupported,
@@ -34,7 +33,6 @@ from caretask.domain.errors import (
     status,
 )
 from caretask.domain.etag import etag
-from caretask.domain.json_keys import has_duplicate_keys
 from caretask.domain.transaction import Entry, Refused
 from caretask.service.tasks import (
     NO_TASK,
@@ -43,7 +41,9 @@ from caretask.service.tasks import (
     Instant,
     TaskService,
     one_match,
+    paging,
     query_pairs,
+    read_json,
     validate,
 )
 from caretask.storage.base import (
@@ -119,13 +119,14 @@ class _Done:
 class BundleService:
     """Batch and transaction Bundles over a TaskService."""
 
-    def __init__(self, tasks: TaskService, max_entries: int) -> None:
+    def __init__(self, tasks: TaskService, max_entries: int, max_bytes: int) -> None:
         self.tasks = tasks
-        self.max_entries = max_entries
+        self.max_entries = max_entries  # CARETASK_MAX_BUNDLE_ENTRIES
+        self.max_bytes = max_bytes  # CARETASK_MAX_BUNDLE_BYTES (each entry's: the tasks')
 
     @classmethod
     def from_settings(cls, tasks: TaskService, settings: Settings) -> BundleService:
-        return cls(tasks, settings.max_bundle_entries)
+        return cls(tasks, settings.max_bundle_entries, settings.max_bundle_bytes)
 
     async def process(
         self,
@@ -138,25 +139,12 @@ class BundleService:
     ) -> Processed:
         """The answer to a Bundle's JSON text from a caller granted `granted` (scope
         letters). A Bundle that cannot be read at all raises its DomainError."""
-        request = transaction.read_bundle(_json(raw), self.max_entries, base)
+        parsed = read_json(raw, self.max_bytes, "Bundle")
+        request = transaction.read_bundle(parsed, self.max_entries, base)
         run = _Run(self, granted, base, link_path, prefer_return)
         if request.kind == transaction.TRANSACTION:
             return await run.transaction(request.entries)
         return await run.batch(request.entries)
-
-
-def _json(raw: bytes) -> Any:
-    if not raw.strip():
-        raise InvalidRequest.single("structure", "the request body is empty", "Bundle")
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidRequest.single("structure", f"the body is not valid JSON: {error}") from None
-    if has_duplicate_keys(raw, parsed):
-        raise InvalidRequest.single(
-            "structure", "the body repeats a key within one JSON object; FHIR JSON does not"
-        )
-    return parsed
 
 
 class _Run:
@@ -196,7 +184,7 @@ class _Run:
             prepared.pairs = query_pairs(entry.search or "")
             search_params.parse(prepared.pairs, lenient=False)
         elif entry.interaction == "history-instance" and entry.search:
-            _check_paging(entry.search)
+            paging(query_pairs(entry.search), lenient=False)
         if entry.method in ("POST", "PUT"):
             if len(orjson.dumps(entry.resource)) > self.tasks.limits.max_bytes:
                 raise TooLarge.single(
@@ -504,12 +492,6 @@ def _check_conditions(prepared: list[_Prepared]) -> None:
                 text = "another entry of the transaction has the same condition"
                 raise _EntryFailed(p.entry, InvalidRequest.single("invalid", text))
             seen.add(p.condition.key)
-
-
-def _check_paging(query: str) -> None:
-    for name, _ in query_pairs(query):
-        if name not in ("_count", "_offset", "_format", "_pretty"):
-            raise InvalidSearch.single("invalid", f"unknown parameter '{name[:80]}'")
 
 
 def _record_of(entry: Entry | Refused, code: int, task: StoredTask | None = None) -> EntryRecord:

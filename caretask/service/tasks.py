@@ -88,10 +88,16 @@ def parse(raw: bytes, limits: BodyLimits, *, update: bool = False) -> dict[str, 
     limit, InvalidRequest for what is not one JSON value (empty, malformed, a key repeated
     within an object: json_keys), InvalidResource for what is not an acceptable Task,
     BusinessRule for an acceptable one the profile does not take."""
-    if len(raw) > limits.max_bytes:
-        raise TooLarge.single("too-long", f"the body is larger than {limits.max_bytes} bytes")
+    return validate(read_json(raw, limits.max_bytes), limits, update=update)
+
+
+def read_json(raw: bytes, max_bytes: int, what: str = "Task") -> Any:
+    """A body's JSON text as one JSON value: TooLarge past `max_bytes`, InvalidRequest for
+    what is not one JSON value (empty, malformed, a key repeated within an object)."""
+    if len(raw) > max_bytes:
+        raise TooLarge.single("too-long", f"the body is larger than {max_bytes} bytes")
     if not raw.strip():
-        raise InvalidRequest.single("structure", "the request body is empty", "Task")
+        raise InvalidRequest.single("structure", "the request body is empty", what)
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
@@ -100,7 +106,7 @@ def parse(raw: bytes, limits: BodyLimits, *, update: bool = False) -> dict[str, 
         raise InvalidRequest.single(
             "structure", "the body repeats a key within one JSON object; FHIR JSON does not"
         )
-    return validate(parsed, limits, update=update)
+    return parsed
 
 
 def validate(parsed: Any, limits: BodyLimits, *, update: bool = False) -> dict[str, Any]:
@@ -282,7 +288,8 @@ def one_match(condition: Condition) -> WriteProgram[StoredTask | None]:
     return found[0] if found else None
 
 
-def _paging(pairs: list[tuple[str, str]], lenient: bool) -> tuple[int, int]:
+def paging(pairs: list[tuple[str, str]], lenient: bool) -> tuple[int, int]:
+    """A history's _count and _offset; another parameter is a 400 unless `lenient`."""
     count, offset = search_params.DEFAULT_COUNT, 0
     for name, raw in pairs:
         if name == "_count":
@@ -515,7 +522,7 @@ class TaskService:
         `base` is the server's base URL (fullUrls, permalinks), `link_path` its path (the
         host-relative paging links)."""
         task_id = _checked_id(task_id)
-        count, offset = _paging(query_pairs(query), lenient)
+        count, offset = paging(query_pairs(query), lenient)
         try:
             total, versions = await self.storage.history(task_id, count, offset)
         except TaskNotFound:
