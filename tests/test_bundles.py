@@ -459,3 +459,15 @@ def test_a_failed_transaction_is_recorded_with_its_status_for_every_entry(
         ("POST", "create", "-", "-", "404"),
         ("PUT", "update", "Task/gone-1", "-", "404"),
     ]
+
+
+def test_a_status_only_the_fhir_profile_takes_is_a_422_entry_in_canvas(
+    api: httpx.Client, fhir_server: Server
+) -> None:
+    bundle = _bundle("batch", _create({**SEED_CREATE, "status": "in-progress"}))
+    canvas = api.post("/", json=bundle).json()["entry"][0]["response"]
+    assert canvas["status"] == "422 Unprocessable Entity"
+    assert canvas["outcome"]["issue"][0]["code"] == "business-rule"
+    with fhir_server.client(fhir_server.token()) as client:
+        fhir = client.post("/", json=bundle).json()["entry"][0]["response"]
+    assert fhir["status"] == "201 Created"

@@ -26,6 +26,13 @@ def test_capability_lists_the_task_interactions_that_work(server: Server) -> Non
     assert resource["updateCreate"] is False
 
 
+def test_capability_lists_batch_and_transaction_and_conditional_update(server: Server) -> None:
+    rest = httpx.get(f"{server.url}/metadata").json()["rest"][0]
+    assert rest["interaction"] == [{"code": "transaction"}, {"code": "batch"}]
+    assert rest["resource"][0]["conditionalUpdate"] is True
+    assert rest["resource"][0]["conditionalCreate"] is True
+
+
 def test_capability_lists_every_search_parameter_and_nothing_else(server: Server) -> None:
     resource = httpx.get(f"{server.url}/metadata").json()["rest"][0]["resource"][0]
     names = {p["name"] for p in resource["searchParam"]}
