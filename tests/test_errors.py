@@ -256,7 +256,7 @@ def test_unsupported_method_is_405(api: httpx.Client) -> None:
     task_id = create_task(api, SEED_CREATE)
     _assert_outcome(api.delete(f"/Task/{task_id}"), 405)
     _assert_outcome(api.patch(f"/Task/{task_id}", json={}), 405)
-    _assert_outcome(api.put("/Task", json=SEED_CREATE), 405)
+    _assert_outcome(api.post(f"/Task/{task_id}", json=SEED_CREATE), 405)
 
 
 def test_invalid_utf8_is_400(api: httpx.Client) -> None:
