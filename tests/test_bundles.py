@@ -155,6 +155,18 @@ def test_a_transaction_processes_creates_before_updates_and_reads_after_writes(
     assert answered[3]["resource"]["total"] == 1  # the search sees the create
 
 
+def test_a_search_entry_finding_several_tasks_answers_them_all(api: httpx.Client) -> None:
+    body, search = _identified()
+    api.post("/Task", json=body)
+    api.post("/Task", json=body)
+    for kind in ("transaction", "batch"):
+        response = api.post("/", json=_bundle(kind, _get(f"Task?{search}")))
+        assert response.status_code == 200
+        entry = response.json()["entry"][0]
+        assert entry["response"]["status"] == "200 OK"
+        assert entry["resource"]["total"] == 2
+
+
 def test_a_conditional_create_in_a_transaction_finds_the_existing_task(
     api: httpx.Client,
 ) -> None:

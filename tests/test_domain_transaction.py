@@ -133,3 +133,14 @@ def test_a_failure_is_located_in_its_entry() -> None:
 def test_a_response_entry_says_its_status_as_fhir_shows_it() -> None:
     assert transaction.answer(201)["response"]["status"] == "201 Created"
     assert transaction.answer(412)["response"]["status"] == "412 Precondition Failed"
+
+
+def test_only_a_write_has_a_condition() -> None:
+    search, put, create = _read(
+        {"method": "GET", "url": "Task?identifier=a|1"},
+        {"method": "PUT", "url": "Task?identifier=a|1"},
+        {"method": "POST", "url": "Task", "ifNoneExist": "identifier=a|1"},
+    )
+    assert isinstance(search, Entry) and search.condition is None
+    assert isinstance(put, Entry) and put.condition == "identifier=a|1"
+    assert isinstance(create, Entry) and create.condition == "identifier=a|1"

@@ -60,13 +60,12 @@ class Entry:
         return self.method != "GET"
 
     @property
-    def conditional(self) -> bool:
-        """Whether a search decides which task it writes (If-None-Exist, PUT Task?...)."""
-        return self.if_none_exist is not None or (self.writes and self.search is not None)
-
-    @property
     def condition(self) -> str | None:
-        return self.if_none_exist if self.method == "POST" else self.search
+        """The search that decides which task a conditional write writes (If-None-Exist,
+        PUT Task?...); a GET's search is no condition."""
+        if self.method == "POST":
+            return self.if_none_exist
+        return self.search if self.writes else None
 
 
 @dataclass(frozen=True, slots=True)
