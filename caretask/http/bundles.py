@@ -25,8 +25,7 @@ async def process(request: Request) -> Response:
         link_path=link_path(base),
         prefer_return=prefer(request).get("return"),
     )
-    if processed.kind is not None:
-        request.state.audit_interaction = processed.kind
+    request.state.audit_interaction = processed.kind
     request.state.audit_entries = processed.records
     if processed.failure is not None:
         raise processed.failure

@@ -14,7 +14,7 @@ identifiable as one set (subscriptions will announce them together).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -87,7 +87,7 @@ class Processed:
     """A Bundle's answer: the response Bundle, or the failure of a transaction (one
     OperationOutcome naming the entry); and a record for each entry."""
 
-    kind: str | None
+    kind: str  # batch or transaction
     bundle: dict[str, Any] | None
     records: list[EntryRecord]
     failure: DomainError | None = None
@@ -368,28 +368,34 @@ class _Run:
         now: Instant | None,
         ids: dict[str, str] | None = None,
     ) -> WriteProgram[_Done]:
-        """The program step of a write entry, its condition's match (if any) in `found`.
-        Patch and delete entries will be one case each here."""
+        """The program step of a write entry, its condition's match (if any) in `found`;
+        `now` a transaction's instant, `ids` its fullUrls' tasks. One case per interaction."""
         entry = prepared.entry
-        body = self.body(prepared, ids)
-        if entry.interaction == "create":
-            if prepared.condition is not None and found is not None:
-                return _Done(200, found)
-            stored = yield from self.tasks.insert(body, task_id=prepared.task_id, now=now)
-            return _Done(201, stored)
-        assert entry.interaction == "update" and prepared.change is not None
-        change = Change(body, prepared.change.wanted, prepared.change.since)
-        if prepared.condition is None:
-            assert entry.task_id is not None
-            return _Done(200, (yield from self.tasks.replace(entry.task_id, change, now)))
-        stored, created = yield from self.tasks.upsert(
-            found,
-            change,
-            may_create=scopes.CREATE in self.granted,
-            now=now,
-            task_id=prepared.task_id,
-        )
-        return _Done(201 if created else 200, stored)
+        match entry.interaction:
+            case "create":
+                if prepared.condition is not None and found is not None:
+                    return _Done(200, found)  # If-None-Exist found it: nothing written
+                body = self.body(prepared, ids)
+                stored = yield from self.tasks.insert(body, task_id=prepared.task_id, now=now)
+                return _Done(201, stored)
+            case "update":
+                assert prepared.change is not None
+                change = replace(prepared.change, body=self.body(prepared, ids))
+                if prepared.condition is None:
+                    assert entry.task_id is not None
+                    return _Done(200, (yield from self.tasks.replace(entry.task_id, change, now)))
+                stored, created = yield from self.tasks.upsert(
+                    found,
+                    change,
+                    may_create=scopes.CREATE in self.granted,
+                    now=now,
+                    task_id=prepared.task_id,
+                )
+                return _Done(201 if created else 200, stored)
+            case _:  # patch, delete: refused in `prepare` until they exist
+                raise NotSupported.single(
+                    "not-supported", f"{entry.method} entries are not supported yet"
+                )
 
     def body(self, prepared: _Prepared, ids: dict[str, str] | None) -> dict[str, Any]:
         """The entry's validated body, its references resolved to the ids as they stand
