@@ -44,7 +44,7 @@ from caretask.service.tasks import (
     paging,
     query_pairs,
     read_json,
-    validate,
+    validated,
 )
 from caretask.storage.base import (
     Current,
@@ -139,7 +139,7 @@ class BundleService:
     ) -> Processed:
         """The answer to a Bundle's JSON text from a caller granted `granted` (scope
         letters). A Bundle that cannot be read at all raises its DomainError."""
-        parsed = read_json(raw, self.max_bytes, "Bundle")
+        parsed = read_json(raw, replace(self.tasks.limits, max_bytes=self.max_bytes), "Bundle")
         request = transaction.read_bundle(parsed, self.max_entries, base)
         run = _Run(self, granted, base, link_path, prefer_return)
         if request.kind == transaction.TRANSACTION:
@@ -195,7 +195,7 @@ class _Run:
             transaction.unresolvable(prepared.urns, self.placeholders, where)
             resource = transaction.resolve(entry.resource, self.placeholders)
             update = entry.method == "PUT"
-            prepared.body = validate(resource, self.tasks.limits, update=update)
+            prepared.body = validated(resource, self.tasks.limits, update=update)
             if update:
                 prepared.change = self.tasks.change(prepared.body, entry.if_match, None)
             if entry.full_url is not None:
@@ -404,7 +404,7 @@ class _Run:
         if ids is None or all(ids[u] == self.placeholders[u] for u in prepared.urns):
             return prepared.body
         resource = transaction.resolve(prepared.entry.resource, ids)
-        return validate(resource, self.tasks.limits, update=prepared.entry.method == "PUT")
+        return validated(resource, self.tasks.limits, update=prepared.entry.method == "PUT")
 
     def check_read(self, prepared: _Prepared) -> WriteProgram[_Done]:
         """Inside a transaction: the task a read or vread names exists (as the transaction

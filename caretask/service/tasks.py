@@ -84,20 +84,18 @@ class Page:
 
 def parse(raw: bytes, limits: BodyLimits, *, update: bool = False) -> dict[str, Any]:
     """The JSON text of a Task (`update`: the replacement of a stored one) to the validated
-    Task (task_rules.validate, then the profile's rules). Raises TooLarge past the size
-    limit, InvalidRequest for what is not one JSON value (empty, malformed, a key repeated
-    within an object: json_keys), InvalidResource for what is not an acceptable Task,
-    BusinessRule for an acceptable one the profile does not take."""
-    return validate(read_json(raw, limits.max_bytes), limits, update=update)
+    Task: read_json, then validated."""
+    return validated(read_json(raw, limits, "Task"), limits, update=update)
 
 
-def read_json(raw: bytes, max_bytes: int, what: str = "Task") -> Any:
-    """A body's JSON text as one JSON value: TooLarge past `max_bytes`, InvalidRequest for
-    what is not one JSON value (empty, malformed, a key repeated within an object)."""
-    if len(raw) > max_bytes:
-        raise TooLarge.single("too-long", f"the body is larger than {max_bytes} bytes")
+def read_json(raw: bytes, limits: BodyLimits, expression: str | None = None) -> Any:
+    """A request body's JSON text as one JSON value. Raises TooLarge past the size limit,
+    InvalidRequest for what is not one JSON value (empty, malformed, a key repeated within
+    an object: json_keys); `expression` names the body in the empty body's issue."""
+    if len(raw) > limits.max_bytes:
+        raise TooLarge.single("too-long", f"the body is larger than {limits.max_bytes} bytes")
     if not raw.strip():
-        raise InvalidRequest.single("structure", "the request body is empty", what)
+        raise InvalidRequest.single("structure", "the request body is empty", expression)
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
@@ -109,9 +107,11 @@ def read_json(raw: bytes, max_bytes: int, what: str = "Task") -> Any:
     return parsed
 
 
-def validate(parsed: Any, limits: BodyLimits, *, update: bool = False) -> dict[str, Any]:
-    """A parsed JSON value (a request body, or a Bundle entry's resource) as the validated
-    Task, held to the rules `parse` names."""
+def validated(parsed: Any, limits: BodyLimits, *, update: bool = False) -> dict[str, Any]:
+    """A parsed body as the validated Task (task_rules.validate, then the profile's rules),
+    whoever sent it: a create's or an update's body, a patch's result. Raises
+    InvalidResource for what is not an acceptable Task, BusinessRule for an acceptable one
+    the profile does not take."""
     description = profiles.description_required(limits.profile, update)
     task = task_rules.validate(parsed, limits.max_depth, description)
     issue = profiles.status_issue(task, limits.profile)
@@ -490,7 +490,7 @@ class TaskService:
             raise VersionConflict.single("conflict", text)
         if not may_create:
             raise Forbidden.scope(scopes.NEEDS[scopes.CREATE])
-        body = validate(change.body, self.limits)  # held to what a create needs
+        body = validated(change.body, self.limits)  # held to what a create needs
         return (yield from self.insert(body, task_id=task_id, now=now)), True
 
     async def update_by_search(
