@@ -80,7 +80,9 @@ def test_a_transaction_creates_every_entry_and_answers_in_request_order(
 
 
 def test_a_transactions_writes_share_one_last_updated(api: httpx.Client) -> None:
+    task_id = _id(api.post("/Task", json=SEED_CREATE).headers["location"])
     entries = [_create(_identified()[0]) for _ in range(3)]
+    entries.append(_put(f"Task/{task_id}", SEED_CREATE))
     answered = api.post("/", json=_bundle("transaction", *entries)).json()["entry"]
     stamps = {e["response"]["lastModified"] for e in answered}
     assert len(stamps) == 1

@@ -302,7 +302,6 @@ class _Run:
         reference it are written, whatever their order. Two entries with the same
         condition are refused beforehand (`_check_conditions`), as both would find none
         and create two tasks."""
-        now = now_instant()  # every version this transaction writes carries it
         ids = dict(self.placeholders)
         conditional = [p for p in ordered if p.condition is not None]
         # every condition's lock first, in one order: two transactions that share
@@ -318,18 +317,15 @@ class _Run:
                 raise _EntryFailed(p.entry, error) from None
             if match is not None and p.entry.full_url in ids:
                 ids[p.entry.full_url] = match.id
+        # the tasks it replaces locked first, in one order (no deadlock), and only then
+        # the instant every version it writes carries: later than any version before them
+        targets = {t for p in ordered if p.entry.writes and (t := _target(p, found))}
+        for task_id in sorted(targets):
+            yield Current(task_id)
+        now = now_instant()
         done: dict[int, _Done] = {}
         written: set[str] = set()
-        # updates in the order of their tasks' ids: rows locked in one order, no deadlock
-        writes = sorted(
-            (p for p in ordered if p.entry.writes),
-            key=lambda p: (
-                transaction.RANK[p.entry.method],
-                _target(p, found) or "",
-                p.entry.index,
-            ),
-        )
-        for p in writes:
+        for p in (p for p in ordered if p.entry.writes):
             try:
                 target = _target(p, found)
                 if target is not None and target in written:
