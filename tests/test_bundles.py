@@ -290,6 +290,23 @@ def test_a_batch_runs_a_conditional_create(api: httpx.Client) -> None:
     assert _total(api, search) == 1
 
 
+def test_a_batch_entry_cannot_reference_another_entry(api: httpx.Client) -> None:
+    urn = _urn()
+    child = {**SEED_CREATE, "partOf": [{"reference": urn}]}
+    answered = api.post("/", json=_bundle("batch", _create(SEED_CREATE, urn), _create(child)))
+    statuses = [e["response"]["status"] for e in answered.json()["entry"]]
+    assert statuses == ["201 Created", "400 Bad Request"]
+
+
+def test_a_batch_runs_a_conditional_update(api: httpx.Client) -> None:
+    body, search = _identified()
+    entry = _put(f"Task?{search}", body)
+    answered = api.post("/", json=_bundle("batch", entry, entry)).json()["entry"]
+    assert [e["response"]["status"] for e in answered] == ["201 Created", "200 OK"]
+    assert answered[1]["response"]["etag"] == 'W/"2"'
+    assert _total(api, search) == 1
+
+
 def test_an_empty_batch_is_an_empty_batch_response(api: httpx.Client) -> None:
     response = api.post("/", json={"resourceType": "Bundle", "type": "batch"})
     assert response.status_code == 200
@@ -314,6 +331,22 @@ def test_a_configured_entry_limit_is_kept(make_server) -> None:  # type: ignore[
         assert client.post("/", json=three).status_code == 413
         two = _bundle("batch", *[_get("Task/x")] * 2)
         assert client.post("/", json=two).status_code == 200
+
+
+def test_the_bundle_body_limit_and_each_entrys_body_limit_are_kept(
+    make_server,  # type: ignore[no-untyped-def]
+) -> None:
+    small: Server = make_server(
+        env={"CARETASK_MAX_BUNDLE_BYTES": "20000", "CARETASK_MAX_BODY_BYTES": "3000"}
+    )
+    padded = {**SEED_CREATE, "description": "x" * 4000}
+    with small.client(small.token()) as client:
+        too_big = client.post("/", json=_bundle("batch", *[_create(SEED_CREATE)] * 40))
+        assert too_big.status_code == 413
+        assert "20000 bytes" in too_big.json()["issue"][0]["details"]["text"]
+        entry = client.post("/", json=_bundle("batch", _create(SEED_CREATE), _create(padded)))
+        statuses = [e["response"]["status"] for e in entry.json()["entry"]]
+        assert statuses == ["201 Created", "413 Content Too Large"]
 
 
 @pytest.mark.parametrize(
@@ -480,7 +513,7 @@ def test_a_status_only_the_fhir_profile_takes_is_a_422_entry_in_canvas(
 ) -> None:
     bundle = _bundle("batch", _create({**SEED_CREATE, "status": "in-progress"}))
     canvas = api.post("/", json=bundle).json()["entry"][0]["response"]
-    assert canvas["status"] == "422 Unprocessable Entity"
+    assert canvas["status"] == "422 Unprocessable Content"
     assert canvas["outcome"]["issue"][0]["code"] == "business-rule"
     with fhir_server.client(fhir_server.token()) as client:
         fhir = client.post("/", json=bundle).json()["entry"][0]["response"]

@@ -133,6 +133,9 @@ def test_a_failure_is_located_in_its_entry() -> None:
 def test_a_response_entry_says_its_status_as_fhir_shows_it() -> None:
     assert transaction.answer(201)["response"]["status"] == "201 Created"
     assert transaction.answer(412)["response"]["status"] == "412 Precondition Failed"
+    # RFC 9110's phrases, whichever Python runs
+    assert transaction.answer(413)["response"]["status"] == "413 Content Too Large"
+    assert transaction.answer(422)["response"]["status"] == "422 Unprocessable Content"
 
 
 def test_only_a_write_has_a_condition() -> None:

@@ -335,10 +335,14 @@ def at_entry(error: DomainError, index: int, method: str, url: str) -> DomainErr
     return replace(error, issues=issues)
 
 
+# RFC 9110's reason phrases where Python's differ between versions (3.13 took these)
+_PHRASES = {413: "Content Too Large", 422: "Unprocessable Content"}
+
+
 def status_line(status: int) -> str:
     """A Bundle response's status as FHIR shows it: `201 Created`."""
     try:
-        return f"{status} {HTTPStatus(status).phrase}"
+        return f"{status} {_PHRASES.get(status) or HTTPStatus(status).phrase}"
     except ValueError:
         return str(status)
 
