@@ -254,6 +254,19 @@ def test_a_transaction_returns_the_written_tasks_when_preferred(api: httpx.Clien
     assert entry["fullUrl"].endswith(f"/Task/{entry['resource']['id']}")
 
 
+def test_a_read_entry_with_the_current_if_none_match_is_304(api: httpx.Client) -> None:
+    task_id = _id(api.post("/Task", json=SEED_CREATE).headers["location"])
+    entry = {"request": {"method": "GET", "url": f"Task/{task_id}", "ifNoneMatch": 'W/"1"'}}
+    answered = api.post("/", json=_bundle("batch", entry)).json()["entry"][0]
+    assert answered == {
+        "response": {
+            "status": "304 Not Modified",
+            "etag": 'W/"1"',
+            "lastModified": answered["response"]["lastModified"],
+        }
+    }
+
+
 def test_a_transaction_answers_vread(api: httpx.Client) -> None:
     task_id = _id(api.post("/Task", json=SEED_CREATE).headers["location"])
     answered = api.post("/", json=_bundle("transaction", _get(f"Task/{task_id}/_history/1")))

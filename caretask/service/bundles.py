@@ -32,7 +32,7 @@ from caretask.domain.errors import (
     TooLarge,
     status,
 )
-from caretask.domain.etag import etag
+from caretask.domain.etag import etag, etag_matches
 from caretask.domain.transaction import Entry, Refused
 from caretask.service.tasks import (
     NO_TASK,
@@ -113,7 +113,6 @@ class _Done:
     status: int
     task: StoredTask | None = None
     page: dict[str, Any] | None = None
-    not_modified: bool = False
 
 
 class BundleService:
@@ -437,8 +436,8 @@ class _Run:
             task = await tasks.vread(entry.task_id, entry.version or "")
         else:
             task = known or await tasks.read(entry.task_id)
-        if entry.if_none_match is not None and entry.if_none_match == etag(task.version_id):
-            return _Done(304, task, not_modified=True)
+        if entry.if_none_match is not None and etag_matches(entry.if_none_match, task.version_id):
+            return _Done(304, task)  # as GET answers If-None-Match
         return _Done(200, task)
 
     # --- answers ---------------------------------------------------------------------------
@@ -451,7 +450,7 @@ class _Run:
             return transaction.answer(done.status)
         meta = task.resource.get("meta", {})
         shown = None
-        if not done.not_modified and (not entry.writes or self.returns_task):
+        if done.status != 304 and (not entry.writes or self.returns_task):
             shown = self.tasks.shown(task, self.base)
         return transaction.answer(
             done.status,
