@@ -197,6 +197,14 @@ class Settings:
     max_body_bytes: int = _setting(
         1024 * 1024, INT, "request body limit, bytes", check=positive, flag="--max-body-bytes"
     )
+    # a batch or transaction Bundle (POST /): its entries each held to max_body_bytes, the
+    # whole to its own limit, as 1,000 entries of a few KiB would not fit in one body's
+    max_bundle_entries: int = _setting(
+        1000, INT, "entries a batch or transaction Bundle may have", check=positive
+    )
+    max_bundle_bytes: int = _setting(
+        16 * 1024 * 1024, INT, "batch or transaction Bundle body limit, bytes", check=positive
+    )
     token_ttl: int = _setting(
         3600, INT, "access token lifetime, s", check=positive, flag="--token-ttl"
     )

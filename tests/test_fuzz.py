@@ -232,6 +232,28 @@ class Fuzzer:
         if deleting and deleted and task_id not in tally.deleted:
             tally.deleted.add(task_id)
             tally.deletes += 1
+        if case.operation.label == "PUT /Task" and response.status_code == 201:
+            tally.creates += 1
+        if case.operation.label == "POST /" and response.status_code == 200:
+            self.record_bundle(case.body, response.json())
+
+    def record_bundle(self, sent: Any, answered: dict[str, Any]) -> None:
+        """A Bundle's writes: each entry answered 201 made a task; a PUT or PATCH answered
+        200 a version (a conditional create answered 200 wrote nothing); a DELETE answered
+        with an ETag deleted the task its location names, unless it was deleted already."""
+        tally = self.tally
+        for request, answer in zip(sent.get("entry", []), answered["entry"], strict=True):
+            status = answer["response"]["status"]
+            method = request["request"]["method"]
+            if status.startswith("201"):
+                tally.creates += 1
+            elif status.startswith("200") and method in ("PUT", "PATCH"):
+                tally.updates += 1
+            elif status.startswith("204") and "location" in answer["response"]:
+                task_id = answer["response"]["location"].split("/")[1]
+                if task_id not in tally.deleted:
+                    tally.deleted.add(task_id)
+                    tally.deletes += 1
 
     def run(
         self,

@@ -36,7 +36,6 @@ def test_capability_lists_the_task_interactions_that_work(server: Server) -> Non
     }
     assert resource["updateCreate"] is False
     assert resource["conditionalDelete"] == "single"
-    assert rest["interaction"] == [{"code": "history-system"}]
 
 
 def test_capability_lists_the_patch_formats_and_the_validate_operation(server: Server) -> None:
@@ -49,6 +48,17 @@ def test_capability_lists_the_patch_formats_and_the_validate_operation(server: S
             "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
         }
     ]
+
+
+def test_capability_lists_the_system_interactions_and_every_conditional_form(
+    server: Server,
+) -> None:
+    rest = httpx.get(f"{server.url}/metadata").json()["rest"][0]
+    codes = ("transaction", "batch", "history-system")
+    assert rest["interaction"] == [{"code": code} for code in codes]
+    assert rest["resource"][0]["conditionalCreate"] is True
+    assert rest["resource"][0]["conditionalUpdate"] is True
+    assert rest["resource"][0]["conditionalDelete"] == "single"
 
 
 def test_capability_lists_every_search_parameter_and_nothing_else(server: Server) -> None:

@@ -8,7 +8,7 @@ import pytest
 from starlette.routing import Route
 
 from caretask.config import Settings
-from caretask.domain.capability import capability_statement
+from caretask.domain.capability import SYSTEM_INTERACTIONS, capability_statement
 from caretask.http.app import create_app
 from caretask.http.routes import INTERACTIONS, SERVED, classify, openapi_json
 
@@ -18,6 +18,8 @@ from caretask.http.routes import INTERACTIONS, SERVED, classify, openapi_json
     [
         ("GET", "/Task", ("search-type", None, None)),
         ("POST", "/Task", ("create", None, None)),
+        ("PUT", "/Task", ("update", None, None)),
+        ("POST", "/", ("transaction", None, None)),
         ("POST", "/Task/_search", ("search-type", None, None)),
         ("GET", "/Task/abc-1", ("read", "abc-1", None)),
         ("PUT", "/Task/abc-1", ("update", "abc-1", None)),
@@ -71,7 +73,13 @@ def test_the_capability_statement_lists_each_served_task_interaction_once() -> N
     statement = capability_statement("http://127.0.0.1", "2024-01-01", INTERACTIONS)
     rest = statement["rest"][0]
     codes = [i["code"] for i in rest["resource"][0]["interaction"]]
-    codes += [i["code"] for i in rest["interaction"]]
     # `operation` is not a restful interaction of a type: its entries are the operations
-    assert sorted(codes) == sorted({e.interaction for e in SERVED if e.task} - {"operation"})
+    served = {e.interaction for e in SERVED if e.task} - set(SYSTEM_INTERACTIONS) - {"operation"}
+    assert sorted(codes) == sorted(served)
     assert [o["name"] for o in rest["resource"][0]["operation"]] == ["validate"]
+
+
+def test_the_capability_statement_lists_each_served_system_interaction_once() -> None:
+    statement = capability_statement("http://127.0.0.1", "2024-01-01", INTERACTIONS)
+    codes = [i["code"] for i in statement["rest"][0]["interaction"]]
+    assert codes == ["transaction", "batch", "history-system"]

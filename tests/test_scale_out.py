@@ -239,3 +239,76 @@ def test_identical_conditional_creates_racing_over_all_servers_make_one_task(
 def _identifier(token: str) -> dict[str, str]:
     system, value = token.split("|")
     return {"system": system, "value": value}
+
+
+CONDITIONAL_UPDATERS = 20
+
+
+def test_identical_conditional_updates_racing_over_all_servers_make_one_task(
+    cluster: list[Server], cluster_token: str
+) -> None:
+    """PUT /Task?identifier=... 20 times at once over both servers: one creates (201), the
+    others each find that task and update it (200), one version each, as they are
+    serialized on their search (storage Serialize) like conditional creates."""
+    identifier = f"urn:caretask:test|update-race-{new_patient()}"
+    body = {**SEED_CREATE, "identifier": [_identifier(identifier)]}
+
+    async def run() -> list[httpx.Response]:
+        clients = _clients(cluster, cluster_token)
+        try:
+            targets = itertools.islice(itertools.cycle(clients), CONDITIONAL_UPDATERS)
+            return await asyncio.gather(
+                *(
+                    client.put("/Task", params={"identifier": identifier}, json=body)
+                    for client in targets
+                )
+            )
+        finally:
+            await asyncio.gather(*(client.aclose() for client in clients))
+
+    responses = asyncio.run(run())
+    assert Counter(r.status_code for r in responses) == {201: 1, 200: CONDITIONAL_UPDATERS - 1}
+    ids = {r.headers["location"].split("/Task/")[1].split("/")[0] for r in responses}
+    assert len(ids) == 1
+    versions = sorted(int(r.headers["etag"][3:-1]) for r in responses)
+    assert versions == list(range(1, CONDITIONAL_UPDATERS + 1))
+    with cluster[1].client(cluster_token) as client:
+        found = client.get("/Task", params={"identifier": identifier}).json()
+    assert found["total"] == 1
+
+
+def test_transactions_racing_with_the_same_conditional_creates_in_either_order_make_one_each(
+    cluster: list[Server], cluster_token: str
+) -> None:
+    """Transactions that create A and B if none exist, half listing A first, half B: each
+    takes its conditions' locks in one order (never a deadlock), and exactly one task of
+    each is made."""
+    identifiers = [f"urn:caretask:test|tx-race-{new_patient()}" for _ in range(2)]
+
+    def entry(identifier: str) -> dict[str, object]:
+        return {
+            "resource": {**SEED_CREATE, "identifier": [_identifier(identifier)]},
+            "request": {"method": "POST", "url": "Task", "ifNoneExist": f"identifier={identifier}"},
+        }
+
+    def bundle(i: int) -> dict[str, object]:
+        entries = [entry(x) for x in (identifiers if i % 2 else identifiers[::-1])]
+        return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+    async def run() -> list[httpx.Response]:
+        clients = _clients(cluster, cluster_token)
+        try:
+            targets = itertools.islice(itertools.cycle(clients), CONDITIONAL_UPDATERS)
+            return await asyncio.gather(
+                *(client.post("/", json=bundle(i)) for i, client in enumerate(targets))
+            )
+        finally:
+            await asyncio.gather(*(client.aclose() for client in clients))
+
+    responses = asyncio.run(run())
+    assert Counter(r.status_code for r in responses) == {200: CONDITIONAL_UPDATERS}
+    statuses = Counter(e["response"]["status"] for r in responses for e in r.json()["entry"])
+    assert statuses == {"201 Created": 2, "200 OK": 2 * CONDITIONAL_UPDATERS - 2}
+    with cluster[0].client(cluster_token) as client:
+        for identifier in identifiers:
+            assert client.get("/Task", params={"identifier": identifier}).json()["total"] == 1

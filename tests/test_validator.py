@@ -159,6 +159,34 @@ def _api_bodies(g: _Gatherer, server: Server, api: httpx.Client) -> None:
             for query in ("_count=3", "_count=0", "_since=2000-01-01T00:00:00Z&_count=100")
         ],
     )
+
+    def bundle_responses() -> list[tuple[str, Body]]:
+        urn = "urn:uuid:6f1f3a52-1f4b-4d43-9a43-3f8d2a9c7e11"
+        identifier = [{"system": "urn:caretask:validator", "value": new_patient()}]
+        entries = [
+            {"fullUrl": urn, "resource": seed, "request": {"method": "POST", "url": "Task"}},
+            {
+                "resource": {**seed, "identifier": identifier, "partOf": [{"reference": urn}]},
+                "request": {"method": "PUT", "url": f"Task?identifier={new_patient()}"},
+            },
+            {"request": {"method": "GET", "url": f"Task/{task_id}"}},
+            {"request": {"method": "GET", "url": f"Task?patient={patient}"}},
+        ]
+        out = []
+        for kind, headers in (("transaction", representation), ("batch", {})):
+            bundle = {"resourceType": "Bundle", "type": kind, "entry": entries}
+            if kind == "batch":  # a failed entry too; no references between entries
+                bundle["entry"] = [
+                    entries[0],
+                    entries[2],
+                    {"request": {"method": "GET", "url": "Task/unknown-task"}},
+                ]
+            out.append((f"POST / {kind}", _json(api.post("/", json=bundle, headers=headers), 200)))
+        failed = {"resourceType": "Bundle", "type": "transaction", "entry": [entries[0], {}]}
+        out.append(("POST / failed transaction", _outcome(api.post("/", json=failed), 400)))
+        return out
+
+    g.kind("bundle responses", bundle_responses)
     g.kind(
         "vread",
         lambda: [
@@ -745,6 +773,10 @@ def test_outcome_410(validated: Gathered) -> None:
 
 def test_vread(validated: Gathered) -> None:
     _assert_valid(validated, "vread")
+
+
+def test_batch_and_transaction_responses(validated: Gathered) -> None:
+    _assert_valid(validated, "bundle responses")
 
 
 def test_capability_statement(validated: Gathered) -> None:

@@ -13,6 +13,14 @@ _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 
 # what each interaction needs
 READ, SEARCH, CREATE, UPDATE, DELETE = "r", "s", "c", "u", "d"
+# each permission in the words a refusal uses
+NEEDS = {
+    READ: "system/Task.read (or system/Task.r)",
+    SEARCH: "system/Task.read (or system/Task.s)",
+    CREATE: "system/Task.write (or system/Task.c)",
+    UPDATE: "system/Task.write (or system/Task.u)",
+    DELETE: "system/Task.write (or system/Task.d)",
+}
 
 
 def is_valid_scope(scope: str) -> bool:

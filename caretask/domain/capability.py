@@ -36,8 +36,7 @@ TYPE_INTERACTIONS = (
     "create",
     "search-type",
 )
-
-# FHIR's system-level interactions, in the order its value set lists them
+# and on the whole system, in the same value set's order
 SYSTEM_INTERACTIONS = ("transaction", "batch", "search-system", "history-system")
 
 
@@ -80,6 +79,7 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
+                **_system_interactions(served),
                 "security": {
                     "cors": cors,
                     "service": [
@@ -112,7 +112,7 @@ def capability_statement(
                         "readHistory": True,
                         "updateCreate": False,
                         "conditionalCreate": True,
-                        "conditionalUpdate": False,
+                        "conditionalUpdate": True,
                         "conditionalDelete": "single",
                         "searchInclude": sorted(f"Task:{p}" for p in INCLUDABLE),
                         "searchRevInclude": sorted(f"Task:{p}" for p in INCLUDABLE),
@@ -123,6 +123,11 @@ def capability_statement(
             }
         ],
     }
+
+
+def _system_interactions(served: set[str]) -> dict[str, Any]:
+    codes = [{"code": code} for code in SYSTEM_INTERACTIONS if code in served]
+    return {"interaction": codes} if codes else {}
 
 
 def smart_configuration(base: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Domain errors. Each carries the FHIR issue code; the HTTP edge picks the status."""
+"""Domain errors. Each carries the FHIR issue code, and has its HTTP status (`status`):
+the HTTP edge answers with it, and a Bundle's entries carry it in response.status."""
 
 from __future__ import annotations
 
@@ -89,9 +90,43 @@ class MultipleMatches(DomainError):
     """A conditional interaction's search matched more than one task (412)."""
 
 
+class Forbidden(DomainError):
+    """The caller's token does not grant what a part of its request needs (403): a Bundle
+    entry's interaction, or the create a conditional update turns into. Canvas's code and
+    text, as the edge's own 403."""
+
+    @classmethod
+    def scope(cls, needed: str) -> Forbidden:
+        """`needed`: the scope in words (auth.scopes.NEEDS)."""
+        detail = f"this needs the scope {needed}"
+        return cls([Issue("forbidden", "Authorization failed", diagnostics=detail)])
+
+
 @dataclass
 class SearchTimeout(DomainError):
     """A search ran past the search timeout and was stopped (503): the client may retry
     after `retry_after` seconds, or narrow the search."""
 
     retry_after: int = 1
+
+
+_STATUS: dict[type[DomainError], int] = {
+    InvalidResource: 400,
+    InvalidSearch: 400,
+    InvalidRequest: 400,
+    Forbidden: 403,
+    NotFound: 404,
+    Gone: 410,
+    BusinessRule: 422,
+    Unprocessable: 422,
+    PatchConflict: 409,
+    TooLarge: 413,
+    VersionConflict: 412,
+    MultipleMatches: 412,
+    SearchTimeout: 503,
+}
+
+
+def status(error: DomainError) -> int:
+    """The HTTP status that answers `error`."""
+    return _STATUS.get(type(error), 400)

@@ -30,7 +30,7 @@ from caretask.http.responses import PrettyJson
 from caretask.http.state import AppState, Opened
 from caretask.http.timeouts import BodyTimeout
 from caretask.http.urls import AllowedHosts
-from caretask.service import TaskService
+from caretask.service import BundleService, TaskService
 from caretask.storage import open_storage
 from caretask.storage.base import StorageUnavailable
 from caretask.storage.urls import DatabaseURL
@@ -139,6 +139,7 @@ def create_app(settings: Settings) -> Starlette:
         )
         signing_key = await storage.signing_key()
         window = settings.token_failure_window
+        tasks = TaskService.from_settings(storage, settings)
         opened = Opened(
             storage=storage,
             signing_key=signing_key,
@@ -148,7 +149,8 @@ def create_app(settings: Settings) -> Starlette:
             address_checks=Budget(settings.token_failures_per_address, window),
             hash_pool=BoundedPool(settings.token_hash_threads, settings.token_hash_queue),
             audit=AuditWriter(storage, settings.audit_flush_seconds),
-            tasks=TaskService.from_settings(storage, settings),
+            tasks=tasks,
+            bundles=BundleService.from_settings(tasks, settings),
         )
         state.opened = opened
         opened.audit.start()

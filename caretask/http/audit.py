@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from caretask.domain import audit
 from caretask.domain.audit import AuditRecord
+from caretask.service.bundles import EntryRecord
 from caretask.storage.base import Storage
 
 log = logging.getLogger("caretask.audit")
@@ -105,10 +106,12 @@ Namer = Callable[[Scope], AuditName]
 
 class AuditTrail:
     """Records each request after its response has started. What it was comes from the route
-    table (`name`), run after the router has put the route it reached in the scope. From the
-    request's state: who (the client id a verified token named, http.auth, or a token request
-    claimed, http.token_endpoint), the search parameters when the handler parsed a form body,
-    and the task a handler read or wrote (its id and version, `audit_target`)."""
+        table (`name`), run after the router has put the route it reached in the scope. From the
+        request's state: who (the client id a verified token named, http.auth, or a token request
+        claimed, http.token_endpoint), the search parameters when the handler parsed a form body,
+        and the task a handler read or wrote (its id and version, `audit_target`); a Bundle's
+    handler renames the request (`audit_interaction`: batch, transaction) and adds a record of
+    each entry (`audit_entries`)."""
 
     def __init__(self, app: ASGIApp, name: Namer, unaudited: frozenset[str]) -> None:
         self.app = app
@@ -135,7 +138,10 @@ class AuditTrail:
         finally:
             opened = scope["app"].state.caretask.opened  # None before the lifespan ran
             if opened is not None:
-                opened.audit.add(_record(scope, start, self.name(scope)))
+                record = _record(scope, start, self.name(scope))
+                opened.audit.add(record)
+                for entry in (scope.get("state") or {}).get("audit_entries", ()):
+                    opened.audit.add(_entry_record(record, entry))
 
 
 def _record(scope: Scope, start: Message, name: AuditName) -> AuditRecord:
@@ -143,6 +149,7 @@ def _record(scope: Scope, start: Message, name: AuditName) -> AuditRecord:
     interaction, resource_id, version_id = name
     status = start["status"]
     state: dict[str, Any] = scope.get("state") or {}
+    interaction = state.get("audit_interaction", interaction)  # a Bundle's: batch, transaction
     target = state.get("audit_target")
     if target is not None and 200 <= status < 400:
         resource_id = resource_id or target[0]
@@ -162,4 +169,18 @@ def _record(scope: Scope, start: Message, name: AuditName) -> AuditRecord:
         query,
         client[0][:64] if client else None,
         status,
+    )
+
+
+def _entry_record(request: AuditRecord, entry: EntryRecord) -> AuditRecord:
+    """The record of one entry of a batch or transaction, as of a request of its own by
+    the same client, from the same address, at the same time."""
+    query = audit.redact_query(entry.search) if entry.search else None
+    return request._replace(
+        interaction=entry.interaction,
+        method=entry.method[:16],
+        resource_id=entry.task_id,
+        version_id=entry.version_id,
+        query=query,
+        status=entry.status,
     )

@@ -14,13 +14,6 @@ from caretask.storage.base import ClientRecord, Storage
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="caretask"'}
 _INVALID = {"WWW-Authenticate": 'Bearer realm="caretask", error="invalid_token"'}
-_NEEDS = {
-    scopes.READ: "system/Task.read (or system/Task.r)",
-    scopes.SEARCH: "system/Task.read (or system/Task.s)",
-    scopes.CREATE: "system/Task.write (or system/Task.c)",
-    scopes.UPDATE: "system/Task.write (or system/Task.u)",
-    scopes.DELETE: "system/Task.write (or system/Task.d)",
-}
 
 
 def _bearer(request: Request) -> str:
@@ -61,8 +54,9 @@ class ClientRows:
         return record
 
 
-async def authorize(request: Request, permission: str) -> tokens.Claims:
-    """Check the request's token and that its scopes grant `permission` (a cruds letter)."""
+async def authorize(request: Request, permission: str | None) -> tokens.Claims:
+    """Check the request's token and that its scopes grant `permission` (a cruds letter;
+    None: anything, the handler checking what it needs in `request.state.granted`)."""
     state = opened(request)
     try:
         claims = state.tokens.verify(_bearer(request))
@@ -74,6 +68,8 @@ async def authorize(request: Request, permission: str) -> tokens.Claims:
     client = await state.clients.get(claims.client_id)
     if client is None or client.revoked:
         raise HttpProblem.unauthenticated("the access token's client is no longer active", _INVALID)
-    if permission not in scopes.granted(claims.scope):
-        raise HttpProblem.forbidden(f"this needs the scope {_NEEDS[permission]}")
+    granted = scopes.granted(claims.scope)
+    request.state.granted = granted  # for a request that needs more than `permission`
+    if permission is not None and permission not in granted:
+        raise HttpProblem.forbidden(f"this needs the scope {scopes.NEEDS[permission]}")
     return claims

@@ -15,8 +15,9 @@ from caretask.http.negotiation import check_accept
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def endpoint(permission: str) -> Callable[[Handler], Handler]:
-    """A handler run only for a caller that `permission` (caretask.auth.scopes) is granted
+def endpoint(permission: str | None) -> Callable[[Handler], Handler]:
+    """A handler run only for a caller that `permission` (caretask.auth.scopes; None: any
+    valid token, for a handler that checks what each part of its request needs) is granted
     to and that accepts FHIR JSON: 401/403 first, then 406, as every endpoint answers."""
 
     def wrap(handler: Handler) -> Handler:

@@ -8,41 +8,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from caretask.domain.errors import (
-    BusinessRule,
-    DomainError,
-    Gone,
-    InvalidRequest,
-    InvalidResource,
-    InvalidSearch,
-    MultipleMatches,
-    NotFound,
-    PatchConflict,
-    SearchTimeout,
-    TooLarge,
-    Unprocessable,
-    VersionConflict,
-)
+from caretask.domain.errors import DomainError, SearchTimeout, status
 from caretask.domain.outcome import operation_outcome, outcome
 from caretask.http.responses import fhir_response
 from caretask.storage.base import StorageUnavailable
 
 log = logging.getLogger("caretask.http")
-
-_STATUS: dict[type[DomainError], int] = {
-    InvalidResource: 400,
-    InvalidSearch: 400,
-    InvalidRequest: 400,
-    NotFound: 404,
-    Gone: 410,
-    BusinessRule: 422,
-    Unprocessable: 422,
-    PatchConflict: 409,
-    TooLarge: 413,
-    VersionConflict: 412,
-    MultipleMatches: 412,
-    SearchTimeout: 503,
-}
 
 
 class HttpProblem(Exception):
@@ -77,7 +48,7 @@ _HTTP_CODES = {404: "not-found", 405: "not-supported", 413: "too-long", 415: "no
 async def domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, SearchTimeout) else None
-    return fhir_response(operation_outcome(exc.issues), _STATUS.get(type(exc), 400), headers)
+    return fhir_response(operation_outcome(exc.issues), status(exc), headers)
 
 
 async def http_problem(request: Request, exc: Exception) -> Response:

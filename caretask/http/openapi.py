@@ -451,7 +451,72 @@ def _bundle_schemas(profile: Profile) -> dict[str, Schema]:
         "required": ["resourceType", "meta", "type", "link"],
         "additionalProperties": False,
     }
-    return {"SearchsetBundle": searchset, "HistoryBundle": history, "ChangeFeedBundle": feed}
+    request_entry = {
+        "type": "object",
+        "properties": {
+            "fullUrl": {"type": "string"},
+            "resource": {"type": "object"},
+            "request": {
+                "type": "object",
+                "properties": {
+                    "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
+                    "url": {"type": "string", "description": "Task, Task?<search>, Task/<id>..."},
+                    "ifMatch": {"type": "string"},
+                    "ifNoneExist": {"type": "string"},
+                    "ifNoneMatch": {"type": "string"},
+                },
+                "required": ["method", "url"],
+            },
+        },
+        "required": ["request"],
+    }
+    transaction_bundle = {
+        "type": "object",
+        "properties": {
+            "resourceType": {"const": "Bundle"},
+            "type": {"enum": ["batch", "transaction"]},
+            "entry": {"type": "array", "items": request_entry},
+        },
+        "required": ["resourceType", "type"],
+    }
+    response_entry = {
+        "type": "object",
+        "properties": {
+            "fullUrl": {"type": "string"},
+            "resource": {"type": "object"},
+            "response": {
+                "type": "object",
+                "properties": {
+                    "status": {"type": "string", "pattern": "^[1-5][0-9][0-9]( |$)"},
+                    "location": {"type": "string"},
+                    "etag": {"type": "string", "pattern": ETAG_PATTERN},
+                    "lastModified": {"type": "string"},
+                    "outcome": ref("OperationOutcome"),
+                },
+                "required": ["status"],
+            },
+        },
+        "required": ["response"],
+        "additionalProperties": False,
+    }
+    response_bundle = {
+        "type": "object",
+        "description": "entry i answers the request's entry i",
+        "properties": {
+            "resourceType": {"const": "Bundle"},
+            "type": {"enum": ["batch-response", "transaction-response"]},
+            "entry": {"type": "array", "items": response_entry},
+        },
+        "required": ["resourceType", "type", "entry"],
+        "additionalProperties": False,
+    }
+    return {
+        "SearchsetBundle": searchset,
+        "HistoryBundle": history,
+        "ChangeFeedBundle": feed,
+        "TransactionBundle": transaction_bundle,
+        "ResponseBundle": response_bundle,
+    }
 
 
 def _patch_schemas() -> dict[str, Schema]:
@@ -828,6 +893,7 @@ def errors(*statuses: int) -> dict[str, Schema]:
         415: "the body's Content-Type or Content-Encoding is not accepted",
         422: "a status the profile does not support (canvas: requested, cancelled, completed)",
         431: "too many or too large request headers",
+        501: "a Bundle entry's interaction is not supported (yet)",
         503: "the database cannot answer now (unreachable, its disk full); see Retry-After",
     }
     out = {}
@@ -941,6 +1007,15 @@ def validate_body() -> Schema:
         "required": True,
         "description": "the Task, or a Parameters with it as 'resource' (and 'mode')",
         "content": {FHIR_JSON: media, JSON: media},
+    }
+
+
+def fhir_body(schema: str, description: str) -> Schema:
+    media = {"schema": ref(schema)}
+    return {
+        "required": True,
+        "description": description,
+        "content": {FHIR_JSON: media, "application/json": media},
     }
 
 

@@ -19,13 +19,14 @@ from starlette.responses import Response
 from starlette.routing import Route, compile_path
 from starlette.types import Receive, Scope, Send
 
+from caretask.config import Settings
 from caretask.domain import etag
 from caretask.domain.capability import capability_statement
 from caretask.domain.http_dates import PATTERN as HTTP_DATE_PATTERN
 from caretask.domain.profiles import DEFAULT as DEFAULT_PROFILE
 from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, VERSION_FORM, version_number
-from caretask.http import metadata, tasks, token_endpoint
+from caretask.http import bundles, metadata, tasks, token_endpoint
 from caretask.http.audit import AuditName
 from caretask.http.endpoint import Handler
 from caretask.http.negotiation import check_accept
@@ -43,9 +44,11 @@ from caretask.http.openapi import (
     VERSION_HEADERS,
     Operation,
     Schema,
+    byte_size,
     condition_query,
     errors,
     fhir,
+    fhir_body,
     form_body,
     json_body,
     openapi_document,
@@ -84,6 +87,8 @@ class Endpoint:
     # whether or not it reached a route, the audit trail names by `interaction`
     claims: str | None = None
     audited: bool = True
+    # the other interactions its handler serves, that it names a request by (audit_interaction)
+    also: tuple[str, ...] = ()
 
 
 async def capabilities(request: Request) -> Response:
@@ -221,6 +226,34 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         claims="/auth/token*",
     ),
     Endpoint(
+        "POST",
+        "/",
+        bundles.process,
+        Operation(
+            "batchOrTransaction",
+            "A batch or transaction Bundle of Task interactions",
+            {
+                "200": fhir("ResponseBundle", "the batch-response or transaction-response"),
+                **errors(*FHIR_ERRORS, 404, 408, 412, 415, 422, 501),
+                "413": outcome(
+                    "the body is larger than the Bundle limit (CARETASK_MAX_BUNDLE_BYTES, "
+                    f"{byte_size(Settings().max_bundle_bytes)} by default), or the Bundle has "
+                    "more entries than allowed (CARETASK_MAX_BUNDLE_ENTRIES, "
+                    f"{Settings().max_bundle_entries} by default)"
+                ),
+            },
+            (PREFER_WRITE,),
+            fhir_body(
+                "TransactionBundle",
+                "a Bundle of type batch (each entry on its own) or transaction (all or none); "
+                "a failed transaction is one OperationOutcome naming the entry",
+            ),
+        ),
+        interaction="transaction",
+        task=True,
+        also=("batch",),
+    ),
+    Endpoint(
         "GET",
         "/Task",
         tasks.search_get,
@@ -257,6 +290,40 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             task_body("the Task; an id in it is ignored"),
         ),
         interaction="create",
+        task=True,
+    ),
+    Endpoint(
+        "PUT",
+        "/Task",
+        tasks.update_by_search,
+        Operation(
+            "updateTaskBySearch",
+            "Conditional update: replace the Task the search finds, or create one",
+            {
+                "200": written("the one Task the search found, updated"),
+                "201": written("no Task matched: created (the create scope is needed too)"),
+                **errors(*FHIR_ERRORS, *BODY_ERRORS, 412, 422),
+            },
+            (
+                *search_query()[:-1],
+                request_header(
+                    "If-Match",
+                    {"type": "string", "pattern": etag.READ_PATTERN},
+                    "the version of the Task found that is being replaced; another is a 412",
+                ),
+                request_header(
+                    "If-Unmodified-Since",
+                    {"type": "string", "pattern": HTTP_DATE_PATTERN},
+                    "an HTTP-date; a 412 if the Task found changed after it",
+                ),
+                PREFER_WRITE,
+            ),
+            task_body(
+                "the whole new Task; an id in it must be the found Task's (with no match, "
+                "none: this server assigns ids)"
+            ),
+        ),
+        interaction="update",
         task=True,
     ),
     Endpoint(
@@ -498,7 +565,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
 )
 SERVED = tuple(e for e in ENDPOINTS if e.handler is not None)
-INTERACTIONS = tuple(e.interaction for e in SERVED if e.task)
+INTERACTIONS = tuple(i for e in SERVED if e.task for i in (e.interaction, *e.also))
 UNAUDITED = frozenset(e.path for e in ENDPOINTS if not e.audited)
 
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # the modules below read their state through this one
     from caretask.config import Settings
     from caretask.http.audit import AuditWriter
     from caretask.http.auth import ClientRows
-    from caretask.service import TaskService
+    from caretask.service import BundleService, TaskService
     from caretask.storage.base import Storage
 
 
@@ -30,6 +30,7 @@ class Opened:
     hash_pool: BoundedPool
     audit: AuditWriter
     tasks: TaskService  # every task read and write goes through it
+    bundles: BundleService  # batch and transaction Bundles, over `tasks`
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""The Task endpoints: create, read, vread, update, patch, delete, $validate, history (a
-task's, and the change feed) and search, each mapping its request to a call of the tasks
-service (caretask.service) and the result to a response."""
+"""The Task endpoints: create, read, vread, update (by id or by search), patch, delete,
+$validate, history (a task's, and the change feed) and search, each mapping its request to
+a call of the tasks service (caretask.service) and the result to a response."""
 
 from __future__ import annotations
 
@@ -154,6 +154,20 @@ async def update(request: Request) -> Response:
         request.headers.get("if-unmodified-since"),
     )
     return _written(request, task, 200)
+
+
+@endpoint(scopes.UPDATE)
+async def update_by_search(request: Request) -> Response:
+    """A conditional update, PUT /Task?<search>: 200 for the task it updated, 201 for the
+    one it created (which the create scope must allow too)."""
+    task, created = await _service(request).update_by_search(
+        _query(request),
+        request.headers.get("if-match"),
+        partial(_body, request),
+        request.headers.get("if-unmodified-since"),
+        may_create=scopes.CREATE in request.state.granted,
+    )
+    return _written(request, task, 201 if created else 200)
 
 
 @endpoint(scopes.UPDATE)

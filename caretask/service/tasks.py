@@ -18,15 +18,18 @@ import binascii
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
 
+from caretask.auth import scopes
 from caretask.domain import bundle, indexing, profiles, search_params, task_rules
 from caretask.domain.dates import instant, now_instant, parse_range
 from caretask.domain.errors import (
     BusinessRule,
+    Forbidden,
     Gone,
     InvalidRequest,
     InvalidResource,
@@ -42,7 +45,7 @@ from caretask.domain.errors import (
 from caretask.domain.etag import etag, parse_etag
 from caretask.domain.http_dates import parse_http_date
 from caretask.domain.json_keys import has_duplicate_keys
-from caretask.domain.patch import apply_patch, read_patch
+from caretask.domain.patch import Patch, apply_patch, read_patch
 from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, version_number
 from caretask.domain.task_rules import MAX_DEPTH, is_deleted
@@ -220,7 +223,7 @@ def _modified_since(current: StoredTask, since: int) -> VersionConflict | None:
     return VersionConflict.single("conflict", text)
 
 
-def _if_match(value: str | None) -> int | None:
+def if_match_version(value: str | None) -> int | None:
     if value is None:
         return None
     version = parse_etag(value)
@@ -232,6 +235,27 @@ def _if_match(value: str | None) -> int | None:
 def _stale(wanted: int | None, current: int) -> VersionConflict:
     text = f"If-Match {etag(str(wanted))} is not the current version ({etag(current)})"
     return VersionConflict.single("conflict", text)
+
+
+def _check_body_id(body: dict[str, Any], task_id: str) -> None:
+    if "id" in body and body["id"] != task_id:
+        raise InvalidRequest(
+            [Issue("invalid", "the id in the body must match the id in the URL", "Task.id")]
+        )
+
+
+# a FHIR instant and the same in microseconds since the epoch (dates.now_instant)
+Instant = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """An update as it waits for the task it replaces: the validated body, the version
+    If-Match names (None: whichever) and the If-Unmodified-Since date in seconds."""
+
+    body: dict[str, Any]
+    wanted: int | None = None
+    since: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,14 +319,29 @@ def rewrite(task_id: str, wanted: int | None, build: BuildVersion) -> WriteProgr
     return stored
 
 
-def _tombstone(current: StoredTask) -> NewVersion:
+def erase(task_id: str, wanted: int | None, now: Instant | None = None) -> WriteProgram[StoredTask]:
+    """The program step that deletes a task (a tombstone as its next version), if the
+    version `wanted` names (None: whichever) is current; the tombstone, or the task as it
+    is when it is deleted already (no new version: deleting is idempotent)."""
+    current: StoredTask | None = yield Current(task_id)
+    if current is None:
+        raise NotFound.task(task_id, NO_TASK)
+    if wanted is not None and current.version_id != wanted:
+        raise _stale(wanted, current.version_id)
+    if is_deleted(current.resource):
+        return current
+    stored: StoredTask = yield Replace(task_id, _tombstone(current, now))
+    return stored
+
+
+def _tombstone(current: StoredTask, now: Instant | None = None) -> NewVersion:
     """A delete's build: the tombstone that follows `current`; _AlreadyDeleted when it is
     one already."""
     if is_deleted(current.resource):
         raise _AlreadyDeleted(current)
-    now, now_us = now_instant()
-    resource = task_rules.tombstone(current.id, current.version_id + 1, now)
-    return NewVersion(resource, indexing.extract(resource), now_us)
+    stamp, stamp_us = now or now_instant()
+    resource = task_rules.tombstone(current.id, current.version_id + 1, stamp)
+    return NewVersion(resource, indexing.extract(resource), stamp_us)
 
 
 def one_match(condition: Condition) -> WriteProgram[StoredTask | None]:
@@ -319,7 +358,8 @@ def one_match(condition: Condition) -> WriteProgram[StoredTask | None]:
     return found[0] if found else None
 
 
-def _paging(pairs: list[tuple[str, str]], lenient: bool) -> tuple[int, int]:
+def paging(pairs: list[tuple[str, str]], lenient: bool) -> tuple[int, int]:
+    """A history's _count and _offset; another parameter is a 400 unless `lenient`."""
     count, offset = search_params.DEFAULT_COUNT, 0
     for name, raw in pairs:
         if name == "_count":
@@ -464,12 +504,15 @@ class TaskService:
 
         return await self.storage.transact(program)
 
-    def insert(self, body: dict[str, Any]) -> WriteProgram[StoredTask]:
-        """The program step that stores a validated body as a new task: version 1 under a
-        new id, stamped inside the transaction."""
-        task_id = task_rules.new_id()
-        now, now_us = now_instant()
-        new = build_version(body, task_id=task_id, version_id=1, now=now, last_updated=now_us)
+    def insert(
+        self, body: dict[str, Any], *, task_id: str | None = None, now: Instant | None = None
+    ) -> WriteProgram[StoredTask]:
+        """The program step that stores a validated body as a new task: version 1 under
+        `task_id` (a Bundle entry's, chosen before its program) or a new id, stamped inside
+        the transaction (or at `now`, a transaction's single instant)."""
+        task_id = task_id or task_rules.new_id()
+        stamp, stamp_us = now or now_instant()
+        new = build_version(body, task_id=task_id, version_id=1, now=stamp, last_updated=stamp_us)
         stored: StoredTask = yield Insert(task_id, new)
         return stored
 
@@ -495,6 +538,41 @@ class TaskService:
             raise Gone.task(task_id, str(task.version_id))
         return task
 
+    def change(
+        self, body: dict[str, Any], if_match: str | None, if_unmodified_since: str | None
+    ) -> Change:
+        """An update's validated body with its preconditions read from their headers (a
+        malformed one is a 400)."""
+        return Change(body, if_match_version(if_match), _if_unmodified_since(if_unmodified_since))
+
+    def revised(
+        self, current: StoredTask, change: Change, now: Instant | None = None
+    ) -> NewVersion:
+        """The version that `change` makes of `current`, the task's current version read
+        under its lock: every rule of an update, whichever way it arrives (PUT /Task/<id>,
+        a conditional PUT, a Bundle entry). The time is taken there too (unless the caller
+        gives one: a transaction's single instant), so versions and their lastUpdated keep
+        one order, and If-Unmodified-Since is held to the version being replaced, as
+        If-Match is."""
+        _check_body_id(change.body, current.id)
+        if change.wanted is not None and change.wanted != current.version_id:
+            raise _stale(change.wanted, current.version_id)
+        if change.since is not None and (conflict := _modified_since(current, change.since)):
+            raise conflict
+        stamp, stamp_us = now or now_instant()
+        # a deleted task comes back as a fresh one: nothing carried over, authoredOn and
+        # note times default to now as on a create
+        deleted = is_deleted(current.resource)
+        return build_version(
+            change.body,
+            task_id=current.id,
+            version_id=current.version_id + 1,
+            now=stamp,
+            last_updated=stamp_us,
+            previous=None if deleted else current.resource,
+            profile=self.profile,
+        )
+
     async def update(
         self,
         task_id: str,
@@ -508,40 +586,83 @@ class TaskService:
         the id and the conditions are found acceptable: a request wrong in several ways is
         told the first, in that order."""
         task_id = _checked_id(task_id)
-        wanted = _if_match(if_match)
-        since = _if_unmodified_since(if_unmodified_since)
+        wanted, since = if_match_version(if_match), _if_unmodified_since(if_unmodified_since)
         body = self.parse(await read_body(), update=True)
-        if "id" in body and body["id"] != task_id:
-            raise InvalidRequest(
-                [Issue("invalid", "the id in the body must match the id in the URL", "Task.id")]
-            )
-
-        def build(current: StoredTask) -> NewVersion:
-            # run under the task's lock: the time is taken there too, so versions and their
-            # lastUpdated keep one order, and If-Unmodified-Since is held to the version
-            # being replaced, as If-Match is
-            if since is not None and (conflict := _modified_since(current, since)):
-                raise conflict
-            now, now_us = now_instant()
-            # a deleted task comes back as a fresh one: nothing carried over, authoredOn
-            # and note times default to now as on a create
-            deleted = is_deleted(current.resource)
-            return build_version(
-                body,
-                task_id=task_id,
-                version_id=current.version_id + 1,
-                now=now,
-                last_updated=now_us,
-                previous=None if deleted else current.resource,
-                profile=self.profile,
-            )
-
+        _check_body_id(body, task_id)
+        change = Change(body, wanted, since)
         try:
-            return await self.storage.update_task(task_id, build, wanted)
+            # the one-statement path (no program): `revised` runs under the task's lock
+            return await self.storage.update_task(task_id, partial(self.revised, change=change))
         except TaskNotFound:
             raise NotFound.task(task_id, NO_TASK) from None
-        except StaleVersion as stale:
-            raise _stale(wanted, stale.current) from None
+
+    def replace(
+        self, task_id: str, change: Change, now: Instant | None = None
+    ) -> WriteProgram[StoredTask]:
+        """The program step that updates a task (`revised`): NotFound for an unknown id."""
+        task_id = _checked_id(task_id)
+        return (yield from rewrite(task_id, None, partial(self.revised, change=change, now=now)))
+
+    def upsert(
+        self,
+        found: StoredTask | None,
+        change: Change,
+        *,
+        may_create: bool,
+        now: Instant | None = None,
+        task_id: str | None = None,
+    ) -> WriteProgram[tuple[StoredTask, bool]]:
+        """The program step of a conditional update once its search found `found` (or
+        nothing): that task updated (and False), or a new one (and True).
+
+        With no match, a body that names an id is a 400: this server assigns ids
+        (CapabilityStatement updateCreate false), which FHIR allows it to refuse (R4
+        http.html#cond-update, "no matches, id provided"); If-Match names a version of a task
+        that does not exist, a 412. Creating needs the create scope (`may_create`) besides the
+        update scope of the request; the new task's id is `task_id` if given (a Bundle
+        entry's, chosen before its program)."""
+        if found is not None:
+            return (yield from self.replace(found.id, change, now)), False
+        if "id" in change.body:
+            raise InvalidRequest(
+                [
+                    Issue(
+                        "invalid",
+                        "no Task matches the condition, and this server assigns the ids of "
+                        "new tasks: send the Task without an id to create it",
+                        "Task.id",
+                    )
+                ]
+            )
+        if change.wanted is not None:
+            text = f"If-Match {etag(change.wanted)}: no Task matches the condition"
+            raise VersionConflict.single("conflict", text)
+        if not may_create:
+            raise Forbidden.scope(scopes.NEEDS[scopes.CREATE])
+        body = validated(change.body, self.limits)  # held to what a create needs
+        return (yield from self.insert(body, task_id=task_id, now=now)), True
+
+    async def update_by_search(
+        self,
+        search: str,
+        if_match: str | None,
+        read_body: Callable[[], Awaitable[bytes]],
+        if_unmodified_since: str | None = None,
+        *,
+        may_create: bool,
+    ) -> tuple[StoredTask, bool]:
+        """A conditional update (`PUT /Task?<search>`): `upsert` of what the search finds,
+        in one program serialized on the search (one_match), so that identical conditional
+        updates racing each other make one task. MultipleMatches for several matches."""
+        condition = Condition.parse(search)
+        wanted, since = if_match_version(if_match), _if_unmodified_since(if_unmodified_since)
+        change = Change(self.parse(await read_body(), update=True), wanted, since)
+
+        def program() -> WriteProgram[tuple[StoredTask, bool]]:
+            found = yield from one_match(condition)
+            return (yield from self.upsert(found, change, may_create=may_create))
+
+        return await self.storage.transact(program)
 
     async def patch(
         self,
@@ -562,7 +683,7 @@ class TaskService:
         removes it); a result that is not an acceptable Task is a 422 (Unprocessable), as
         FHIR asks of a patch."""
         task_id = _checked_id(task_id)
-        wanted = _if_match(if_match)
+        wanted = if_match_version(if_match)
         build = await self._patcher(if_unmodified_since, read_body, media_type, base)
         return await self._rewrite(task_id, build, wanted)
 
@@ -579,7 +700,7 @@ class TaskService:
         """A conditional patch (PATCH /Task?search): patch's, on the one task the search
         finds; none is a 404, several a 412 (MultipleMatches)."""
         condition = Condition.parse(search)
-        wanted = _if_match(if_match)
+        wanted = if_match_version(if_match)
         build = await self._patcher(if_unmodified_since, read_body, media_type, base)
 
         def program() -> WriteProgram[StoredTask]:
@@ -597,12 +718,19 @@ class TaskService:
         media_type: str,
         base: str,
     ) -> BuildVersion:
-        """The patch's build: the next version from the current one (run under the task's
-        lock, so that the patch applies to the version it replaces: no lost update)."""
+        """The patch's build, from the request's conditions and body."""
         since = _if_unmodified_since(if_unmodified_since)
         parsed = read_json(await read_body(), self.limits)
         # off the event loop: parsing 200 FHIRPath paths takes some 0.4 s
         document = await asyncio.to_thread(read_patch, parsed, media_type, self.limits.max_depth)
+        return self.patch_build(document, since, base)
+
+    def patch_build(
+        self, document: Patch, since: int | None, base: str, now: Instant | None = None
+    ) -> BuildVersion:
+        """A patch's build: the next version from the current one, run under the task's
+        lock so that the patch applies to the version it replaces (no lost update). `now`:
+        a transaction's single instant (else the time it runs)."""
 
         def build(current: StoredTask) -> NewVersion:
             if is_deleted(current.resource):  # nothing to patch: PUT brings it back
@@ -623,13 +751,13 @@ class TaskService:
                 body = validated(patched, self.limits, update=True)
             except InvalidResource as invalid:
                 raise Unprocessable(invalid.issues) from None
-            now, now_us = now_instant()
+            stamp, stamp_us = now or now_instant()
             return build_version(
                 body,
                 task_id=current.id,
                 version_id=current.version_id + 1,
-                now=now,
-                last_updated=now_us,
+                now=stamp,
+                last_updated=stamp_us,
                 previous=current.resource,
                 profile=self.profile,
                 whole=True,
@@ -643,7 +771,7 @@ class TaskService:
         already deleted stays as it is (no new version): deleting is idempotent."""
         task_id = _checked_id(task_id)
         try:
-            return await self._rewrite(task_id, _tombstone, _if_match(if_match))
+            return await self._rewrite(task_id, _tombstone, if_match_version(if_match))
         except _AlreadyDeleted as done:
             return done.current
 
@@ -652,13 +780,13 @@ class TaskService:
         finds (searches skip deleted tasks); None when it finds none (nothing to delete:
         like deleting twice, not an error), MultipleMatches (412) when it finds several."""
         condition = Condition.parse(search)
-        wanted = _if_match(if_match)
+        wanted = if_match_version(if_match)
 
         def program() -> WriteProgram[StoredTask | None]:
             found = yield from one_match(condition)
             if found is None:
                 return None
-            return (yield from rewrite(found.id, wanted, _tombstone))
+            return (yield from erase(found.id, wanted))
 
         return await self.storage.transact(program)
 
@@ -728,7 +856,7 @@ class TaskService:
         `base` is the server's base URL (fullUrls, permalinks), `link_path` its path (the
         host-relative paging links)."""
         task_id = _checked_id(task_id)
-        count, offset = _paging(query_pairs(query), lenient)
+        count, offset = paging(query_pairs(query), lenient)
         try:
             total, versions = await self.storage.history(task_id, count, offset)
         except TaskNotFound:

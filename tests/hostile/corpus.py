@@ -627,7 +627,8 @@ def methods_and_media() -> Iterator[Entry]:
     yield Entry("method/patch-collection", "PATCH", "/Task", 405, b"[]", JSON_PATCH)
     yield Entry("method/get-validate-is-a-read-of-no-task", "GET", "/Task/$validate", 404)
     yield Entry("method/trace", "TRACE", "/Task", 405)
-    yield Entry("method/put-collection", "PUT", "/Task", 405, SEED_BYTES, JSON)
+    # PUT /Task is a conditional update: without a search it has nothing to update
+    yield Entry("method/put-collection-without-search", "PUT", "/Task", 400, SEED_BYTES, JSON)
     yield Entry("method/post-to-id", "POST", f"/Task/{UNKNOWN_ID}", 405, SEED_BYTES, JSON)
     yield Entry("method/post-metadata", "POST", "/metadata", 405, SEED_BYTES, JSON)
     yield Entry("method/options-task", "OPTIONS", "/Task", 204, authenticated=False)
@@ -1278,6 +1279,128 @@ def hosts() -> Iterator[Entry]:
         )
 
 
+def _bundle_entry(name: str, body: Any, expected: int, **kwargs: Any) -> Entry:
+    raw = body if isinstance(body, bytes) else _dumps(body)
+    return Entry(f"bundle/{name}", "POST", "/", expected, raw, JSON, **kwargs)
+
+
+def _transaction(*entries: Any) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "transaction", "entry": list(entries)}
+
+
+def _seed_post(url: str = "Task", **request: Any) -> dict[str, Any]:
+    return {"resource": SEED_CREATE, "request": {"method": "POST", "url": url, **request}}
+
+
+def bundles() -> Iterator[Entry]:
+    """Hostile Bundles at POST /: a transaction refused whole (4xx naming the entry) for
+    any bad entry, before anything is written; a batch answered 200 with each bad entry
+    refused in its place. Never a 5xx."""
+    yield _bundle_entry("not-json", b"{", 400)
+    yield _bundle_entry("empty", b"", 400)
+    yield _bundle_entry("a-json-array", [], 400)
+    yield _bundle_entry("a-task", SEED_CREATE, 400)
+    for kind in ("searchset", "collection", "document", "message", "history", None, 7, ""):
+        body = {"resourceType": "Bundle", "type": kind, "entry": [_seed_post()]}
+        yield _bundle_entry(f"type-{kind}", body, 400)
+    for name, entries in {
+        "entry-an-object": {"request": {}},
+        "entry-a-string": "entries",
+        "entry-null": None,
+    }.items():
+        body = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        yield _bundle_entry(name, body, 400)  # null is no FHIR JSON value either
+    yield _bundle_entry("ten-thousand-entries", _transaction(*[_seed_post()] * 10_000), 413)
+    nested = {"resourceType": "Bundle", "type": "transaction", "entry": [_seed_post()]}
+    yield _bundle_entry(
+        "nested-bundle-as-resource",
+        _transaction({"resource": nested, "request": {"method": "POST", "url": "Task"}}),
+        400,
+    )
+    yield _bundle_entry(
+        "nested-bundle-posted-to-root",
+        _transaction({"resource": nested, "request": {"method": "POST", "url": ""}}),
+        400,
+    )
+    bad_requests: dict[str, Any] = {
+        "dot-dot-to-metadata": {"method": "GET", "url": "Task/../metadata"},
+        "dot-dot-post": {"method": "POST", "url": "Task/../Task"},
+        "encoded-dot-dot": {"method": "GET", "url": "Task/%2e%2e/metadata"},
+        "other-server": {"method": "POST", "url": "https://evil.example/fhir/Task"},
+        "other-scheme": {"method": "GET", "url": "file:///etc/passwd"},
+        "urn-url": {"method": "PUT", "url": "urn:uuid:0b5e3c1e-6f0e-4d8e-9a43-3f8d2a9c7e11"},
+        "other-resource": {"method": "POST", "url": "Patient"},
+        "metadata": {"method": "GET", "url": "metadata"},
+        "root": {"method": "POST", "url": "/"},
+        "empty-url": {"method": "POST", "url": ""},
+        "url-a-number": {"method": "POST", "url": 7},
+        "no-url": {"method": "POST"},
+        "no-method": {"url": "Task"},
+        "lower-case-method": {"method": "post", "url": "Task"},
+        "method-trace": {"method": "TRACE", "url": "Task"},
+        "method-head": {"method": "HEAD", "url": "Task"},
+        "post-with-id": {"method": "POST", "url": f"Task/{UNKNOWN_ID}"},
+        "put-without-id-or-search": {"method": "PUT", "url": "Task"},
+        "if-none-exist-empty": {"method": "POST", "url": "Task", "ifNoneExist": ""},
+        "if-none-exist-unknown": {"method": "POST", "url": "Task", "ifNoneExist": "patinet=1"},
+        "if-none-exist-an-object": {"method": "POST", "url": "Task", "ifNoneExist": {}},
+        "if-match-on-post": {"method": "POST", "url": "Task", "ifMatch": 'W/"1"'},
+        "history-of-nothing": {"method": "GET", "url": "Task/_history/_history/1/2"},
+    }
+    for name, request in bad_requests.items():
+        entry = {"resource": SEED_CREATE, "request": request}
+        yield _bundle_entry(f"request-{name}", _transaction(entry), 400)
+    yield _bundle_entry("missing-request", _transaction({"resource": SEED_CREATE}), 400)
+    yield _bundle_entry("request-a-list", _transaction({"request": []}), 400)
+    yield _bundle_entry(
+        "post-without-resource", _transaction({"request": {"method": "POST", "url": "Task"}}), 400
+    )
+    yield _bundle_entry(
+        "resource-not-a-task",
+        _transaction({**_seed_post(), "resource": {"resourceType": "Patient"}}),
+        400,
+    )
+    yield _bundle_entry(
+        "unknown-task-update",
+        _transaction(
+            {"resource": SEED_CREATE, "request": {"method": "PUT", "url": f"Task/{UNKNOWN_ID}"}}
+        ),
+        404,
+    )
+    yield _bundle_entry(
+        "unresolvable-urn-reference",
+        _transaction(
+            {
+                "resource": {**SEED_CREATE, "partOf": [{"reference": "urn:uuid:nowhere"}]},
+                "request": {"method": "POST", "url": "Task"},
+            }
+        ),
+        400,
+    )
+    same = "urn:uuid:0b5e3c1e-6f0e-4d8e-9a43-3f8d2a9c7e11"
+    yield _bundle_entry(
+        "repeated-full-url",
+        _transaction({**_seed_post(), "fullUrl": same}, {**_seed_post(), "fullUrl": same}),
+        400,
+    )
+    yield _bundle_entry(
+        "valid-entries-then-a-bad-one",
+        _transaction(_seed_post(), _seed_post(), {"request": {"method": "GET", "url": "Nope"}}),
+        400,
+    )
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": "Task/../metadata"}},
+            {"request": {"method": "POST", "url": "https://evil.example/Task"}},
+            {"resource": {"resourceType": "Bundle"}, "request": {"method": "POST", "url": "Task"}},
+            "not-an-entry",
+        ],
+    }
+    yield _bundle_entry("batch-of-bad-entries", batch, 200)
+
+
 def build() -> list[Entry]:
     entries = [
         *malformed_json(),
@@ -1304,6 +1427,7 @@ def build() -> list[Entry]:
         *whitespace_in_uris_and_codes(),
         *content_encodings(),
         *hosts(),
+        *bundles(),
     ]
     names = [entry.name for entry in entries]
     assert len(names) == len(set(names)), "corpus entry names must be unique"
