@@ -1139,6 +1139,24 @@ def validate_bodies() -> Iterator[Entry]:
     )
 
 
+def conditional_searches() -> Iterator[Entry]:
+    """Conditional patches and deletes whose search selects no tasks (a condition ignored
+    would patch or delete by accident): 400 before anything is looked up or written."""
+    patch = {"Content-Type": "application/json-patch+json"}
+    change = b'[{"op": "replace", "path": "/status", "value": "completed"}]'
+    for label, query in {
+        "none": "",
+        "only-format": "?_format=json",
+        "unknown-parameter": "?patinet=123",
+        "only-paging": "?_count=1",
+        "malformed-date": "?due=tomorrow",
+        "not-utf8": "?description=%FF",
+        "empty-name": "?=x",
+    }.items():
+        yield Entry(f"odd/conditional-delete-{label}", "DELETE", f"/Task{query}", 400)
+        yield Entry(f"odd/conditional-patch-{label}", "PATCH", f"/Task{query}", 400, change, patch)
+
+
 def token_throttle_keys() -> Iterator[Entry]:
     """Client ids shaped to collide with or bloat the token throttle's keys: refused as any
     unknown client, each costing its address one check."""
@@ -1421,6 +1439,7 @@ def build() -> list[Entry]:
         *update_bodies(),
         *if_unmodified_since(),
         *if_none_exist(),
+        *conditional_searches(),
         *patch_bodies(),
         *validate_bodies(),
         *token_throttle_keys(),
