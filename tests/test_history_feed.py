@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from caretask.domain.subsetting import SUBSETTED
 from tests.support.clients import create_task
 from tests.support.databases import engine_database, fetch_all
 from tests.support.seed import SEED_CREATE, seed_task
@@ -338,3 +339,40 @@ def test_a_poller_sees_every_version_once_while_clients_write(
     assert polls > 3
     assert len(seen) == len(set(seen))  # never twice
     assert set(seen) == {(task_id, str(version)) for task_id, version in stored}  # never missed
+
+
+def test_a_task_history_takes_summary_count_and_answers_the_total_alone(
+    api: httpx.Client,
+) -> None:
+    task_id = create_task(api, SEED_CREATE)
+    api.put(f"/Task/{task_id}", json=SEED_CREATE)
+    response = api.get(f"/Task/{task_id}/_history", params={"_summary": "count"})
+    assert response.status_code == 200
+    assert response.json() == {"resourceType": "Bundle", "type": "history", "total": 2}
+
+
+def test_a_task_history_subsets_each_version_by_elements_and_its_links_keep_them(
+    api: httpx.Client,
+) -> None:
+    task_id = create_task(api, SEED_CREATE)
+    api.put(f"/Task/{task_id}", json=SEED_CREATE)
+    page = api.get(f"/Task/{task_id}/_history", params={"_elements": "status", "_count": 1})
+    assert page.status_code == 200
+    resource = page.json()["entry"][0]["resource"]
+    assert "description" not in resource
+    assert resource["status"] == SEED_CREATE["status"]
+    assert SUBSETTED in resource["meta"]["tag"]
+    next_url = next(link["url"] for link in page.json()["link"] if link["relation"] == "next")
+    assert "_elements=status" in next_url
+
+
+def test_the_change_feed_takes_summary_and_elements_but_not_summary_count(
+    api: httpx.Client,
+) -> None:
+    create_task(api, SEED_CREATE)
+    page = api.get("/Task/_history", params={"_summary": "true", "_count": 1})
+    assert page.status_code == 200
+    assert "note" not in page.json()["entry"][0]["resource"]
+    refused = api.get("/_history", params={"_summary": "count"})
+    assert refused.status_code == 400
+    assert "count" in refused.json()["issue"][0]["details"]["text"]

@@ -294,7 +294,7 @@ def test_options_answers_204_with_allow_on_every_path(server: Server) -> None:
 
 
 def test_allow_lists_each_method_once_in_the_route_tables_order() -> None:
-    assert allowed_methods("/Task") == ("GET", "HEAD", "POST", "PUT", "OPTIONS")
+    assert allowed_methods("/Task") == ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 # --- CORS --------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from caretask.domain import profiles
 from caretask.domain.etag import etag
 from caretask.domain.profiles import Profile
 from caretask.domain.search_params import SearchQuery
-from caretask.domain.subsetting import subset
+from caretask.domain.subsetting import WHOLE, Subset, subset, subset_pairs
 from caretask.domain.task_rules import PERMALINK_EXTENSION, is_deleted
 
 
@@ -125,18 +125,26 @@ def history(
     count: int,
     offset: int,
     profile: Profile = profiles.DEFAULT,
+    wanted: Subset = WHOLE,
 ) -> dict[str, Any]:
-    """A history Bundle of one Task, newest version first; its links relative (canvas) or
-    absolute (fhir) as a searchset's."""
+    """A history Bundle of one Task, newest version first, each version subsetted as
+    `wanted` (_summary=count: the total alone); its links relative (canvas) or absolute
+    (fhir) as a searchset's."""
+    if wanted[0] == "count":
+        return {"resourceType": "Bundle", "type": "history", "total": total}
     root = base if profile == profiles.FHIR else link_path
     path = f"{root}/Task/{task_id}/_history"
-    links = [{"relation": "self", "url": f"{path}?_count={count}&_offset={offset}"}]
+    also = "".join(f"&{name}={quote(value, safe=',')}" for name, value in subset_pairs(wanted))
+
+    def link(relation: str, at: int) -> dict[str, str]:
+        return {"relation": relation, "url": f"{path}?_count={count}&_offset={at}{also}"}
+
+    links = [link("self", offset)]
     if count > 0 and offset + count < total:
-        links.append({"relation": "next", "url": f"{path}?_count={count}&_offset={offset + count}"})
+        links.append(link("next", offset + count))
     if count > 0 and offset > 0:
-        prev = max(offset - count, 0)
-        links.append({"relation": "previous", "url": f"{path}?_count={count}&_offset={prev}"})
-    entries = [history_entry(resource, base, profile) for resource in versions]
+        links.append(link("previous", max(offset - count, 0)))
+    entries = [history_entry(resource, base, profile, wanted) for resource in versions]
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history", "total": total}
     bundle["link"] = links
     if entries:
@@ -145,7 +153,10 @@ def history(
 
 
 def history_entry(
-    resource: dict[str, Any], base: str, profile: Profile = profiles.DEFAULT
+    resource: dict[str, Any],
+    base: str,
+    profile: Profile = profiles.DEFAULT,
+    wanted: Subset = WHOLE,
 ) -> dict[str, Any]:
     """A version as a history Bundle's entry: the interaction that stored it (version 1 a
     create, a tombstone a delete, without a resource, any other an update, also one
@@ -156,7 +167,7 @@ def history_entry(
     if is_deleted(resource):
         method, url, status = "DELETE", f"Task/{task_id}", "204 No Content"
     else:
-        entry["resource"] = render_task(resource, base, profile)
+        entry["resource"] = subset(render_task(resource, base, profile), *wanted)
         if version == "1":
             method, url, status = "POST", "Task", "201 Created"
         else:
@@ -180,6 +191,7 @@ def change_feed(
     applied: list[tuple[str, str]],
     next_cursor: str | None,
     profile: Profile = profiles.DEFAULT,
+    wanted: Subset = WHOLE,
 ) -> dict[str, Any]:
     """A page of the change feed (`path`: /Task/_history or /_history) as a history
     Bundle. meta.lastUpdated is `horizon`, the instant up to which the feed is complete
@@ -198,5 +210,5 @@ def change_feed(
         "link": links,
     }
     if versions:
-        bundle["entry"] = [history_entry(resource, base, profile) for resource in versions]
+        bundle["entry"] = [history_entry(r, base, profile, wanted) for r in versions]
     return bundle

@@ -54,10 +54,11 @@ def _fail(text: str) -> InvalidSearch:
 
 
 def parse_summary(raw: str, *, search: bool) -> Summary:
-    """A `_summary` value; `count` only where there is something to count (a search)."""
+    """A `_summary` value; `count` only where there is something to count (a search, a
+    task's history)."""
     allowed = SUMMARY_VALUES if search else tuple(v for v in SUMMARY_VALUES if v != "count")
     if raw not in allowed:
-        where = "" if search else " on a read (count is for searches)"
+        where = "" if search else " here (count is for searches and a Task's history)"
         raise _fail(f"_summary takes {', '.join(allowed)}{where}, not '{raw[:40]}'")
     return raw
 
@@ -108,15 +109,27 @@ def subset(
     return out
 
 
-def read_parameters(pairs: list[tuple[str, str]]) -> tuple[Summary, tuple[str, ...] | None]:
-    """`_summary` and `_elements` of a read's query (its other parameters are not a read's
-    business, and are left alone as they always were)."""
+Subset = tuple[Summary, tuple[str, ...] | None]  # what _summary and _elements ask for
+WHOLE: Subset = ("false", None)
+NAMES = ("_summary", "_elements")
+
+
+def read_parameters(pairs: list[tuple[str, str]], *, count: bool = False) -> Subset:
+    """`_summary` and `_elements` of a query (its other parameters are the caller's
+    business); `count`: whether _summary=count is taken (a task's history)."""
     summary: Summary = "false"
     elements = None
     for name, raw in pairs:
         if name == "_summary":
-            summary = parse_summary(raw, search=False)
+            summary = parse_summary(raw, search=count)
         elif name == "_elements":
             elements = parse_elements(raw)
     check_combination(summary, elements)
     return summary, elements
+
+
+def subset_pairs(wanted: Subset) -> list[tuple[str, str]]:
+    """The query parameters that ask for `wanted` (for paging links)."""
+    summary, elements = wanted
+    pairs = [] if summary == "false" else [("_summary", summary)]
+    return pairs + ([("_elements", ",".join(elements))] if elements else [])

@@ -372,7 +372,7 @@ def _bundle_schemas(profile: Profile) -> dict[str, Schema]:
         "type": "object",
         "properties": {
             "fullUrl": {"type": "string"},
-            "resource": ref("StoredTask"),
+            "resource": ref("ReadTask"),
             "request": {
                 "type": "object",
                 "properties": {
@@ -423,7 +423,7 @@ def _bundle_schemas(profile: Profile) -> dict[str, Schema]:
             "link": {"type": "array", "items": link, "minItems": 1},
             "entry": {"type": "array", "items": history_entry, "minItems": 1},
         },
-        "required": ["resourceType", "type", "total", "link"],
+        "required": ["resourceType", "type", "total"],
         "additionalProperties": False,
     }
     feed = {
@@ -781,11 +781,11 @@ def _subset_properties(*, search: bool) -> dict[str, Schema]:
     }
 
 
-def subset_query() -> tuple[Schema, ...]:
-    """A read's query parameters."""
+def subset_query(*, count: bool = False) -> tuple[Schema, ...]:
+    """A read's query parameters (`count`: and _summary=count, as a history takes)."""
     return tuple(
         {"name": name, "in": "query", "required": False, "schema": schema}
-        for name, schema in _subset_properties(search=False).items()
+        for name, schema in _subset_properties(search=count).items()
     )
 
 

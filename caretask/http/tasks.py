@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from caretask.auth import scopes
-from caretask.domain import audit, bundle, subsetting
+from caretask.domain import audit, bundle
 from caretask.domain.dates import parse_range
 from caretask.domain.errors import InvalidRequest, InvalidSearch, NotFound
 from caretask.domain.etag import etag, etag_matches
@@ -74,10 +74,7 @@ def _lenient(request: Request) -> bool:
 
 
 def _task(request: Request, task: StoredTask) -> Response:
-    body = _service(request).shown(task, base_url(request))
-    query = _query(request)
-    if "_summary" in query or "_elements" in query:
-        body = subsetting.subset(body, *subsetting.read_parameters(query_pairs(query)))
+    body = _service(request).shown_as_asked(task, base_url(request), _query(request))
     return fhir_response(body, 200, _version_headers(task))
 
 

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from caretask.auth import scopes
-from caretask.domain import bundle, indexing, profiles, search_params, task_rules
+from caretask.domain import bundle, indexing, profiles, search_params, subsetting, task_rules
 from caretask.domain.dates import instant, now_instant, parse_range
 from caretask.domain.errors import (
     BusinessRule,
@@ -366,7 +366,7 @@ def paging(pairs: list[tuple[str, str]], lenient: bool) -> tuple[int, int]:
             count = min(search_params.parse_int(name, raw), search_params.MAX_COUNT)
         elif name == "_offset":
             offset = search_params.parse_int(name, raw, search_params.MAX_OFFSET)
-        elif name not in ("_format", "_pretty") and not lenient:
+        elif name not in ("_format", "_pretty", *subsetting.NAMES) and not lenient:
             raise InvalidSearch.single("invalid", f"unknown parameter '{name[:80]}'")
     return count, offset
 
@@ -386,6 +386,7 @@ class FeedParams:
     count: int
     cursor: tuple[int, int, int, int] | None  # the position to resume before, the horizon
     applied: list[tuple[str, str]]  # what every page's links repeat
+    wanted: subsetting.Subset  # _summary and _elements
 
 
 def _feed_params(pairs: list[tuple[str, str]], lenient: bool) -> FeedParams:
@@ -408,10 +409,12 @@ def _feed_params(pairs: list[tuple[str, str]], lenient: bool) -> FeedParams:
             count = min(search_params.parse_int(name, raw), search_params.MAX_COUNT)
         elif name == "_cursor":
             cursor = _decode_cursor(raw)
-        elif name not in ("_format", "_pretty") and not lenient:
+        elif name not in ("_format", "_pretty", *subsetting.NAMES) and not lenient:
             raise InvalidSearch.single("invalid", f"unknown parameter '{name[:80]}'")
     applied.append(("_count", str(count)))
-    return FeedParams(since, at, count, cursor, applied)
+    wanted = subsetting.read_parameters(pairs)
+    applied += subsetting.subset_pairs(wanted)
+    return FeedParams(since, at, count, cursor, applied, wanted)
 
 
 def _encode_cursor(values: tuple[int, ...]) -> str:
@@ -453,6 +456,13 @@ class TaskService:
 
     def parse(self, raw: bytes, *, update: bool = False) -> dict[str, Any]:
         return parse(raw, self.limits, update=update)
+
+    def shown_as_asked(self, task: StoredTask, base: str, query: str) -> dict[str, Any]:
+        """A read's (or vread's) Task as its query's _summary and _elements ask."""
+        body = self.shown(task, base)
+        if "_summary" in query or "_elements" in query:
+            body = subsetting.subset(body, *subsetting.read_parameters(query_pairs(query)))
+        return body
 
     def shown(self, task: StoredTask, base: str) -> dict[str, Any]:
         """A stored Task as this server returns it (bundle.render_task, in the profile)."""
@@ -846,6 +856,7 @@ class TaskService:
             applied=params.applied,
             next_cursor=next_cursor,
             profile=self.profile,
+            wanted=params.wanted,
         )
         return Page(body)
 
@@ -856,7 +867,11 @@ class TaskService:
         `base` is the server's base URL (fullUrls, permalinks), `link_path` its path (the
         host-relative paging links)."""
         task_id = _checked_id(task_id)
-        count, offset = paging(query_pairs(query), lenient)
+        pairs = query_pairs(query)
+        count, offset = paging(pairs, lenient)
+        wanted = subsetting.read_parameters(pairs, count=True)
+        if wanted[0] == "count":
+            count = 0
         try:
             total, versions = await self.storage.history(task_id, count, offset)
         except TaskNotFound:
@@ -870,6 +885,7 @@ class TaskService:
             count=count,
             offset=offset,
             profile=self.profile,
+            wanted=wanted,
         )
         return Page(body)
 
