@@ -329,9 +329,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "PATCH",
         "/Task",
-        tasks.patch_where,
+        tasks.patch_by_search,
         Operation(
-            "patchTaskWhere",
+            "patchTaskBySearch",
             "Conditional patch: patch the one Task the search finds (none: 404, several: 412)",
             {
                 "200": written("patched"),
@@ -350,9 +350,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "DELETE",
         "/Task",
-        tasks.delete_where,
+        tasks.delete_by_search,
         Operation(
-            "deleteTaskWhere",
+            "deleteTaskBySearch",
             "Conditional delete: delete the one Task the search finds (none: nothing to do, "
             "several: 412)",
             {

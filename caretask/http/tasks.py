@@ -169,28 +169,27 @@ async def update_by_search(request: Request) -> Response:
 
 @endpoint(scopes.UPDATE)
 async def patch(request: Request) -> Response:
-    task = await _service(request).patch(
-        request.path_params["id"],
-        request.headers.get("if-match"),
-        request.headers.get("if-unmodified-since"),
-        partial(read_patch_body, request, settings(request).max_body_bytes),
-        media_type(request),
-        base=base_url(request),
-    )
+    task = await _service(request).patch(request.path_params["id"], *_patching(request))
     return _written(request, task, 200)
 
 
 @endpoint(scopes.UPDATE)
-async def patch_where(request: Request) -> Response:
-    task = await _service(request).patch_where(
-        _search_in_query(request),
+async def patch_by_search(request: Request) -> Response:
+    task = await _service(request).patch_by_search(_query(request), *_patching(request))
+    return _written(request, task, 200)
+
+
+def _patching(request: Request) -> tuple[Any, ...]:
+    """What a patch takes from its request besides the task it names: its conditions, how
+    to read its body, the body's media type, the base URL."""
+    max_bytes = settings(request).max_body_bytes
+    return (
         request.headers.get("if-match"),
         request.headers.get("if-unmodified-since"),
-        partial(read_patch_body, request, settings(request).max_body_bytes),
+        partial(read_patch_body, request, max_bytes),
         media_type(request),
-        base=base_url(request),
+        base_url(request),
     )
-    return _written(request, task, 200)
 
 
 # $validate reads nothing stored and writes nothing: the read scope, not a write scope, so
@@ -213,11 +212,11 @@ async def delete(request: Request) -> Response:
 
 
 @endpoint(scopes.DELETE)
-async def delete_where(request: Request) -> Response:
+async def delete_by_search(request: Request) -> Response:
     """204 whether the search found a task to delete or none (nothing left to delete); with
     the deleted version's ETag when it found one."""
-    task = await _service(request).delete_where(
-        _search_in_query(request), request.headers.get("if-match")
+    task = await _service(request).delete_by_search(
+        _query(request), request.headers.get("if-match")
     )
     if task is None:
         return empty_response(204)

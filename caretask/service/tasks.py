@@ -681,7 +681,6 @@ class TaskService:
         if_unmodified_since: str | None,
         read_body: Callable[[], Awaitable[bytes]],
         media_type: str,
-        *,
         base: str,
     ) -> StoredTask:
         """The task's next version: the JSON Patch or FHIRPath Patch (domain.patch, by
@@ -697,14 +696,13 @@ class TaskService:
         build = await self._patcher(if_unmodified_since, read_body, media_type, base)
         return await self._rewrite(task_id, build, wanted)
 
-    async def patch_where(
+    async def patch_by_search(
         self,
         search: str,
         if_match: str | None,
         if_unmodified_since: str | None,
         read_body: Callable[[], Awaitable[bytes]],
         media_type: str,
-        *,
         base: str,
     ) -> StoredTask:
         """A conditional patch (PATCH /Task?search): patch's, on the one task the search
@@ -785,7 +783,7 @@ class TaskService:
         except _AlreadyDeleted as done:
             return done.current
 
-    async def delete_where(self, search: str, if_match: str | None) -> StoredTask | None:
+    async def delete_by_search(self, search: str, if_match: str | None) -> StoredTask | None:
         """A conditional delete (DELETE /Task?search): delete's, on the one task the search
         finds (searches skip deleted tasks); None when it finds none (nothing to delete:
         like deleting twice, not an error), MultipleMatches (412) when it finds several."""
