@@ -620,3 +620,73 @@ def test_a_status_only_the_fhir_profile_takes_is_a_422_entry_in_canvas(
     with fhir_server.client(fhir_server.token()) as client:
         fhir = client.post("/", json=bundle).json()["entry"][0]["response"]
     assert fhir["status"] == "201 Created"
+
+
+def test_an_entry_nested_deeper_than_json_encoders_go_is_400_not_500(api: httpx.Client) -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(300):
+        node["a"] = {}
+        node = node["a"]
+    body = {**SEED_CREATE, "extension": [{"url": "http://x", "valueString": "y", "x": deep}]}
+    batch = api.post("/", json=_bundle("batch", _create(body)))
+    assert batch.status_code == 200
+    assert batch.json()["entry"][0]["response"]["status"] == "400 Bad Request"
+
+
+def test_a_transaction_deleting_a_task_then_creating_on_its_identifier_creates_a_new_one(
+    api: httpx.Client,
+) -> None:
+    body, search = _identified()
+    old = _id(api.post("/Task", json=body).headers["location"])
+    response = api.post(
+        "/",
+        json=_bundle("transaction", _delete(f"Task/{old}"), _create(body, ifNoneExist=search)),
+    )
+    assert response.status_code == 200
+    statuses = [e["response"]["status"] for e in response.json()["entry"]]
+    assert statuses == ["204 No Content", "201 Created"]
+    assert _total(api, search) == 1
+    assert api.get(f"/Task/{old}").status_code == 410
+
+
+def test_a_transaction_with_a_vread_of_no_such_version_writes_nothing(
+    api: httpx.Client,
+) -> None:
+    task_id = _id(api.post("/Task", json=SEED_CREATE).headers["location"])
+    body, search = _identified()
+    response = api.post(
+        "/",
+        json=_bundle("transaction", _create(body), _get(f"Task/{task_id}/_history/99")),
+    )
+    assert response.status_code == 404
+    assert response.json()["issue"][0]["expression"][0].startswith("Bundle.entry[1]")
+    assert _total(api, search) == 0
+
+
+def test_a_delete_entry_answers_without_a_resource_even_when_representation_is_asked(
+    api: httpx.Client,
+) -> None:
+    task_id = _id(api.post("/Task", json=SEED_CREATE).headers["location"])
+    response = api.post(
+        "/",
+        json=_bundle("transaction", _delete(f"Task/{task_id}")),
+        headers={"Prefer": "return=representation"},
+    )
+    entry = response.json()["entry"][0]
+    assert entry["response"]["status"] == "204 No Content"
+    assert "resource" not in entry
+
+
+def test_a_json_patch_in_a_binary_repeating_a_key_is_400(api: httpx.Client) -> None:
+    task_id = _id(api.post("/Task", json=SEED_CREATE).headers["location"])
+    text = b'[{"op": "replace", "path": "/status", "value": "completed", "value": "x"}]'
+    binary = {
+        "resourceType": "Binary",
+        "contentType": "application/json-patch+json",
+        "data": base64.b64encode(text).decode(),
+    }
+    entry = {"resource": binary, "request": {"method": "PATCH", "url": f"Task/{task_id}"}}
+    answered = api.post("/", json=_bundle("batch", entry)).json()["entry"][0]
+    assert answered["response"]["status"] == "400 Bad Request"
+    assert api.get(f"/Task/{task_id}").json()["meta"]["versionId"] == "1"

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from tests.support.seed import SEED_CREATE, new_patient
+from tests.support.server import Server
 
 
 def _with_identifier() -> tuple[dict[str, Any], str]:
@@ -200,3 +201,33 @@ def test_conditional_delete_without_a_search_is_400_and_deletes_nothing(
     response = api.delete("/Task?_format=json")
     assert response.status_code == 400
     assert response.json()["issue"][0]["code"] == "invalid"
+
+
+def test_conditional_create_needs_the_search_scope(server: Server) -> None:
+    body, search = _with_identifier()
+    with server.client(server.token("system/Task.c")) as client:
+        response = client.post("/Task", json=body, headers={"If-None-Exist": search})
+    assert response.status_code == 403
+    assert "system/Task.s" in response.json()["issue"][0]["diagnostics"]
+
+
+def test_a_conditional_create_that_finds_a_task_shows_it_only_to_a_reader(
+    server: Server, api: httpx.Client
+) -> None:
+    body, search = _with_identifier()
+    api.post("/Task", json=body)
+    headers = {"If-None-Exist": search, "Prefer": "return=representation"}
+    with server.client(server.token("system/Task.cs")) as client:
+        response = client.post("/Task", json=body, headers=headers)
+    assert response.status_code == 200
+    assert response.content == b""
+    assert response.headers["etag"] == 'W/"1"'
+
+
+def test_conditional_update_patch_and_delete_need_the_search_scope(server: Server) -> None:
+    _, search = _with_identifier()
+    with server.client(server.token("system/Task.cud")) as client:
+        put = client.put(f"/Task?{search}", json=SEED_CREATE)
+        patch = client.patch(f"/Task?{search}", json=COMPLETE, headers=JSON_PATCH)
+        delete = client.delete(f"/Task?{search}")
+    assert (put.status_code, patch.status_code, delete.status_code) == (403, 403, 403)

@@ -8,6 +8,7 @@ Both engines, both profiles."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -248,15 +249,6 @@ def test_unknown_parameters_are_ignored_with_lenient_handling(either: httpx.Clie
     assert response.status_code == 200
 
 
-def test_the_feed_needs_the_read_scope(servers: dict[str, Server]) -> None:
-    server = servers["canvas"]
-    with server.client(server.token("system/Task.cud")) as api:
-        assert api.get("/Task/_history").status_code == 403
-        assert api.get("/_history").status_code == 403
-    with server.client(server.token("system/Task.r")) as api:
-        assert api.get("/_history").status_code == 200
-
-
 def test_a_task_id_history_still_works_beside_the_type_history(either: httpx.Client) -> None:
     task_id = create_task(either, SEED_CREATE)
     response = either.get(f"/Task/{task_id}/_history")
@@ -376,3 +368,19 @@ def test_the_change_feed_takes_summary_and_elements_but_not_summary_count(
     refused = api.get("/_history", params={"_summary": "count"})
     assert refused.status_code == 400
     assert "count" in refused.json()["issue"][0]["details"]["text"]
+
+
+def test_the_change_feeds_need_the_search_scope_as_smart_v2_has_it(server: Server) -> None:
+    with server.client(server.token("system/Task.r")) as reader:
+        refused = [reader.get(feed).status_code for feed in FEEDS]
+    with server.client(server.token("system/Task.s")) as searcher:
+        allowed = [searcher.get(feed).status_code for feed in FEEDS]
+    assert (refused, allowed) == ([403, 403], [200, 200])
+
+
+@pytest.mark.parametrize("values", ["1.2.3.4611686018427387903", "-1.-1.-1.-1", "1.2.3", "a.b.c.d"])
+def test_a_cursor_this_server_did_not_give_is_400(api: httpx.Client, values: str) -> None:
+    cursor = base64.urlsafe_b64encode(values.encode()).decode().rstrip("=")
+    response = api.get("/_history", params={"_cursor": cursor})
+    assert response.status_code == 400
+    assert "_cursor" in response.json()["issue"][0]["details"]["text"]

@@ -312,3 +312,38 @@ def test_transactions_racing_with_the_same_conditional_creates_in_either_order_m
     with cluster[0].client(cluster_token) as client:
         for identifier in identifiers:
             assert client.get("/Task", params={"identifier": identifier}).json()["total"] == 1
+
+
+def test_conditional_creates_racing_with_differently_written_searches_make_one_task(
+    cluster: list[Server], cluster_token: str
+) -> None:
+    """Searches that select the same tasks take the same lock however they are written:
+    other result parameters, their order, the encoding of `|`."""
+    identifier = f"urn:caretask:test|variant-{new_patient()}"
+    body = {**SEED_CREATE, "identifier": [_identifier(identifier)]}
+    encoded = identifier.replace("|", "%7C")
+    variants = [
+        f"identifier={identifier}",
+        f"identifier={identifier}&_total=none",
+        f"_count=1&identifier={identifier}",
+        f"identifier={identifier}&_sort=_id",
+        f"Task?identifier={encoded}&_summary=false",
+    ]
+
+    async def run() -> list[httpx.Response]:
+        clients = _clients(cluster, cluster_token)
+        try:
+            targets = zip(itertools.cycle(clients), itertools.cycle(variants), strict=False)
+            return await asyncio.gather(
+                *(
+                    client.post("/Task", json=body, headers={"If-None-Exist": search})
+                    for client, search in itertools.islice(targets, 30)
+                )
+            )
+        finally:
+            await asyncio.gather(*(client.aclose() for client in clients))
+
+    responses = asyncio.run(run())
+    assert Counter(r.status_code for r in responses) == {201: 1, 200: 29}
+    with cluster[0].client(cluster_token) as client:
+        assert client.get("/Task", params={"identifier": identifier}).json()["total"] == 1

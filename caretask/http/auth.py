@@ -55,8 +55,9 @@ class ClientRows:
 
 
 async def authorize(request: Request, permission: str | None) -> tokens.Claims:
-    """Check the request's token and that its scopes grant `permission` (a cruds letter;
-    None: anything, the handler checking what it needs in `request.state.granted`)."""
+    """Check the request's token and that its scopes grant `permission` (cruds letters,
+    each needed; None: anything, the handler checking what it needs in
+    `request.state.granted`)."""
     state = opened(request)
     try:
         claims = state.tokens.verify(_bearer(request))
@@ -70,6 +71,12 @@ async def authorize(request: Request, permission: str | None) -> tokens.Claims:
         raise HttpProblem.unauthenticated("the access token's client is no longer active", _INVALID)
     granted = scopes.granted(claims.scope)
     request.state.granted = granted  # for a request that needs more than `permission`
-    if permission is not None and permission not in granted:
-        raise HttpProblem.forbidden(f"this needs the scope {scopes.NEEDS[permission]}")
+    for letter in permission or "":
+        require(request, letter)
     return claims
+
+
+def require(request: Request, permission: str) -> None:
+    """403 unless the authorized request's token grants `permission` (a cruds letter)."""
+    if permission not in request.state.granted:
+        raise HttpProblem.forbidden(f"this needs the scope {scopes.NEEDS[permission]}")

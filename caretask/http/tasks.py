@@ -23,6 +23,7 @@ from caretask.domain.etag import etag, etag_matches
 from caretask.domain.outcome import operation_outcome
 from caretask.domain.references import ID_PATTERN
 from caretask.http.audit import CLIENT_CLOSED
+from caretask.http.auth import require
 from caretask.http.endpoint import endpoint
 from caretask.http.errors import HttpProblem
 from caretask.http.negotiation import (
@@ -78,7 +79,7 @@ def _task(request: Request, task: StoredTask) -> Response:
     return fhir_response(body, 200, _version_headers(task))
 
 
-def _written(request: Request, task: StoredTask, status: int) -> Response:
+def _written(request: Request, task: StoredTask, status: int, shows: bool = True) -> Response:
     """A create's (201) or an update's (200) answer: where the version is, and the version
     itself when the client prefers it (Prefer: return=representation) or the profile
     returns it by default."""
@@ -90,7 +91,7 @@ def _written(request: Request, task: StoredTask, status: int) -> Response:
     headers = {**_version_headers(task), "Location": location}
     wanted = prefer(request).get("return")
     service = _service(request)
-    if service.write_returns_task(wanted):
+    if shows and service.write_returns_task(wanted):
         return fhir_response(service.shown(task, base), status, headers)
     return empty_response(status, headers)
 
@@ -101,9 +102,16 @@ async def create(request: Request) -> Response:
     condition = _create_condition(request)
     if condition is None:
         return _written(request, await service.create(await _body(request)), 201)
+    # a conditional create searches, and its answer may be a task that exists: the search
+    # scope to run it, the read scope to see that task
+    require(request, scopes.SEARCH)
     request.state.audit_query = audit.redact_query(condition)  # the header's names too
     task, created = await service.create_if_none_exist(await _body(request), condition)
-    return _written(request, task, 201 if created else 200)
+    return _written(request, task, 201 if created else 200, shows=created or _reads(request))
+
+
+def _reads(request: Request) -> bool:
+    return scopes.READ in request.state.granted
 
 
 def _search_in_query(request: Request) -> str:
@@ -153,7 +161,7 @@ async def update(request: Request) -> Response:
     return _written(request, task, 200)
 
 
-@endpoint(scopes.UPDATE)
+@endpoint(scopes.UPDATE + scopes.SEARCH)
 async def update_by_search(request: Request) -> Response:
     """A conditional update, PUT /Task?<search>: 200 for the task it updated, 201 for the
     one it created (which the create scope must allow too)."""
@@ -173,7 +181,7 @@ async def patch(request: Request) -> Response:
     return _written(request, task, 200)
 
 
-@endpoint(scopes.UPDATE)
+@endpoint(scopes.UPDATE + scopes.SEARCH)
 async def patch_by_search(request: Request) -> Response:
     task = await _service(request).patch_by_search(_query(request), *_patching(request))
     return _written(request, task, 200)
@@ -211,7 +219,7 @@ async def delete(request: Request) -> Response:
     return empty_response(204, _version_headers(task))
 
 
-@endpoint(scopes.DELETE)
+@endpoint(scopes.DELETE + scopes.SEARCH)
 async def delete_by_search(request: Request) -> Response:
     """204 whether the search found a task to delete or none (nothing left to delete); with
     the deleted version's ETag when it found one."""
@@ -232,12 +240,12 @@ async def _changes(request: Request, path: str) -> Response:
     return fhir_response(page.bundle)
 
 
-@endpoint(scopes.READ)
+@endpoint(scopes.SEARCH)  # SMART v2: type and system history are `s`, a task's is `r`
 async def type_history(request: Request) -> Response:
     return await _changes(request, "/Task/_history")
 
 
-@endpoint(scopes.READ)
+@endpoint(scopes.SEARCH)
 async def system_history(request: Request) -> Response:
     return await _changes(request, "/_history")
 

@@ -36,6 +36,7 @@ from caretask.domain.errors import (
 )
 from caretask.domain.etag import etag, etag_matches
 from caretask.domain.patch import JSON_PATCH, Patch, read_patch
+from caretask.domain.references import version_number
 from caretask.domain.task_rules import is_deleted
 from caretask.domain.transaction import Entry, Refused
 from caretask.service.tasks import (
@@ -183,6 +184,8 @@ class _Run:
             raise Forbidden.scope(scopes.NEEDS[needed])
         prepared = _Prepared(entry)
         if entry.condition is not None:
+            if scopes.SEARCH not in self.granted:  # a conditional entry searches, as GET
+                raise Forbidden.scope(scopes.NEEDS[scopes.SEARCH])
             prepared.condition = Condition.parse(entry.condition)
         if entry.interaction == "search-type":
             prepared.pairs = query_pairs(entry.search or "")
@@ -194,7 +197,7 @@ class _Run:
         if entry.interaction == "patch":
             prepared.patch = self.patch_document(entry)
         if entry.method in ("POST", "PUT"):
-            if len(orjson.dumps(entry.resource)) > self.tasks.limits.max_bytes:
+            if _encoded_size(entry.resource, where_of(entry)) > self.tasks.limits.max_bytes:
                 raise TooLarge.single(
                     "too-long", f"the resource is larger than {self.tasks.limits.max_bytes} bytes"
                 )
@@ -222,11 +225,12 @@ class _Run:
         if kind == "Binary" and resource.get("contentType") == JSON_PATCH:
             try:
                 text = base64.b64decode(str(resource.get("data", "")), validate=True)
-                document = orjson.loads(text)
-            except (binascii.Error, ValueError):
+            except binascii.Error:
                 raise InvalidRequest.single(
-                    "structure", "the Binary's data is not a base64-encoded JSON Patch", where
+                    "structure", "the Binary's data is not base64", where
                 ) from None
+            # held to a request body's rules: its size, nesting, no key repeated
+            document = read_json(text, self.tasks.limits)
             return read_patch(document, JSON_PATCH, self.tasks.limits.max_depth)
         raise InvalidRequest.single(
             "structure",
@@ -342,12 +346,20 @@ class _Run:
         for key in sorted({p.condition.key for p in conditional if p.condition}):
             yield Serialize(key)
         found: dict[int, StoredTask | None] = {}
+        # the tasks its DELETE entries delete: FHIR runs those first, so a later entry's
+        # condition does not find them (`ordered` has the deletes first)
+        deleted = {p.entry.task_id for p in ordered if p.entry.interaction == "delete"}
         for p in conditional:
             assert p.condition is not None
             try:
-                found[p.entry.index] = match = yield from one_match(p.condition)
+                match = yield from one_match(p.condition)
             except DomainError as error:
                 raise _EntryFailed(p.entry, error) from None
+            if match is not None and p.entry.interaction == "delete":
+                deleted.add(match.id)
+            elif match is not None and match.id in deleted:
+                match = None
+            found[p.entry.index] = match
             if match is not None and p.entry.full_url in ids:
                 ids[p.entry.full_url] = match.id
         # the tasks it replaces locked first, in one order (no deadlock), and only then
@@ -456,6 +468,12 @@ class _Run:
             raise NotFound.task(entry.task_id, NO_TASK)
         if entry.interaction == "read" and is_deleted(current.resource):
             raise Gone.task(entry.task_id, str(current.version_id))
+        if entry.interaction == "vread":  # the version exists, and is not the deletion
+            number = version_number(entry.version or "")
+            if number is None or not 1 <= number <= current.version_id:
+                raise NotFound.task(entry.task_id, "no such version of this Task")
+            if number == current.version_id and is_deleted(current.resource):
+                raise Gone.task(entry.task_id, str(number))
         return _Done(200, current if entry.interaction == "read" else None)
 
     async def read(self, prepared: _Prepared, known: StoredTask | None = None) -> _Done:
@@ -496,7 +514,11 @@ class _Run:
             return transaction.answer(done.status)
         meta = task.resource.get("meta", {})
         shown = None
-        if done.status != 304 and (not entry.writes or self.returns_task):
+        # not a deleted task (a tombstone is no Task), nor one a conditional create found
+        # for a caller that may not read it
+        found = entry.interaction == "create" and done.status == 200
+        hidden = is_deleted(task.resource) or (found and scopes.READ not in self.granted)
+        if done.status != 304 and (not entry.writes or self.returns_task) and not hidden:
             shown = self.tasks.shown(task, self.base)
         return transaction.answer(
             done.status,
@@ -530,6 +552,21 @@ def _target(prepared: _Prepared, found: dict[int, StoredTask | None]) -> str | N
     return entry.task_id
 
 
+def where_of(entry: Entry) -> str:
+    return f"Bundle.entry[{entry.index}].resource"
+
+
+def _encoded_size(resource: Any, where: str) -> int:
+    """The size of a resource as JSON text; a resource nested past what JSON encoders take
+    is refused (validation would refuse it for its depth anyway)."""
+    try:
+        return len(orjson.dumps(resource))
+    except orjson.JSONEncodeError:
+        raise InvalidRequest.single(
+            "too-costly", "the resource is nested too deeply", where
+        ) from None
+
+
 def _found_id(found: StoredTask | None) -> str | None:
     return found.id if found is not None else None
 
@@ -550,4 +587,5 @@ def _record_of(entry: Entry | Refused, code: int, task: StoredTask | None = None
         return EntryRecord("unknown", entry.method, None, None, None, code)
     task_id = task.id if task is not None else entry.task_id
     version = task.version_id if task is not None else None
-    return EntryRecord(entry.interaction, entry.method, task_id, version, entry.search, code)
+    search = entry.condition or entry.search  # a conditional create's If-None-Exist too
+    return EntryRecord(entry.interaction, entry.method, task_id, version, search, code)

@@ -266,11 +266,7 @@ class Condition:
 
     query: search_params.SearchQuery
     key: str
-
-    @property
-    def search(self) -> str:
-        """The search as a client would write it (for messages)."""
-        return self.key.removeprefix("Task?")
+    search: str  # as the client wrote it, less formatting (for messages)
 
     @classmethod
     def parse(cls, search: str) -> Condition:
@@ -303,8 +299,10 @@ class Condition:
             revincludes=[],
             sort=[],
         )
-        key = "Task?" + "&".join(f"{n}={v}" for n, v in sorted(pairs))
-        return cls(query, key)
+        # from the conditions as parsed, not the text: searches that select the same tasks
+        # however written (other result parameters, order, encoding) take the same lock
+        key = "Task?" + "&".join(sorted(repr(c) for c in parsed.conditions))
+        return cls(query, key, "&".join(f"{n}={v}" for n, v in pairs))
 
 
 def rewrite(task_id: str, wanted: int | None, build: BuildVersion) -> WriteProgram[StoredTask]:
@@ -423,13 +421,17 @@ def _encode_cursor(values: tuple[int, ...]) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
+_LAST_INSTANT_US = 253_402_300_800 * 1_000_000  # 10000-01-01T00:00:00Z
+
+
 def _decode_cursor(raw: str) -> tuple[int, int, int, int]:
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
         values = tuple(int(v) for v in text.split("."))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         values = ()
-    if len(values) != 4 or not all(abs(v) < 2**62 for v in values):
+    # instants (us) that a date can hold, from 1970 to 9999; pks and versions from 0
+    if len(values) != 4 or not all(0 <= v < _LAST_INSTANT_US for v in values):
         raise InvalidSearch.single("invalid", "_cursor is not one this server's links gave")
     return values
 
