@@ -244,7 +244,8 @@ class Fuzzer:
         tally = self.tally
         for request, answer in zip(sent.get("entry", []), answered["entry"], strict=True):
             status = answer["response"]["status"]
-            method = request["request"]["method"]
+            asked = request.get("request") if isinstance(request, dict) else None
+            method = asked.get("method") if isinstance(asked, dict) else None
             if status.startswith("201"):
                 tally.creates += 1
             elif status.startswith("200") and method in ("PUT", "PATCH"):

@@ -59,7 +59,6 @@ def capability_statement(
         }
     ]
     patch_formats = {"patchFormat": [JSON_PATCH, "application/fhir+json"]}
-    system = [{"code": code} for code in SYSTEM_INTERACTIONS if code in served]
     params = []
     for name, pdef in PARAMETERS.items():
         item: dict[str, Any] = {"name": name, "type": pdef.type, "documentation": pdef.description}
@@ -100,7 +99,6 @@ def capability_statement(
                     ],
                     "description": "OAuth 2.0 client credentials; SMART system scopes on Task",
                 },
-                **({"interaction": system} if system else {}),
                 "resource": [
                     {
                         "type": "Task",

@@ -304,20 +304,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "201": written("no Task matched: created (the create scope is needed too)"),
                 **errors(*FHIR_ERRORS, *BODY_ERRORS, 412, 422),
             },
-            (
-                *search_query()[:-1],
-                request_header(
-                    "If-Match",
-                    {"type": "string", "pattern": etag.READ_PATTERN},
-                    "the version of the Task found that is being replaced; another is a 412",
-                ),
-                request_header(
-                    "If-Unmodified-Since",
-                    {"type": "string", "pattern": HTTP_DATE_PATTERN},
-                    "an HTTP-date; a 412 if the Task found changed after it",
-                ),
-                PREFER_WRITE,
-            ),
+            (*condition_query(), IF_MATCH, IF_UNMODIFIED_SINCE, PREFER_WRITE),
             task_body(
                 "the whole new Task; an id in it must be the found Task's (with no match, "
                 "none: this server assigns ids)"
@@ -501,13 +488,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "204": {"description": "deleted", "headers": VERSION_HEADERS},
                 **errors(*FHIR_ERRORS, 404, 412),
             },
-            (
-                request_header(
-                    "If-Match",
-                    {"type": "string", "pattern": etag.READ_PATTERN},
-                    "the version being deleted; another is a 412",
-                ),
-            ),
+            (IF_MATCH,),
             path_parameters=(TASK_ID,),
         ),
         interaction="delete",

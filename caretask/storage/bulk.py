@@ -24,6 +24,7 @@ from caretask.domain.indexing import INDEX_VERSION, extract
 from caretask.storage import audit_sql
 from caretask.storage.base import SchemaNotCurrent
 from caretask.storage.columns import (
+    ALIVE,
     NORM,
     SIDE_TABLES,
     TASK_COLUMNS,
@@ -410,12 +411,11 @@ class BulkStore:
         """The current version of every task (changed at or after `since`), oldest pk first;
         not a deleted task's (its tombstone is no Task an import would take): the change
         feed (GET /_history?_since=) lists those deletes."""
-        body = self.dialect.body("resource")
         last = 0
         while True:
             rows = self._run(
-                f"SELECT pk, {body} FROM tasks WHERE pk > ? AND last_updated >= ? "
-                "AND status <> '' ORDER BY pk LIMIT ?",
+                f"SELECT t.pk, {self.dialect.body('t.resource')} FROM tasks t "
+                f"WHERE t.pk > ? AND t.last_updated >= ? AND {ALIVE} ORDER BY t.pk LIMIT ?",
                 (last, since if since is not None else -(2**62), batch),
             )
             if not rows:

@@ -73,6 +73,9 @@ SIDE_INSERTS = {
 }
 SIDE_DELETES = tuple(f"DELETE FROM {table} WHERE task_pk = ?" for table, _ in SIDE_TABLES)
 NORM = INDEX_COLUMNS.index("description_norm")
+# a deleted task's row (alias t) keeps id and last_updated; its index columns are NULL,
+# its status and intent '' (indexing.extract), and it has no side-table or text rows
+ALIVE = "t.status <> ''"
 
 
 def index_values(index: TaskIndex) -> tuple[Any, ...]:

@@ -24,7 +24,7 @@ from caretask.domain.search_params import (
     TokenCondition,
 )
 from caretask.storage.base import SearchResult, StoredTask
-from caretask.storage.columns import SEARCH_COLUMNS, SIDE_TABLE, Columns
+from caretask.storage.columns import ALIVE, SEARCH_COLUMNS, SIDE_TABLE, Columns
 from caretask.storage.dialect import Dialect
 from caretask.storage.search_cache import (
     ANCHOR_EVERY,
@@ -305,9 +305,6 @@ def _range(param: str) -> tuple[str, str]:
     return f"t.{spec.column}", f"t.{spec.other}"
 
 
-# a deleted task's row keeps id and last_updated; its index columns are NULL, its status
-# and intent '' (indexing.extract), and it has no side-table or text rows
-ALIVE = "t.status <> ''"
 _NEVER_NULL = frozenset({"_id", "status", "intent", "_lastUpdated"})
 
 

@@ -623,8 +623,9 @@ def auth() -> Iterator[Entry]:
 
 def methods_and_media() -> Iterator[Entry]:
     yield Entry("method/delete-unknown-task", "DELETE", f"/Task/{UNKNOWN_ID}", 404)
-    yield Entry("method/delete-all", "DELETE", "/Task", 405)
-    yield Entry("method/patch-collection", "PATCH", "/Task", 405, b"[]", JSON_PATCH)
+    # DELETE and PATCH /Task are conditional: without a search they have nothing to change
+    yield Entry("method/delete-all", "DELETE", "/Task", 400)
+    yield Entry("method/patch-collection", "PATCH", "/Task", 400, b"[]", JSON_PATCH)
     yield Entry("method/get-validate-is-a-read-of-no-task", "GET", "/Task/$validate", 404)
     yield Entry("method/trace", "TRACE", "/Task", 405)
     # PUT /Task is a conditional update: without a search it has nothing to update

@@ -290,13 +290,26 @@ class SQLiteStorage:
                 rows[op.task_id] = conn.execute(_SQL.current, (op.task_id,)).fetchone()
             return stored_current(op.task_id, rows[op.task_id])
         if isinstance(op, Find):
+            # it runs holding every writer off: held to the search timeout as searches are
+            stop = _SearchStop(self._search_timeout)
             plan = sql_search.plan_search(op.query, SearchCache(), SQLITE)
+            stop.start()
+            conn.set_progress_handler(stop, _CHECK_EVERY)
             try:
                 sql, params = next(plan)
                 while True:
                     sql, params = plan.send(conn.execute(sql, params).fetchall())
             except StopIteration as done:
                 return done.value.tasks
+            except sqlite3.OperationalError:
+                if stop.timed_out:
+                    raise StorageUnavailable(
+                        "the conditional search did not finish within the search timeout "
+                        "(CARETASK_SEARCH_TIMEOUT); narrow it, or retry later"
+                    ) from None
+                raise
+            finally:
+                conn.set_progress_handler(None, 0)
         if isinstance(op, Serialize):
             return None
         if isinstance(op, Insert):
