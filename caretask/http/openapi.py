@@ -862,6 +862,16 @@ WRITTEN_HEADERS = {"Location": LOCATION, "ETag": ETAG, "Last-Modified": LAST_MOD
 VERSION_HEADERS = {"ETag": ETAG, "Last-Modified": LAST_MODIFIED}
 
 
+def bundle_too_large() -> Schema:
+    """A Bundle's 413, with the limits a server has unless configured."""
+    return outcome(
+        "the body is larger than the Bundle limit (CARETASK_MAX_BUNDLE_BYTES, "
+        f"{byte_size(_default('max_bundle_bytes'))} by default), or the Bundle has more "
+        f"entries than allowed (CARETASK_MAX_BUNDLE_ENTRIES, {_default('max_bundle_entries')} "
+        "by default)"
+    )
+
+
 def _default(setting: str) -> Any:
     """A setting's default: the document states the limits a server has unless configured."""
     return next(f.default for f in dataclasses.fields(Settings) if f.name == setting)
@@ -893,7 +903,6 @@ def errors(*statuses: int) -> dict[str, Schema]:
         415: "the body's Content-Type or Content-Encoding is not accepted",
         422: "a status the profile does not support (canvas: requested, cancelled, completed)",
         431: "too many or too large request headers",
-        501: "a Bundle entry's interaction is not supported (yet)",
         503: "the database cannot answer now (unreachable, its disk full); see Retry-After",
     }
     out = {}

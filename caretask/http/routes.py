@@ -19,7 +19,6 @@ from starlette.responses import Response
 from starlette.routing import Route, compile_path
 from starlette.types import Receive, Scope, Send
 
-from caretask.config import Settings
 from caretask.domain import etag
 from caretask.domain.capability import capability_statement
 from caretask.domain.http_dates import PATTERN as HTTP_DATE_PATTERN
@@ -44,7 +43,7 @@ from caretask.http.openapi import (
     VERSION_HEADERS,
     Operation,
     Schema,
-    byte_size,
+    bundle_too_large,
     condition_query,
     errors,
     fhir,
@@ -234,13 +233,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "A batch or transaction Bundle of Task interactions",
             {
                 "200": fhir("ResponseBundle", "the batch-response or transaction-response"),
-                **errors(*FHIR_ERRORS, 404, 408, 412, 415, 422, 501),
-                "413": outcome(
-                    "the body is larger than the Bundle limit (CARETASK_MAX_BUNDLE_BYTES, "
-                    f"{byte_size(Settings().max_bundle_bytes)} by default), or the Bundle has "
-                    "more entries than allowed (CARETASK_MAX_BUNDLE_ENTRIES, "
-                    f"{Settings().max_bundle_entries} by default)"
-                ),
+                **errors(*FHIR_ERRORS, 404, 408, 412, 415, 422),
+                "413": bundle_too_large(),
             },
             (PREFER_WRITE,),
             fhir_body(

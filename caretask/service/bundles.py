@@ -45,13 +45,14 @@ from caretask.service.tasks import (
     Condition,
     Instant,
     TaskService,
-    erase,
+    erase_found,
+    found_id,
     if_match_version,
     one_match,
     paging,
+    patch_found,
     query_pairs,
     read_json,
-    rewrite,
     validated,
 )
 from caretask.storage.base import (
@@ -412,13 +413,15 @@ class _Run:
         """The program step of a write entry, its condition's match (if any) in `found`;
         `now` a transaction's instant, `ids` its fullUrls' tasks. One case per interaction."""
         entry = prepared.entry
+        # the task a patch or delete writes: the URL's, or its search's match (or none)
+        task_id = entry.task_id if prepared.condition is None else found_id(found)
         match entry.interaction:
-            case "create":
-                if prepared.condition is not None and found is not None:
-                    return _Done(200, found)  # If-None-Exist found it: nothing written
+            case "create":  # (`found`: If-None-Exist's match, if it has one)
                 body = self.body(prepared, ids)
-                stored = yield from self.tasks.insert(body, task_id=prepared.task_id, now=now)
-                return _Done(201, stored)
+                stored, created = yield from self.tasks.insert_unless(
+                    body, found, task_id=prepared.task_id, now=now
+                )
+                return _Done(201 if created else 200, stored)
             case "update":
                 assert prepared.change is not None
                 change = replace(prepared.change, body=self.body(prepared, ids))
@@ -435,18 +438,11 @@ class _Run:
                 return _Done(201 if created else 200, stored)
             case "patch":
                 assert prepared.patch is not None
-                task_id = entry.task_id if prepared.condition is None else _found_id(found)
-                if task_id is None:
-                    assert prepared.condition is not None
-                    search = prepared.condition.search
-                    raise NotFound.single("not-found", f"no Task matches {search}")
                 build = self.tasks.patch_build(prepared.patch, None, self.base, now)
-                return _Done(200, (yield from rewrite(task_id, prepared.wanted, build)))
-            case _:  # delete: by its search, none found is nothing to delete
-                task_id = entry.task_id if prepared.condition is None else _found_id(found)
-                if task_id is None:
-                    return _Done(204)
-                return _Done(204, (yield from erase(task_id, prepared.wanted, now)))
+                patched = patch_found(task_id, prepared.condition, prepared.wanted, build)
+                return _Done(200, (yield from patched))
+            case _:  # delete
+                return _Done(204, (yield from erase_found(task_id, prepared.wanted, now)))
 
     def body(self, prepared: _Prepared, ids: dict[str, str] | None) -> dict[str, Any]:
         """The entry's validated body, its references resolved to the ids as they stand
@@ -565,10 +561,6 @@ def _encoded_size(resource: Any, where: str) -> int:
         raise InvalidRequest.single(
             "too-costly", "the resource is nested too deeply", where
         ) from None
-
-
-def _found_id(found: StoredTask | None) -> str | None:
-    return found.id if found is not None else None
 
 
 def _check_conditions(prepared: list[_Prepared]) -> None:

@@ -332,6 +332,27 @@ def erase(task_id: str, wanted: int | None, now: Instant | None = None) -> Write
     return stored
 
 
+def patch_found(
+    task_id: str | None, condition: Condition | None, wanted: int | None, build: BuildVersion
+) -> WriteProgram[StoredTask]:
+    """The program step of a patch once its task is known: `task_id`, or None when the
+    conditional patch's search found none (a 404)."""
+    if task_id is None:
+        search = condition.search if condition is not None else ""
+        raise NotFound.single("not-found", f"no Task matches {search}")
+    return (yield from rewrite(task_id, wanted, build))
+
+
+def erase_found(
+    task_id: str | None, wanted: int | None, now: Instant | None = None
+) -> WriteProgram[StoredTask | None]:
+    """The program step of a delete once its task is known: `task_id`, or None when the
+    conditional delete's search found none (nothing to delete: None, not an error)."""
+    if task_id is None:
+        return None
+    return (yield from erase(task_id, wanted, now))
+
+
 def _tombstone(current: StoredTask, now: Instant | None = None) -> NewVersion:
     """A delete's build: the tombstone that follows `current`; _AlreadyDeleted when it is
     one already."""
@@ -340,6 +361,10 @@ def _tombstone(current: StoredTask, now: Instant | None = None) -> NewVersion:
     stamp, stamp_us = now or now_instant()
     resource = task_rules.tombstone(current.id, current.version_id + 1, stamp)
     return NewVersion(resource, indexing.extract(resource), stamp_us)
+
+
+def found_id(task: StoredTask | None) -> str | None:
+    return task.id if task is not None else None
 
 
 def one_match(condition: Condition) -> WriteProgram[StoredTask | None]:
@@ -509,12 +534,23 @@ class TaskService:
         body = self.parse(raw)
 
         def program() -> WriteProgram[tuple[StoredTask, bool]]:
-            existing = yield from one_match(condition)
-            if existing is not None:
-                return existing, False
-            return (yield from self.insert(body)), True
+            return (yield from self.insert_unless(body, (yield from one_match(condition))))
 
         return await self.storage.transact(program)
+
+    def insert_unless(
+        self,
+        body: dict[str, Any],
+        found: StoredTask | None,
+        *,
+        task_id: str | None = None,
+        now: Instant | None = None,
+    ) -> WriteProgram[tuple[StoredTask, bool]]:
+        """The program step of a conditional create once its search found `found` (or
+        nothing): that task, nothing written (and False), or a new one (and True)."""
+        if found is not None:
+            return found, False
+        return (yield from self.insert(body, task_id=task_id, now=now)), True
 
     def insert(
         self, body: dict[str, Any], *, task_id: str | None = None, now: Instant | None = None
@@ -715,9 +751,7 @@ class TaskService:
 
         def program() -> WriteProgram[StoredTask]:
             found = yield from one_match(condition)
-            if found is None:
-                raise NotFound.single("not-found", f"no Task matches {condition.search}")
-            return (yield from rewrite(found.id, wanted, build))
+            return (yield from patch_found(found_id(found), condition, wanted, build))
 
         return await self.storage.transact(program)
 
@@ -793,10 +827,7 @@ class TaskService:
         wanted = if_match_version(if_match)
 
         def program() -> WriteProgram[StoredTask | None]:
-            found = yield from one_match(condition)
-            if found is None:
-                return None
-            return (yield from erase(found.id, wanted))
+            return (yield from erase_found(found_id((yield from one_match(condition))), wanted))
 
         return await self.storage.transact(program)
 
