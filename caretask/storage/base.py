@@ -60,6 +60,76 @@ class Change:
     position: FeedPosition
 
 
+# --- subscriptions -------------------------------------------------------------------------
+#
+# A task write records, in its own transaction, one event for each subscription whose
+# filter matched the task's previous version or its new one (the transactional outbox):
+# numbered 1, 2, 3... per subscription in commit order, without gaps. Delivery reads them
+# back, claims a subscription for a while (a lease) so that one server at a time sends its
+# notifications, and records how far the receiver acknowledged.
+
+# what may happen to a subscription's events, in the SubscriptionStatus's words
+SUBSCRIPTION_STATUSES = ("requested", "active", "error", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionDraft:
+    """What the service layer stores of a Subscription it validated (domain.subscriptions):
+    the resource, and the fields the database matches and selects on."""
+
+    resource: dict[str, Any]  # as the client will read it back, id and meta included
+    status: str  # one of SUBSCRIPTION_STATUSES
+    filter: str  # the Task search expression without "Task?" ("" matches every task)
+    channel: str  # "rest-hook" | "websocket"
+    endpoint: str  # channel.endpoint ("" for websocket): search by url
+    heartbeat_period: int | None  # seconds, None for no heartbeats
+    # a new status of "requested" (a create, or an update that changed the channel) starts
+    # delivery over: handshake first, failures forgotten
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSubscription:
+    id: str
+    version_id: int
+    resource: dict[str, Any]  # its stored body; status below is the authoritative one
+    status: str
+    filter: str
+    channel: str
+    endpoint: str
+    heartbeat_period: int | None
+    secret: str  # the HMAC-SHA256 key of its notifications, made by the server at creation
+    events_since_start: int  # the number of its newest event (0: none yet)
+    delivered_through: int  # the newest event number the receiver acknowledged
+    failing_since: int | None  # us since the epoch: the first of the current failures
+    next_attempt: int  # us since the epoch: delivery is not tried before this
+    last_sent: int | None  # us since the epoch: the last notification or heartbeat sent
+    error: str | None  # the last delivery failure, in words (SubscriptionStatus.error)
+    created: int  # us since the epoch
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionEvent:
+    subscription_id: str
+    number: int  # its event number (events-since-subscription-start when it happened)
+    task_id: str
+    version_id: int  # the task version that triggered it (a delete: the tombstone)
+    kind: str  # "create" | "update" | "delete"
+    occurred: int  # us since the epoch: that version's lastUpdated
+    resource: dict[str, Any] | None  # that version of the task, when asked for
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    """What a delivery attempt ends with (Storage.finish_delivery): the fields it sets."""
+
+    status: str
+    delivered_through: int
+    failing_since: int | None
+    next_attempt: int
+    last_sent: int | None
+    error: str | None
+
+
 # --- write programs: several reads and writes in one database transaction -----------------
 #
 # A program is a generator that yields these operations and is sent each one's result; the
@@ -197,6 +267,63 @@ class Storage(Protocol):
         """Up to `count` stored versions with last_updated >= `since` that come before
         `before` in the feed's order, newest first. `at`: only versions still current at
         that instant or replaced after it (FHIR's _at)."""
+        ...
+
+    # --- subscriptions ---------------------------------------------------------------------
+
+    async def create_subscription(
+        self, subscription_id: str, draft: SubscriptionDraft, secret: str, now: int
+    ) -> StoredSubscription:
+        """Version 1; events are recorded for it from this write's commit on."""
+        ...
+
+    async def read_subscription(self, subscription_id: str) -> StoredSubscription | None: ...
+
+    async def update_subscription(
+        self, subscription_id: str, draft: SubscriptionDraft, expected_version: int | None
+    ) -> StoredSubscription:
+        """The next version. Its events and their numbering go on; a status of "requested"
+        resets the delivery fields (handshake again, failures forgotten, next_attempt now).
+        TaskNotFound (the subscription's) for an unknown id, StaleVersion as update_task."""
+        ...
+
+    async def delete_subscription(self, subscription_id: str) -> bool:
+        """Delete it and its events; whether it existed."""
+        ...
+
+    async def search_subscriptions(
+        self, endpoint: str | None, statuses: Sequence[str], count: int, offset: int
+    ) -> tuple[int, list[StoredSubscription]]:
+        """(total, page): by channel endpoint (exact) and any of `statuses` (none: any),
+        oldest first."""
+        ...
+
+    async def subscription_events(
+        self, subscription_id: str, after: int, through: int | None, limit: int, resources: bool
+    ) -> list[SubscriptionEvent]:
+        """Its kept events numbered after `after` (and at most `through`), oldest first;
+        with the task versions when `resources`."""
+        ...
+
+    async def claim_deliveries(
+        self, owner: str, now: int, lease: int, limit: int
+    ) -> list[StoredSubscription]:
+        """Lease (owner until now + lease, us) up to `limit` rest-hook subscriptions that
+        have work due and no live lease: status "requested" (a handshake), or "active" with
+        events past delivered_through or a heartbeat due (last_sent + heartbeat_period <=
+        now, or never sent), and next_attempt <= now. Each is leased to one caller at a time
+        across every server on the database (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
+        ...
+
+    async def finish_delivery(
+        self, subscription_id: str, owner: str, outcome: DeliveryOutcome
+    ) -> bool:
+        """Record an attempt's outcome and release the lease, if `owner` still holds it
+        (whether it did). delivered_through never goes back."""
+        ...
+
+    async def purge_events(self, before: int) -> int:
+        """Delete the events that occurred before `before` (us); how many."""
         ...
 
     async def create_client(self, record: ClientRecord) -> None: ...
