@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import parse_qsl
 
 from caretask.domain.dates import parse_range
 from caretask.domain.errors import InvalidSearch, Issue
@@ -424,6 +425,12 @@ def parse(pairs: list[tuple[str, str]], *, lenient: bool = False) -> SearchQuery
             query.applied.append((name, raw))
     check_combination(query.summary, query.elements)
     return query
+
+
+def parse_filter(text: str) -> SearchQuery:
+    """A stored Task search expression (what follows `Task?`, percent-encoded as a query
+    string) as parse reads it: a subscription's filter."""
+    return parse(parse_qsl(text, keep_blank_values=True))
 
 
 def _value_count(condition: Condition) -> int:

@@ -128,6 +128,9 @@ class DeliveryOutcome:
     next_attempt: int
     last_sent: int | None
     error: str | None
+    # the subscription's version the attempt started from: if the client has written a
+    # newer one meanwhile ("off", or "requested" again), its status stands
+    from_version: int
 
 
 # --- write programs: several reads and writes in one database transaction -----------------
@@ -320,6 +323,11 @@ class Storage(Protocol):
     ) -> bool:
         """Record an attempt's outcome and release the lease, if `owner` still holds it
         (whether it did). delivered_through never goes back."""
+        ...
+
+    def on_events(self, callback: Callable[[], None]) -> None:
+        """`callback` runs on the event loop after each write of this process that recorded
+        subscription events has committed (delivery need not wait for its next poll)."""
         ...
 
     async def purge_events(self, before: int) -> int:

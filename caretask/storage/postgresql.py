@@ -39,6 +39,7 @@ from caretask.storage.base import (
     Change,
     ClientRecord,
     Current,
+    DeliveryOutcome,
     FeedPosition,
     Find,
     Insert,
@@ -46,8 +47,12 @@ from caretask.storage.base import (
     SearchResult,
     SearchTimedOut,
     Serialize,
+    StaleVersion,
     StorageUnavailable,
+    StoredSubscription,
     StoredTask,
+    SubscriptionDraft,
+    SubscriptionEvent,
     TaskNotFound,
     WriteOp,
     WriteProgram,
@@ -64,9 +69,22 @@ from caretask.storage.statements import (
     statements,
     stored_current,
 )
+from caretask.storage.subscriptions_sql import (
+    Outbox,
+    event_row,
+    finish_params,
+    insert_params,
+    kind,
+    subscription_row,
+    update_params,
+    watch,
+)
+from caretask.storage.subscriptions_sql import statements as subscription_statements
 
 T = TypeVar("T")
 _SQL = statements(POSTGRESQL)
+_SUBS = subscription_statements(POSTGRESQL)
+_NO_END = 2**62  # an event number past any
 _AUDIT_INSERT = audit_sql.insert(POSTGRESQL)
 _SERIALIZE = "SELECT pg_advisory_xact_lock(%s)"
 TRANSACT_ATTEMPTS = 3  # runs of a write program that a deadlock rolled back
@@ -150,6 +168,7 @@ class PostgreSQLStorage:
         self._probe: AsyncConnection | None = None  # readiness's own connection
         self._probe_lock = asyncio.Lock()
         self._cache = SearchCache()
+        self._on_events: Callable[[], None] | None = None
 
     async def _configure(self, conn: AsyncConnection) -> None:
         await conn.execute(self._settings)  # several statements: no parameters, simple protocol
@@ -232,16 +251,57 @@ class PostgreSQLStorage:
                 await cur.executemany(_SQL.side_inserts[table], rows)
 
     async def create_task(self, task_id: str, build: BuildFirst) -> StoredTask:
-        async def run(conn: AsyncConnection) -> StoredTask:
+        async def run(conn: AsyncConnection, box: Outbox) -> StoredTask:
             # built after BEGIN, so that its lastUpdated is not before the transaction's
             # start (feed_horizon)
             new = build()
-            await self._insert(conn, task_id, new)
+            await self._insert(conn, task_id, new, box)
             return StoredTask(task_id, 1, new.resource)
 
-        return await self._run(run, transaction=True)
+        return await self._write_tasks(run)
 
-    async def _insert(self, conn: AsyncConnection, task_id: str, new: NewVersion) -> int:
+    @staticmethod
+    def _tasks_work(
+        fn: Callable[[AsyncConnection, Outbox], Awaitable[T]], recorded: list[bool]
+    ) -> Callable[[AsyncConnection], Awaitable[T]]:
+        """`fn` as a unit of work that records the events of its task writes for
+        subscriptions (the outbox) in its transaction; `recorded[0]`: whether it did."""
+
+        async def run(conn: AsyncConnection) -> T:
+            cur = await conn.execute(_SUBS.listening)
+            box = Outbox(watch(tuple(await cur.fetchall()), POSTGRESQL))
+            result = await fn(conn, box)
+            # last, in subscription order, after every task lock (subscriptions_sql)
+            for pk in sorted(box.pending):
+                cur = await conn.execute(_SUBS.bump, (len(box.pending[pk]), pk))
+                last = await cur.fetchone()
+                if last is not None:  # not deleted meanwhile
+                    async with conn.cursor() as many:
+                        await many.executemany(_SUBS.insert_event, box.numbered(pk, last[0]))
+            recorded[0] = bool(box.pending)
+            return result
+
+        return run
+
+    async def _write_tasks(self, fn: Callable[[AsyncConnection, Outbox], Awaitable[T]]) -> T:
+        recorded = [False]
+        result = await self._run(self._tasks_work(fn, recorded), transaction=True)
+        self._heard(recorded)
+        return result
+
+    def _heard(self, recorded: list[bool]) -> None:
+        if recorded[0] and self._on_events is not None:
+            self._on_events()
+
+    @staticmethod
+    async def _matches(conn: AsyncConnection, box: Outbox, pk: int) -> tuple[int, ...]:
+        assert box.watch is not None
+        cur = await conn.execute(box.watch.sql, (*box.watch.params, pk))
+        return box.matches(await cur.fetchone())
+
+    async def _insert(
+        self, conn: AsyncConnection, task_id: str, new: NewVersion, box: Outbox
+    ) -> int:
         """Write a new task; its pk."""
         body = orjson.dumps(new.resource).decode()
         values = (task_id, 1, new.last_updated, *index_values(new.index), body)
@@ -249,6 +309,9 @@ class PostgreSQLStorage:
         pk: int = (await cur.fetchone())[0]  # type: ignore[index]
         await conn.execute(_SQL.insert_version, (pk, 1, new.last_updated, body))
         await self._insert_side_rows(conn, pk, new.index)
+        if box.watch is not None:
+            after = await self._matches(conn, box, pk)
+            box.record(None, after, task_id, 1, kind(1, new.index.status), new.last_updated)
         return pk
 
     async def read_task(self, task_id: str) -> StoredTask | None:
@@ -262,52 +325,75 @@ class PostgreSQLStorage:
     async def update_task(
         self, task_id: str, build: BuildVersion, expected_version: int | None = None
     ) -> StoredTask:
-        async def run(conn: AsyncConnection) -> StoredTask:
+        async def run(conn: AsyncConnection, box: Outbox) -> StoredTask:
             cur = await conn.execute(_SQL.current, (task_id,))  # locks the row
             new = next_version(task_id, await cur.fetchone(), build, expected_version)
-            await self._replace(conn, new.pk, new.version_id, new.new, new.body)
+            await self._replace(conn, task_id, new.pk, new.version_id, new.new, box, new.body)
             return new.stored(task_id)
 
-        return await self._run(run, transaction=True)
+        return await self._write_tasks(run)
 
     async def _replace(
-        self, conn: AsyncConnection, pk: int, version_id: int, new: NewVersion, body: str
+        self,
+        conn: AsyncConnection,
+        task_id: str,
+        pk: int,
+        version_id: int,
+        new: NewVersion,
+        box: Outbox,
+        body: str,
     ) -> None:
         """Write `new` as version `version_id` of the task whose pk is `pk` (locked)."""
+        before = await self._matches(conn, box, pk) if box.watch is not None else None
         values = (version_id, new.last_updated, *index_values(new.index), body, pk)
         await conn.execute(_SQL.update_task, values)
         await conn.execute(_SQL.insert_version, (pk, version_id, new.last_updated, body))
         for sql in _SQL.side_deletes:
             await conn.execute(sql, (pk,))
         await self._insert_side_rows(conn, pk, new.index)
+        if before is not None:
+            after = await self._matches(conn, box, pk)
+            event = kind(version_id, new.index.status)
+            box.record(before, after, task_id, version_id, event, new.last_updated)
 
     async def transact(self, program: Callable[[], WriteProgram[T]]) -> T:
-        async def run(conn: AsyncConnection) -> T:
+        async def program_run(conn: AsyncConnection, box: Outbox) -> T:
             steps = program()
             rows: dict[str, tuple[int, int] | None] = {}  # id: (pk, version) as now written
             result: Any = None
             try:
                 while True:
-                    result = await self._step(conn, steps.send(result), rows)
+                    result = await self._step(conn, steps.send(result), rows, box)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+
+        recorded = [False]
+        run = self._tasks_work(program_run, recorded)
 
         # programs lock several rows and keys, in their own orders: two of them can
         # deadlock, and PostgreSQL then rolls one back whole, which can simply run again
         for _ in range(TRANSACT_ATTEMPTS - 1):
             try:
-                return await self._run(run, transaction=True)
+                result = await self._run(run, transaction=True)
+                self._heard(recorded)
+                return result
             except _ROLLED_BACK:
                 continue
         try:
-            return await self._run(run, transaction=True)
+            result = await self._run(run, transaction=True)
+            self._heard(recorded)
+            return result
         except _ROLLED_BACK:
             raise StorageUnavailable(
                 "the transaction kept conflicting with concurrent ones; retry later"
             ) from None
 
     async def _step(
-        self, conn: AsyncConnection, op: WriteOp, rows: dict[str, tuple[int, int] | None]
+        self,
+        conn: AsyncConnection,
+        op: WriteOp,
+        rows: dict[str, tuple[int, int] | None],
+        box: Outbox,
     ) -> Any:
         if isinstance(op, Current):
             cur = await conn.execute(_SQL.current, (op.task_id,))  # locks the row
@@ -329,13 +415,14 @@ class PostgreSQLStorage:
             await conn.execute(_SERIALIZE, (advisory_key(op.key),))
             return None
         if isinstance(op, Insert):
-            rows[op.task_id] = (await self._insert(conn, op.task_id, op.new), 1)
+            rows[op.task_id] = (await self._insert(conn, op.task_id, op.new, box), 1)
             return StoredTask(op.task_id, 1, op.new.resource)
         known = rows.get(op.task_id)
         if known is None:
             raise TaskNotFound(op.task_id)
         pk, version = known[0], known[1] + 1
-        await self._replace(conn, pk, version, op.new, orjson.dumps(op.new.resource).decode())
+        body = orjson.dumps(op.new.resource).decode()
+        await self._replace(conn, op.task_id, pk, version, op.new, box, body)
         rows[op.task_id] = (pk, version)
         return StoredTask(op.task_id, version, op.new.resource)
 
@@ -398,6 +485,100 @@ class PostgreSQLStorage:
             return [feed_change(r) for r in await cur.fetchall()]
 
         return await self._run(run)
+
+    # --- subscriptions -------------------------------------------------------------------
+
+    def on_events(self, callback: Callable[[], None]) -> None:
+        self._on_events = callback
+
+    async def create_subscription(
+        self, subscription_id: str, draft: SubscriptionDraft, secret: str, now: int
+    ) -> StoredSubscription:
+        params = insert_params(subscription_id, draft, secret, now)
+
+        async def run(conn: AsyncConnection) -> StoredSubscription:
+            cur = await conn.execute(_SUBS.insert, params)
+            return subscription_row(await cur.fetchone())  # type: ignore[arg-type]
+
+        return await self._run(run, transaction=True)
+
+    async def read_subscription(self, subscription_id: str) -> StoredSubscription | None:
+        row = await self._one(_SUBS.read, (subscription_id,))
+        return subscription_row(row) if row else None
+
+    async def update_subscription(
+        self, subscription_id: str, draft: SubscriptionDraft, expected_version: int | None
+    ) -> StoredSubscription:
+        async def run(conn: AsyncConnection) -> StoredSubscription:
+            cur = await conn.execute(_SUBS.current, (subscription_id,))  # locks the row
+            row = await cur.fetchone()
+            if row is None:
+                raise TaskNotFound(subscription_id)
+            if expected_version is not None and row[1] != expected_version:
+                raise StaleVersion(subscription_id, row[1])
+            cur = await conn.execute(_SUBS.update, update_params(draft, row[0]))
+            return subscription_row(await cur.fetchone())  # type: ignore[arg-type]
+
+        return await self._run(run, transaction=True)
+
+    async def delete_subscription(self, subscription_id: str) -> bool:
+        async def run(conn: AsyncConnection) -> bool:
+            cur = await conn.execute(_SUBS.current, (subscription_id,))
+            row = await cur.fetchone()
+            if row is None:
+                return False
+            await conn.execute(_SUBS.delete_events, (row[0],))
+            await conn.execute(_SUBS.delete, (row[0],))
+            return True
+
+        return await self._run(run, transaction=True)
+
+    async def search_subscriptions(
+        self, endpoint: str | None, statuses: Sequence[str], count: int, offset: int
+    ) -> tuple[int, list[StoredSubscription]]:
+        clause, params = _SUBS.search(endpoint, statuses)
+        count_sql = POSTGRESQL.sql(_SUBS.count + clause)
+        page_sql = POSTGRESQL.sql(f"{_SUBS.page}{clause} ORDER BY pk LIMIT ? OFFSET ?")
+
+        async def run(conn: AsyncConnection) -> tuple[int, list[StoredSubscription]]:
+            cur = await conn.execute(count_sql, params)
+            (total,) = await cur.fetchone()  # type: ignore[misc]
+            cur = await conn.execute(page_sql, (*params, count, offset))
+            return total, [subscription_row(r) for r in await cur.fetchall()]
+
+        return await self._run(run)
+
+    async def subscription_events(
+        self, subscription_id: str, after: int, through: int | None, limit: int, resources: bool
+    ) -> list[SubscriptionEvent]:
+        sql = _SUBS.events_with_resources if resources else _SUBS.events
+        params = (subscription_id, after, _NO_END if through is None else through, limit)
+
+        async def run(conn: AsyncConnection) -> list[SubscriptionEvent]:
+            cur = await conn.execute(sql, params)
+            return [event_row(r) for r in await cur.fetchall()]
+
+        return await self._run(run)
+
+    async def claim_deliveries(
+        self, owner: str, now: int, lease: int, limit: int
+    ) -> list[StoredSubscription]:
+        params = (owner, now + lease, now, now, now, limit)
+
+        async def run(conn: AsyncConnection) -> list[StoredSubscription]:
+            cur = await conn.execute(_SUBS.claim, params)
+            return [subscription_row(r) for r in await cur.fetchall()]
+
+        return await self._run(run, transaction=True)
+
+    async def finish_delivery(
+        self, subscription_id: str, owner: str, outcome: DeliveryOutcome
+    ) -> bool:
+        changed = await self._execute(_SUBS.finish, finish_params(subscription_id, owner, outcome))
+        return changed > 0
+
+    async def purge_events(self, before: int) -> int:
+        return await self._execute(_SUBS.purge, (before,))
 
     # --- clients, keys, audit --------------------------------------------------------------
 

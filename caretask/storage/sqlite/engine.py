@@ -35,6 +35,7 @@ from caretask.storage.base import (
     Change,
     ClientRecord,
     Current,
+    DeliveryOutcome,
     FeedPosition,
     Find,
     Insert,
@@ -42,8 +43,12 @@ from caretask.storage.base import (
     SearchResult,
     SearchTimedOut,
     Serialize,
+    StaleVersion,
     StorageUnavailable,
+    StoredSubscription,
     StoredTask,
+    SubscriptionDraft,
+    SubscriptionEvent,
     TaskNotFound,
     WriteOp,
     WriteProgram,
@@ -65,9 +70,22 @@ from caretask.storage.statements import (
     statements,
     stored_current,
 )
+from caretask.storage.subscriptions_sql import (
+    Outbox,
+    event_row,
+    finish_params,
+    insert_params,
+    kind,
+    subscription_row,
+    update_params,
+    watch,
+)
+from caretask.storage.subscriptions_sql import statements as subscription_statements
 
 T = TypeVar("T")
 _SQL = statements(SQLITE)
+_SUBS = subscription_statements(SQLITE)
+_NO_END = 2**62  # an event number past any
 # the errors that are the database's state, not the request's (primary result codes)
 _UNAVAILABLE = {
     sqlite3.SQLITE_FULL: ("the database's disk is full; retry later", 10),
@@ -139,6 +157,7 @@ class SQLiteStorage:
         # readiness has a thread of its own: long searches may hold every reader
         self._health = ThreadPoolExecutor(1, thread_name_prefix="sqlite-health")
         self._cache = SearchCache()
+        self._on_events: Callable[[], None] | None = None
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -189,15 +208,41 @@ class SQLiteStorage:
             conn.executemany(_SQL.side_inserts[table], rows)
 
     async def create_task(self, task_id: str, build: BuildFirst) -> StoredTask:
-        def run(conn: sqlite3.Connection) -> StoredTask:
+        def run(conn: sqlite3.Connection, box: Outbox) -> StoredTask:
             # built here, under the write lock: its lastUpdated is taken there (feed_horizon)
             new = build()
-            self._insert(conn, task_id, new)
+            self._insert(conn, task_id, new, box)
             return StoredTask(task_id, 1, new.resource)
 
-        return await self._write(run)
+        return await self._write_tasks(run)
 
-    def _insert(self, conn: sqlite3.Connection, task_id: str, new: NewVersion) -> tuple[Any, ...]:
+    async def _write_tasks(self, fn: Callable[[sqlite3.Connection, Outbox], T]) -> T:
+        """A write of tasks, with the events it records for subscriptions (the outbox)
+        written in its transaction; the subscribers' callback hears of them once committed."""
+
+        def run(conn: sqlite3.Connection) -> tuple[T, bool]:
+            rows = tuple(conn.execute(_SUBS.listening).fetchall())
+            box = Outbox(watch(rows, SQLITE))
+            result = fn(conn, box)
+            for pk in sorted(box.pending):
+                last = conn.execute(_SUBS.bump, (len(box.pending[pk]), pk)).fetchone()
+                if last is not None:  # not deleted meanwhile
+                    conn.executemany(_SUBS.insert_event, box.numbered(pk, last[0]))
+            return result, bool(box.pending)
+
+        result, recorded = await self._write(run)
+        if recorded and self._on_events is not None:
+            self._on_events()
+        return result
+
+    @staticmethod
+    def _matches(conn: sqlite3.Connection, box: Outbox, pk: int) -> tuple[int, ...]:
+        assert box.watch is not None
+        return box.matches(conn.execute(box.watch.sql, (*box.watch.params, pk)).fetchone())
+
+    def _insert(
+        self, conn: sqlite3.Connection, task_id: str, new: NewVersion, box: Outbox
+    ) -> tuple[Any, ...]:
         """Write a new task; its row as `_SQL.current` reads it."""
         body = orjson.dumps(new.resource).decode()
         values = index_values(new.index)
@@ -207,6 +252,9 @@ class SQLiteStorage:
             conn.execute(TEXT_INSERT, (pk, new.index.description_norm))
         conn.execute(_SQL.insert_version, (pk, 1, new.last_updated, body))
         self._insert_side_rows(conn, pk, new.index)
+        if box.watch is not None:
+            after = self._matches(conn, box, pk)
+            box.record(None, after, task_id, 1, kind(1, new.index.status), new.last_updated)
         return (pk, 1, body, *values)
 
     async def read_task(self, task_id: str) -> StoredTask | None:
@@ -226,21 +274,23 @@ class SQLiteStorage:
     async def update_task(
         self, task_id: str, build: BuildVersion, expected_version: int | None = None
     ) -> StoredTask:
-        def run(conn: sqlite3.Connection) -> StoredTask:
+        def run(conn: sqlite3.Connection, box: Outbox) -> StoredTask:
             # the writer thread runs one write at a time: nothing comes between read and write
             row = conn.execute(_SQL.current, (task_id,)).fetchone()
             new = next_version(task_id, row, build, expected_version)
-            self._replace(conn, row, new.version_id, new.new, new.body)
+            self._replace(conn, task_id, row, new.version_id, new.new, box, new.body)
             return new.stored(task_id)
 
-        return await self._write(run)
+        return await self._write_tasks(run)
 
     def _replace(
         self,
         conn: sqlite3.Connection,
+        task_id: str,
         row: tuple[Any, ...],
         version_id: int,
         new: NewVersion,
+        box: Outbox,
         body: str | None = None,
     ) -> tuple[Any, ...]:
         """Write `new` as version `version_id` of the task whose row (as `_SQL.current`
@@ -248,6 +298,7 @@ class SQLiteStorage:
         if body is None:
             body = orjson.dumps(new.resource).decode()
         pk, index, last_updated = row[0], new.index, new.last_updated
+        before = self._matches(conn, box, pk) if box.watch is not None else None
         old = row[3:]
         values = index_values(index)
         changed = [i for i, value in enumerate(values) if value != old[i]]
@@ -265,10 +316,14 @@ class SQLiteStorage:
             if index.description_norm is not None:
                 conn.execute(TEXT_INSERT, (pk, index.description_norm))
         self._insert_side_rows(conn, pk, index)
+        if before is not None:
+            after = self._matches(conn, box, pk)
+            event = kind(version_id, index.status)
+            box.record(before, after, task_id, version_id, event, last_updated)
         return (pk, version_id, body, *values)
 
     async def transact(self, program: Callable[[], WriteProgram[T]]) -> T:
-        def run(conn: sqlite3.Connection) -> T:
+        def run(conn: sqlite3.Connection, box: Outbox) -> T:
             # one write of the group commit: its own SAVEPOINT, so it commits or rolls back
             # whole; every writer of the file is held off while it runs (no Serialize needed)
             steps = program()
@@ -276,14 +331,18 @@ class SQLiteStorage:
             result: Any = None
             try:
                 while True:
-                    result = self._step(conn, steps.send(result), rows)
+                    result = self._step(conn, steps.send(result), rows, box)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
 
-        return await self._write(run)
+        return await self._write_tasks(run)
 
     def _step(
-        self, conn: sqlite3.Connection, op: WriteOp, rows: dict[str, tuple[Any, ...] | None]
+        self,
+        conn: sqlite3.Connection,
+        op: WriteOp,
+        rows: dict[str, tuple[Any, ...] | None],
+        box: Outbox,
     ) -> Any:
         if isinstance(op, Current):
             if op.task_id not in rows:
@@ -313,12 +372,12 @@ class SQLiteStorage:
         if isinstance(op, Serialize):
             return None
         if isinstance(op, Insert):
-            rows[op.task_id] = self._insert(conn, op.task_id, op.new)
+            rows[op.task_id] = self._insert(conn, op.task_id, op.new, box)
             return StoredTask(op.task_id, 1, op.new.resource)
         row = rows.get(op.task_id)
         if row is None:
             raise TaskNotFound(op.task_id)
-        rows[op.task_id] = self._replace(conn, row, row[1] + 1, op.new)
+        rows[op.task_id] = self._replace(conn, op.task_id, row, row[1] + 1, op.new, box)
         return StoredTask(op.task_id, row[1] + 1, op.new.resource)
 
     async def search(self, query: SearchQuery) -> SearchResult:
@@ -373,6 +432,96 @@ class SQLiteStorage:
     ) -> list[Change]:
         sql, params = feed_sql(SQLITE, at is not None), feed_params(since, before, at, count)
         return await self._read(lambda conn: [feed_change(r) for r in conn.execute(sql, params)])
+
+    # --- subscriptions -------------------------------------------------------------------
+
+    def on_events(self, callback: Callable[[], None]) -> None:
+        """`callback` runs (on the event loop) after each write of this process that
+        recorded subscription events has committed: delivery need not wait for its poll."""
+        self._on_events = callback
+
+    async def create_subscription(
+        self, subscription_id: str, draft: SubscriptionDraft, secret: str, now: int
+    ) -> StoredSubscription:
+        params = insert_params(subscription_id, draft, secret, now)
+        return await self._write(
+            lambda conn: subscription_row(conn.execute(_SUBS.insert, params).fetchone())
+        )
+
+    async def read_subscription(self, subscription_id: str) -> StoredSubscription | None:
+        def run(conn: sqlite3.Connection) -> StoredSubscription | None:
+            row = conn.execute(_SUBS.read, (subscription_id,)).fetchone()
+            return subscription_row(row) if row else None
+
+        return self._lookup(run)
+
+    async def update_subscription(
+        self, subscription_id: str, draft: SubscriptionDraft, expected_version: int | None
+    ) -> StoredSubscription:
+        def run(conn: sqlite3.Connection) -> StoredSubscription:
+            row = conn.execute(_SUBS.current, (subscription_id,)).fetchone()
+            if row is None:
+                raise TaskNotFound(subscription_id)
+            if expected_version is not None and row[1] != expected_version:
+                raise StaleVersion(subscription_id, row[1])
+            return subscription_row(
+                conn.execute(_SUBS.update, update_params(draft, row[0])).fetchone()
+            )
+
+        return await self._write(run)
+
+    async def delete_subscription(self, subscription_id: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(_SUBS.current, (subscription_id,)).fetchone()
+            if row is None:
+                return False
+            conn.execute(_SUBS.delete_events, (row[0],))
+            conn.execute(_SUBS.delete, (row[0],))
+            return True
+
+        return await self._write(run)
+
+    async def search_subscriptions(
+        self, endpoint: str | None, statuses: Sequence[str], count: int, offset: int
+    ) -> tuple[int, list[StoredSubscription]]:
+        clause, params = _SUBS.search(endpoint, statuses)
+
+        def run(conn: sqlite3.Connection) -> tuple[int, list[StoredSubscription]]:
+            (total,) = conn.execute(_SUBS.count + clause, params).fetchone()
+            page = conn.execute(
+                f"{_SUBS.page}{clause} ORDER BY pk LIMIT ? OFFSET ?", (*params, count, offset)
+            ).fetchall()
+            return total, [subscription_row(r) for r in page]
+
+        return await self._read(run)
+
+    async def subscription_events(
+        self, subscription_id: str, after: int, through: int | None, limit: int, resources: bool
+    ) -> list[SubscriptionEvent]:
+        sql = _SUBS.events_with_resources if resources else _SUBS.events
+        params = (subscription_id, after, _NO_END if through is None else through, limit)
+        return await self._read(lambda conn: [event_row(r) for r in conn.execute(sql, params)])
+
+    async def claim_deliveries(
+        self, owner: str, now: int, lease: int, limit: int
+    ) -> list[StoredSubscription]:
+        # a read first: a poll that finds nothing due writes nothing
+        if not await self._read(lambda conn: conn.execute(_SUBS.due, (now, now, now)).fetchone()):
+            return []
+        params = (owner, now + lease, now, now, now, limit)
+        return await self._write(
+            lambda conn: [subscription_row(r) for r in conn.execute(_SUBS.claim, params)],
+            durable=False,
+        )
+
+    async def finish_delivery(
+        self, subscription_id: str, owner: str, outcome: DeliveryOutcome
+    ) -> bool:
+        params = finish_params(subscription_id, owner, outcome)
+        return await self._write(lambda conn: conn.execute(_SUBS.finish, params).rowcount > 0)
+
+    async def purge_events(self, before: int) -> int:
+        return await self._write(lambda conn: conn.execute(_SUBS.purge, (before,)).rowcount)
 
     # --- clients and keys ------------------------------------------------------------------
 
