@@ -85,6 +85,10 @@ T = TypeVar("T")
 _SQL = statements(POSTGRESQL)
 _SUBS = subscription_statements(POSTGRESQL)
 _NO_END = 2**62  # an event number past any
+# the channel on which a transaction that recorded subscription events tells every server
+_CHANNEL = "caretask_events"
+_NOTIFY = f"NOTIFY {_CHANNEL}"
+RECONNECT_PAUSE = 1.0  # seconds between attempts to listen again
 _AUDIT_INSERT = audit_sql.insert(POSTGRESQL)
 _SERIALIZE = "SELECT pg_advisory_xact_lock(%s)"
 TRANSACT_ATTEMPTS = 3  # runs of a write program that a deadlock rolled back
@@ -169,6 +173,7 @@ class PostgreSQLStorage:
         self._probe_lock = asyncio.Lock()
         self._cache = SearchCache()
         self._on_events: Callable[[], None] | None = None
+        self._listener: asyncio.Task[None] | None = None
 
     async def _configure(self, conn: AsyncConnection) -> None:
         await conn.execute(self._settings)  # several statements: no parameters, simple protocol
@@ -279,6 +284,8 @@ class PostgreSQLStorage:
                     async with conn.cursor() as many:
                         await many.executemany(_SUBS.insert_event, box.numbered(pk, last[0]))
             recorded[0] = bool(box.pending)
+            if box.pending:  # other servers' dispatchers hear of it at the commit
+                await conn.execute(_NOTIFY)
             return result
 
         return run
@@ -489,7 +496,26 @@ class PostgreSQLStorage:
     # --- subscriptions -------------------------------------------------------------------
 
     def on_events(self, callback: Callable[[], None]) -> None:
+        """Also after another server's write on this database: a transaction that records
+        events NOTIFYs (delivered at its commit), and a connection of this server LISTENs."""
         self._on_events = callback
+        if self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(self._listen(callback))
+
+    async def _listen(self, callback: Callable[[], None]) -> None:
+        """Hear other servers' events until closed; reconnect after a lost connection (a
+        poll covers what was missed meanwhile: the callback only hurries delivery)."""
+        while True:
+            try:
+                async with await AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=CONNECT_SECONDS
+                ) as conn:
+                    await conn.execute(f"LISTEN {_CHANNEL}")
+                    callback()  # whatever was written while we were not listening
+                    async for _ in conn.notifies():
+                        callback()
+            except psycopg.Error:
+                await asyncio.sleep(RECONNECT_PAUSE)
 
     async def create_subscription(
         self, subscription_id: str, draft: SubscriptionDraft, secret: str, now: int
@@ -647,6 +673,10 @@ class PostgreSQLStorage:
                 await probe.close()
 
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
         await self._drop_probe()
         if self._opened:
             await self._pool.close()
