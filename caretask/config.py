@@ -279,6 +279,31 @@ class Settings:
         flag="--cors-origins",
         shown="none: CORS is off",
     )
+    # subscriptions (service.delivery): where notifications may go, and how hard to try
+    subscription_endpoints: tuple[str, ...] = _setting(
+        (),
+        HOSTS,
+        "URL prefixes a subscription's rest-hook endpoint may start with, comma-separated",
+        shown="none: https:// URLs whose host resolves to public addresses only",
+    )
+    subscription_retry_seconds: int = _setting(
+        3600,
+        INT,
+        "failed notifications are retried (backing off) for, s; then the subscription is error",
+        check=positive,
+    )
+    subscription_retention: int = _setting(
+        7 * 86400, INT, "events are kept for $events for, s", check=positive
+    )
+    subscription_timeout: float = _setting(
+        10.0, FLOAT, "a receiver must answer a notification within, s", check=positive
+    )
+    subscription_concurrency: int = _setting(
+        16, INT, "notifications one process sends at once", check=positive
+    )
+    subscription_poll_seconds: float = _setting(
+        1.0, FLOAT, "delivery looks for due work at least this often, s", check=positive
+    )
     # a Literal: ruff cannot tell it is immutable, as it can for the str fields
     profile: Profile = _setting(  # noqa: RUF009
         DEFAULT_PROFILE,

@@ -91,3 +91,40 @@ class VerifiedTokens:
             del self._known[token]
             raise InvalidToken("the token has expired")
         return claims
+
+
+# --- websocket binding tokens (the Subscriptions Backport IG's $get-ws-binding-token) -----
+
+BINDING_AUDIENCE = "caretask-ws-binding"  # never accepted as an access token, nor one as it
+
+
+def issue_binding(key: bytes, client_id: str, subscription_ids: list[str], ttl: int) -> str:
+    now = int(time.time())
+    payload = {
+        "iss": ISSUER,
+        "aud": BINDING_AUDIENCE,
+        "sub": client_id,
+        "subscriptions": subscription_ids,
+        "iat": now,
+        "exp": now + ttl,
+    }
+    return jwt.encode(payload, key, algorithm=ALGORITHM)
+
+
+def verify_binding(key: bytes, token: str) -> tuple[str, list[str]]:
+    """(client id, subscription ids) of a binding token, or InvalidToken."""
+    try:
+        payload = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=BINDING_AUDIENCE,
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+        )
+    except jwt.PyJWTError as error:
+        raise InvalidToken(str(error)) from None
+    ids = payload.get("subscriptions")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise InvalidToken("missing claims")
+    return str(payload["sub"]), ids

@@ -10,6 +10,7 @@ from caretask.domain import profiles
 from caretask.domain.patch import JSON_PATCH
 from caretask.domain.profiles import Profile
 from caretask.domain.search_params import INCLUDABLE, PARAMETERS
+from caretask.domain.subscriptions import TOPIC, TOPIC_CANONICAL
 
 _TYPE_DEFINITIONS = {
     "_id": "http://hl7.org/fhir/SearchParameter/Resource-id",
@@ -47,6 +48,7 @@ def capability_statement(
     profile: Profile = profiles.DEFAULT,
     *,
     cors: bool = False,
+    subscription_interactions: Iterable[str] = (),
 ) -> dict[str, Any]:
     """`interactions`: the Task interactions the server's routes serve; `cors`: whether
     browser apps of other origins may call it. The profile that runs is named in
@@ -116,11 +118,50 @@ def capability_statement(
                         "searchRevInclude": sorted(f"Task:{p}" for p in INCLUDABLE),
                         "searchParam": params,
                         **({"operation": operations} if "operation" in served else {}),
-                    }
+                    },
+                    *_subscription_resource(set(subscription_interactions)),
                 ],
             }
         ],
     }
+
+
+_BACKPORT_OPERATIONS = ("status", "events", "get-ws-binding-token")
+
+
+def _subscription_resource(served: set[str]) -> list[dict[str, Any]]:
+    """The Subscription entry: the topic it publishes (the Backport IG's extension), its
+    interactions, and the IG's operations."""
+    if not served:
+        return []
+    ig = "http://hl7.org/fhir/uv/subscriptions-backport"
+    return [
+        {
+            "extension": [{"url": TOPIC_CANONICAL, "valueCanonical": TOPIC}],
+            "type": "Subscription",
+            "supportedProfile": [f"{ig}/StructureDefinition/backport-subscription"],
+            "interaction": [{"code": code} for code in TYPE_INTERACTIONS if code in served],
+            "searchParam": [
+                {
+                    "name": "url",
+                    "type": "uri",
+                    "definition": "http://hl7.org/fhir/SearchParameter/Subscription-url",
+                },
+                {
+                    "name": "status",
+                    "type": "token",
+                    "definition": "http://hl7.org/fhir/SearchParameter/Subscription-status",
+                },
+            ],
+            "operation": [
+                {
+                    "name": name,
+                    "definition": f"{ig}/OperationDefinition/backport-subscription-{name}",
+                }
+                for name in _BACKPORT_OPERATIONS
+            ],
+        }
+    ]
 
 
 def _system_interactions(served: set[str]) -> dict[str, Any]:
@@ -141,6 +182,10 @@ def smart_configuration(base: str) -> dict[str, Any]:
             "system/Task.rs",
             "system/Task.cu",
             "system/Task.cruds",
+            "system/Subscription.read",
+            "system/Subscription.write",
+            "system/Subscription.*",
+            "system/Subscription.cruds",
         ],
         "capabilities": ["client-confidential-symmetric"],
     }

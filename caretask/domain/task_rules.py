@@ -349,6 +349,23 @@ def validate(body: Any, max_depth: int = MAX_DEPTH, description: bool = True) ->
     return valid
 
 
+def structure_issues(
+    body: dict[str, Any], model_class: type[BaseModel], max_depth: int = MAX_DEPTH
+) -> list[Issue]:
+    """What keeps a body from being a FHIR R4 resource of `model_class` (the JSON limits,
+    FHIR JSON's types, the model): the checks of validate less the Canvas rules, for the
+    other resources the server holds."""
+    issues = _json_issues(body, max_depth)
+    if issues:
+        return issues
+    issues = list(_shape_issues(body, model_class, ()))
+    try:
+        model_class.model_validate(body)
+    except ValidationError as error:
+        issues += _pydantic_issues(error)
+    return _dedupe(issues)
+
+
 def _dedupe(issues: list[Issue]) -> list[Issue]:
     """One issue per element: the Canvas rule's wording wins over the model's."""
     seen: set[str | None] = set()

@@ -31,6 +31,8 @@ from caretask.http.state import AppState, Opened
 from caretask.http.timeouts import BodyTimeout
 from caretask.http.urls import AllowedHosts
 from caretask.service import BundleService, TaskService
+from caretask.service.delivery import DeliverySettings, Dispatcher, WebsocketHub
+from caretask.service.subscriptions import SubscriptionService
 from caretask.storage import open_storage
 from caretask.storage.base import StorageUnavailable
 from caretask.storage.urls import DatabaseURL
@@ -127,6 +129,16 @@ def _settle_heap() -> None:
     gc.set_threshold(20_000, 20, 100)
 
 
+def delivery_settings(settings: Settings) -> DeliverySettings:
+    return DeliverySettings(
+        retry_seconds=settings.subscription_retry_seconds,
+        retention=settings.subscription_retention,
+        timeout=settings.subscription_timeout,
+        concurrency=settings.subscription_concurrency,
+        poll_seconds=settings.subscription_poll_seconds,
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
     state = AppState(settings, datetime.now(UTC).isoformat())
 
@@ -140,6 +152,14 @@ def create_app(settings: Settings) -> Starlette:
         signing_key = await storage.signing_key()
         window = settings.token_failure_window
         tasks = TaskService.from_settings(storage, settings)
+        bases: list[str] = []
+
+        def base() -> str:
+            return settings.base_url or (bases[-1] if bases else "http://localhost")
+
+        dispatcher = Dispatcher(storage, delivery_settings(settings), base)
+        hub = WebsocketHub(storage, base, settings.subscription_poll_seconds)
+        dispatcher.extra_wake.append(hub.wake)
         opened = Opened(
             storage=storage,
             signing_key=signing_key,
@@ -151,13 +171,24 @@ def create_app(settings: Settings) -> Starlette:
             audit=AuditWriter(storage, settings.audit_flush_seconds),
             tasks=tasks,
             bundles=BundleService.from_settings(tasks, settings),
+            subscriptions=SubscriptionService(
+                storage, tasks.limits, settings.subscription_endpoints, dispatcher.wake
+            ),
+            dispatcher=dispatcher,
+            hub=hub,
+            bases=bases,
         )
         state.opened = opened
         opened.audit.start()
+        storage.on_events(dispatcher.wake)
+        dispatcher.start()
+        hub.start()
         _settle_heap()
         try:
             yield
         finally:
+            await hub.close()
+            await dispatcher.close()
             await opened.audit.close()
             await storage.close()
             opened.hash_pool.close()

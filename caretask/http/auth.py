@@ -54,9 +54,11 @@ class ClientRows:
         return record
 
 
-async def authorize(request: Request, permission: str | None) -> tokens.Claims:
-    """Check the request's token and that its scopes grant `permission` (cruds letters,
-    each needed; None: anything, the handler checking what it needs in
+async def authorize(
+    request: Request, permission: str | None, resource: str = "Task"
+) -> tokens.Claims:
+    """Check the request's token and that its scopes grant `permission` on `resource`
+    (cruds letters, each needed; None: anything, the handler checking what it needs in
     `request.state.granted`)."""
     state = opened(request)
     try:
@@ -69,14 +71,17 @@ async def authorize(request: Request, permission: str | None) -> tokens.Claims:
     client = await state.clients.get(claims.client_id)
     if client is None or client.revoked:
         raise HttpProblem.unauthenticated("the access token's client is no longer active", _INVALID)
-    granted = scopes.granted(claims.scope)
-    request.state.granted = granted  # for a request that needs more than `permission`
+    request.state.resource = resource
+    # for a request that needs more than `permission`
+    request.state.granted = scopes.granted(claims.scope, resource)
     for letter in permission or "":
         require(request, letter)
     return claims
 
 
 def require(request: Request, permission: str) -> None:
-    """403 unless the authorized request's token grants `permission` (a cruds letter)."""
+    """403 unless the authorized request's token grants `permission` (a cruds letter) on
+    the resource it was authorized for."""
     if permission not in request.state.granted:
-        raise HttpProblem.forbidden(f"this needs the scope {scopes.NEEDS[permission]}")
+        needed = scopes.needed(permission, request.state.resource)
+        raise HttpProblem.forbidden(f"this needs the scope {needed}")

@@ -672,6 +672,47 @@ def _other_schemas() -> dict[str, Schema]:
             "required": ["status"],
             "additionalProperties": False,
         },
+        "Subscription": {
+            "type": "object",
+            "description": "An R4 topic-based Subscription (Subscriptions Backport IG)",
+            "properties": {
+                "resourceType": {"const": "Subscription"},
+                "id": {"type": "string", "pattern": ID_PATTERN},
+                "status": {"enum": ["requested", "active", "error", "off"]},
+                "reason": {"type": "string"},
+                "criteria": {"type": "string"},
+                "channel": {
+                    "type": "object",
+                    "properties": {
+                        "type": {"enum": ["rest-hook", "websocket"]},
+                        "endpoint": {"type": "string"},
+                        "payload": {"type": "string"},
+                        "header": {"type": "array", "items": {"type": "string"}},
+                    },
+                    "required": ["type"],
+                },
+            },
+            "required": ["resourceType", "status", "reason", "criteria", "channel"],
+        },
+        "SubscriptionBundle": {
+            "type": "object",
+            "description": "A searchset of Subscriptions or SubscriptionStatus Parameters, or a "
+            "history Bundle of notifications ($events)",
+            "properties": {
+                "resourceType": {"const": "Bundle"},
+                "type": {"enum": ["searchset", "history"]},
+                "entry": {"type": "array", "items": {"type": "object"}},
+            },
+            "required": ["resourceType", "type"],
+        },
+        "Parameters": {
+            "type": "object",
+            "properties": {
+                "resourceType": {"const": "Parameters"},
+                "parameter": {"type": "array", "items": {"type": "object"}},
+            },
+            "required": ["resourceType"],
+        },
         "SmartConfiguration": {
             "type": "object",
             "properties": {

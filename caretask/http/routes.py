@@ -16,7 +16,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, compile_path
+from starlette.routing import BaseRoute, Route, WebSocketRoute, compile_path
 from starlette.types import Receive, Scope, Send
 
 from caretask.domain import etag
@@ -25,7 +25,7 @@ from caretask.domain.http_dates import PATTERN as HTTP_DATE_PATTERN
 from caretask.domain.profiles import DEFAULT as DEFAULT_PROFILE
 from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, VERSION_FORM, version_number
-from caretask.http import bundles, metadata, tasks, token_endpoint
+from caretask.http import bundles, metadata, subscriptions, tasks, token_endpoint
 from caretask.http.audit import AuditName
 from caretask.http.endpoint import Handler
 from caretask.http.negotiation import check_accept
@@ -88,6 +88,8 @@ class Endpoint:
     audited: bool = True
     # the other interactions its handler serves, that it names a request by (audit_interaction)
     also: tuple[str, ...] = ()
+    # the resource type of a FHIR interaction (`task`): the CapabilityStatement's entry
+    resource: str = "Task"
 
 
 async def capabilities(request: Request) -> Response:
@@ -95,7 +97,12 @@ async def capabilities(request: Request) -> Response:
     state = app_state(request)
     cors = bool(state.settings.cors_origins)
     document = capability_statement(
-        base_url(request), state.started_at, INTERACTIONS, state.settings.profile, cors=cors
+        base_url(request),
+        state.started_at,
+        INTERACTIONS,
+        state.settings.profile,
+        cors=cors,
+        subscription_interactions=SUBSCRIPTION_INTERACTIONS,
     )
     return fhir_response(document)
 
@@ -539,8 +546,238 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         claims="/permalinks/*",
     ),
 )
+
+_SUBSCRIPTION_ID = path_parameter("id", {"type": "string", "pattern": TASK_ID["schema"]["pattern"]})
+_SUBSCRIPTION_BODY = fhir_body("Subscription", "the Subscription (Subscriptions Backport IG, R4)")
+_SUBSCRIPTION_WRITTEN = {
+    "ETag": VERSION_HEADERS["ETag"],
+    "Location": {"description": "the Subscription's URL", "schema": {"type": "string"}},
+}
+_OPERATION_BODY = {
+    "required": False,
+    "content": {"application/fhir+json": {"schema": ref("Parameters")}},
+}
+
+
+def _subscription_operation(
+    method: str,
+    path: str,
+    handler: Any,
+    op_id: str,
+    summary: str,
+    permission_doc: str,
+    answer: Any,
+    parameters: tuple[Any, ...] = (),
+    has_id: bool = True,
+) -> Endpoint:
+    return Endpoint(
+        method,
+        path,
+        handler,
+        Operation(
+            op_id + ("Post" if method == "POST" else ""),
+            f"{summary} ({permission_doc})",
+            {
+                "200": answer,
+                **errors(*FHIR_ERRORS, 404, *((*BODY_ERRORS,) if method == "POST" else ())),
+            },
+            parameters,
+            _OPERATION_BODY if method == "POST" else None,
+            path_parameters=(_SUBSCRIPTION_ID,) if has_id else (),
+        ),
+        interaction="operation",
+        task=True,
+        resource="Subscription",
+    )
+
+
+def _query(name: str, description: str, many: bool = False) -> Any:
+    schema: Any = {"type": "string"}
+    if many:
+        schema = {"type": "array", "items": schema}
+    param = {"name": name, "in": "query", "required": False, "schema": schema}
+    param["description"] = description
+    if many:
+        param.update(style="form", explode=True)
+    return param
+
+
+_STATUS_QUERY = (
+    _query("id", "Subscription ids (none: every one)", many=True),
+    _query("status", "Subscription statuses (none: any)", many=True),
+)
+_EVENTS_QUERY = (
+    _query("eventsSinceNumber", "the first event number (inclusive)"),
+    _query("eventsUntilNumber", "the last event number (inclusive)"),
+    _query("content", "empty, id-only or full-resource"),
+)
+_BINDING = fhir("Parameters", "token, expiration, subscription, websocket-url")
+_STATUS_BUNDLE = fhir("SubscriptionBundle", "a searchset of SubscriptionStatus Parameters")
+
+SUBSCRIPTION_ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "GET",
+        "/Subscription",
+        subscriptions.search,
+        Operation(
+            "searchSubscriptions",
+            "Search Subscriptions by url (the endpoint) and status",
+            {"200": fhir("SubscriptionBundle", "a searchset"), **errors(*FHIR_ERRORS)},
+            (
+                _query("url", "the channel endpoint, exactly"),
+                _query("status", "requested, active, error or off (a comma is OR)"),
+                _query("_count", "page size"),
+                _query("_offset", "entries to skip"),
+            ),
+        ),
+        interaction="search-type",
+        task=True,
+        resource="Subscription",
+    ),
+    Endpoint(
+        "POST",
+        "/Subscription",
+        subscriptions.create,
+        Operation(
+            "createSubscription",
+            "Create a Subscription; the answer shows its signing secret, once",
+            {
+                "201": fhir("Subscription", "created", _SUBSCRIPTION_WRITTEN),
+                **errors(*FHIR_ERRORS, *BODY_ERRORS),
+                "422": outcome("a topic, channel, payload or endpoint this server does not accept"),
+            },
+            body=_SUBSCRIPTION_BODY,
+        ),
+        interaction="create",
+        task=True,
+        resource="Subscription",
+    ),
+    *(
+        _subscription_operation(
+            method,
+            "/Subscription/$status",
+            subscriptions.type_status,
+            "subscriptionsStatus",
+            "Status of Subscriptions",
+            "search",
+            _STATUS_BUNDLE,
+            _STATUS_QUERY,
+            has_id=False,
+        )
+        for method in ("GET", "POST")
+    ),
+    *(
+        _subscription_operation(
+            method,
+            "/Subscription/$get-ws-binding-token",
+            subscriptions.binding_token,
+            "subscriptionsBindingToken",
+            "A token to bind a websocket to Subscriptions",
+            "read",
+            _BINDING,
+            (_query("id", "websocket Subscription ids", many=True),),
+            has_id=False,
+        )
+        for method in ("GET", "POST")
+    ),
+    Endpoint(
+        "GET",
+        "/Subscription/{id}",
+        subscriptions.read,
+        Operation(
+            "readSubscription",
+            "Read a Subscription (its status the server's)",
+            {
+                "200": fhir("Subscription", "the Subscription", {"ETag": VERSION_HEADERS["ETag"]}),
+                **errors(*FHIR_ERRORS, 404),
+            },
+            path_parameters=(_SUBSCRIPTION_ID,),
+        ),
+        interaction="read",
+        task=True,
+        resource="Subscription",
+    ),
+    Endpoint(
+        "PUT",
+        "/Subscription/{id}",
+        subscriptions.update,
+        Operation(
+            "updateSubscription",
+            "Replace a Subscription (status off stops it; a changed channel handshakes again)",
+            {
+                "200": fhir("Subscription", "updated", _SUBSCRIPTION_WRITTEN),
+                **errors(*FHIR_ERRORS, *BODY_ERRORS, 404, 412),
+                "422": outcome("a topic, channel, payload or endpoint this server does not accept"),
+            },
+            (IF_MATCH,),
+            _SUBSCRIPTION_BODY,
+            path_parameters=(_SUBSCRIPTION_ID,),
+        ),
+        interaction="update",
+        task=True,
+        resource="Subscription",
+    ),
+    Endpoint(
+        "DELETE",
+        "/Subscription/{id}",
+        subscriptions.delete,
+        Operation(
+            "deleteSubscription",
+            "Delete a Subscription and its kept events",
+            {"204": {"description": "deleted"}, **errors(*FHIR_ERRORS, 404)},
+            path_parameters=(_SUBSCRIPTION_ID,),
+        ),
+        interaction="delete",
+        task=True,
+        resource="Subscription",
+    ),
+    *(
+        _subscription_operation(
+            method,
+            "/Subscription/{id}/$status",
+            subscriptions.instance_status,
+            "subscriptionStatus",
+            "A Subscription's status",
+            "read",
+            _STATUS_BUNDLE,
+        )
+        for method in ("GET", "POST")
+    ),
+    *(
+        _subscription_operation(
+            method,
+            "/Subscription/{id}/$events",
+            subscriptions.events,
+            "subscriptionEvents",
+            "Replay kept events by number",
+            "read",
+            fhir("SubscriptionBundle", "a history Bundle of type query-event"),
+            _EVENTS_QUERY,
+        )
+        for method in ("GET", "POST")
+    ),
+    *(
+        _subscription_operation(
+            method,
+            "/Subscription/{id}/$get-ws-binding-token",
+            subscriptions.binding_token,
+            "subscriptionBindingToken",
+            "A token to bind a websocket to this Subscription",
+            "read",
+            _BINDING,
+        )
+        for method in ("GET", "POST")
+    ),
+)
+ENDPOINTS = (*ENDPOINTS, *SUBSCRIPTION_ENDPOINTS)
+
 SERVED = tuple(e for e in ENDPOINTS if e.handler is not None)
-INTERACTIONS = tuple(i for e in SERVED if e.task for i in (e.interaction, *e.also))
+INTERACTIONS = tuple(
+    i for e in SERVED if e.task and e.resource == "Task" for i in (e.interaction, *e.also)
+)
+SUBSCRIPTION_INTERACTIONS = tuple(
+    e.interaction for e in SERVED if e.task and e.resource == "Subscription"
+)
 UNAUDITED = frozenset(e.path for e in ENDPOINTS if not e.audited)
 
 
@@ -576,14 +813,19 @@ class _OtherMethods:
         await empty_response(204, {"Allow": self.allow})(scope, receive, send)
 
 
-def routes() -> list[Route]:
+WEBSOCKET_PATH = "/ws"
+
+
+def routes() -> list[BaseRoute]:
     """The application's routes: the table's, in its order (Starlette tries them in turn),
     then one per path for the methods that path does not serve (tried only when no served
     route matched: a route for any method would otherwise take the requests of later
     entries' paths that it also matches)."""
     served = [Route(e.path, e.handler, methods=[e.method]) for e in SERVED if e.handler]
     paths = dict.fromkeys(e.path for e in SERVED)
-    return [*served, *(Route(path, _OtherMethods(path)) for path in paths)]
+    other = [Route(path, _OtherMethods(path)) for path in paths]
+    # the websocket channel of subscriptions (its own protocol: not in the table)
+    return [*served, *other, WebSocketRoute(WEBSOCKET_PATH, subscriptions.websocket)]
 
 
 def _openapi_paths() -> dict[str, Schema]:
@@ -608,10 +850,12 @@ _ROUTED = tuple((compile_path(e.path)[0], e) for e in ENDPOINTS if e.claims is N
 _SLASHED = tuple((re.compile(r.pattern.removesuffix("$") + "/?$"), e) for r, e in _ROUTED)
 
 
-def _named(interaction: str, params: Mapping[str, Any]) -> AuditName:
+def _named(interaction: str, params: Mapping[str, Any], resource: str = "Task") -> AuditName:
     task_id = params.get("id")
     if task_id is not None and not ID_PATTERN.fullmatch(task_id):
         task_id = None  # not an id: it names nothing, and may be anything an attacker sent
+    if task_id is not None and resource != "Task":
+        task_id = f"{resource}/{task_id}"  # a bare id is a Task's
     vid = params.get("vid")
     return interaction, task_id, None if vid is None else version_number(vid)
 
@@ -629,7 +873,7 @@ def classify(method: str, path: str) -> AuditName:
         if match is None:
             continue
         if endpoint.method == method:
-            return _named(endpoint.interaction, match.groupdict())
+            return _named(endpoint.interaction, match.groupdict(), endpoint.resource)
         shape = shape or match
     return _named("unknown", shape.groupdict() if shape is not None else {})
 
@@ -642,4 +886,4 @@ def audit_name(scope: Scope) -> AuditName:
     endpoint = _BY_ROUTE.get((route.path, method)) if isinstance(route, Route) else None
     if endpoint is None:  # not routed, or not by its method (a 405)
         return classify(method, scope["path"])
-    return _named(endpoint.interaction, scope.get("path_params", {}))
+    return _named(endpoint.interaction, scope.get("path_params", {}), endpoint.resource)

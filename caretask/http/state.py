@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -14,6 +14,8 @@ if TYPE_CHECKING:  # the modules below read their state through this one
     from caretask.http.audit import AuditWriter
     from caretask.http.auth import ClientRows
     from caretask.service import BundleService, TaskService
+    from caretask.service.delivery import Dispatcher, WebsocketHub
+    from caretask.service.subscriptions import SubscriptionService
     from caretask.storage.base import Storage
 
 
@@ -31,6 +33,12 @@ class Opened:
     audit: AuditWriter
     tasks: TaskService  # every task read and write goes through it
     bundles: BundleService  # batch and transaction Bundles, over `tasks`
+    subscriptions: SubscriptionService
+    dispatcher: Dispatcher  # rest-hook notifications
+    hub: WebsocketHub  # websocket clients bound on this server
+    # the newest base URL a request came in on: the notifications' fullUrls use it when
+    # no CARETASK_BASE_URL is set
+    bases: list[str] = field(default_factory=list)
 
 
 @dataclass
