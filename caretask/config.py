@@ -107,6 +107,13 @@ def origins(values: tuple[str, ...]) -> str | None:
     return None
 
 
+def url_prefixes(values: tuple[str, ...]) -> str | None:
+    for prefix in values:
+        if not prefix.startswith(("http://", "https://")) or len(prefix) < len("http://x"):
+            return f": '{prefix[:80]}' is not the start of an http:// or https:// URL"
+    return None
+
+
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.\-]*://[^/?#\s,]+", re.IGNORECASE)
 
 
@@ -284,6 +291,7 @@ class Settings:
         (),
         HOSTS,
         "URL prefixes a subscription's rest-hook endpoint may start with, comma-separated",
+        check=url_prefixes,
         shown="none: https:// URLs whose host resolves to public addresses only",
     )
     subscription_retry_seconds: int = _setting(

@@ -70,7 +70,7 @@ def test_fhir_operations_need_the_bearer_token_and_the_others_do_not(
         for method, operation in item.items():
             if method == "parameters":
                 continue
-            needs_token = path.startswith(("/Task", "/_history")) or path == "/"
+            needs_token = path.startswith(("/Task", "/Subscription", "/_history")) or path == "/"
             assert operation["security"] == ([{"bearer": []}] if needs_token else []), path
 
 
