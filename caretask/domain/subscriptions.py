@@ -137,10 +137,12 @@ def check(body: Any, max_depth: int = MAX_DEPTH) -> Checked:
 
 
 def _in_subscription(issue: Issue) -> Issue:
-    expression = issue.expression or ""
+    """An issue of the shared structure checks, in a Subscription's words."""
+    expression = (issue.expression or "").replace("Task.", "Subscription.", 1)
     if not expression.startswith("Subscription"):
         expression = f"Subscription.{expression}" if expression else "Subscription"
-    return Issue(issue.code, issue.text, expression.replace("Task.", "Subscription."))
+    code = "required" if issue.text.endswith("is required.") else issue.code
+    return Issue(code, issue.text, expression)
 
 
 def _filter(body: dict[str, Any]) -> str:

@@ -127,7 +127,11 @@ async def _operation_pairs(request: Request) -> list[tuple[str, str]]:
     """An operation's parameters: the query string's, and a POSTed Parameters body's."""
     query = request.scope.get("query_string", b"").decode("latin-1")
     pairs = [p for p in query_pairs(query) if p[0] not in ("_format", "_pretty")]
-    if request.method == "POST":
+    # an operation without in-parameters may be POSTed without a body (and so a type)
+    empty = request.headers.get("content-length", "0") == "0" and not request.headers.get(
+        "transfer-encoding"
+    )
+    if request.method == "POST" and not empty:
         raw = await read_json_body(request, settings(request).max_body_bytes)
         if raw.strip():
             body = read_json(raw, _service(request).limits, "Parameters")

@@ -31,7 +31,9 @@ def subscription_body(
     channel_element: dict[str, Any] = {
         "type": channel,
         "payload": "application/fhir+json",
-        "_payload": {"extension": [{"url": f"{IG}/backport-payload-content", "valueCode": content}]},
+        "_payload": {
+            "extension": [{"url": f"{IG}/backport-payload-content", "valueCode": content}]
+        },
     }
     if endpoint is not None:
         channel_element["endpoint"] = endpoint
@@ -53,16 +55,16 @@ def subscription_body(
     }
     if search is not None:
         body["_criteria"] = {
-            "extension": [{"url": f"{IG}/backport-filter-criteria", "valueString": f"Task?{search}"}]
+            "extension": [
+                {"url": f"{IG}/backport-filter-criteria", "valueString": f"Task?{search}"}
+            ]
         }
     return body
 
 
 def secret_of(created: dict[str, Any]) -> str:
     """The signing secret a create's answer shows."""
-    return next(
-        e["valueString"] for e in created["channel"]["extension"] if e["url"] == SECRET_URL
-    )
+    return next(e["valueString"] for e in created["channel"]["extension"] if e["url"] == SECRET_URL)
 
 
 def focus_of(received_json: dict[str, Any]) -> list[str]:
