@@ -339,10 +339,7 @@ def validate(body: Any, max_depth: int = MAX_DEPTH, description: bool = True) ->
         # `unknown`; FHIR requires the element, so the default goes in before validation.
         body = {**body, "intent": "unknown"}
     issues = _canvas_issues(body, description) + list(_shape_issues(body, TaskModel, ()))
-    try:
-        TaskModel.model_validate(body)
-    except ValidationError as error:
-        issues += _pydantic_issues(error)
+    issues += _model_issues(body, TaskModel)
     if issues:
         raise InvalidResource(_dedupe(issues))
     valid: dict[str, Any] = body
@@ -359,11 +356,20 @@ def structure_issues(
     if issues:
         return issues
     issues = list(_shape_issues(body, model_class, ()))
+    return _dedupe(issues + _model_issues(body, model_class))
+
+
+def _model_issues(body: dict[str, Any], model_class: type[BaseModel]) -> list[Issue]:
+    """The model's own verdict. Its validators assume the JSON types the shape check holds
+    bodies to, and some raise on another (fhir_core's url validator calls a string method
+    on whatever it is given): that is a structure issue of the body, not a server error."""
     try:
         model_class.model_validate(body)
     except ValidationError as error:
-        issues += _pydantic_issues(error)
-    return _dedupe(issues)
+        return _pydantic_issues(error)
+    except (AttributeError, TypeError):
+        return [Issue("structure", "an element's value has the wrong JSON type", None)]
+    return []
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:

@@ -1455,3 +1455,108 @@ def build() -> list[Entry]:
 
 
 CORPUS: Final[list[Entry]] = build()
+
+
+# --- subscriptions: bodies and endpoints a Subscription create must refuse ----------------
+
+_SUB_TOPIC = "http://caretask.dev/fhir/SubscriptionTopic/task-changed"
+
+
+def _subscription(endpoint: Any = "https://hooks.example.org/h", **changes: Any) -> bytes:
+    body: dict[str, Any] = {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "hostile",
+        "criteria": _SUB_TOPIC,
+        "channel": {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json"},
+    }
+    body.update(changes)
+    return _dumps(body)
+
+
+def subscription_corpus() -> Iterator[Entry]:
+    """Creates of Subscriptions on a server with no endpoint allowlist (only https:// on
+    public addresses): requests that would turn it against its own network, and bodies that
+    are no Subscription. None may store anything."""
+    # endpoints that point inward, or are no web address at all (SSRF): 422
+    for name, endpoint in {
+        "plain-http": "http://hooks.example.org/h",
+        "loopback-v4": "https://127.0.0.1/h",
+        "loopback-name": "https://localhost/h",
+        "loopback-v6": "https://[::1]/h",
+        "metadata-service": "https://169.254.169.254/latest/meta-data/",
+        "private-10": "https://10.1.2.3/h",
+        "private-192": "https://192.168.0.1/h",
+        "unspecified": "https://0.0.0.0/h",
+        "v4-mapped-v6": "https://[::ffff:127.0.0.1]/h",
+        "userinfo": "https://user:pass@127.0.0.1/h",
+        "file": "file:///etc/passwd",
+        "gopher": "gopher://127.0.0.1:25/",
+        "no-host": "https:///h",
+    }.items():
+        yield Entry(
+            f"subscription-endpoint-{name}",
+            "POST",
+            "/Subscription",
+            422,
+            _subscription(endpoint),
+            dict(JSON),
+        )
+    # header injection: a channel header that would smuggle another
+    yield Entry(
+        "subscription-header-crlf",
+        "POST",
+        "/Subscription",
+        422,
+        _subscription(
+            channel={
+                "type": "rest-hook",
+                "endpoint": "https://hooks.example.org/h",
+                "header": ["X-A: b\r\nX-B: c"],
+            }
+        ),
+        dict(JSON),
+    )
+    # not a Subscription: 400
+    for name, body in {
+        "status-number": _subscription(status=1),
+        "reason-array": _subscription(reason=["x"]),
+        "criteria-object": _subscription(criteria={"a": 1}),
+        "channel-string": _subscription(channel="rest-hook"),
+        "endpoint-number": _subscription(endpoint=5),
+        "status-error": _subscription(status="error"),
+        "unknown-element": _subscription(colour="red"),
+        "task-instead": SEED_BYTES,
+        "deep": _subscription(extension=[_deep(40)]),
+        "repeated-key": b'{"resourceType":"Subscription","status":"off","status":"requested"}',
+        "not-json": b'{"resourceType": "Subscription",',
+    }.items():
+        yield Entry(f"subscription-{name}", "POST", "/Subscription", 400, body, dict(JSON))
+    yield Entry(
+        "subscription-filter-sql",
+        "POST",
+        "/Subscription",
+        400,
+        _subscription(
+            _criteria={
+                "extension": [
+                    {
+                        "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                        "backport-filter-criteria",
+                        "valueString": "Task?status=requested');DROP TABLE tasks;--",
+                    }
+                ]
+            }
+        ),
+        dict(JSON),
+    )
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    node: dict[str, Any] = {"url": "http://x", "valueString": "x"}
+    for _ in range(levels):
+        node = {"url": "http://x", "extension": [node]}
+    return node
+
+
+SUBSCRIPTION_CORPUS: Final = tuple(subscription_corpus())
