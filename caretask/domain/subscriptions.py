@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from fhir.resources.R4B.parameters import Parameters as ParametersModel
 from fhir.resources.R4B.subscription import Subscription as SubscriptionModel
 
 from caretask.domain.errors import (
@@ -416,12 +417,22 @@ def _number_parameter(name: str, raw: str) -> int:
     return int(raw)
 
 
-def parameter_values(body: Any, name: str) -> list[Any]:
-    """The values of a Parameters body's parameters called `name` (value[x] of any type)."""
+def operation_pairs(body: Any, max_depth: int = MAX_DEPTH) -> list[tuple[str, str]]:
+    """A POSTed Parameters body's (name, value) pairs, values of primitive types as text;
+    400 for a body that is no FHIR Parameters resource."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise InvalidRequest.single("structure", "the body must be a Parameters resource")
-    found: list[Any] = []
+    issues = structure_issues(body, ParametersModel, max_depth)
+    if issues:
+        raise InvalidResource(
+            [
+                Issue(i.code, i.text, (i.expression or "").replace("Task", "Parameters", 1))
+                for i in issues
+            ]
+        )
+    pairs = []
     for parameter in body.get("parameter", ()):
-        if isinstance(parameter, dict) and parameter.get("name") == name:
-            found.extend(v for k, v in parameter.items() if k.startswith("value"))
-    return found
+        for key, value in parameter.items():
+            if key.startswith("value") and isinstance(value, str | int) and value is not True:
+                pairs.append((parameter["name"], str(value)))
+    return pairs

@@ -16,7 +16,6 @@ from caretask.auth import scopes, tokens
 from caretask.domain import notifications, subscriptions
 from caretask.domain.errors import InvalidRequest
 from caretask.domain.etag import etag
-from caretask.domain.subscriptions import parameter_values
 from caretask.http.endpoint import endpoint
 from caretask.http.negotiation import read_json_body
 from caretask.http.responses import empty_response, fhir_response
@@ -134,14 +133,9 @@ async def _operation_pairs(request: Request) -> list[tuple[str, str]]:
     if request.method == "POST" and not empty:
         raw = await read_json_body(request, settings(request).max_body_bytes)
         if raw.strip():
-            body = read_json(raw, _service(request).limits, "Parameters")
-            parameter_values(body, "")  # a Parameters resource, or a 400
-            for parameter in body.get("parameter", ()):
-                if not isinstance(parameter, dict) or not isinstance(parameter.get("name"), str):
-                    raise InvalidRequest.single("structure", "each parameter needs a name")
-                for key, value in parameter.items():
-                    if key.startswith("value") and isinstance(value, str | int):
-                        pairs.append((parameter["name"], str(value)))
+            limits = _service(request).limits
+            body = read_json(raw, limits, "Parameters")
+            pairs += subscriptions.operation_pairs(body, limits.max_depth)
     return pairs
 
 
