@@ -423,3 +423,15 @@ def test_a_binding_token_is_only_for_websocket_subscriptions(
     created = subscribe(client, subscription_body(receiver.url))
     response = client.post(f"/Subscription/{created['id']}/$get-ws-binding-token")
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("number", ["²", "\u0661", "-1", "1.0", "9" * 30])
+def test_an_event_number_that_is_no_ascii_whole_number_is_a_400(
+    client: httpx.Client, receiver: Receiver, number: str
+) -> None:
+    created = subscribe(client, subscription_body(receiver.url, status="off"))
+    response = client.get(
+        f"/Subscription/{created['id']}/$events", params={"eventsSinceNumber": number}
+    )
+    assert response.status_code == 400
+    assert response.json()["resourceType"] == "OperationOutcome"

@@ -342,6 +342,8 @@ def refused_endpoint(url: str, why: str) -> BusinessRule:
 # --- searches and operations --------------------------------------------------------------
 
 SEARCH_PARAMETERS = ("url", "status", "_count", "_offset")
+# ASCII digits: str.isdigit() is true of '²', which int() refuses
+_DIGITS = re.compile(r"[0-9]{1,18}")
 DEFAULT_COUNT, MAX_COUNT_PAGE = 50, 500
 
 
@@ -354,7 +356,7 @@ class SubscriptionSearch:
 
 
 def _whole(name: str, raw: str, low: int, high: int) -> int:
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
         raise InvalidSearch.single("invalid", f"{name} must be a whole number {low} to {high}")
     return int(raw)
 
@@ -412,7 +414,7 @@ def parse_events(pairs: Sequence[tuple[str, str]]) -> EventRange:
 
 
 def _number_parameter(name: str, raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
+    if not _DIGITS.fullmatch(raw):
         raise InvalidRequest.single("invalid", f"{name} must be an event number")
     return int(raw)
 
