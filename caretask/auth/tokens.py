@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -46,18 +47,23 @@ def issue(key: bytes, client_id: str, scope: str, ttl: int) -> str:
     return jwt.encode(payload, key, algorithm=ALGORITHM)
 
 
-def verify(key: bytes, token: str) -> Claims:
+def _decode(key: bytes, token: str, audience: str) -> dict[str, Any]:
     try:
-        payload = jwt.decode(
+        payload: dict[str, Any] = jwt.decode(
             token,
             key,
             algorithms=[ALGORITHM],
-            audience=AUDIENCE,
+            audience=audience,
             issuer=ISSUER,
             options={"require": ["exp", "iat", "sub", "iss", "aud"]},
         )
     except jwt.PyJWTError as error:
         raise InvalidToken(str(error)) from None
+    return payload
+
+
+def verify(key: bytes, token: str) -> Claims:
+    payload = _decode(key, token, AUDIENCE)
     scope, sub = payload.get("scope"), payload.get("sub")
     if not isinstance(scope, str) or not isinstance(sub, str):
         raise InvalidToken("missing claims")
@@ -113,17 +119,7 @@ def issue_binding(key: bytes, client_id: str, subscription_ids: list[str], ttl: 
 
 def verify_binding(key: bytes, token: str) -> tuple[str, list[str]]:
     """(client id, subscription ids) of a binding token, or InvalidToken."""
-    try:
-        payload = jwt.decode(
-            token,
-            key,
-            algorithms=[ALGORITHM],
-            audience=BINDING_AUDIENCE,
-            issuer=ISSUER,
-            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
-        )
-    except jwt.PyJWTError as error:
-        raise InvalidToken(str(error)) from None
+    payload = _decode(key, token, BINDING_AUDIENCE)
     ids = payload.get("subscriptions")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise InvalidToken("missing claims")

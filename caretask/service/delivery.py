@@ -62,20 +62,56 @@ def retry_delay(failing_for: float) -> float:
     return delay * random.uniform(1.0, 1.1)
 
 
-class Dispatcher:
+class Background:
+    """A loop of the server's own, run from start() to close(): a round of work each time
+    it is woken, and at least every `poll` seconds (what another server wrote on SQLite
+    wakes nobody here)."""
+
+    def __init__(self, poll: float) -> None:
+        self.poll = poll
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database away: again at the next poll
+                log.warning("%s round failed: %s", type(self).__name__, type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll)
+            self._wake.clear()
+
+    async def _round(self) -> None:
+        raise NotImplementedError
+
+
+class Dispatcher(Background):
     """The rest-hook sender of one server process."""
 
     def __init__(
         self, storage: Storage, settings: DeliverySettings, base: Callable[[], str]
     ) -> None:
+        super().__init__(settings.poll_seconds)
         self.storage = storage
         self.settings = settings
         self.base = base  # the server's base URL, for the notifications' fullUrls
         self.owner = f"{uuid.uuid4()}"
-        self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(settings.concurrency)
         self._running: set[asyncio.Task[None]] = set()
-        self._loop_task: asyncio.Task[None] | None = None
         self._client = httpx.AsyncClient(
             follow_redirects=False,  # a redirect could point anywhere: not followed
             limits=httpx.Limits(max_connections=settings.concurrency * 2),
@@ -85,18 +121,12 @@ class Dispatcher:
         self.extra_wake: list[Callable[[], None]] = []
 
     def wake(self) -> None:
-        self._wake.set()
+        super().wake()
         for callback in self.extra_wake:
             callback()
 
-    def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._loop())
-
     async def close(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        await super().close()
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
@@ -107,18 +137,6 @@ class Dispatcher:
         """How long a claim holds, us: past one notification's timeout, so that a claim
         runs out only when its server is gone."""
         return int((self.settings.timeout + 10) * _US)
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self._round()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database away: try again at the next poll
-                log.warning("subscription delivery round failed: %s", type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
-            self._wake.clear()
 
     async def _round(self) -> None:
         if time.monotonic() - self._last_purge > PURGE_EVERY:
@@ -261,29 +279,15 @@ class Binding:
     sent_at: float = field(default_factory=time.monotonic)
 
 
-class WebsocketHub:
+class WebsocketHub(Background):
     """The websocket clients bound on this server, by subscription id."""
 
     def __init__(self, storage: Storage, base: Callable[[], str], poll_seconds: float) -> None:
+        super().__init__(poll_seconds)
         self.storage = storage
         self.base = base
-        self.poll_seconds = poll_seconds
         self.bindings: dict[str, set[Binding]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def bind(self, sub: StoredSubscription, send: Send) -> Binding:
         """Bind a client: the handshake now, the events written from now on."""
@@ -314,18 +318,14 @@ class WebsocketHub:
         )
         return orjson.dumps(bundle).decode()
 
-    async def _loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-            self._wake.clear()
-            for subscription_id in list(self.bindings):
-                try:
-                    await self._push(subscription_id)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning("websocket delivery failed: %s", type(exc).__name__)
+    async def _round(self) -> None:
+        for subscription_id in list(self.bindings):
+            try:
+                await self._push(subscription_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("websocket delivery failed: %s", type(exc).__name__)
 
     async def _push(self, subscription_id: str) -> None:
         async with self._lock(subscription_id):
