@@ -369,6 +369,7 @@ def test_a_receiver_failing_past_the_retry_time_puts_it_in_error_and_heartbeats_
     heartbeat = next(r for r in beat if notification_type(r) == "heartbeat").json()
     assert status_parameter(heartbeat, "status") == "error"
     assert status_parameter(heartbeat, "error")["text"] == "the endpoint answered 500"
+    assert validate_all([heartbeat]) == [[]]
 
 
 def test_events_replays_kept_events_by_number(client: httpx.Client, receiver: Receiver) -> None:
