@@ -239,7 +239,10 @@ class Dispatcher(Background):
             status=status,
             delivered_through=through,
             failing_since=None if error is None else sub.failing_since,
-            next_attempt=0,
+            # claims go in next_attempt order: a subscription just served waits behind
+            # every one whose work has waited longer (with 0, the first ones by pk were
+            # served again and again under steady writes, and the rest starved)
+            next_attempt=_now_us(),
             last_sent=sent,
             error=error,
             from_version=sub.version_id,

@@ -277,12 +277,14 @@ class PostgreSQLStorage:
             box = Outbox(watch(tuple(await cur.fetchall()), POSTGRESQL))
             result = await fn(conn, box)
             # last, in subscription order, after every task lock (subscriptions_sql)
-            for pk in sorted(box.pending):
-                cur = await conn.execute(_SUBS.bump, (len(box.pending[pk]), pk))
-                last = await cur.fetchone()
-                if last is not None:  # not deleted meanwhile
-                    async with conn.cursor() as many:
-                        await many.executemany(_SUBS.insert_event, box.numbered(pk, last[0]))
+            if box.pending:
+                assert _SUBS.bump_all is not None and _SUBS.insert_events is not None
+                pks = sorted(box.pending)
+                counts = [len(box.pending[pk]) for pk in pks]
+                cur = await conn.execute(_SUBS.bump_all, (pks, pks, counts))
+                lasts = [(row[0], row[1]) for row in await cur.fetchall()]  # less deleted
+                if lasts:
+                    await conn.execute(_SUBS.insert_events, box.columns(lasts))
             recorded[0] = bool(box.pending)
             if box.pending:  # other servers' dispatchers hear of it at the commit
                 await conn.execute(_NOTIFY)

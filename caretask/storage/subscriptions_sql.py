@@ -94,6 +94,11 @@ class Statements:
     finish: str
     purge: str
     due: str  # whether any claim could succeed now (a cheap read before the write)
+    # PostgreSQL: every subscription's numbers taken, and all events inserted, in one
+    # statement each (arrays), so that a write holds the subscriptions' row locks for two
+    # round trips, not two per subscription; None on SQLite, whose statements cost no trip
+    bump_all: str | None
+    insert_events: str | None
 
     def search(self, endpoint: str | None, statuses: Sequence[str]) -> tuple[str, list[Any]]:
         """The WHERE clause (with its parameters) of a search by endpoint and statuses."""
@@ -188,6 +193,24 @@ def statements(d: Dialect) -> Statements:
         ),
         purge=q("DELETE FROM subscription_events WHERE occurred < ?"),
         due=q(f"SELECT 1 FROM subscriptions WHERE {_DUE} LIMIT 1"),
+        # the rows are locked in pk order (the sorted, locking sub-select), as writers
+        # that lock the same subscriptions in different orders could deadlock
+        bump_all=(
+            "UPDATE subscriptions s SET events_since_start = s.events_since_start + v.n "
+            "FROM (SELECT pk FROM subscriptions WHERE pk = ANY(%s) ORDER BY pk FOR UPDATE) l, "
+            "unnest(%s::bigint[], %s::bigint[]) AS v(pk, n) "
+            "WHERE s.pk = l.pk AND s.pk = v.pk RETURNING s.pk, s.events_since_start"
+            if d.pyformat
+            else None
+        ),
+        insert_events=(
+            "INSERT INTO subscription_events "
+            "(subscription_pk, number, task_id, version_id, kind, occurred) "
+            "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::int[], "
+            "%s::text[], %s::bigint[])"
+            if d.pyformat
+            else None
+        ),
     )
 
 
@@ -311,6 +334,12 @@ class Outbox:
         for i, pk in enumerate(self.watch.pks):
             if after[i] or (before is not None and before[i]):
                 self.pending.setdefault(pk, []).append((task_id, version_id, kind, occurred))
+
+    def columns(self, lasts: Sequence[tuple[int, int]]) -> list[list[Any]]:
+        """insert_events' arrays (one per column) for the subscriptions' newest numbers
+        (pk, last): every event of this write unit."""
+        rows = [row for pk, last in lasts for row in self.numbered(pk, last)]
+        return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 6
 
     def numbered(self, pk: int, last: int) -> list[tuple[Any, ...]]:
         """insert_event rows for subscription `pk` whose newest number is now `last`."""
