@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import threading
-import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.crash import kill_while_writing
 from tests.support.seed import SEED_CREATE
 from tests.support.server import Server
 
 CYCLES = int(os.environ.get("CARETASK_CRASH_CYCLES", "10"))
-WRITERS = 4
 
 
 @dataclass
@@ -138,20 +137,13 @@ def test_every_acknowledged_write_survives_sigkill(fresh_database: str, tmp_path
         assert server.process is not None
         if not token:
             token = server.token()
-        stop = threading.Event()
-        writers = [
-            threading.Thread(target=_writer, args=(server.url, token, acked, stop, cycle * 100 + i))
-            for i in range(WRITERS)
-        ]
-        for writer in writers:
-            writer.start()
-        time.sleep(rng.uniform(0.3, 1.5))
-        server.process.send_signal(signal.SIGKILL)
-        server.process.wait(10)
+        kill_while_writing(
+            server,
+            partial(_writer, token=token, acked=acked),
+            cycle,
+            rng,
+        )
         kills += 1
-        stop.set()
-        for writer in writers:
-            writer.join(30)
     with Server(fresh_database, tmp_path) as server, server.client(token) as client:
         checked = _check(client, acked)
     _integrity(fresh_database)

@@ -13,22 +13,28 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.crash import kill_while_writing
 from tests.support.receiver import Received, Receiver, event_numbers, notification_type
 from tests.support.seed import SEED_CREATE
 from tests.support.server import Server, free_port
-from tests.support.subscriptions import LOOPBACK, SCOPE, focus_of, subscription_body
+from tests.support.subscriptions import (
+    LOOPBACK,
+    SCOPE,
+    events_since_start,
+    focus_of,
+    subscription_body,
+)
 
 CYCLES = int(os.environ.get("CARETASK_CRASH_CYCLES", "10"))
-WRITERS = 4
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 # a killed server's delivery lease runs out after its timeout + 10 s (LOOPBACK: 2 s); then
 # the restarted one sends what was left
@@ -96,17 +102,6 @@ def _writer(url: str, token: str, acked: Acknowledged, stop: threading.Event, se
                     acked.record(task_id, 1)
             except httpx.TransportError:  # the server was killed: unacknowledged, unknown
                 return
-
-
-def _events_since_start(client: httpx.Client, subscription_id: str) -> int:
-    answer = client.get(f"/Subscription/{subscription_id}/$status")
-    assert answer.status_code == 200, answer.text
-    status = answer.json()["entry"][0]["resource"]
-    return next(
-        int(p["valueString"])
-        for p in status["parameter"]
-        if p["name"] == "events-since-subscription-start"
-    )
 
 
 def _numbers_seen(received: list[Received]) -> set[int]:
@@ -179,26 +174,17 @@ def test_every_acknowledged_write_is_notified_through_sigkills(
             if cycle:
                 server = Server(fresh_database, tmp_path, port=port, env=LOOPBACK).start()
             assert server.process is not None
-            stop = threading.Event()
-            writers = [
-                threading.Thread(
-                    target=_writer, args=(server.url, token, acked, stop, cycle * 100 + i)
-                )
-                for i in range(WRITERS)
-            ]
-            for writer in writers:
-                writer.start()
-            time.sleep(rng.uniform(0.3, 1.5))
-            server.process.send_signal(signal.SIGKILL)
-            server.process.wait(10)
+            kill_while_writing(
+                server,
+                partial(_writer, token=token, acked=acked),
+                cycle,
+                rng,
+            )
             kills += 1
-            stop.set()
-            for writer in writers:
-                writer.join(30)
 
         with Server(fresh_database, tmp_path, port=port, env=LOOPBACK) as server:
             with server.client(token) as client:
-                total = _events_since_start(client, subscription_id)
+                total = events_since_start(client, subscription_id)
             wanted = set(range(1, total + 1))
             started = time.monotonic()
             received = receiver.wait_for(
@@ -208,7 +194,7 @@ def test_every_acknowledged_write_is_notified_through_sigkills(
             time.sleep(1)  # anything sent beyond N would show now
             received = list(receiver.received)
             with server.client(token) as client:
-                assert _events_since_start(client, subscription_id) == total  # nothing new
+                assert events_since_start(client, subscription_id) == total  # nothing new
 
     delivered = _delivered(received)
     print(

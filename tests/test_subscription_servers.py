@@ -21,7 +21,13 @@ from tests.support.databases import POSTGRES_URL, postgres_database
 from tests.support.receiver import Received, Receiver, event_numbers, notification_type
 from tests.support.seed import seed_task
 from tests.support.server import Server
-from tests.support.subscriptions import LOOPBACK, SCOPE, focus_of, subscription_body
+from tests.support.subscriptions import (
+    LOOPBACK,
+    SCOPE,
+    events_since_start,
+    focus_of,
+    subscription_body,
+)
 
 pytestmark = pytest.mark.skipif(
     not POSTGRES_URL, reason="CARETASK_TEST_POSTGRES_URL is not set: no PostgreSQL to test against"
@@ -52,14 +58,7 @@ def _subscription_of(received: Received) -> str:
 
 def _events_since_start(server: Server, token: str, subscription_id: str) -> int:
     with server.client(token) as client:
-        answer = client.get(f"/Subscription/{subscription_id}/$status")
-    assert answer.status_code == 200, answer.text
-    status = answer.json()["entry"][0]["resource"]
-    return next(
-        int(p["valueString"])
-        for p in status["parameter"]
-        if p["name"] == "events-since-subscription-start"
-    )
+        return events_since_start(client, subscription_id)
 
 
 def _numbers_by_subscription(received: list[Received]) -> dict[str, list[int]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 IG = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
 TOPIC = "http://caretask.dev/fhir/SubscriptionTopic/task-changed"
 SECRET_URL = "http://caretask.dev/fhir/StructureDefinition/subscription-signing-secret"
@@ -77,3 +79,15 @@ def focus_of(received_json: dict[str, Any]) -> list[str]:
                 if part["name"] == "focus":
                     out.append(part["valueReference"]["reference"])
     return out
+
+
+def events_since_start(client: httpx.Client, subscription_id: str) -> int:
+    """The subscription's events-since-subscription-start, from $status."""
+    answer = client.get(f"/Subscription/{subscription_id}/$status")
+    assert answer.status_code == 200, answer.text
+    status = answer.json()["entry"][0]["resource"]
+    return next(
+        int(p["valueString"])
+        for p in status["parameter"]
+        if p["name"] == "events-since-subscription-start"
+    )
