@@ -48,6 +48,11 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
+                if not body or len(body) < length:
+                    # the sender went away mid-request (a server killed while it sent):
+                    # nothing arrived, so nothing is acknowledged
+                    self.close_connection = True
+                    return
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 status = receiver.status
