@@ -26,6 +26,11 @@ class Claims:
     client_id: str
     scope: str
     expires_at: int
+    # a person's token (authorization code grant): who signed in, and as which FHIR
+    # resource ("Practitioner/<id>"); None for a client acting for itself
+    user: str | None = None
+    fhir_user: str | None = None
+    teams: tuple[str, ...] = ()  # "Group/<id>" references of the person's care teams
 
 
 class InvalidToken(Exception):
