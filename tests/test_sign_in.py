@@ -3,11 +3,14 @@ engines (the codes and refresh tokens live in the database), and the tokens it g
 
 from __future__ import annotations
 
+import json
 import time
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import orjson
 import pytest
+from websockets.sync.client import connect
 
 from tests.support.clients import within_client_cache_time
 from tests.support.people import (
@@ -22,7 +25,9 @@ from tests.support.people import (
     person_token,
     remember_tokens,
 )
+from tests.support.seed import seed_task
 from tests.support.server import Server, run_cli
+from tests.support.subscriptions import subscription_body
 
 
 def _query(response: httpx.Response) -> dict[str, list[str]]:
@@ -380,8 +385,6 @@ def _public_client(server: Server, *uris: str, scope: str = "user/Task.*") -> di
         "clients", "create", "an app", "--public", *args, "--scope", scope,
         "--database", server.database,
     )  # fmt: skip
-    import json
-
     created: dict[str, str] = json.loads(out.stdout)
     return created
 
@@ -461,3 +464,27 @@ def test_the_capability_statement_names_the_authorize_endpoint(server: Server) -
     statement = httpx.get(f"{server.url}/metadata").json()
     uris = statement["rest"][0]["security"]["extension"][0]["extension"]
     assert {"url": "authorize", "valueUri": f"{server.url}/auth/authorize"} in uris
+
+
+# --- the board's live updates ----------------------------------------------------------------
+
+
+def test_a_board_token_binds_a_websocket_subscription_and_hears_a_change(server: Server) -> None:
+    user = create_user(server)
+    token = person_token(server, user["username"])["access_token"]
+    patient = f"Patient/board-{time.monotonic_ns()}"
+    headers = {"Content-Type": "application/fhir+json"}
+    with server.client(token) as api:
+        body = subscription_body(None, f"patient={patient}", channel="websocket")
+        created = api.post("/Subscription", json=body, headers=headers)
+        assert created.status_code == 201, created.text
+        bound = api.post(f"/Subscription/{created.json()['id']}/$get-ws-binding-token")
+        assert bound.status_code == 200
+        parameters = {p["name"]: p for p in bound.json()["parameter"]}
+        with connect(parameters["websocket-url"]["valueUrl"], open_timeout=5) as socket:
+            socket.send(f"bind-with-token: {parameters['token']['valueString']}")
+            assert b"handshake" in orjson.dumps(orjson.loads(socket.recv(timeout=5)))
+            task = seed_task(requester=None, **{"for": {"reference": patient}})
+            assert api.post("/Task", json=task).status_code == 201
+            notification = orjson.loads(socket.recv(timeout=5))
+    assert b"event-notification" in orjson.dumps(notification)
