@@ -469,7 +469,11 @@ def test_the_capability_statement_names_the_authorize_endpoint(server: Server) -
 # --- the board's live updates ----------------------------------------------------------------
 
 
-def test_a_board_token_binds_a_websocket_subscription_and_hears_a_change(server: Server) -> None:
+def test_a_board_token_binds_a_websocket_subscription_and_hears_a_change(
+    make_server,
+    fresh_database: str,  # type: ignore[no-untyped-def]
+) -> None:
+    server = make_server(database=fresh_database)  # its own: other modules count subscriptions
     user = create_user(server)
     token = person_token(server, user["username"])["access_token"]
     patient = f"Patient/board-{time.monotonic_ns()}"
