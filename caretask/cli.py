@@ -11,9 +11,11 @@ import asyncio
 import copy
 import dataclasses
 import os
+import shutil
 import socket
 import sqlite3
 import sys
+import tempfile
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -22,7 +24,7 @@ import psycopg
 import sqlalchemy
 
 from caretask.auth import scopes, secrets
-from caretask.config import SETTINGS, BadSetting, Setting, Settings, env_value
+from caretask.config import METRICS_OFF, SETTINGS, BadSetting, Setting, Settings, env_value
 from caretask.storage import SchemaNotCurrent, open_storage, schema
 from caretask.storage.base import ClientRecord, SchemaTooNew
 from caretask.storage.urls import BadDatabaseURL, DatabaseURL
@@ -271,11 +273,8 @@ def _log_config(log_format: str = "text") -> dict[str, Any]:
 
 
 def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
-    import uvicorn
-
     from caretask.http.app import create_app
-    from caretask.http.responses import EVERY_RESPONSE
-    from caretask.http.timeouts import edge_protocol
+    from caretask.metrics import MULTIPROCESS_DIR
 
     # the environment's settings, the command line's on top
     given = _given_settings(args)
@@ -287,6 +286,7 @@ def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
     schema.check_writable(url)  # here, in one process, not in every worker at start-up
     _check_listening(args.host, args.port)
     app: Starlette | str
+    shared_metrics = None
     if args.workers == 1:
         app = create_app(settings)
     else:
@@ -294,6 +294,25 @@ def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
         # carries the settings to them, written and read by config's declarations
         os.environ.update(settings.to_env())
         app = "caretask.http.app:app_from_env"
+        if settings.metrics != METRICS_OFF and not os.environ.get(MULTIPROCESS_DIR):
+            # set before the workers start (and import prometheus-client): each writes its
+            # metrics there, and a scrape answered by any one sums them all
+            shared_metrics = tempfile.mkdtemp(prefix="caretask-metrics-")
+            os.environ[MULTIPROCESS_DIR] = shared_metrics
+    try:
+        _run_uvicorn(app, args, settings)
+    finally:
+        if shared_metrics is not None:
+            shutil.rmtree(shared_metrics, ignore_errors=True)
+    return 0
+
+
+def _run_uvicorn(app: Starlette | str, args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
+    from caretask.http.responses import EVERY_RESPONSE
+    from caretask.http.timeouts import edge_protocol
+
     uvicorn.run(
         app,
         factory=isinstance(app, str),
@@ -312,7 +331,6 @@ def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
         headers=list(EVERY_RESPONSE),
         timeout_keep_alive=settings.keepalive_timeout,
     )
-    return 0
 
 
 def _demo_data(count: int, seed: int) -> int:

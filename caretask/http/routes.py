@@ -25,7 +25,15 @@ from caretask.domain.http_dates import PATTERN as HTTP_DATE_PATTERN
 from caretask.domain.profiles import DEFAULT as DEFAULT_PROFILE
 from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, VERSION_FORM, version_number
-from caretask.http import bundles, claims, metadata, subscriptions, tasks, token_endpoint
+from caretask.http import (
+    bundles,
+    claims,
+    metadata,
+    metrics,
+    subscriptions,
+    tasks,
+    token_endpoint,
+)
 from caretask.http.audit import AuditName
 from caretask.http.endpoint import Handler
 from caretask.http.negotiation import check_accept
@@ -228,6 +236,29 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                     "answer within a load balancer's usual 5 s timeout",
                     {"Retry-After": RETRY_AFTER},
                 ),
+                **errors(*EDGE_ERRORS),
+            },
+        ),
+        audited=False,
+    ),
+    Endpoint(
+        "GET",
+        "/metrics",
+        metrics.scrape,
+        Operation(
+            "metrics",
+            "Metrics in the Prometheus text format (CARETASK_METRICS: off, open, or a bearer "
+            "token)",
+            {
+                "200": {
+                    "description": "every metric of every worker",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "401": outcome(
+                    "CARETASK_METRICS is a token, and the request did not send it",
+                    {"WWW-Authenticate": {"schema": {"type": "string"}}},
+                ),
+                "404": outcome("metrics are off"),
                 **errors(*EDGE_ERRORS),
             },
         ),
