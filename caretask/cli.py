@@ -151,6 +151,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     _database_arg(trail)
 
+    save = sub.add_parser(
+        "backup", help="copy an SQLite database to a new file while servers keep writing"
+    )
+    save.add_argument("destination")
+    _database_arg(save)
+    back = sub.add_parser(
+        "restore", help="copy a backup over an SQLite database (stop its servers first)"
+    )
+    back.add_argument("backup")
+    back.add_argument("--force", action="store_true", help="replace a database that exists already")
+    _database_arg(back)
+
     demo = sub.add_parser("demo-data", help="write N realistic synthetic Tasks as NDJSON")
     demo.add_argument("count", type=int)
     demo.add_argument("--seed", type=int, default=1)
@@ -333,6 +345,40 @@ def _run_uvicorn(app: Starlette | str, args: argparse.Namespace, settings: Setti
     )
 
 
+def _backup_or_restore(args: argparse.Namespace, url: DatabaseURL) -> int:
+    """SQLite's backup API, one JSON line of what was copied on stdout; PostgreSQL has its
+    own tools (README: Backups)."""
+    from caretask.storage.sqlite.backup import BackupError, backup, restore
+
+    if not url.is_sqlite:
+        return _fail(
+            f"{args.command} copies SQLite databases; back up PostgreSQL with pg_dump or a "
+            "base backup (README: Backups)"
+        )
+    try:
+        if args.command == "backup":
+            copied = backup(url.sqlite_path, args.destination)
+        else:
+            if os.path.exists(url.sqlite_path) and not args.force:
+                return _fail(
+                    f"{url.sqlite_path} exists: stop its servers and add --force to replace it",
+                    1,
+                )
+            url.prepare()
+            copied = restore(args.backup, url.sqlite_path)
+            schema.migrate(url)  # a backup of an older caretask is brought up to date
+    except BackupError as error:
+        return _fail(str(error), 1)
+    out = {
+        "path": copied.path,
+        "bytes": copied.bytes,
+        "tasks": copied.tasks,
+        "seconds": round(copied.seconds, 3),
+    }
+    sys.stdout.write(orjson.dumps(out).decode() + "\n")
+    return 0
+
+
 def _demo_data(count: int, seed: int) -> int:
     from caretask.bulk.demo import generate
     from caretask.domain.profiles import statuses
@@ -482,6 +528,8 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _run(args: argparse.Namespace, url: DatabaseURL) -> int:
+    if args.command in ("backup", "restore"):
+        return _backup_or_restore(args, url)
     # export and audit only read: they open the database read-only, unmigrated
     if args.command == "export":
         return _export(args, url)
