@@ -1,0 +1,1 @@
+"""The task board's templates and static files (package data, read by caretask.http.board)."""

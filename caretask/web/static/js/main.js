@@ -1,0 +1,35 @@
+// The board's entry point: the page the server rendered decides what runs.
+import { initBoard } from './board.js';
+import { initCallback } from './callback.js';
+import { config } from './config.js';
+import { initNewTask } from './newtask.js';
+import { setUpShell } from './shell.js';
+import { initTask } from './task.js';
+import { showError } from './ui.js';
+
+function start() {
+  if (config.page === 'callback') {
+    setUpShell({ needsSession: false });
+    return initCallback();
+  }
+  if (config.page === 'missing') {
+    setUpShell({ needsSession: false });
+    return undefined;
+  }
+  const session = setUpShell();
+  if (!session) return undefined;
+  if (config.page === 'board') return initBoard(session);
+  if (config.page === 'task') return initTask(session);
+  if (config.page === 'new') return initNewTask(session);
+  return undefined;
+}
+
+// a bug of the board itself: a plain sentence, not the exception
+window.addEventListener('unhandledrejection', (event) => {
+  event.preventDefault();
+  showError('Something went wrong in the board. Reload the page and try again.');
+});
+
+Promise.resolve(start()).catch(() => {
+  showError('Something went wrong in the board. Reload the page and try again.');
+});
