@@ -10,7 +10,14 @@ from starlette.routing import Route
 from caretask.config import Settings
 from caretask.domain.capability import SYSTEM_INTERACTIONS, capability_statement
 from caretask.http.app import create_app
-from caretask.http.routes import INTERACTIONS, PAGES, SERVED, classify, openapi_json
+from caretask.http.routes import (
+    INTERACTIONS,
+    PAGES,
+    SERVED,
+    TASK_OPERATIONS,
+    classify,
+    openapi_json,
+)
 
 
 @pytest.mark.parametrize(
@@ -71,13 +78,35 @@ def test_every_served_entry_is_an_openapi_operation_and_no_other() -> None:
 
 
 def test_the_capability_statement_lists_each_served_task_interaction_once() -> None:
-    statement = capability_statement("http://127.0.0.1", "2024-01-01", INTERACTIONS)
+    statement = capability_statement(
+        "http://127.0.0.1", "2024-01-01", INTERACTIONS, operations=TASK_OPERATIONS
+    )
     rest = statement["rest"][0]
     codes = [i["code"] for i in rest["resource"][0]["interaction"]]
     # `operation` is not a restful interaction of a type: its entries are the operations
     served = {e.interaction for e in SERVED if e.task} - set(SYSTEM_INTERACTIONS) - {"operation"}
     assert sorted(codes) == sorted(served)
-    assert [o["name"] for o in rest["resource"][0]["operation"]] == ["validate"]
+
+
+def test_the_capability_statement_lists_each_task_operation_with_its_definition() -> None:
+    statement = capability_statement(
+        "http://127.0.0.1", "2024-01-01", INTERACTIONS, operations=TASK_OPERATIONS
+    )
+    assert statement["rest"][0]["resource"][0]["operation"] == [
+        {
+            "name": "validate",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+        },
+        {
+            "name": "claim-next",
+            "definition": "http://caretask.dev/fhir/OperationDefinition/Task-claim-next",
+        },
+        {"name": "claim", "definition": "http://caretask.dev/fhir/OperationDefinition/Task-claim"},
+        {
+            "name": "release",
+            "definition": "http://caretask.dev/fhir/OperationDefinition/Task-release",
+        },
+    ]
 
 
 def test_the_capability_statement_lists_each_served_system_interaction_once() -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from caretask import __version__
-from caretask.domain import profiles
+from caretask.domain import claims, profiles
 from caretask.domain.patch import JSON_PATCH
 from caretask.domain.profiles import Profile
 from caretask.domain.search_params import INCLUDABLE, PARAMETERS
@@ -49,17 +49,13 @@ def capability_statement(
     *,
     cors: bool = False,
     subscription_interactions: Iterable[str] = (),
+    operations: Iterable[str] = (),
 ) -> dict[str, Any]:
     """`interactions`: the Task interactions the server's routes serve; `cors`: whether
     browser apps of other origins may call it. The profile that runs is named in
     implementation.description ("... profile canvas ..." or "... profile fhir ...")."""
     served = set(interactions)
-    operations = [
-        {
-            "name": "validate",
-            "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
-        }
-    ]
+    listed = [{"name": name, "definition": _OPERATION_DEFINITIONS[name]} for name in operations]
     patch_formats = {"patchFormat": [JSON_PATCH, "application/fhir+json"]}
     params = []
     for name, pdef in PARAMETERS.items():
@@ -117,7 +113,7 @@ def capability_statement(
                         "searchInclude": sorted(f"Task:{p}" for p in INCLUDABLE),
                         "searchRevInclude": sorted(f"Task:{p}" for p in INCLUDABLE),
                         "searchParam": params,
-                        **({"operation": operations} if "operation" in served else {}),
+                        **({"operation": listed} if listed else {}),
                     },
                     *_subscription_resource(set(subscription_interactions)),
                 ],
@@ -125,6 +121,12 @@ def capability_statement(
         ],
     }
 
+
+# the Task operations' definitions: FHIR's, and this server's (domain.claims)
+_OPERATION_DEFINITIONS = {
+    "validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+    **{name: claims.DEFINITION.format(name) for name in claims.PARAMETERS},
+}
 
 _BACKPORT_OPERATIONS = ("status", "events", "get-ws-binding-token")
 

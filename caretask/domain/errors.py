@@ -76,6 +76,11 @@ class PatchConflict(DomainError):
     compare-and-swap whose compare failed (409, RFC 5789's conflicting state)."""
 
 
+class Conflict(DomainError):
+    """The task's state does not allow what was asked: a claim of a task someone else
+    owns (409)."""
+
+
 class Unprocessable(DomainError):
     """A well-formed patch that cannot be applied to the Task (a path that selects nothing,
     or too much), or whose result is not an acceptable Task (422)."""
@@ -98,7 +103,11 @@ class Forbidden(DomainError):
     @classmethod
     def scope(cls, needed: str) -> Forbidden:
         """`needed`: the scope in words (auth.scopes.NEEDS)."""
-        detail = f"this needs the scope {needed}"
+        return cls.because(f"this needs the scope {needed}")
+
+    @classmethod
+    def because(cls, detail: str) -> Forbidden:
+        """Canvas's fixed 403, `detail` saying why."""
         return cls([Issue("forbidden", "Authorization failed", diagnostics=detail)])
 
 
@@ -120,6 +129,7 @@ _STATUS: dict[type[DomainError], int] = {
     BusinessRule: 422,
     Unprocessable: 422,
     PatchConflict: 409,
+    Conflict: 409,
     TooLarge: 413,
     VersionConflict: 412,
     MultipleMatches: 412,

@@ -68,6 +68,7 @@ async def authorize(
             "the access token is invalid or expired", _INVALID
         ) from None
     request.state.client_id = claims.client_id  # signed by us: who, even if refused below
+    request.state.claims = claims
     client = await state.clients.get(claims.client_id)
     if client is None or client.revoked:
         raise HttpProblem.unauthenticated("the access token's client is no longer active", _INVALID)

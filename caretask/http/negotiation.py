@@ -115,6 +115,17 @@ async def read_json_body(request: Request, limit: int) -> bytes:
     return await read_body(request, limit)
 
 
+async def read_optional_json_body(request: Request, limit: int) -> bytes:
+    """read_json_body's, or b"" when the request sends no body (an operation whose
+    parameters are all optional may be POSTed without one, and so without a type)."""
+    empty = request.headers.get("content-length", "0") == "0" and not request.headers.get(
+        "transfer-encoding"
+    )
+    if empty:
+        return b""
+    return await read_json_body(request, limit)
+
+
 async def read_patch_body(request: Request, limit: int) -> bytes:
     """The raw body of a PATCH: a JSON Patch, or a FHIRPath Patch (a Parameters resource)
     in FHIR JSON; which one, media_type tells."""

@@ -25,7 +25,7 @@ from caretask.domain.http_dates import PATTERN as HTTP_DATE_PATTERN
 from caretask.domain.profiles import DEFAULT as DEFAULT_PROFILE
 from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, VERSION_FORM, version_number
-from caretask.http import board, bundles, metadata, subscriptions, tasks, token_endpoint
+from caretask.http import board, bundles, claims, metadata, subscriptions, tasks, token_endpoint
 from caretask.http.audit import AuditName
 from caretask.http.endpoint import Handler
 from caretask.http.negotiation import check_accept
@@ -90,6 +90,8 @@ class Endpoint:
     also: tuple[str, ...] = ()
     # the resource type of a FHIR interaction (`task`): the CapabilityStatement's entry
     resource: str = "Task"
+    # a FHIR operation's name (`validate`): the CapabilityStatement lists it
+    operation: str | None = None
 
 
 async def capabilities(request: Request) -> Response:
@@ -103,6 +105,7 @@ async def capabilities(request: Request) -> Response:
         state.settings.profile,
         cors=cors,
         subscription_interactions=SUBSCRIPTION_INTERACTIONS,
+        operations=TASK_OPERATIONS,
     )
     return fhir_response(document)
 
@@ -135,6 +138,21 @@ _TOKEN = Operation(
     token_responses(token_endpoint.MAX_FORM_BYTES),
     body=form_body(ref("TokenRequest")),
 )
+
+_CLAIMED = fhir(
+    "StoredTask",
+    "the Task as it now is",
+    {**VERSION_HEADERS, "Location": LOCATION},
+)
+
+
+def _claim_body(parameters: str) -> Schema:
+    return {
+        "required": False,
+        "description": f"a Parameters resource: {parameters}",
+        "content": {"application/fhir+json": {"schema": ref("Parameters")}},
+    }
+
 
 _FEED_RESPONSES = {
     "200": fhir("ChangeFeedBundle", "one page of changes"),
@@ -389,6 +407,31 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         ),
         interaction="operation",
         task=True,
+        operation="validate",
+    ),
+    Endpoint(
+        "POST",
+        "/Task/$claim-next",
+        claims.claim_next,
+        Operation(
+            "claimNextTask",
+            "Claim the first unowned Task a search finds, in its order, atomically: two "
+            "claimers never get the same Task",
+            {
+                "200": _CLAIMED,
+                **errors(*FHIR_ERRORS, *BODY_ERRORS),
+                "404": outcome("no unowned task matches"),
+                "409": outcome("the matching tasks were all claimed while this claim ran"),
+            },
+            body=_claim_body(
+                "criteria (valueString: a Task search as GET /Task takes it, such as "
+                "group=Group/x&status=requested&_sort=due); owner (valueReference to a "
+                "Practitioner: required of a system client, a person claims for themself)"
+            ),
+        ),
+        interaction="operation",
+        task=True,
+        operation="claim-next",
     ),
     Endpoint(
         "GET",
@@ -494,6 +537,45 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         ),
         interaction="delete",
         task=True,
+    ),
+    Endpoint(
+        "POST",
+        "/Task/{id}/$claim",
+        claims.claim,
+        Operation(
+            "claimTask",
+            "Claim the Task: it becomes the caller's if it has no owner (theirs already: "
+            "unchanged)",
+            {
+                "200": _CLAIMED,
+                **errors(*FHIR_ERRORS, *BODY_ERRORS, 404, 410),
+                "409": outcome("the Task is someone else's: the text names its owner"),
+            },
+            body=_claim_body(
+                "owner (valueReference to a Practitioner): required of a system client; a "
+                "person claims for themself (no body needed)"
+            ),
+            path_parameters=(TASK_ID,),
+        ),
+        interaction="operation",
+        task=True,
+        operation="claim",
+    ),
+    Endpoint(
+        "POST",
+        "/Task/{id}/$release",
+        claims.release,
+        Operation(
+            "releaseTask",
+            "Release the Task: it has no owner any more (none already: unchanged). Its "
+            "owner, or a system client, releases it",
+            {"200": _CLAIMED, **errors(*FHIR_ERRORS, *BODY_ERRORS, 404, 410)},
+            body=_claim_body("no parameters (no body needed)"),
+            path_parameters=(TASK_ID,),
+        ),
+        interaction="operation",
+        task=True,
+        operation="release",
     ),
     Endpoint(
         "GET",
@@ -775,6 +857,7 @@ SERVED = tuple(e for e in ENDPOINTS if e.handler is not None)
 INTERACTIONS = tuple(
     i for e in SERVED if e.task and e.resource == "Task" for i in (e.interaction, *e.also)
 )
+TASK_OPERATIONS = tuple(e.operation for e in SERVED if e.operation and e.resource == "Task")
 SUBSCRIPTION_INTERACTIONS = tuple(
     e.interaction for e in SERVED if e.task and e.resource == "Subscription"
 )
@@ -899,8 +982,8 @@ def classify(method: str, path: str) -> AuditName:
     """The name of a request by its method and path: that of the entry that claims its path,
     else of the one whose path and method it matches, else `unknown` with the task id and
     version that the first entry whose path it matches finds in it."""
-    for claims, endpoint in _CLAIMS:
-        if path == claims or (claims.endswith("*") and path.startswith(claims[:-1])):
+    for prefix, endpoint in _CLAIMS:
+        if path == prefix or (prefix.endswith("*") and path.startswith(prefix[:-1])):
             return endpoint.interaction, None, None
     shape = None
     for regex, endpoint in (*_ROUTED, *_SLASHED):

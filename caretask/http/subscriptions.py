@@ -17,7 +17,7 @@ from caretask.domain import notifications, subscriptions
 from caretask.domain.errors import InvalidRequest
 from caretask.domain.etag import etag
 from caretask.http.endpoint import endpoint
-from caretask.http.negotiation import read_json_body
+from caretask.http.negotiation import read_json_body, read_optional_json_body
 from caretask.http.responses import empty_response, fhir_response
 from caretask.http.state import opened, settings
 from caretask.http.urls import base_url
@@ -126,12 +126,8 @@ async def _operation_pairs(request: Request) -> list[tuple[str, str]]:
     """An operation's parameters: the query string's, and a POSTed Parameters body's."""
     query = request.scope.get("query_string", b"").decode("latin-1")
     pairs = [p for p in query_pairs(query) if p[0] not in ("_format", "_pretty")]
-    # an operation without in-parameters may be POSTed without a body (and so a type)
-    empty = request.headers.get("content-length", "0") == "0" and not request.headers.get(
-        "transfer-encoding"
-    )
-    if request.method == "POST" and not empty:
-        raw = await read_json_body(request, settings(request).max_body_bytes)
+    if request.method == "POST":
+        raw = await read_optional_json_body(request, settings(request).max_body_bytes)
         if raw.strip():
             limits = _service(request).limits
             body = read_json(raw, limits, "Parameters")

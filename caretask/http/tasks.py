@@ -53,7 +53,7 @@ def _service(request: Request) -> TaskService:
     return opened(request).tasks
 
 
-def _version_headers(task: StoredTask) -> dict[str, str]:
+def version_headers(task: StoredTask) -> dict[str, str]:
     headers = {"ETag": etag(task.version_id)}
     updated = parse_range(task.resource["meta"]["lastUpdated"])
     if updated:
@@ -76,7 +76,7 @@ def _lenient(request: Request) -> bool:
 
 def _task(request: Request, task: StoredTask) -> Response:
     body = _service(request).shown_as_asked(task, base_url(request), _query(request))
-    return fhir_response(body, 200, _version_headers(task))
+    return fhir_response(body, 200, version_headers(task))
 
 
 def _written(request: Request, task: StoredTask, status: int, shows: bool = True) -> Response:
@@ -88,7 +88,7 @@ def _written(request: Request, task: StoredTask, status: int, shows: bool = True
     if status != 201:
         location += f"/_history/{task.version_id}"
     request.state.audit_target = (task.id, None if status == 201 else task.version_id)
-    headers = {**_version_headers(task), "Location": location}
+    headers = {**version_headers(task), "Location": location}
     wanted = prefer(request).get("return")
     service = _service(request)
     if shows and service.write_returns_task(wanted):
@@ -140,7 +140,7 @@ async def read(request: Request) -> Response:
     task = await _service(request).read(request.path_params["id"])
     request.state.audit_target = (task.id, task.version_id)
     if etag_matches(request.headers.get("if-none-match", ""), task.version_id):
-        return empty_response(304, _version_headers(task))
+        return empty_response(304, version_headers(task))
     return _task(request, task)
 
 
@@ -216,7 +216,7 @@ async def delete(request: Request) -> Response:
         request.path_params["id"], request.headers.get("if-match")
     )
     request.state.audit_target = (task.id, task.version_id)
-    return empty_response(204, _version_headers(task))
+    return empty_response(204, version_headers(task))
 
 
 @endpoint(scopes.DELETE + scopes.SEARCH)
@@ -229,7 +229,7 @@ async def delete_by_search(request: Request) -> Response:
     if task is None:
         return empty_response(204)
     request.state.audit_target = (task.id, task.version_id)
-    return empty_response(204, _version_headers(task))
+    return empty_response(204, version_headers(task))
 
 
 async def _changes(request: Request, path: str) -> Response:

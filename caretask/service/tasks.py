@@ -25,10 +25,19 @@ from urllib.parse import parse_qsl
 import orjson
 
 from caretask.auth import scopes
-from caretask.domain import bundle, indexing, profiles, search_params, subsetting, task_rules
+from caretask.domain import (
+    bundle,
+    claims,
+    indexing,
+    profiles,
+    search_params,
+    subsetting,
+    task_rules,
+)
 from caretask.domain.dates import instant, now_instant, parse_range
 from caretask.domain.errors import (
     BusinessRule,
+    Conflict,
     Forbidden,
     Gone,
     InvalidRequest,
@@ -69,6 +78,8 @@ if TYPE_CHECKING:
     from caretask.config import Settings
 
 NO_TASK = "no Task has this id"
+# rounds of $claim-next's search before it gives up on tasks claimed faster than it looks
+CLAIM_PASSES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,13 +365,18 @@ def erase_found(
 
 
 def _tombstone(current: StoredTask, now: Instant | None = None) -> NewVersion:
-    """A delete's build: the tombstone that follows `current`; _AlreadyDeleted when it is
+    """A delete's build: the tombstone that follows `current`; _Unchanged when it is
     one already."""
     if is_deleted(current.resource):
-        raise _AlreadyDeleted(current)
+        raise _Unchanged(current)
     stamp, stamp_us = now or now_instant()
     resource = task_rules.tombstone(current.id, current.version_id + 1, stamp)
     return NewVersion(resource, indexing.extract(resource), stamp_us)
+
+
+def _not_deleted(current: StoredTask) -> None:
+    if is_deleted(current.resource):
+        raise Gone.task(current.id, str(current.version_id))
 
 
 def found_id(task: StoredTask | None) -> str | None:
@@ -394,8 +410,9 @@ def paging(pairs: list[tuple[str, str]], lenient: bool) -> tuple[int, int]:
     return count, offset
 
 
-class _AlreadyDeleted(Exception):
-    """A delete found the task deleted: nothing to write (the write is abandoned)."""
+class _Unchanged(Exception):
+    """Nothing to write (the write is abandoned): a delete found the task deleted, a claim
+    found it the claimant's, a release found it unowned."""
 
     def __init__(self, current: StoredTask) -> None:
         super().__init__(current.id)
@@ -816,7 +833,7 @@ class TaskService:
         task_id = _checked_id(task_id)
         try:
             return await self._rewrite(task_id, _tombstone, if_match_version(if_match))
-        except _AlreadyDeleted as done:
+        except _Unchanged as done:
             return done.current
 
     async def delete_by_search(self, search: str, if_match: str | None) -> StoredTask | None:
@@ -830,6 +847,70 @@ class TaskService:
             return (yield from erase_found(found_id((yield from one_match(condition))), wanted))
 
         return await self.storage.transact(program)
+
+    async def claim(self, task_id: str, owner: str, base: str) -> StoredTask:
+        """$claim: the task's next version with `owner` as its owner, if it has none; the
+        task as it is if it is theirs already (no new version); Conflict (409) if it is
+        someone else's."""
+        task_id = _checked_id(task_id)
+        claimed = self.patch_build(claims.claim_patch(owner), None, base)
+
+        def build(current: StoredTask) -> NewVersion:
+            _not_deleted(current)
+            if not claims.check_claim(current.resource, current.id, owner):
+                raise _Unchanged(current)
+            return claimed(current)
+
+        return await self._rewrite_unless_unchanged(task_id, build)
+
+    async def release(self, task_id: str, releaser: str | None, base: str) -> StoredTask:
+        """$release: the task's next version without an owner; the task as it is when it
+        has none. `releaser`: the person asking, who must be its owner (None: a system
+        client, which may release any task)."""
+        task_id = _checked_id(task_id)
+        released = self.patch_build(claims.release_patch(), None, base)
+
+        def build(current: StoredTask) -> NewVersion:
+            _not_deleted(current)
+            if not claims.check_release(current.resource, current.id, releaser):
+                raise _Unchanged(current)
+            return released(current)
+
+        return await self._rewrite_unless_unchanged(task_id, build)
+
+    async def claim_next(self, criteria: str | None, owner: str, base: str) -> StoredTask:
+        """$claim-next: the first unowned task the criteria's search finds, in its order,
+        claimed for `owner` in one transaction. Claims of the same search are serialized
+        (on every server sharing the database), and each candidate is read again under its
+        lock, so that two claimers never get the same task; NotFound when none is left."""
+        query, key = claims.claim_query(criteria)
+        claimed = self.patch_build(claims.claim_patch(owner), None, base)
+
+        def program() -> WriteProgram[StoredTask]:
+            yield Serialize(key)
+            for _ in range(CLAIM_PASSES):
+                found: list[StoredTask] = yield Find(query)
+                if not found:
+                    raise NotFound.single("not-found", claims.NOTHING_LEFT)
+                for candidate in found:
+                    current: StoredTask | None = yield Current(candidate.id)
+                    if current is None or is_deleted(current.resource):
+                        continue
+                    if claims.owner_of(current.resource) is not None:
+                        continue  # claimed by another search's claim since the Find
+                    stored: StoredTask = yield Replace(current.id, claimed(current))
+                    return stored
+            raise Conflict.single(
+                "transient", "the matching tasks were all claimed while this claim ran; retry"
+            )
+
+        return await self.storage.transact(program)
+
+    async def _rewrite_unless_unchanged(self, task_id: str, build: BuildVersion) -> StoredTask:
+        try:
+            return await self._rewrite(task_id, build, None)
+        except _Unchanged as unchanged:
+            return unchanged.current
 
     async def _rewrite(self, task_id: str, build: BuildVersion, wanted: int | None) -> StoredTask:
         """storage.update_task, its refusals as domain errors."""
