@@ -66,6 +66,13 @@ function sessionEnded() {
   return error;
 }
 
+// writes on their way: a live notification of a write may arrive before its answer, so
+// the board waits for them before deciding a change was someone else's
+let writing = 0;
+export function writesPending() {
+  return writing > 0;
+}
+
 // One API call: {status, etag, location, body}. `body` is JSON (or a URLSearchParams form);
 // `contentType` overrides application/fhir+json (JSON Patch).
 export async function api(method, path, { body, ifMatch, contentType, representation } = {}) {
@@ -90,6 +97,8 @@ export async function api(method, path, { body, ifMatch, contentType, representa
     });
   };
   let answer;
+  const write = method !== 'GET';
+  if (write) writing += 1;
   try {
     answer = await send();
     if (answer.status === 401) {
@@ -100,6 +109,8 @@ export async function api(method, path, { body, ifMatch, contentType, representa
       'network',
       'The server could not be reached. Check your network connection, then try again.',
     );
+  } finally {
+    if (write) writing -= 1;
   }
   if (answer.status === 401) throw sessionEnded();
   let parsed = null;

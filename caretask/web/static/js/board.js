@@ -1,8 +1,8 @@
 // The lists: My tasks, My teams' queue, Unassigned, Overdue; filters, sort, paging; claim
 // and claim next; refreshed in place when someone else changes a task.
-import { operation, searchTasks } from './api.js';
+import { operation, searchTasks, writesPending } from './api.js';
 import { OPEN_STATUSES } from './config.js';
-import { markOwn, startLive } from './live.js';
+import { isOwn, markOwn, startLive } from './live.js';
 import { markCurrentView, taskUrl } from './shell.js';
 import {
   $, clearError, dueOf, el, endOfDay, errorMessage, formatDate, labelsOf, normalizeReference,
@@ -235,23 +235,30 @@ async function claimNext() {
 let pending = [];
 let timer = null;
 
-// someone else's changes: gathered for a moment, then one refresh and one notice
+// someone else's changes: gathered for a moment (and until this tab's own writes are
+// answered, so that they are known as its own), then one refresh and one notice
 function changed(tasks) {
   pending.push(...tasks);
-  if (timer) return;
-  timer = setTimeout(async () => {
-    const batch = pending;
-    pending = [];
-    timer = null;
-    const ids = new Set(batch.map((t) => t.id));
-    const visible = shown.filter((t) => ids.has(t.id));
-    await load({ quiet: true });
-    if (ids.size === 1 && visible.length === 1) {
-      notify(`Task “${visible[0].description || visible[0].id}” was changed by someone else — view updated.`);
-    } else {
-      notify(`${ids.size} task${ids.size === 1 ? '' : 's'} changed — view updated.`);
-    }
-  }, 150);
+  if (!timer) timer = setTimeout(settle, 150);
+}
+
+async function settle() {
+  if (writesPending()) {
+    timer = setTimeout(settle, 100);
+    return;
+  }
+  const batch = pending.filter((t) => !isOwn(t));
+  pending = [];
+  timer = null;
+  if (!batch.length) return;
+  const ids = new Set(batch.map((t) => t.id));
+  const visible = shown.filter((t) => ids.has(t.id));
+  await load({ quiet: true });
+  if (ids.size === 1 && visible.length === 1) {
+    notify(`Task “${visible[0].description || visible[0].id}” was changed by someone else — view updated.`);
+  } else {
+    notify(`${ids.size} task${ids.size === 1 ? '' : 's'} changed — view updated.`);
+  }
 }
 
 export async function initBoard(current) {

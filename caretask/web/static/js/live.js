@@ -16,6 +16,11 @@ export function markOwn(task) {
   if (task?.id && task?.meta?.versionId) own.add(`${task.id}/${task.meta.versionId}`);
 }
 
+// a change this tab made itself (ask once its writes have been answered: writesPending)
+export function isOwn(change) {
+  return own.has(`${change.id}/${change.version}`);
+}
+
 function subscriptionBody(session) {
   const end = new Date(Date.now() + LIFETIME_HOURS * 3600_000).toISOString();
   return {
@@ -56,7 +61,12 @@ function parameter(parameters, name) {
   return (parameters || []).filter((p) => p.name === name);
 }
 
-// The tasks an event-notification names: [{id, version}], without this tab's own writes.
+function isHandshake(bundle) {
+  const status = bundle?.entry?.[0]?.resource;
+  return parameter(status?.parameter, 'type')[0]?.valueCode === 'handshake';
+}
+
+// The tasks an event-notification names: [{id, version}].
 function changedTasks(bundle) {
   const status = bundle?.entry?.[0]?.resource;
   if (status?.resourceType !== 'Parameters') return [];
@@ -65,9 +75,7 @@ function changedTasks(bundle) {
   for (const event of parameter(status.parameter, 'notification-event')) {
     const focus = (event.part || []).find((p) => p.name === 'focus')?.valueReference?.reference;
     const match = /Task\/([^/]+)\/_history\/([^/]+)$/.exec(focus || '');
-    if (match && !own.has(`${match[1]}/${match[2]}`)) {
-      changed.push({ id: match[1], version: match[2] });
-    }
+    if (match) changed.push({ id: match[1], version: match[2] });
   }
   return changed;
 }
@@ -103,11 +111,13 @@ export async function startLive(onChange, onTrouble) {
     } catch {
       return; // the channel's own text (an error line): nothing to show
     }
+    if (isHandshake(bundle)) document.body.dataset.live = 'on'; // bound: changes arrive now
     const changed = changedTasks(bundle);
     if (changed.length) onChange(changed);
   });
   socket.addEventListener('close', () => {
     socket = null;
+    document.body.dataset.live = 'off';
     if (!stopped) retryLater(onChange, onTrouble);
   });
 }

@@ -1,9 +1,9 @@
 // A task's page: its facts, notes as a timeline, the history of its changes, and the
 // actions. Every change is a JSON Patch with If-Match: a 412 means someone else changed
 // the task first, and the page shows the latest version instead of overwriting it.
-import { api, getTask, operation, patchTask } from './api.js';
+import { api, getTask, operation, patchTask, writesPending } from './api.js';
 import { OPEN_STATUSES } from './config.js';
-import { markOwn, startLive } from './live.js';
+import { isOwn, markOwn, startLive } from './live.js';
 import { markCurrentView } from './shell.js';
 import {
   $, clearError, dateInputValue, dueOf, el, endOfDay, errorMessage, formatDate, formatDateTime,
@@ -218,18 +218,28 @@ function onSubmit(id, handler) {
   });
 }
 
-let pending = false;
+let waiting = [];
+let timer = null;
 
+// another person's (or system's) change of this task: once this tab's own writes are
+// answered, a version it neither wrote nor shows yet is reloaded in place
 function changedElsewhere(tasks) {
-  const mineChanged = tasks.filter((t) => t.id === taskId);
+  waiting.push(...tasks.filter((t) => t.id === taskId));
+  if (waiting.length && !timer) timer = setTimeout(settle, 150);
+}
+
+async function settle() {
+  if (writesPending()) {
+    timer = setTimeout(settle, 100);
+    return;
+  }
   const current = Number(task?.meta?.versionId || 0);
-  if (!mineChanged.some((t) => Number(t.version) > current) || pending) return;
-  pending = true;
-  setTimeout(async () => {
-    pending = false;
-    await load();
-    notify('This task was changed by someone else — showing the latest version.');
-  }, 150);
+  const newer = waiting.filter((t) => !isOwn(t) && Number(t.version) > current);
+  waiting = [];
+  timer = null;
+  if (!newer.length) return;
+  await load();
+  notify('This task was changed by someone else — showing the latest version.');
 }
 
 export async function initTask(current) {
