@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hmac
 import logging
 import re
 import time
@@ -23,7 +24,7 @@ from caretask.config import Settings
 from caretask.domain.errors import DomainError
 from caretask.http import errors, routes
 from caretask.http.audit import CLIENT_CLOSED, AuditTrail, AuditWriter
-from caretask.http.auth import ClientRows
+from caretask.http.auth import ClientRows, UserRows
 from caretask.http.cors import Cors
 from caretask.http.limits import RequestLimits
 from caretask.http.responses import PrettyJson
@@ -165,8 +166,12 @@ def create_app(settings: Settings) -> Starlette:
             signing_key=signing_key,
             tokens=VerifiedTokens(signing_key),
             clients=ClientRows(storage, settings.client_cache_seconds),
+            users=UserRows(storage, settings.client_cache_seconds),
             failed_pairs=Budget(settings.token_failures_per_client, window),
             address_checks=Budget(settings.token_failures_per_address, window),
+            failed_sign_ins=Budget(settings.token_failures_per_client, window),
+            # derived, so that every server on the database checks every other's forms
+            csrf_key=hmac.digest(signing_key, b"caretask sign-in form", "sha256"),
             hash_pool=BoundedPool(settings.token_hash_threads, settings.token_hash_queue),
             audit=AuditWriter(storage, settings.audit_flush_seconds),
             tasks=tasks,

@@ -19,15 +19,16 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import Response
 
+from caretask.auth.clients import BOARD_CLIENT_ID, BOARD_SCOPE
 from caretask.http.urls import base_url, link_path
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 STATIC = WEB / "static"
 TEMPLATES = WEB / "templates"
 
-# the board's public OAuth client (the sign-in branch registers it) and what it asks for
-CLIENT_ID = "caretask-board"
-SCOPE = "user/Task.* user/Subscription.* offline_access"
+# what the board asks for at sign-in: its client's scopes, and a refresh token (SMART)
+CLIENT_ID = BOARD_CLIENT_ID
+SCOPE = f"{BOARD_SCOPE} offline_access"
 
 _TYPES = {
     ".js": "text/javascript; charset=utf-8",

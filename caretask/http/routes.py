@@ -25,7 +25,16 @@ from caretask.domain.http_dates import PATTERN as HTTP_DATE_PATTERN
 from caretask.domain.profiles import DEFAULT as DEFAULT_PROFILE
 from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, VERSION_FORM, version_number
-from caretask.http import board, bundles, claims, metadata, subscriptions, tasks, token_endpoint
+from caretask.http import (
+    board,
+    bundles,
+    claims,
+    metadata,
+    sign_in,
+    subscriptions,
+    tasks,
+    token_endpoint,
+)
 from caretask.http.audit import AuditName
 from caretask.http.endpoint import Handler
 from caretask.http.negotiation import check_accept
@@ -43,6 +52,7 @@ from caretask.http.openapi import (
     VERSION_HEADERS,
     Operation,
     Schema,
+    authorize_responses,
     bundle_too_large,
     condition_query,
     errors,
@@ -240,6 +250,35 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         _TOKEN,
         interaction="login",
         claims="/auth/token*",
+    ),
+    Endpoint(
+        "GET",
+        "/auth/authorize",
+        sign_in.authorize_get,
+        Operation(
+            "authorize",
+            "OAuth 2.0 authorization code with PKCE (SMART App Launch): the sign-in page",
+            authorize_responses(False, sign_in.MAX_FORM_BYTES),
+            tuple(
+                {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+                for name in sign_in.PARAMETERS
+            ),
+        ),
+        interaction="login",
+        claims="/auth/authorize*",
+    ),
+    Endpoint(
+        "POST",
+        "/auth/authorize",
+        sign_in.authorize_post,
+        Operation(
+            "signIn",
+            "The sign-in form: the authorization request's parameters, csrf, username, password",
+            authorize_responses(True, sign_in.MAX_FORM_BYTES),
+            body=form_body({"type": "object", "additionalProperties": {"type": "string"}}),
+        ),
+        interaction="login",
+        claims="/auth/authorize*",
     ),
     Endpoint(
         "POST",

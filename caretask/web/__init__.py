@@ -1,1 +1,2 @@
-"""The task board's templates and static files (package data, read by caretask.http.board)."""
+"""What caretask serves to browsers: server-rendered pages (Jinja2 templates) and their
+static files."""
