@@ -191,6 +191,7 @@ async function load({ quiet = false } = {}) {
   } catch (error) {
     if (loading !== request) return;
     $('tasks').setAttribute('aria-busy', 'false');
+    document.body.dataset.loaded = 'true'; // loaded: with what went wrong
     if (error.kind !== 'session') {
       showError(errorMessage(error), { action: { label: 'Try again', run: () => load() } });
     }

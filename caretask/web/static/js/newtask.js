@@ -11,6 +11,7 @@ export function initNewTask(session) {
   for (const team of session.teams || []) teams.append(el('option', { value: team, text: team }));
   if (session.teams?.length) teams.value = session.teams[0];
   if (!session.fhirUser) $('n-mine').disabled = true;
+  document.body.dataset.loaded = 'true';
   $('new-task').addEventListener('submit', async (event) => {
     event.preventDefault();
     clearError();

@@ -130,6 +130,7 @@ async function load() {
     render();
   } catch (error) {
     $('task').setAttribute('aria-busy', 'false');
+    document.body.dataset.loaded = 'true'; // loaded: with what went wrong
     if (error.kind === 'not-found') {
       $('task-title').textContent = 'Task not found';
       showError('This task does not exist, or it was deleted. Go back to the board to find your work.');
