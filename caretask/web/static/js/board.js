@@ -288,6 +288,6 @@ export async function initBoard(current) {
   }
   $('claim-next').addEventListener('click', claimNext);
   window.addEventListener('popstate', () => load());
+  await load(); // the list first: live updates can wait the few ms it takes
   startLive(changed, (text) => notify(text));
-  await load();
 }

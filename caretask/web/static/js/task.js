@@ -273,6 +273,6 @@ export async function initTask(current) {
     const input = { type: { text: 'label' }, valueString: label };
     if (await change([addToList('/input', task.input, input)], `Label “${label}” added.`)) element.reset();
   });
-  startLive(changedElsewhere, (message) => notify(message));
   await load();
+  startLive(changedElsewhere, (message) => notify(message));
 }
