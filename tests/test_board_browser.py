@@ -486,8 +486,19 @@ def test_failures_read_as_plain_sentences(
     context.set_offline(False)
     page.get_by_role("button", name="Try again").click()
     expect(page.locator("#alerts")).to_be_empty()
-    # the token is no longer accepted and cannot be refreshed: the session ended
+    # the access token is no longer accepted: the refresh token gets a new one, unnoticed
     console.expected.append(re.compile("status of (401|400)"))
+    page.evaluate(
+        "() => { const s = JSON.parse(sessionStorage.getItem('caretask.session'));"
+        " s.accessToken = 'expired';"
+        " sessionStorage.setItem('caretask.session', JSON.stringify(s)); }"
+    )
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page.locator("#tasks")).to_have_attribute("aria-busy", "false")
+    expect(page.locator("#alerts")).to_be_empty()
+    renewed = page.evaluate("JSON.parse(sessionStorage.getItem('caretask.session')).accessToken")
+    assert renewed != "expired"
+    # the token is no longer accepted and cannot be refreshed: the session ended
     page.evaluate(
         "() => { const s = JSON.parse(sessionStorage.getItem('caretask.session'));"
         " s.accessToken = 'expired'; s.refreshToken = 'revoked';"
