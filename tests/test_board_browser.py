@@ -281,6 +281,16 @@ def test_sign_in_and_each_view_shows_its_tasks(
     loaded(page)
     expect(page.get_by_role("heading", name=f"mine {tag}")).to_be_visible()
     assert page.url.endswith(f"/app/tasks/{mine}")
+    # signing out forgets the session and deletes the tab's live-update Subscription
+    live(page)
+    subscription = page.evaluate(
+        "JSON.parse(sessionStorage.getItem('caretask.session')).subscriptionId"
+    )
+    assert system.get(f"/Subscription/{subscription}").status_code == 200
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in to the task board")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('caretask.session')") is None
+    assert system.get(f"/Subscription/{subscription}").status_code == 404
 
 
 def test_claim_next_add_a_note_and_complete(
