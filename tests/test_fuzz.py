@@ -45,6 +45,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from caretask.domain.dates import parse_range
 from tests.support.clients import create_task
 from tests.support.seed import seed_task
 from tests.support.server import FULL_SCOPE, Server
@@ -73,6 +74,9 @@ EDGES = st.one_of(st.none(), st.none(), st.none(), EDGE)
 EDGE_OPERATIONS = ("POST /Task", "PUT /Task/{id}")
 # the operations whose 200 stores a new version ($validate's 200 stores nothing)
 WRITES = ("PUT /Task/{id}", "PATCH /Task/{id}", "PATCH /Task")
+# the operations whose 200 stores a new version unless the Task was as asked already (a
+# claim of one's own task): the stored Task's lastUpdated tells which
+CLAIMS = ("POST /Task/{id}/$claim", "POST /Task/$claim-next", "POST /Task/{id}/$release")
 EDGE_SHARE = 10  # of every run's requests, the percentage sent by those final rounds
 
 
@@ -183,8 +187,9 @@ class Fuzzer:
         headers = None if self.schema.is_security_param_negated(case) else self.auth
         # the one Task a conditional delete will delete, if its search finds exactly one
         target = self.only_match(case) if case.operation.label == "DELETE /Task" else None
+        sent_at = time.time()
         response = case.call(base_url=self.server.url, session=self.session, headers=headers)
-        self.record(case, response, target)
+        self.record(case, response, target, sent_at)
         checks = CHECKS
         if not response.content and response.status_code in (200, 201, 204, 304):
             # a write without Prefer: return=representation, or a 304: no body to check
@@ -211,6 +216,7 @@ class Fuzzer:
         case: schemathesis.Case,
         response: schemathesis.Response,
         target: str | None = None,
+        sent_at: float = 0.0,
     ) -> None:
         tally = self.tally
         tally.requests += 1
@@ -225,6 +231,10 @@ class Fuzzer:
             if task_id in tally.deleted:  # only an update (PUT) of a deleted Task succeeds
                 tally.deleted.discard(task_id)
                 tally.revived += 1
+        if case.operation.label in CLAIMS and response.status_code == 200:
+            written = parse_range(response.json()["meta"]["lastUpdated"])
+            if written is not None and written[0] / 1e6 >= sent_at:
+                tally.updates += 1
         if case.operation.label == "DELETE /Task" and "etag" in response.headers:
             task_id = target  # the search's one match, now deleted
         deleting = case.operation.label in ("DELETE /Task/{id}", "DELETE /Task")

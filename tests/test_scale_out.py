@@ -347,3 +347,53 @@ def test_conditional_creates_racing_with_differently_written_searches_make_one_t
     assert Counter(r.status_code for r in responses) == {201: 1, 200: 29}
     with cluster[0].client(cluster_token) as client:
         assert client.get("/Task", params={"identifier": identifier}).json()["total"] == 1
+
+
+CLAIMERS, QUEUE = 50, 20
+
+
+def test_fifty_claimers_at_once_over_all_servers_get_each_of_twenty_tasks_exactly_once(
+    cluster: list[Server], cluster_token: str
+) -> None:
+    """Issue 17's race: $claim-next from 50 claimers at once, spread over the servers (each
+    with two workers) on one database, on a queue of 20 tasks."""
+    patient = new_patient()
+    queue = {**SEED_CREATE, "for": {"reference": f"Patient/{patient}"}}
+    queue.pop("owner")
+    with cluster[0].client(cluster_token) as client:
+        for _ in range(QUEUE):
+            assert client.post("/Task", json=queue).status_code == 201
+
+    def claim(claimer: int) -> dict[str, object]:
+        return {
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "criteria", "valueString": f"patient={patient}&status=requested"},
+                {"name": "owner", "valueReference": {"reference": f"Practitioner/c{claimer}"}},
+            ],
+        }
+
+    async def run() -> list[httpx.Response]:
+        clients = _clients(cluster, cluster_token)
+        try:
+            targets = itertools.islice(itertools.cycle(clients), CLAIMERS)
+            return await asyncio.gather(
+                *(c.post("/Task/$claim-next", json=claim(i)) for i, c in enumerate(targets))
+            )
+        finally:
+            await asyncio.gather(*(client.aclose() for client in clients))
+
+    responses = asyncio.run(run())
+    assert Counter(r.status_code for r in responses) == {200: QUEUE, 404: CLAIMERS - QUEUE}
+    won = {
+        r.json()["id"]: r.json()["owner"]["reference"] for r in responses if r.status_code == 200
+    }
+    assert len(won) == QUEUE  # no task given twice
+    assert len(set(won.values())) == QUEUE  # no claimer given two
+    nothing_left = [
+        r.json()["issue"][0]["details"]["text"] for r in responses if r.status_code == 404
+    ]
+    assert set(nothing_left) == {"no unowned task matches"}
+    with cluster[1].client(cluster_token) as client:
+        stored = client.get("/Task", params={"patient": patient, "_count": 100}).json()["entry"]
+    assert {e["resource"]["id"]: e["resource"]["owner"]["reference"] for e in stored} == won

@@ -436,3 +436,32 @@ def test_an_event_number_that_is_no_ascii_whole_number_is_a_400(
     )
     assert response.status_code == 400
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_claims_and_releases_are_notified_as_updates_entering_and_leaving_a_filter(
+    client: httpx.Client, receiver: Receiver
+) -> None:
+    patient = f"Patient/subs-{time.monotonic_ns()}"
+    active(
+        client, receiver, subscription_body(receiver.url, f"patient={patient}&owner:missing=true")
+    )
+    task, _ = new_task(client, **{"for": {"reference": patient}, "owner": None})
+    claim = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "criteria", "valueString": f"patient={patient}"},
+            {"name": "owner", "valueReference": {"reference": "Practitioner/claimer"}},
+        ],
+    }
+    assert client.post("/Task/$claim-next", json=claim, headers=FHIR).status_code == 200
+    assert client.post(f"/Task/{task}/$release", headers=FHIR).status_code == 200
+    got = events(receiver, 3)
+    focus = [f for r in got for f in focus_of(r.json())]
+    # created unowned (matches), claimed (leaves the filter), released (enters it again)
+    assert focus == [
+        f"Task/{task}/_history/1",
+        f"Task/{task}/_history/2",
+        f"Task/{task}/_history/3",
+    ]
+    methods = [e["request"]["method"] for r in got for e in r.json()["entry"][1:]]
+    assert methods == ["POST", "PUT", "PUT"]

@@ -546,7 +546,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "Patch the Task (a new version): a JSON Patch or a FHIRPath Patch",
             {
                 "200": written("patched"),
-                **errors(*FHIR_ERRORS, *BODY_ERRORS, 404, 412),
+                **errors(*FHIR_ERRORS, *BODY_ERRORS, 404, 410, 412),
                 "409": outcome("a JSON Patch test operation failed: the Task is not as it expects"),
                 "422": outcome(
                     "the patch cannot be applied to this Task (a path that selects nothing, or "

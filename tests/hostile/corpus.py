@@ -1420,6 +1420,81 @@ def bundles() -> Iterator[Entry]:
     yield _bundle_entry("batch-of-bad-entries", batch, 200)
 
 
+def _claim_parameters(*parameters: dict[str, Any]) -> bytes:
+    return _dumps({"resourceType": "Parameters", "parameter": list(parameters)})
+
+
+def _criteria(text: str) -> dict[str, Any]:
+    return {"name": "criteria", "valueString": text}
+
+
+_CLAIM_OWNER: Final = {"name": "owner", "valueReference": {"reference": "Practitioner/hostile"}}
+
+
+def claims() -> Iterator[Entry]:
+    """$claim, $release and $claim-next (issue 17) with bodies that are no claim, owners
+    that are no Practitioner and criteria that are no search; none may change a task (the
+    claims name an unknown task, and the criteria a patient no test uses)."""
+    claim, release = f"/Task/{UNKNOWN_ID}/$claim", f"/Task/{UNKNOWN_ID}/$release"
+    for name, body in {
+        "not-json": b'{"resourceType": "Parameters",',
+        "a-task": SEED_BYTES,
+        "parameter-object": _dumps({"resourceType": "Parameters", "parameter": {"name": "x"}}),
+        "owner-traversal": _claim_parameters(
+            {"name": "owner", "valueReference": {"reference": "Practitioner/../../etc/passwd"}}
+        ),
+        "owner-injection": _claim_parameters(
+            {"name": "owner", "valueReference": {"reference": "Practitioner/1' OR '1'='1"}}
+        ),
+        "owner-as-number": _claim_parameters({"name": "owner", "valueInteger": 1}),
+        "owner-nul": _claim_parameters(
+            {"name": "owner", "valueReference": {"reference": "Practitioner/a\u0000b"}}
+        ),
+        "deep": _dumps({"resourceType": "Parameters", "parameter": [_nested_parameter(60)]}),
+    }.items():
+        yield Entry(f"claim-{name}", "POST", claim, 400, body, dict(JSON))
+    yield Entry(
+        "release-with-a-parameter",
+        "POST",
+        release,
+        400,
+        _claim_parameters(_CLAIM_OWNER),
+        dict(JSON),
+    )
+    yield Entry("claim-query-parameter", "POST", claim + "?owner=Practitioner/1", 400)
+    yield Entry(
+        "claim-unknown-task", "POST", claim, 404, _claim_parameters(_CLAIM_OWNER), dict(JSON)
+    )
+    nobody = "patient=Patient/0b5e3c1e-hostile"
+    for name, (criteria, expected) in {
+        "sql": (f"{nobody}&description=x');DROP TABLE tasks;--", 404),
+        "nul": (f"{nobody}&status=requested\u0000", 400),
+        "bad-utf8": (f"{nobody}&description=%ff%fe", 400),
+        "unknown-parameter": (f"{nobody}&colour=red", 400),
+        "bad-date": (f"{nobody}&due=lt2024-13-45", 400),
+        "bad-sort": (f"{nobody}&_sort=colour", 400),
+        "include": (f"{nobody}&_include=Task:colour", 400),
+        "many-values": (f"{nobody}&status=" + ",".join(["requested"] * 5000), 400),
+    }.items():
+        body = _claim_parameters(_criteria(criteria), _CLAIM_OWNER)
+        yield Entry(f"claim-next-{name}", "POST", "/Task/$claim-next", expected, body, dict(JSON))
+    yield Entry(
+        "claim-next-criteria-as-number",
+        "POST",
+        "/Task/$claim-next",
+        400,
+        _claim_parameters({"name": "criteria", "valueInteger": 1}, _CLAIM_OWNER),
+        dict(JSON),
+    )
+
+
+def _nested_parameter(levels: int) -> dict[str, Any]:
+    node: dict[str, Any] = {"name": "x", "valueString": "x"}
+    for _ in range(levels):
+        node = {"name": "x", "part": [node]}
+    return node
+
+
 def build() -> list[Entry]:
     entries = [
         *malformed_json(),
@@ -1448,6 +1523,7 @@ def build() -> list[Entry]:
         *content_encodings(),
         *hosts(),
         *bundles(),
+        *claims(),
     ]
     names = [entry.name for entry in entries]
     assert len(names) == len(set(names)), "corpus entry names must be unique"
