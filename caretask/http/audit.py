@@ -171,6 +171,7 @@ def _record(scope: Scope, start: Message, name: AuditName) -> AuditRecord:
         query = audit.redact_query(scope["query_string"].decode("latin-1"))
     client = scope.get("client")
     client_id = state.get("client_id")
+    user, fhir_user = state.get("audit_user") or (None, None)
     return AuditRecord(
         time.time_ns() // 1000,
         audit.clean(client_id[:200]) if client_id else None,
@@ -181,6 +182,8 @@ def _record(scope: Scope, start: Message, name: AuditName) -> AuditRecord:
         query,
         client[0][:64] if client else None,
         status,
+        user,
+        fhir_user,
     )
 
 
