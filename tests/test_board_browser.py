@@ -558,3 +558,43 @@ def test_the_sign_in_page_refuses_a_wrong_password_and_a_foreign_redirect(
     page.goto(str(foreign))
     assert page.url.startswith(board_server.url)
     expect(page.get_by_label("Password")).to_have_count(0)
+
+
+UNLABELLED = """() => [
+    ...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+  .filter((e) => e.offsetParent !== null)
+  .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                 && !(e.textContent || '').trim())
+  .map((e) => e.outerHTML.slice(0, 80))"""
+
+
+def test_pages_follow_the_bundle_links_and_every_control_is_labelled(
+    board_server: Server, system: httpx.Client, contexts: Any
+) -> None:
+    me = Person(board_server)
+    now = datetime.now(UTC)
+    for n in range(27):
+        make_task(system, f"Outreach call {n:02d}", team=me.teams[0], due=now + timedelta(hours=n))
+    context, _ = contexts()
+    page = sign_in(context, board_server, me, "/app/?view=team")
+    expect(page.locator("#tasks tbody tr")).to_have_count(25)
+    expect(page.locator("#summary")).to_have_text("Showing 1\u201325 of 27 tasks.")
+    assert rows(page)[0] == "Outreach call 00"
+    page.get_by_role("button", name="Next page").click()
+    expect(page.locator("#tasks tbody th a")).to_have_text(["Outreach call 25", "Outreach call 26"])
+    expect(page.get_by_role("button", name="Next page")).to_be_disabled()
+    assert "offset=25" in page.url
+    page.get_by_role("button", name="Previous page").click()
+    expect(page.locator("#tasks tbody tr")).to_have_count(25)
+    # landmarks, and a name for every visible control, on each page
+    for path in ("/app/?view=team", "/app/new", f"/app/tasks/{page_task(page)}"):
+        page.goto(f"{board_server.url}{path}")
+        loaded(page)
+        assert page.evaluate(UNLABELLED) == [], path
+        for role in ("banner", "main", "navigation"):
+            expect(page.get_by_role(role).first).to_be_attached()
+
+
+def page_task(page: Any) -> str:
+    href: str = page.locator("#tasks tbody th a").first.get_attribute("href")
+    return href.rsplit("/", 1)[1]
