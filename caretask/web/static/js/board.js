@@ -184,6 +184,7 @@ async function load({ quiet = false } = {}) {
   if (!quiet) $('tasks').setAttribute('aria-busy', 'true');
   const request = searchTasks(params);
   loading = request;
+  lastLoad = Date.now();
   try {
     const answer = await request;
     if (loading !== request) return; // a newer load is on its way
@@ -236,6 +237,10 @@ async function claimNext() {
 
 let pending = [];
 let timer = null;
+let lastLoad = 0;
+// changes to tasks not on screen (one may have entered the view) refresh the list at most
+// this often: every task write anywhere is an event here
+const QUIET_MS = 2000;
 
 // someone else's changes: gathered for a moment (and until this tab's own writes are
 // answered, so that they are known as its own), then one refresh and one notice
@@ -245,21 +250,30 @@ function changed(tasks) {
 }
 
 async function settle() {
+  timer = null;
   if (writesPending()) {
     timer = setTimeout(settle, 100);
     return;
   }
-  const batch = pending.filter((t) => !isOwn(t));
+  pending = pending.filter((t) => !isOwn(t));
+  if (!pending.length) return;
+  const ids = new Set(pending.map((t) => t.id));
+  const before = shown.filter((t) => ids.has(t.id));
+  const wait = before.length ? 0 : lastLoad + QUIET_MS - Date.now();
+  if (wait > 0) {
+    timer = setTimeout(settle, wait);
+    return;
+  }
   pending = [];
-  timer = null;
-  if (!batch.length) return;
-  const ids = new Set(batch.map((t) => t.id));
-  const visible = shown.filter((t) => ids.has(t.id));
   await load({ quiet: true });
-  if (ids.size === 1 && visible.length === 1) {
-    notify(`Task “${visible[0].description || visible[0].id}” was changed by someone else — view updated.`);
-  } else {
-    notify(`${ids.size} task${ids.size === 1 ? '' : 's'} changed — view updated.`);
+  const after = shown.filter((t) => ids.has(t.id));
+  // only changes to tasks that were or now are in the view are worth a word
+  const touched = new Map([...before, ...after].map((t) => [t.id, t]));
+  if (touched.size === 1) {
+    const [task] = touched.values();
+    notify(`Task “${task.description || task.id}” was changed by someone else — view updated.`);
+  } else if (touched.size > 1) {
+    notify(`${touched.size} tasks changed — view updated.`);
   }
 }
 
@@ -267,6 +281,9 @@ export async function initBoard(current) {
   session = current;
   const state = readState();
   writeState(state, { push: false });
+  // on a phone the filters fold away unless some are set: the list comes first
+  const active = FILTER_FIELDS.some((name) => !['status', 'sort', 'count'].includes(name) && state[name]);
+  if (window.matchMedia('(max-width: 40rem)').matches && !active) $('filters-box').open = false;
   $('filters').addEventListener('submit', (event) => {
     event.preventDefault();
     const form = new FormData($('filters'));

@@ -6,7 +6,9 @@ import { api } from './api.js';
 import { IG, TOPIC } from './config.js';
 import { currentSession, updateSession } from './session.js';
 
-const LIFETIME_HOURS = 12; // the Subscription's `end`: a tab left open longer subscribes again
+// the Subscription's `end`: not enforced by the server, it tells an operator that a
+// Subscription left behind by a tab closed without signing out may be deleted
+const LIFETIME_HOURS = 12;
 const own = new Set(); // "id/version" written by this tab
 let socket = null;
 let stopped = false;
