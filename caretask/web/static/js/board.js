@@ -166,7 +166,8 @@ async function load({ quiet = false } = {}) {
   $('view-title').textContent = view.title;
   $('tasks-caption').textContent = view.title;
   $('view-help').textContent = view.help;
-  $('claim-next').hidden = state.view !== 'team' && state.view !== 'unassigned';
+  const queue = (state.view === 'team' && session.teams.length) || state.view === 'unassigned';
+  $('claim-next').hidden = !queue;
   markCurrentView(state.view);
   fillForm(state);
   if (state.view === 'team' && !session.teams.length) {
