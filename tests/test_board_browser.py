@@ -225,6 +225,7 @@ def test_a_page_without_a_session_offers_sign_in_under_a_strict_policy(
     assert "immutable" in static.headers["cache-control"]
     assert static.headers["content-type"].startswith("text/javascript")
     assert httpx.get(f"{board_server.url}/app/static/0000/js/main.js").status_code == 404
+    assert httpx.get(f"{board_server.url}/app/tasks/not an id").status_code == 404
     console.expected.append(re.compile("status of 404"))  # the not-found page's own
     missing = page.goto(f"{board_server.url}/app/no-such-page")
     assert missing.status == 404

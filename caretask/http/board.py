@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from caretask.auth.clients import BOARD_CLIENT_ID, BOARD_SCOPE
+from caretask.domain.references import ID_PATTERN
 from caretask.http.urls import base_url, link_path
 
 WEB = Path(__file__).resolve().parent.parent / "web"
@@ -69,8 +70,8 @@ _templates = jinja2.Environment(
 
 
 def _content_security_policy(base: str) -> str:
-    """Only this server's scripts, styles and connections (the websocket too: the API's
-    base may be another origin's path, and 'self' covers ws: only in newer browsers)."""
+    """Only this server's scripts, styles and connections (the websocket's origin named:
+    browsers of CSP level 2 do not count ws: as 'self')."""
     parts = urlsplit(base)
     socket = ("wss://" if parts.scheme == "https" else "ws://") + parts.netloc
     origin = f"{parts.scheme}://{parts.netloc}"
@@ -111,7 +112,10 @@ async def board(request: Request) -> Response:
 
 
 async def task_page(request: Request) -> Response:
-    return render(request, "task.html", "Task", page="task", task_id=request.path_params["id"])
+    task_id = request.path_params["id"]
+    if not ID_PATTERN.fullmatch(task_id):
+        return await not_found(request)  # no task could have this id
+    return render(request, "task.html", "Task", page="task", task_id=task_id)
 
 
 async def new_task(request: Request) -> Response:
