@@ -215,6 +215,11 @@ class Settings:
     token_ttl: int = _setting(
         3600, INT, "access token lifetime, s", check=positive, flag="--token-ttl"
     )
+    # an authorization code waits this long for its exchange (http.sign_in): a browser
+    # redirect and one token request take a second or two
+    auth_code_ttl: int = _setting(
+        60, INT, "a sign-in's authorization code must be exchanged within, s", check=positive
+    )
     # a person's session (http.sign_in): each refresh token lives this long from its issue,
     # and each use gives a new one, so a session lasts while its app refreshes in time
     refresh_token_ttl: int = _setting(

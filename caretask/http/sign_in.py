@@ -41,13 +41,12 @@ from caretask.auth.clients import BOARD_CLIENT_ID, board_client
 from caretask.auth.throttle import Busy
 from caretask.domain.people import USERNAME
 from caretask.http.negotiation import FORM, media_type, read_body
-from caretask.http.state import Opened, opened
+from caretask.http.state import Opened, app_state, opened
 from caretask.http.urls import base_url, link_path
 from caretask.storage.base import ClientRecord, Grant
 
 log = logging.getLogger("caretask.auth")
 
-CODE_TTL = 60  # seconds an authorization code may wait for its exchange
 MAX_FORM_BYTES = 64 * 1024
 MAX_PARAMETER = 2048  # characters of one authorization request parameter
 CSRF_COOKIE = "caretask_csrf"
@@ -396,7 +395,8 @@ async def _sign_in(request: Request, auth: AuthRequest, username: str, password:
         redirect_uri=auth.redirect_uri,
         code_challenge=auth.code_challenge,
     )
-    await state.storage.save_code(digest(code), grant, int(time.time()) + CODE_TTL)
+    expires = int(time.time()) + app_state(request).settings.auth_code_ttl
+    await state.storage.save_code(digest(code), grant, expires)
     query = {"code": code}
     if auth.state is not None:
         query["state"] = auth.state
