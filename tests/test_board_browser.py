@@ -599,3 +599,31 @@ def test_pages_follow_the_bundle_links_and_every_control_is_labelled(
 def page_task(page: Any) -> str:
     href: str = page.locator("#tasks tbody th a").first.get_attribute("href")
     return href.rsplit("/", 1)[1]
+
+
+SESSION = "JSON.parse(sessionStorage.getItem('caretask.session'))"
+
+
+def test_a_tab_opened_from_another_does_not_share_its_refresh_token(
+    board_server: Server, contexts: Any
+) -> None:
+    me = Person(board_server)
+    context, _ = contexts()
+    page = sign_in(context, board_server, me)
+    live(page)
+    first = page.evaluate(SESSION)
+    with context.expect_page() as opened:
+        page.evaluate("window.open(location.href)")  # a copy of this tab's sessionStorage
+    copy = opened.value
+    loaded(copy)
+    live(copy)
+    second = copy.evaluate(SESSION)
+    assert second["accessToken"] == first["accessToken"]
+    # the refresh token rotates (a second use revokes the session) and the Subscription
+    # is deleted at sign-out: both stay the first tab's
+    assert second["refreshToken"] is None
+    assert second["subscriptionId"] not in (None, first["subscriptionId"])
+    assert second["tab"] != first["tab"]
+    page.reload()
+    loaded(page)
+    assert page.evaluate(SESSION) == first

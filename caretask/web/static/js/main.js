@@ -3,11 +3,13 @@ import { initBoard } from './board.js';
 import { initCallback } from './callback.js';
 import { config } from './config.js';
 import { initNewTask } from './newtask.js';
+import { adoptSession } from './session.js';
 import { setUpShell } from './shell.js';
 import { initTask } from './task.js';
 import { showError } from './ui.js';
 
 function start() {
+  adoptSession();
   if (config.page === 'callback') {
     setUpShell({ needsSession: false });
     return initCallback();

@@ -24,9 +24,32 @@ export function clearSession() {
   sessionStorage.removeItem(KEY);
 }
 
+// Which tab a session belongs to: window.name lives as long as the tab and, unlike
+// sessionStorage, is not copied into a tab opened from this one.
+const TAB_PREFIX = 'caretask-tab:';
+
+function newTabId() {
+  const id = crypto.getRandomValues(new Uint32Array(2)).join('-');
+  window.name = `${TAB_PREFIX}${id}`;
+  return id;
+}
+
+// A tab opened from a signed-in one starts with a copy of its session. The refresh token
+// rotates (the server revokes a session whose refresh token is used twice) and the
+// live-update Subscription is deleted at sign-out, so both stay the first tab's: the copy
+// keeps the access token only, and signs in again when it expires.
+export function adoptSession() {
+  const session = currentSession();
+  if (!session) return;
+  const mark = window.name.startsWith(TAB_PREFIX) ? window.name.slice(TAB_PREFIX.length) : null;
+  if (session.tab && session.tab === mark) return;
+  saveSession({ ...session, refreshToken: null, subscriptionId: null, tab: newTabId() });
+}
+
 // a token answer (the authorization code or refresh grant) as the session keeps it
 export function sessionFromToken(answer, previous = null) {
   return {
+    tab: previous?.tab || newTabId(),
     accessToken: answer.access_token,
     refreshToken: answer.refresh_token || previous?.refreshToken || null,
     expiresAt: Date.now() + (Number(answer.expires_in) || 3600) * 1000,
