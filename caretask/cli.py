@@ -430,12 +430,18 @@ async def _revoke_client(url: DatabaseURL, client_id: str) -> bool:
         await storage.close()
 
 
-def _log_config() -> dict[str, Any]:
-    """uvicorn's logging, plus caretask's own loggers on the same handler."""
+def _log_config(log_format: str = "text") -> dict[str, Any]:
+    """uvicorn's logging, plus caretask's own loggers on the same handler, in the
+    format asked (caretask.logs)."""
     from uvicorn.config import LOGGING_CONFIG
+
+    from caretask.logs import formatter_config
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["caretask"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    formatter = formatter_config(log_format)
+    if formatter is not None:
+        config["formatters"] = {name: formatter for name in config["formatters"]}
     return config
 
 
@@ -470,7 +476,7 @@ def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
-        log_config=_log_config(),
+        log_config=_log_config(settings.log_format),
         access_log=False,  # uvicorn's access log prints query strings, which carry PHI
         server_header=False,
         proxy_headers=False,

@@ -82,6 +82,14 @@ def not_negative(value: float) -> str | None:
     return None if value >= 0 else " must not be negative"
 
 
+def log_format(value: str) -> str | None:
+    from caretask.logs import FORMATS
+
+    if value in FORMATS:
+        return None
+    return f" must be one of {', '.join(FORMATS)}, not '{value[:40]}'"
+
+
 def known_profile(value: str) -> str | None:
     if value in PROFILES:
         return None
@@ -321,6 +329,13 @@ class Settings:
     )
     subscription_poll_seconds: float = _setting(
         1.0, FLOAT, "delivery looks for due work at least this often, s", check=positive
+    )
+    log_format: str = _setting(
+        "text",
+        TEXT,
+        "text, or json: JSON lines with the request id, interaction, status and duration",
+        check=log_format,
+        flag="--log-format",
     )
     # a Literal: ruff cannot tell it is immutable, as it can for the str fields
     profile: Profile = _setting(  # noqa: RUF009

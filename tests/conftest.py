@@ -43,7 +43,9 @@ def engine(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def server(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp(f"server-{engine}")
-    with engine_database(engine, workdir) as url, Server(url, workdir) as srv:
+    # one engine's server writes JSON lines: the session-end log scan covers both formats
+    env = {"CARETASK_LOG_FORMAT": "json"} if engine == "postgresql" else {}
+    with engine_database(engine, workdir) as url, Server(url, workdir, env=env) as srv:
         yield srv
 
 

@@ -34,6 +34,8 @@ def _other_value(name: str, value: object) -> object:
         return ("a.example", "[::1]", "*")
     if name == "profile":
         return "fhir"
+    if name == "log_format":
+        return "json"
     if name == "subscription_endpoints":
         return ("http://127.0.0.1:", "https://hooks.example.org/")
     if name == "cors_origins":

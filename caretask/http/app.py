@@ -18,12 +18,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from caretask import logs
 from caretask.auth.throttle import BoundedPool, Budget
 from caretask.auth.tokens import VerifiedTokens
 from caretask.config import Settings
+from caretask.domain import audit
 from caretask.domain.errors import DomainError
 from caretask.http import errors, routes
-from caretask.http.audit import CLIENT_CLOSED, AuditTrail, AuditWriter
+from caretask.http.audit import CLIENT_CLOSED, AuditTrail, AuditWriter, Namer
 from caretask.http.auth import ClientRows, UserRows
 from caretask.http.cors import Cors
 from caretask.http.limits import RequestLimits
@@ -74,8 +76,10 @@ class AccessLog:
     re-raises, and uvicorn then closed the connection, resetting every request pipelined
     behind it). One layer for both: each layer costs every request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, namer: Namer, structured: bool = False) -> None:
         self.app = app
+        self.namer = namer  # the request's interaction, for structured lines
+        self.structured = structured
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,11 +87,15 @@ class AccessLog:
             return
         started = time.perf_counter()
         status = 0  # no response started yet
+        rid = logs.request_id(_header(scope, b"x-request-id"))
+        scope.setdefault("state", {})["request_id"] = rid
+        rid_header = (b"x-request-id", rid.encode("latin-1"))
 
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
         try:
@@ -108,16 +116,43 @@ class AccessLog:
             await errors.internal_error()(scope, receive, send)
         finally:
             if access_log.isEnabledFor(logging.INFO):
-                query = scope.get("query_string", b"").decode("latin-1")
-                names = sorted({p.split("=", 1)[0] for p in query.split("&") if p})
-                access_log.info(
-                    "%s %s%s %d %.1fms",
-                    scope["method"],
-                    loggable_path(scope["path"]),
-                    f" params={','.join(names)[:200]}" if names else "",
-                    status or 500,
-                    (time.perf_counter() - started) * 1000,
-                )
+                self._log(scope, status or 500, (time.perf_counter() - started) * 1000)
+
+    def _log(self, scope: Scope, status: int, duration: float) -> None:
+        query = scope.get("query_string", b"").decode("latin-1")
+        names = ",".join(sorted({p.split("=", 1)[0] for p in query.split("&") if p}))[:200]
+        path = loggable_path(scope["path"])
+        extra = None
+        if self.structured:
+            state = scope.get("state") or {}
+            client = state.get("client_id")
+            extra = {
+                "request_id": state.get("request_id"),
+                "method": scope["method"][:16],
+                "path": path,
+                "params": names or None,
+                "interaction": self.namer(scope)[0],
+                "status": status,
+                "duration_ms": round(duration, 2),
+                "client_id": audit.clean(client[:200]) if client else None,
+                "user": person[0] if (person := state.get("audit_user")) else None,
+            }
+        access_log.info(
+            "%s %s%s %d %.1fms",
+            scope["method"],
+            path,
+            f" params={names}" if names else "",
+            status,
+            duration,
+            extra=extra,
+        )
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
 
 
 def _settle_heap() -> None:
@@ -229,7 +264,8 @@ def create_app(settings: Settings) -> Starlette:
         # outside the limits and the routes, so that a browser app can read their refusals;
         # preflights are answered here, unaudited (they read and change nothing)
         app.add_middleware(Cors, origins=settings.cors_origins, methods=routes.SERVED_METHODS)
-    app.add_middleware(AccessLog)  # outermost: its last-resort 500 covers every layer
+    # outermost: its last-resort 500 covers every layer
+    app.add_middleware(AccessLog, namer=routes.audit_name, structured=settings.log_format == "json")
     return app
 
 

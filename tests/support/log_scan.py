@@ -70,9 +70,14 @@ def remember_sent(request: httpx.Request) -> None:
 
 
 def leaked_values(log_text: str, sent: set[str]) -> list[str]:
-    """The sent values that appear in a log, raw or percent-encoded."""
+    """The sent values that appear in a log, raw, percent-encoded or as a JSON log line
+    writes them (escaped)."""
     return sorted(
-        v for v in sent if v in log_text or quote(v, safe="", errors="backslashreplace") in log_text
+        v
+        for v in sent
+        if v in log_text
+        or quote(v, safe="", errors="backslashreplace") in log_text
+        or json.dumps(v, ensure_ascii=False)[1:-1] in log_text
     )
 
 
