@@ -314,6 +314,7 @@ def test_claim_next_add_a_note_and_complete(
     page.wait_for_url(re.compile(f"/app/tasks/{first}$"))
     loaded(page)
     expect(page.locator("#t-owner")).to_have_text("You")
+    remember("Left a voicemail, will call again")
     page.get_by_label("Add a note").fill("Left a voicemail, will call again")
     page.get_by_role("button", name="Add note").click()
     expect(page.locator("#notes")).to_contain_text("Left a voicemail, will call again")
@@ -362,6 +363,7 @@ def test_another_persons_change_shows_within_two_seconds(
     watcher.goto(f"{board_server.url}/app/tasks/{task_id}")
     loaded(watcher)
     live(watcher)
+    remember(f"Insurance verified {tag}")
     actor.get_by_label("Add a note").fill(f"Insurance verified {tag}")
     actor.get_by_role("button", name="Add note").click()
     expect(watcher.locator("#notes")).to_contain_text(
@@ -427,6 +429,7 @@ def test_create_a_task_and_change_it(
     me = Person(board_server)
     context, _ = contexts()
     page = sign_in(context, board_server, me, "/app/new")
+    remember("Order a wheelchair")
     page.get_by_label("Description").fill("Order a wheelchair")
     page.get_by_label("Patient").fill("Patient/p-wheel")
     page.get_by_label("Labels").fill("DME, Urgent")
@@ -483,6 +486,16 @@ def test_a_change_made_meanwhile_is_shown_not_overwritten(
     assert read_task(system, task_id)["status"] == "requested"
 
 
+def refusing(status: int) -> Any:
+    """A route handler that answers `status` with an OperationOutcome."""
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error"}]}
+
+    def handle(route: Any) -> None:
+        route.fulfill(status=status, json=outcome)
+
+    return handle
+
+
 def test_failures_read_as_plain_sentences(
     board_server: Server, system: httpx.Client, contexts: Any
 ) -> None:
@@ -495,6 +508,19 @@ def test_failures_read_as_plain_sentences(
     page.get_by_role("button", name="Apply filters").click()
     expect(page.locator("#alerts")).to_contain_text("could not be reached")
     context.set_offline(False)
+    page.get_by_role("button", name="Try again").click()
+    expect(page.locator("#alerts")).to_be_empty()
+    # the server refuses, or fails: a sentence for each (the answers made up in the browser)
+    console.expected.append(re.compile("status of (403|500|503)"))
+    for status, said in (
+        (403, "not allowed to do that"),
+        (500, "Something went wrong on the server (error 500)"),
+        (503, "The server is busy right now"),
+    ):
+        page.route("**/Task?**", refusing(status))
+        page.get_by_role("button", name="Apply filters").click()
+        expect(page.locator("#alerts")).to_contain_text(said)
+        page.unroute("**/Task?**")
     page.get_by_role("button", name="Try again").click()
     expect(page.locator("#alerts")).to_be_empty()
     # the access token is no longer accepted: the refresh token gets a new one, unnoticed
