@@ -226,6 +226,12 @@ def test_a_page_without_a_session_offers_sign_in_under_a_strict_policy(
     assert static.headers["content-type"].startswith("text/javascript")
     assert httpx.get(f"{board_server.url}/app/static/0000/js/main.js").status_code == 404
     assert httpx.get(f"{board_server.url}/app/tasks/not an id").status_code == 404
+    assert httpx.head(f"{board_server.url}/app/").status_code == 200
+    options = httpx.options(f"{board_server.url}/app/")
+    assert (options.status_code, options.headers["allow"]) == (204, "GET, HEAD, OPTIONS")
+    assert httpx.post(f"{board_server.url}/app/").status_code == 405
+    bare = httpx.get(f"{board_server.url}/app")
+    assert bare.is_redirect and bare.headers["location"].endswith("/app/")
     console.expected.append(re.compile("status of 404"))  # the not-found page's own
     missing = page.goto(f"{board_server.url}/app/no-such-page")
     assert missing.status == 404
