@@ -406,6 +406,12 @@ def test_claim_and_complete_with_the_keyboard_alone(
     assert page.evaluate("document.activeElement.textContent") == "Skip to main content"
     page.keyboard.press("Enter")
     tab_to(page, "Claim next task")
+    # the focus is visible: an outline drawn around the focused control
+    outline = page.evaluate(
+        "() => { const s = getComputedStyle(document.activeElement);"
+        " return [s.outlineStyle, parseFloat(s.outlineWidth)]; }"
+    )
+    assert outline[0] != "none" and outline[1] >= 2
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(f"/app/tasks/{task_id}$"))
     loaded(page)
