@@ -665,3 +665,15 @@ def test_a_tab_opened_from_another_does_not_share_its_refresh_token(
     page.reload()
     loaded(page)
     assert page.evaluate(SESSION) == first
+
+
+def test_a_callback_that_this_tab_did_not_start_is_refused(
+    board_server: Server, contexts: Any
+) -> None:
+    context, _ = contexts()
+    page = context.new_page()
+    page.goto(f"{board_server.url}/app/callback?code=stolen&state=forged")
+    expect(page.locator("#callback-status")).to_contain_text("was not started from this tab")
+    expect(page.get_by_role("button", name="Sign in again")).to_be_focused()
+    assert "code=" not in page.url  # the code leaves the address bar either way
+    assert page.evaluate("sessionStorage.getItem('caretask.session')") is None
