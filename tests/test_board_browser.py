@@ -328,6 +328,7 @@ def test_claim_next_add_a_note_and_complete(
     page.get_by_role("button", name="Complete").click()
     expect(page.locator("#t-status")).to_have_text("Completed")
     expect(page.locator("#history")).to_contain_text("Status Requested → Completed")
+    expect(page.locator("#history")).to_contain_text("Note added by You")
     stored = read_task(system, first)
     assert stored["status"] == "completed"
     assert stored["owner"]["reference"] == me.practitioner

@@ -89,8 +89,11 @@ function differences(before, after) {
   const b = labels(after);
   for (const label of b) if (!a.has(label)) out.push(`Label added: ${label}`);
   for (const label of a) if (!b.has(label)) out.push(`Label removed: ${label}`);
-  const added = (after.note || []).length - (before.note || []).length;
-  if (added > 0) out.push(added === 1 ? 'Note added' : `${added} notes added`);
+  const added = (after.note || []).slice((before.note || []).length);
+  for (const note of added) {
+    const author = referenceText(note.authorReference, session);
+    out.push(author ? `Note added by ${author}` : 'Note added');
+  }
   return out.length ? out : ['Updated'];
 }
 
