@@ -11,9 +11,11 @@ import asyncio
 import copy
 import dataclasses
 import os
+import shutil
 import socket
 import sqlite3
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
@@ -23,7 +25,7 @@ import psycopg
 import sqlalchemy
 
 from caretask.auth import scopes, secrets
-from caretask.config import SETTINGS, BadSetting, Setting, Settings, env_value
+from caretask.config import METRICS_OFF, SETTINGS, BadSetting, Setting, Settings, env_value
 from caretask.domain.people import reference_problem, username_problem
 from caretask.storage import SchemaNotCurrent, open_storage, schema
 from caretask.storage.base import ClientRecord, SchemaTooNew, Storage, UserRecord
@@ -193,6 +195,18 @@ def _parser() -> argparse.ArgumentParser:
         help="text: one tab-separated line each; fhir: NDJSON of FHIR AuditEvents",
     )
     _database_arg(trail)
+
+    save = sub.add_parser(
+        "backup", help="copy an SQLite database to a new file while servers keep writing"
+    )
+    save.add_argument("destination")
+    _database_arg(save)
+    back = sub.add_parser(
+        "restore", help="copy a backup over an SQLite database (stop its servers first)"
+    )
+    back.add_argument("backup")
+    back.add_argument("--force", action="store_true", help="replace a database that exists already")
+    _database_arg(back)
 
     demo = sub.add_parser("demo-data", help="write N realistic synthetic Tasks as NDJSON")
     demo.add_argument("count", type=int)
@@ -446,11 +460,8 @@ def _log_config(log_format: str = "text") -> dict[str, Any]:
 
 
 def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
-    import uvicorn
-
     from caretask.http.app import create_app
-    from caretask.http.responses import EVERY_RESPONSE
-    from caretask.http.timeouts import edge_protocol
+    from caretask.metrics import MULTIPROCESS_DIR
 
     # the environment's settings, the command line's on top
     given = _given_settings(args)
@@ -462,6 +473,7 @@ def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
     schema.check_writable(url)  # here, in one process, not in every worker at start-up
     _check_listening(args.host, args.port)
     app: Starlette | str
+    shared_metrics = None
     if args.workers == 1:
         app = create_app(settings)
     else:
@@ -469,6 +481,25 @@ def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
         # carries the settings to them, written and read by config's declarations
         os.environ.update(settings.to_env())
         app = "caretask.http.app:app_from_env"
+        if settings.metrics != METRICS_OFF and not os.environ.get(MULTIPROCESS_DIR):
+            # set before the workers start (and import prometheus-client): each writes its
+            # metrics there, and a scrape answered by any one sums them all
+            shared_metrics = tempfile.mkdtemp(prefix="caretask-metrics-")
+            os.environ[MULTIPROCESS_DIR] = shared_metrics
+    try:
+        _run_uvicorn(app, args, settings)
+    finally:
+        if shared_metrics is not None:
+            shutil.rmtree(shared_metrics, ignore_errors=True)
+    return 0
+
+
+def _run_uvicorn(app: Starlette | str, args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
+    from caretask.http.responses import EVERY_RESPONSE
+    from caretask.http.timeouts import edge_protocol
+
     uvicorn.run(
         app,
         factory=isinstance(app, str),
@@ -487,6 +518,39 @@ def _serve(args: argparse.Namespace, url: DatabaseURL) -> int:
         headers=list(EVERY_RESPONSE),
         timeout_keep_alive=settings.keepalive_timeout,
     )
+
+
+def _backup_or_restore(args: argparse.Namespace, url: DatabaseURL) -> int:
+    """SQLite's backup API, one JSON line of what was copied on stdout; PostgreSQL has its
+    own tools (README: Backups)."""
+    from caretask.storage.sqlite.backup import BackupError, backup, restore
+
+    if not url.is_sqlite:
+        return _fail(
+            f"{args.command} copies SQLite databases; back up PostgreSQL with pg_dump or a "
+            "base backup (README: Backups)"
+        )
+    try:
+        if args.command == "backup":
+            copied = backup(url.sqlite_path, args.destination)
+        else:
+            if os.path.exists(url.sqlite_path) and not args.force:
+                return _fail(
+                    f"{url.sqlite_path} exists: stop its servers and add --force to replace it",
+                    1,
+                )
+            url.prepare()
+            copied = restore(args.backup, url.sqlite_path)
+            schema.migrate(url)  # a backup of an older caretask is brought up to date
+    except BackupError as error:
+        return _fail(str(error), 1)
+    out = {
+        "path": copied.path,
+        "bytes": copied.bytes,
+        "tasks": copied.tasks,
+        "seconds": round(copied.seconds, 3),
+    }
+    sys.stdout.write(orjson.dumps(out).decode() + "\n")
     return 0
 
 
@@ -639,6 +703,8 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _run(args: argparse.Namespace, url: DatabaseURL) -> int:
+    if args.command in ("backup", "restore"):
+        return _backup_or_restore(args, url)
     # export and audit only read: they open the database read-only, unmigrated
     if args.command == "export":
         return _export(args, url)

@@ -90,6 +90,20 @@ def log_format(value: str) -> str | None:
     return f" must be one of {', '.join(FORMATS)}, not '{value[:40]}'"
 
 
+METRICS_OFF, METRICS_OPEN = "off", "open"
+MIN_METRICS_TOKEN = 16
+
+
+def metrics_mode(value: str) -> str | None:
+    if value in (METRICS_OFF, METRICS_OPEN) or len(value) >= MIN_METRICS_TOKEN:
+        return None
+    # the value may be a (short) secret: not repeated
+    return (
+        f" must be {METRICS_OFF}, {METRICS_OPEN}, or a bearer token of at least "
+        f"{MIN_METRICS_TOKEN} characters"
+    )
+
+
 def known_profile(value: str) -> str | None:
     if value in PROFILES:
         return None
@@ -329,6 +343,13 @@ class Settings:
     )
     subscription_poll_seconds: float = _setting(
         1.0, FLOAT, "delivery looks for due work at least this often, s", check=positive
+    )
+    metrics: str = _setting(
+        METRICS_OFF,
+        TEXT,
+        "GET /metrics (Prometheus): off, open (no token), or the bearer token a scraper sends",
+        check=metrics_mode,
+        shown="off",
     )
     log_format: str = _setting(
         "text",

@@ -36,6 +36,8 @@ def _other_value(name: str, value: object) -> object:
         return "fhir"
     if name == "log_format":
         return "json"
+    if name == "metrics":
+        return "a-scraper-token-of-32-characters"
     if name == "subscription_endpoints":
         return ("http://127.0.0.1:", "https://hooks.example.org/")
     if name == "cors_origins":

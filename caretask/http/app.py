@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hmac
 import logging
+import os
 import re
 import time
 import traceback
@@ -18,10 +19,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from caretask import logs
+from caretask import logs, metrics
 from caretask.auth.throttle import BoundedPool, Budget
 from caretask.auth.tokens import VerifiedTokens
-from caretask.config import Settings
+from caretask.config import METRICS_OFF, Settings
 from caretask.domain import audit
 from caretask.domain.errors import DomainError
 from caretask.http import errors, routes
@@ -29,6 +30,7 @@ from caretask.http.audit import CLIENT_CLOSED, AuditTrail, AuditWriter, Namer
 from caretask.http.auth import ClientRows, UserRows
 from caretask.http.cors import Cors
 from caretask.http.limits import RequestLimits
+from caretask.http.metrics import Sampler
 from caretask.http.responses import PrettyJson
 from caretask.http.state import AppState, Opened
 from caretask.http.timeouts import BodyTimeout
@@ -76,10 +78,13 @@ class AccessLog:
     re-raises, and uvicorn then closed the connection, resetting every request pipelined
     behind it). One layer for both: each layer costs every request."""
 
-    def __init__(self, app: ASGIApp, namer: Namer, structured: bool = False) -> None:
+    def __init__(
+        self, app: ASGIApp, namer: Namer, structured: bool = False, metered: bool = False
+    ) -> None:
         self.app = app
-        self.namer = namer  # the request's interaction, for structured lines
+        self.namer = namer  # the request's interaction, for structured lines and metrics
         self.structured = structured
+        self.metered = metered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,10 +120,15 @@ class AccessLog:
             status = 500
             await errors.internal_error()(scope, receive, send)
         finally:
+            duration = time.perf_counter() - started
+            interaction = self.namer(scope)[0] if self.metered or self.structured else None
+            if self.metered:
+                metrics.REQUESTS.labels(interaction, str(status or 500)).inc()
+                metrics.LATENCY.labels(interaction).observe(duration)
             if access_log.isEnabledFor(logging.INFO):
-                self._log(scope, status or 500, (time.perf_counter() - started) * 1000)
+                self._log(scope, status or 500, duration * 1000, interaction)
 
-    def _log(self, scope: Scope, status: int, duration: float) -> None:
+    def _log(self, scope: Scope, status: int, duration: float, interaction: str | None) -> None:
         query = scope.get("query_string", b"").decode("latin-1")
         names = ",".join(sorted({p.split("=", 1)[0] for p in query.split("&") if p}))[:200]
         path = loggable_path(scope["path"])
@@ -131,7 +141,7 @@ class AccessLog:
                 "method": scope["method"][:16],
                 "path": path,
                 "params": names or None,
-                "interaction": self.namer(scope)[0],
+                "interaction": interaction,
                 "status": status,
                 "duration_ms": round(duration, 2),
                 "client_id": audit.clean(client[:200]) if client else None,
@@ -223,10 +233,16 @@ def create_app(settings: Settings) -> Starlette:
         storage.on_events(dispatcher.wake)
         dispatcher.start()
         hub.start()
+        sampler = Sampler(opened) if settings.metrics != METRICS_OFF else None
+        if sampler is not None:
+            sampler.start()
         _settle_heap()
         try:
             yield
         finally:
+            if sampler is not None:
+                await sampler.close()
+                metrics.worker_exited(os.getpid())
             await hub.close()
             await dispatcher.close()
             await opened.audit.close()
@@ -265,7 +281,12 @@ def create_app(settings: Settings) -> Starlette:
         # preflights are answered here, unaudited (they read and change nothing)
         app.add_middleware(Cors, origins=settings.cors_origins, methods=routes.SERVED_METHODS)
     # outermost: its last-resort 500 covers every layer
-    app.add_middleware(AccessLog, namer=routes.audit_name, structured=settings.log_format == "json")
+    app.add_middleware(
+        AccessLog,
+        namer=routes.audit_name,
+        structured=settings.log_format == "json",
+        metered=settings.metrics != METRICS_OFF,
+    )
     return app
 
 

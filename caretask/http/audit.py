@@ -21,6 +21,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from caretask import metrics
 from caretask.domain import audit
 from caretask.domain.audit import AuditRecord
 from caretask.service.bundles import EntryRecord
@@ -48,9 +49,13 @@ class AuditWriter:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def pending(self) -> int:
+        return len(self._pending)
+
     def add(self, record: AuditRecord) -> None:
         if len(self._pending) == self._pending.maxlen:
             self._dropped += 1
+            metrics.AUDIT_DROPPED.inc()
         self._pending.append(record)
         if len(self._pending) >= self._batch:
             self._wake.set()
@@ -71,6 +76,7 @@ class AuditWriter:
                 room = (self._pending.maxlen or 0) - len(self._pending)
                 if len(batch) > room:  # newer records came meanwhile: the oldest give way
                     self._dropped += len(batch) - room
+                    metrics.AUDIT_DROPPED.inc(len(batch) - room)
                     batch = batch[len(batch) - room :]
                 self._pending.extendleft(reversed(batch))
                 log.warning(

@@ -30,6 +30,7 @@ from caretask.http import (
     bundles,
     claims,
     metadata,
+    metrics,
     sign_in,
     subscriptions,
     tasks,
@@ -238,6 +239,29 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                     "answer within a load balancer's usual 5 s timeout",
                     {"Retry-After": RETRY_AFTER},
                 ),
+                **errors(*EDGE_ERRORS),
+            },
+        ),
+        audited=False,
+    ),
+    Endpoint(
+        "GET",
+        "/metrics",
+        metrics.scrape,
+        Operation(
+            "metrics",
+            "Metrics in the Prometheus text format (CARETASK_METRICS: off, open, or a bearer "
+            "token)",
+            {
+                "200": {
+                    "description": "every metric of every worker",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "401": outcome(
+                    "CARETASK_METRICS is a token, and the request did not send it",
+                    {"WWW-Authenticate": {"schema": {"type": "string"}}},
+                ),
+                "404": outcome("metrics are off"),
                 **errors(*EDGE_ERRORS),
             },
         ),

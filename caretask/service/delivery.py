@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
+from caretask import metrics
 from caretask.domain import notifications, subscriptions
 from caretask.domain.dates import now_instant
 from caretask.service.subscriptions import event_view
@@ -165,6 +166,7 @@ class Dispatcher(Background):
         now = _now_us()
         delivered = sub.delivered_through
         events = []
+        occurred: list[int] = []  # the events' commit times, us
         if sub.status == "requested":
             kind = "handshake"
         elif sub.status == "active" and sub.events_since_start > sub.delivered_through:
@@ -177,6 +179,7 @@ class Dispatcher(Background):
                 channel.content == "full-resource",
             )
             events = [event_view(e) for e in found]
+            occurred = [e.occurred for e in found]
             # the events past retention are gone: go on from what is kept
             delivered = found[-1].number if found else sub.events_since_start
         else:
@@ -207,7 +210,11 @@ class Dispatcher(Background):
         }
         timeout = min(channel.timeout or self.settings.timeout, self.settings.timeout)
         problem = await self._post(channel.endpoint, body, headers, timeout)
+        metrics.NOTIFICATIONS.labels(kind, "failed" if problem else "delivered").inc()
         if problem is None:
+            received = time.time()
+            for at in occurred:
+                metrics.DELIVERY_LAG.observe(max(0.0, received - at / _US))
             status = "active" if sub.status == "requested" else sub.status
             through = delivered if kind == "event-notification" else sub.delivered_through
             outcome = self._outcome(sub, status, through, now, None)

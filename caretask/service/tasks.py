@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from caretask import metrics
 from caretask.auth import scopes
 from caretask.domain import (
     bundle,
@@ -38,6 +39,7 @@ from caretask.domain.dates import instant, now_instant, parse_range
 from caretask.domain.errors import (
     BusinessRule,
     Conflict,
+    DomainError,
     Forbidden,
     Gone,
     InvalidRequest,
@@ -384,6 +386,21 @@ def _tombstone(current: StoredTask, now: Instant | None = None) -> NewVersion:
     stamp, stamp_us = now or now_instant()
     resource = task_rules.tombstone(current.id, current.version_id + 1, stamp)
     return NewVersion(resource, indexing.extract(resource), stamp_us)
+
+
+async def _counted(operation: str, work: Awaitable[tuple[StoredTask, bool]]) -> StoredTask:
+    """A claim operation's task, its outcome counted (metrics.CLAIMS)."""
+    try:
+        task, changed = await work
+    except NotFound as missing:
+        nothing_left = missing.issues[0].text == claims.NOTHING_LEFT
+        metrics.CLAIMS.labels(operation, "none-left" if nothing_left else "refused").inc()
+        raise
+    except DomainError:
+        metrics.CLAIMS.labels(operation, "refused").inc()
+        raise
+    metrics.CLAIMS.labels(operation, "changed" if changed else "unchanged").inc()
+    return task
 
 
 def _not_deleted(current: StoredTask) -> None:
@@ -909,7 +926,7 @@ class TaskService:
                 raise _Unchanged(current)
             return claimed(current)
 
-        return await self._rewrite_unless_unchanged(task_id, build)
+        return await _counted(claims.CLAIM, self._rewrite_unless_unchanged(task_id, build))
 
     async def release(self, task_id: str, releaser: str | None, base: str) -> StoredTask:
         """$release: the task's next version without an owner; the task as it is when it
@@ -924,7 +941,7 @@ class TaskService:
                 raise _Unchanged(current)
             return released(current)
 
-        return await self._rewrite_unless_unchanged(task_id, build)
+        return await _counted(claims.RELEASE, self._rewrite_unless_unchanged(task_id, build))
 
     async def claim_next(self, criteria: str | None, owner: str, base: str) -> StoredTask:
         """$claim-next: the first unowned task the criteria's search finds, in its order,
@@ -952,13 +969,20 @@ class TaskService:
                 "transient", "the matching tasks were all claimed while this claim ran; retry"
             )
 
-        return await self.storage.transact(program)
+        async def changed() -> tuple[StoredTask, bool]:
+            return await self.storage.transact(program), True
 
-    async def _rewrite_unless_unchanged(self, task_id: str, build: BuildVersion) -> StoredTask:
+        return await _counted(claims.CLAIM_NEXT, changed())
+
+    async def _rewrite_unless_unchanged(
+        self, task_id: str, build: BuildVersion
+    ) -> tuple[StoredTask, bool]:
+        """The new version `build` makes (and True), or the task as it is (and False) when
+        it found nothing to change."""
         try:
-            return await self._rewrite(task_id, build, None)
+            return await self._rewrite(task_id, build, None), True
         except _Unchanged as unchanged:
-            return unchanged.current
+            return unchanged.current, False
 
     async def _rewrite(self, task_id: str, build: BuildVersion, wanted: int | None) -> StoredTask:
         """storage.update_task, its refusals as domain errors."""

@@ -258,6 +258,15 @@ class SchemaTooNew(Exception):
     """The database was migrated by a newer caretask than this one."""
 
 
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A worker's database connections, as its metrics show them."""
+
+    size: int  # connections it may use at once (PostgreSQL: the pool; SQLite: readers)
+    in_use: int
+    waiting: int  # requests waiting for a pooled connection; SQLite: writes queued
+
+
 class Storage(Protocol):
     """What the HTTP edge needs from a database. Every write commits before returning.
 
@@ -365,6 +374,13 @@ class Storage(Protocol):
         """`callback` runs on the event loop after each write of this process that recorded
         subscription events has committed (delivery need not wait for its next poll)."""
         ...
+
+    async def subscription_backlog(self) -> int:
+        """Events recorded and not yet delivered, over every rest-hook subscription that
+        still gets them."""
+        ...
+
+    def pool_stats(self) -> PoolStats: ...
 
     async def purge_events(self, before: int) -> int:
         """Delete the events that occurred before `before` (us); how many."""

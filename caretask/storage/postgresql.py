@@ -45,6 +45,7 @@ from caretask.storage.base import (
     Grant,
     Insert,
     NewVersion,
+    PoolStats,
     Redeemed,
     SearchResult,
     SearchTimedOut,
@@ -530,6 +531,19 @@ class PostgreSQLStorage:
                         callback()
             except psycopg.Error:
                 await asyncio.sleep(RECONNECT_PAUSE)
+
+    async def subscription_backlog(self) -> int:
+        row = await self._one(_SUBS.backlog, ())
+        return int(row[0])
+
+    def pool_stats(self) -> PoolStats:
+        stats = self._pool.get_stats()
+        size = stats.get("pool_size", 0)
+        return PoolStats(
+            self._pool.max_size,
+            size - stats.get("pool_available", 0),
+            stats.get("requests_waiting", 0),
+        )
 
     async def create_subscription(
         self, subscription_id: str, draft: SubscriptionDraft, secret: str, now: int

@@ -94,6 +94,7 @@ class Statements:
     finish: str
     purge: str
     due: str  # whether any claim could succeed now (a cheap read before the write)
+    backlog: str
     # PostgreSQL: every subscription's numbers taken, and all events inserted, in one
     # statement each (arrays), so that a write holds the subscriptions' row locks for two
     # round trips, not two per subscription; None on SQLite, whose statements cost no trip
@@ -192,6 +193,10 @@ def statements(d: Dialect) -> Statements:
             "WHERE id = ? AND lease_owner = ?"
         ),
         purge=q("DELETE FROM subscription_events WHERE occurred < ?"),
+        backlog=(
+            "SELECT COALESCE(SUM(events_since_start - delivered_through), 0) FROM subscriptions "
+            f"WHERE channel = 'rest-hook' AND status IN ({listening})"
+        ),
         due=q(f"SELECT 1 FROM subscriptions WHERE {_DUE} LIMIT 1"),
         # the rows are locked in pk order (the sorted, locking sub-select), as writers
         # that lock the same subscriptions in different orders could deadlock

@@ -41,6 +41,7 @@ from caretask.storage.base import (
     Grant,
     Insert,
     NewVersion,
+    PoolStats,
     Redeemed,
     SearchResult,
     SearchTimedOut,
@@ -166,6 +167,8 @@ class SQLiteStorage:
             self._connection, self._checkpointer.after_commit, self._checkpointer.after_failure
         )
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
+        self._reader_count = readers
+        self._reading = 0  # reads handed to the reader threads and not yet done
         # readiness has a thread of its own: long searches may hold every reader
         self._health = ThreadPoolExecutor(1, thread_name_prefix="sqlite-health")
         self._cache = SearchCache()
@@ -201,10 +204,20 @@ class SQLiteStorage:
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
+        self._reading += 1
         try:
             return await loop.run_in_executor(self._readers, lambda: fn(self._connection()))
         except sqlite3.Error as error:
             raise _unavailable(error) or error from None
+        finally:
+            self._reading -= 1
+
+    def pool_stats(self) -> PoolStats:
+        busy = min(self._reading, self._reader_count)
+        return PoolStats(self._reader_count, busy, self._writer.queued())
+
+    async def subscription_backlog(self) -> int:
+        return int(self._lookup(lambda conn: conn.execute(_SUBS.backlog).fetchone()[0]))
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], durable: bool = True) -> T:
         try:

@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from caretask.metrics import GROUP_COMMIT
+
 T = TypeVar("T")
 MAX_GROUP = 256  # writes per transaction: bounds the time a group holds SQLite's lock
 
@@ -61,6 +63,9 @@ class GroupCommitWriter:
         self._queue.put(_STOP)
         self._thread.join()
 
+    def queued(self) -> int:
+        return self._queue.qsize()
+
     def alive(self) -> bool:
         return self._thread.is_alive()
 
@@ -81,6 +86,7 @@ class GroupCommitWriter:
                     stop = True
                     break
                 group.append(item)
+            GROUP_COMMIT.observe(len(group))
             try:
                 if conn is None:  # here, not at start: a failure is the group's, not fatal
                     conn = self._connect()
