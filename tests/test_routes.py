@@ -15,6 +15,7 @@ from caretask.http.routes import (
     PAGES,
     SERVED,
     TASK_OPERATIONS,
+    audit_name,
     classify,
     openapi_json,
 )
@@ -113,3 +114,8 @@ def test_the_capability_statement_lists_each_served_system_interaction_once() ->
     statement = capability_statement("http://127.0.0.1", "2024-01-01", INTERACTIONS)
     codes = [i["code"] for i in statement["rest"][0]["interaction"]]
     assert codes == ["transaction", "batch", "history-system"]
+
+
+def test_the_boards_pages_are_named_board_in_metrics_and_logs() -> None:
+    for path in ("/app/", "/app/tasks/abc", "/app/static/v/js/main.js", "/app/nowhere"):
+        assert audit_name({"type": "http", "method": "GET", "path": path}) == ("board", None, None)

@@ -1063,6 +1063,8 @@ def audit_name(scope: Scope) -> AuditName:
     """The name of a request from the route it reached; one that reached none (refused
     before routing, or not found) by its method and path."""
     method: str = scope["method"]
+    if scope["path"].startswith(BOARD_PREFIX):
+        return "board", None, None  # the board's pages (metrics and logs name them so)
     route = scope.get("route")
     endpoint = _BY_ROUTE.get((route.path, method)) if isinstance(route, Route) else None
     if endpoint is None:  # not routed, or not by its method (a 405)
