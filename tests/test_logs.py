@@ -10,6 +10,7 @@ session's log scan searches the JSON logs too: the PostgreSQL session server wri
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,14 @@ def lines(srv: Server) -> list[dict[str, Any]]:
 
 
 def access_line(srv: Server, request_id: str) -> dict[str, Any]:
-    found = [line for line in lines(srv) if line.get("request_id") == request_id]
+    """The request's access line, once written: the server logs a request after its answer
+    has gone, so the client may read the log before the line is there."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [line for line in lines(srv) if line.get("request_id") == request_id]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert len(found) == 1, found
     return found[0]
 
