@@ -187,6 +187,7 @@ def _parser() -> argparse.ArgumentParser:
 
     trail = sub.add_parser("audit", help="print the audit trail, oldest first")
     trail.add_argument("--client", default=None, help="only this client id's requests")
+    trail.add_argument("--user", default=None, help="only this person's requests (a username)")
     trail.add_argument("--since", default=None, help="only requests at or after this date")
     trail.add_argument(
         "--format",
@@ -649,7 +650,7 @@ def _audit(args: argparse.Namespace, url: DatabaseURL) -> int:
     count, after = 0, 0
     try:
         while batches := storage.audit_batches(args.client, since, after, 100):
-            for record in audit.select(batches, args.client, since):
+            for record in audit.select(batches, args.client, since, args.user):
                 if args.format == "fhir":
                     out.write(orjson.dumps(audit.audit_event(record)).decode() + "\n")
                 else:

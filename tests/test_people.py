@@ -301,3 +301,7 @@ def test_the_audit_trail_records_the_person_and_the_app(
     text = run_cli("audit", "--database", fresh_database).stdout.splitlines()
     logins = [line.split("\t") for line in text if "\tlogin\t" in line and "\t303" in line]
     assert logins[0][1] == f"caretask-board {user['username']} Practitioner/audited"
+    mine = run_cli("audit", "--user", user["username"], "--database", fresh_database).stdout
+    assert mine and all(
+        line.split("\t")[1].split(" ")[1] == user["username"] for line in mine.splitlines()
+    )

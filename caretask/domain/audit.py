@@ -123,12 +123,17 @@ def decode_batch(seq: int, records: str | bytes) -> list[AuditRecord]:
 
 
 def select(
-    batches: Iterable[tuple[int, str | bytes]], client_id: str | None, since: int | None
+    batches: Iterable[tuple[int, str | bytes]],
+    client_id: str | None,
+    since: int | None,
+    user: str | None = None,
 ) -> Iterator[AuditRecord]:
     """The records of stored batches that match, in the order they were stored."""
     for seq, payload in batches:
         for record in decode_batch(seq, payload):
             if client_id is not None and record.client_id != client_id:
+                continue
+            if user is not None and record.user != user:
                 continue
             if since is not None and record.recorded < since:
                 continue
