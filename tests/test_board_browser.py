@@ -678,3 +678,24 @@ def test_a_callback_that_this_tab_did_not_start_is_refused(
     expect(page.get_by_role("button", name="Sign in again")).to_be_focused()
     assert "code=" not in page.url  # the code leaves the address bar either way
     assert page.evaluate("sessionStorage.getItem('caretask.session')") is None
+
+
+def test_a_task_that_enters_the_view_appears_without_a_reload(
+    board_server: Server, system: httpx.Client, contexts: Any
+) -> None:
+    me = Person(board_server)
+    make_task(system, "Already waiting", team=me.teams[0])
+    context, _ = contexts()
+    page = sign_in(context, board_server, me, "/app/?view=team")
+    expect(page.locator("#tasks tbody th a")).to_have_text(["Already waiting"])
+    live(page)
+    # not on screen before: the list is refreshed within the quiet interval (2 s)
+    make_task(system, "Just arrived", team=me.teams[0], due=datetime.now(UTC))
+    expect(page.locator("#tasks tbody th a")).to_have_text(
+        ["Just arrived", "Already waiting"], timeout=2 * LIVE_SECONDS * 1000
+    )
+    expect(page.locator("#notices")).to_contain_text("changed by someone else")
+    # a change elsewhere refreshes quietly: nothing said about a task never on screen
+    make_task(system, "Another team's task", team=f"Group/{uuid.uuid4()}")
+    page.wait_for_timeout(2 * LIVE_SECONDS * 1000)
+    expect(page.locator("#notices")).to_contain_text("Just arrived")
