@@ -16,7 +16,8 @@ import socket
 import sqlite3
 import sys
 import tempfile
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -25,17 +26,23 @@ import sqlalchemy
 
 from caretask.auth import scopes, secrets
 from caretask.config import METRICS_OFF, SETTINGS, BadSetting, Setting, Settings, env_value
+from caretask.domain.people import reference_problem, username_problem
 from caretask.storage import SchemaNotCurrent, open_storage, schema
-from caretask.storage.base import ClientRecord, SchemaTooNew
+from caretask.storage.base import ClientRecord, SchemaTooNew, Storage, UserRecord
 from caretask.storage.urls import BadDatabaseURL, DatabaseURL
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+T = TypeVar("T")
+
 DEFAULT_SCOPE = "system/Task.read system/Task.write"
+PUBLIC_SCOPE = "user/Task.*"
+MIN_PASSWORD = 8  # characters of a password given on standard input
 # what a database can raise, wrapped (SQLAlchemy, in migrations) or not (the storage engines)
 DATABASE_ERRORS = (sqlite3.Error, psycopg.Error, sqlalchemy.exc.SQLAlchemyError)
-WRITES_STDOUT = {"export", "audit", "demo-data", "create"}  # create: a client's secret
+# create: a client's secret or a user's password; set-password: a generated one
+WRITES_STDOUT = {"export", "audit", "demo-data", "create", "list", "set-password"}
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 # bounds of numeric options, checked after parsing: (attribute, lowest, highest)
 NUMBERS = (("port", 0, 65535), ("workers", 1, None), ("count", 0, None), ("seed", 0, None))
@@ -116,11 +123,49 @@ def _parser() -> argparse.ArgumentParser:
     csub = clients.add_subparsers(dest="clients_command", required=True)
     create = csub.add_parser("create", help="create a client; prints its secret once")
     create.add_argument("name")
-    create.add_argument("--scope", default=DEFAULT_SCOPE)
+    create.add_argument(
+        "--scope", default=None, help=f"default: {DEFAULT_SCOPE} ({PUBLIC_SCOPE} with --public)"
+    )
+    create.add_argument(
+        "--public",
+        action="store_true",
+        help="an app people sign in to (authorization code with PKCE): no secret",
+    )
+    create.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=[],
+        dest="redirect_uris",
+        help="where a public client's sign-ins return (exactly); repeat for more",
+    )
     _database_arg(create)
     revoke = csub.add_parser("revoke", help="revoke a client and every token it holds")
     revoke.add_argument("client_id")
     _database_arg(revoke)
+
+    users = sub.add_parser("users", help="manage the people who sign in")
+    usub = users.add_subparsers(dest="users_command", required=True)
+    ucreate = usub.add_parser("create", help="create a user; prints a generated password once")
+    ucreate.add_argument("username")
+    ucreate.add_argument("--practitioner", required=True, help="Practitioner/<id>")
+    ucreate.add_argument(
+        "--team", action="append", default=[], dest="teams", help="Group/<id>; repeat for more"
+    )
+    ucreate.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    _database_arg(ucreate)
+    ulist = usub.add_parser("list", help="print every user as a JSON line")
+    _database_arg(ulist)
+    disable = usub.add_parser("disable", help="disable a user: no sign-in, tokens refused")
+    disable.add_argument("username")
+    _database_arg(disable)
+    password = usub.add_parser("set-password", help="set a user's password")
+    password.add_argument("username")
+    password.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    _database_arg(password)
 
     load = sub.add_parser("import", help="load Tasks from an NDJSON file (- for stdin)")
     load.add_argument("file")
@@ -142,6 +187,7 @@ def _parser() -> argparse.ArgumentParser:
 
     trail = sub.add_parser("audit", help="print the audit trail, oldest first")
     trail.add_argument("--client", default=None, help="only this client id's requests")
+    trail.add_argument("--user", default=None, help="only this person's requests (a username)")
     trail.add_argument("--since", default=None, help="only requests at or after this date")
     trail.add_argument(
         "--format",
@@ -208,7 +254,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            if name in ("name", "client_id"):
+            if name in ("name", "client_id", "username"):
                 flag = name
             else:
                 flag = _FLAGS.get(name) or "--" + name.replace("_", "-")
@@ -222,7 +268,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise CLIError(f"{name}: {value} is out of range ({bounds})", 2)
     if getattr(args, "log_level", "info") not in LOG_LEVELS:
         raise CLIError(f"--log-level: choose from {', '.join(LOG_LEVELS)}", 2)
-    command = getattr(args, "clients_command", None) or args.command
+    command = (
+        getattr(args, "clients_command", None)
+        or getattr(args, "users_command", None)
+        or args.command
+    )
     if command in WRITES_STDOUT and sys.stdout is None:
         raise CLIError("standard output is closed")
     if args.command == "import" and args.file == "-" and sys.stdin is None:
@@ -250,15 +300,141 @@ def _silence_stdout() -> None:
     os.close(devnull)
 
 
-async def _create_client(url: DatabaseURL, name: str, scope: str) -> dict[str, str]:
+async def _create_client(
+    url: DatabaseURL, name: str, scope: str, redirect_uris: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """A confidential client (its secret), or with `redirect_uris` a public one."""
     storage = open_storage(url)
     try:
-        client_id, secret = secrets.new_client_id(), secrets.new_secret()
+        client_id = secrets.new_client_id()
+        if redirect_uris is not None:
+            await storage.create_client(
+                ClientRecord(client_id, name, "", scope, False, True, redirect_uris)
+            )
+            return {"client_id": client_id, "scope": scope, "redirect_uris": list(redirect_uris)}
+        secret = secrets.new_secret()
         record = ClientRecord(client_id, name, secrets.hash_secret(secret), scope, revoked=False)
         await storage.create_client(record)
         return {"client_id": client_id, "client_secret": secret, "scope": scope}
     finally:
         await storage.close()
+
+
+def _redirect_problem(uri: str) -> str | None:
+    """A redirect URI must be absolute, without a fragment (RFC 6749 3.1.2); plain http
+    only to this machine (a native app's loopback, or development)."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.fragment or "#" in uri:
+        return f"--redirect-uri: '{_shown(uri)}' is not an absolute http(s) URL without a fragment"
+    if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+        return f"--redirect-uri: '{_shown(uri)}': plain http only to localhost; use https"
+    return None
+
+
+def _clients_create(args: argparse.Namespace, url: DatabaseURL) -> int:
+    public = args.public
+    scope = " ".join((args.scope or (PUBLIC_SCOPE if public else DEFAULT_SCOPE)).split())
+    bad = scopes.invalid_scopes(scope, scopes.USER if public else scopes.SYSTEM)
+    if bad or not scope:
+        return _fail(f"invalid scope: {' '.join(bad) or '(empty)'}")
+    if public and not args.redirect_uris:
+        return _fail("a --public client needs at least one --redirect-uri")
+    if args.redirect_uris and not public:
+        return _fail("--redirect-uri is for --public clients (people sign in to them)")
+    for uri in args.redirect_uris:
+        problem = _redirect_problem(uri)
+        if problem:
+            return _fail(problem)
+    uris = tuple(dict.fromkeys(args.redirect_uris)) if public else None
+    out = asyncio.run(_create_client(url, args.name, scope, uris))
+    try:
+        sys.stdout.write(orjson.dumps(out).decode() + "\n")
+        sys.stdout.flush()
+    except OSError as error:  # the secret is shown once: not printed is lost
+        raise CLIError(
+            f"cannot print the new client's secret ({_describe(error)}): "
+            f"revoke {out['client_id']} and create another"
+        ) from None
+    return 0
+
+
+def _password(from_stdin: bool) -> tuple[str, bool]:
+    """The password from standard input (its first line), or a generated one (and True)."""
+    if not from_stdin:
+        return secrets.new_secret(), True
+    if sys.stdin is None:
+        raise CLIError("standard input is closed")
+    text = sys.stdin.readline().rstrip("\r\n")
+    if len(text) < MIN_PASSWORD:
+        raise CLIError(f"the password must have at least {MIN_PASSWORD} characters", 2)
+    if len(text) > 1000:
+        raise CLIError("the password must have at most 1000 characters", 2)
+    return text, False
+
+
+def _user_json(record: UserRecord) -> dict[str, Any]:
+    return {
+        "username": record.username,
+        "fhirUser": record.fhir_user,
+        "teams": list(record.teams),
+        "disabled": record.disabled,
+    }
+
+
+def _print_json(out: dict[str, Any], what: str) -> None:
+    try:
+        sys.stdout.write(orjson.dumps(out).decode() + "\n")
+        sys.stdout.flush()
+    except OSError as error:
+        raise CLIError(f"cannot print {what} ({_describe(error)}): set another") from None
+
+
+async def _with_storage(url: DatabaseURL, work: Callable[[Storage], Awaitable[T]]) -> T:
+    storage = open_storage(url)
+    try:
+        return await work(storage)
+    finally:
+        await storage.close()
+
+
+def _users(args: argparse.Namespace, url: DatabaseURL) -> int:
+    command = args.users_command
+    if command == "list":
+        for record in asyncio.run(_with_storage(url, lambda s: s.list_users())):
+            sys.stdout.write(orjson.dumps(_user_json(record)).decode() + "\n")
+        return 0
+    problem = username_problem(args.username)
+    if problem:
+        return _fail(problem)
+    if command == "disable":
+        if not asyncio.run(_with_storage(url, lambda s: s.disable_user(args.username))):
+            return _fail(f"no enabled user {args.username}", 1)
+        print(f"disabled {args.username}", file=sys.stderr)
+        return 0
+    if command == "create":
+        problem = reference_problem(args.practitioner, "Practitioner")
+        for team in args.teams:
+            problem = problem or reference_problem(team, "Group")
+        if problem:
+            return _fail(f"{problem}")
+    password, generated = _password(args.password_stdin)
+    hashed = secrets.hash_secret(password)
+    if command == "set-password":
+        if not asyncio.run(_with_storage(url, lambda s: s.set_password(args.username, hashed))):
+            return _fail(f"no user {args.username}", 1)
+        if generated:
+            _print_json({"username": args.username, "password": password}, "the password")
+        print(f"set the password of {args.username}", file=sys.stderr)
+        return 0
+    teams = tuple(dict.fromkeys(args.teams))
+    record = UserRecord(args.username, args.practitioner, teams, hashed, disabled=False)
+    if not asyncio.run(_with_storage(url, lambda s: s.create_user(record))):
+        return _fail(f"a user {args.username} exists already", 1)
+    out = _user_json(record)
+    if generated:
+        out["password"] = password  # shown once: only its hash is stored
+    _print_json(out, "the new user's password")
+    return 0
 
 
 async def _revoke_client(url: DatabaseURL, client_id: str) -> bool:
@@ -474,7 +650,7 @@ def _audit(args: argparse.Namespace, url: DatabaseURL) -> int:
     count, after = 0, 0
     try:
         while batches := storage.audit_batches(args.client, since, after, 100):
-            for record in audit.select(batches, args.client, since):
+            for record in audit.select(batches, args.client, since, args.user):
                 if args.format == "fhir":
                     out.write(orjson.dumps(audit.audit_event(record)).decode() + "\n")
                 else:
@@ -544,20 +720,10 @@ def _run(args: argparse.Namespace, url: DatabaseURL) -> int:
     if args.command == "import":
         schema.check_writable(url)  # "read-only" rather than a disk I/O error mid-import
         return _import(args, url)
+    if args.command == "users":
+        return _users(args, url)
     if args.clients_command == "create":
-        bad = scopes.invalid_scopes(args.scope)
-        if bad or not args.scope.strip():
-            return _fail(f"invalid scope: {' '.join(bad) or '(empty)'}")
-        out = asyncio.run(_create_client(url, args.name, " ".join(args.scope.split())))
-        try:
-            sys.stdout.write(orjson.dumps(out).decode() + "\n")
-            sys.stdout.flush()
-        except OSError as error:  # the secret is shown once: not printed is lost
-            raise CLIError(
-                f"cannot print the new client's secret ({_describe(error)}): "
-                f"revoke {out['client_id']} and create another"
-            ) from None
-        return 0
+        return _clients_create(args, url)
     if not asyncio.run(_revoke_client(url, args.client_id)):
         return _fail(f"no active client {args.client_id}")
     print(f"revoked {args.client_id}", file=sys.stderr)

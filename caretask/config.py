@@ -237,6 +237,16 @@ class Settings:
     token_ttl: int = _setting(
         3600, INT, "access token lifetime, s", check=positive, flag="--token-ttl"
     )
+    # an authorization code waits this long for its exchange (http.sign_in): a browser
+    # redirect and one token request take a second or two
+    auth_code_ttl: int = _setting(
+        60, INT, "a sign-in's authorization code must be exchanged within, s", check=positive
+    )
+    # a person's session (http.sign_in): each refresh token lives this long from its issue,
+    # and each use gives a new one, so a session lasts while its app refreshes in time
+    refresh_token_ttl: int = _setting(
+        8 * 3600, INT, "a person's refresh token lifetime, s (renewed on each use)", check=positive
+    )
     audit_flush_seconds: float = _setting(
         0.5, FLOAT, "audit records wait in memory at most this long, s", check=positive
     )
@@ -244,7 +254,7 @@ class Settings:
     client_cache_seconds: float = _setting(
         1.0,
         FLOAT,
-        "how long a server may answer from its copy of a client's row, s",
+        "how long a server may answer from its copy of a client's or user's row, s",
         check=not_negative,
     )
     # token requests (auth.throttle): per window, failures allowed for one client id from one

@@ -94,7 +94,19 @@ def check(entry: Entry, answer: Answer | None) -> None:
     assert answer.status == entry.expected, (answer.status, answer.body[:500])
     text = answer.body.decode("utf-8", errors="replace")
     assert "Traceback" not in text and "sqlite3." not in text and "psycopg" not in text
-    if answer.status >= 400 and entry.path.startswith("/auth/") and answer.status not in (413, 415):
+    if answer.status >= 400 and entry.path.startswith("/auth/authorize") and answer.status < 413:
+        # the sign-in endpoint answers people: an HTML page that echoes nothing it was sent
+        assert answer.headers.get("content-type") == "text/html; charset=utf-8", answer.headers
+        assert "<script" not in text and "alert(" not in text
+    elif (
+        answer.status >= 400
+        and entry.path.startswith("/auth/")
+        and answer.status
+        not in (
+            413,
+            415,
+        )
+    ):
         # the token endpoint speaks RFC 6749 errors; a body it cannot read at all is refused
         # as every body is, with an OperationOutcome (as the OpenAPI document says)
         assert "error" in json.loads(answer.body)

@@ -35,6 +35,14 @@ def test_a_hostile_subscription_gets_its_expected_answer(
     assert response.json()["resourceType"] == "OperationOutcome"
 
 
+def test_a_status_request_naming_an_id_with_a_nul_finds_no_subscription(
+    subscriber: httpx.Client,
+) -> None:
+    response = subscriber.post("/Subscription/$status", params={"id": "a\x00b"})
+    assert response.status_code == 200, response.text
+    assert response.json().get("entry", []) == []
+
+
 def test_the_hostile_subscriptions_stored_nothing(subscriber: httpx.Client) -> None:
     found = subscriber.get("/Subscription")
     assert found.status_code == 200

@@ -4,7 +4,9 @@ The signing key lives in the database, so every server sharing it accepts the sa
 tokens across restarts; revocation is checked against the client's row. The claims are
 those of RFC 9068 (JWT access tokens): `client_id` and `sub` both name the client, which
 acts for itself in the client-credentials grant; clients such as Medplum's refuse a token
-without `client_id`.
+without `client_id`. A person's token (the authorization code grant) names the person in
+`sub` (their username) and the app in `client_id`, with SMART's `fhirUser` (their
+Practitioner) and `teams` (their Groups).
 """
 
 from __future__ import annotations
@@ -52,6 +54,31 @@ def issue(key: bytes, client_id: str, scope: str, ttl: int) -> str:
     return jwt.encode(payload, key, algorithm=ALGORITHM)
 
 
+def issue_person(
+    key: bytes,
+    client_id: str,
+    scope: str,
+    ttl: int,
+    username: str,
+    fhir_user: str,
+    teams: tuple[str, ...],
+) -> str:
+    now = int(time.time())
+    payload = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": username,
+        "client_id": client_id,
+        "fhirUser": fhir_user,
+        "teams": list(teams),
+        "scope": scope,
+        "iat": now,
+        "exp": now + ttl,
+        "jti": secrets.token_hex(8),
+    }
+    return jwt.encode(payload, key, algorithm=ALGORITHM)
+
+
 def _decode(key: bytes, token: str, audience: str) -> dict[str, Any]:
     try:
         payload: dict[str, Any] = jwt.decode(
@@ -72,12 +99,24 @@ def verify(key: bytes, token: str) -> Claims:
     scope, sub = payload.get("scope"), payload.get("sub")
     if not isinstance(scope, str) or not isinstance(sub, str):
         raise InvalidToken("missing claims")
+    expires_at = int(payload["exp"])
+    fhir_user = payload.get("fhirUser")
+    if fhir_user is not None:  # a person's: sub is the person, client_id the app
+        client_id, teams = payload.get("client_id"), payload.get("teams", [])
+        if (
+            not isinstance(fhir_user, str)
+            or not isinstance(client_id, str)
+            or not isinstance(teams, list)
+            or not all(isinstance(t, str) for t in teams)
+        ):
+            raise InvalidToken("malformed person claims")
+        return Claims(client_id, scope, expires_at, sub, fhir_user, tuple(teams))
     # tokens issued before `client_id` was added stay valid until they expire: the claim
     # is optional here, but when present it must name the same client as `sub`
     client_id = payload.get("client_id", sub)
     if client_id != sub:
         raise InvalidToken("client_id and sub differ")
-    return Claims(client_id=sub, scope=scope, expires_at=int(payload["exp"]))
+    return Claims(client_id=sub, scope=scope, expires_at=expires_at)
 
 
 class VerifiedTokens:

@@ -3,9 +3,10 @@ the FHIR AuditEvent an exported record becomes, and the batches storage keeps th
 Plain functions, no I/O.
 
 A record holds who (the client id a valid token named, or the client id a token request
-claimed), what (the FHIR interaction, the task id and version addressed, the search
-parameter names), when, from where (the peer address) and the HTTP status. It never
-holds a search value, a body or a header: those carry PHI and secrets.
+claimed, and for a person's token or sign-in their username and fhirUser), what (the FHIR
+interaction, the task id and version addressed, the search parameter names), when, from
+where (the peer address) and the HTTP status. It never holds a search value, a body or a
+header: those carry PHI and secrets.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ MAX_NAME_CHARS = 64
 
 class AuditRecord(NamedTuple):
     """A tuple, not a dataclass: one is made per request, and a tuple is several times
-    cheaper to build than a frozen dataclass; its first nine fields (FIELDS) are what is
-    stored."""
+    cheaper to build than a frozen dataclass; its fields but event_id (FIELDS) are what is
+    stored (batches stored before people signed in hold the first nine)."""
 
     recorded: int  # microseconds since the epoch
     client_id: str | None
@@ -52,6 +53,8 @@ class AuditRecord(NamedTuple):
     query: str | None
     address: str | None
     status: int
+    user: str | None = None  # a person's username (their token's, or a sign-in's)
+    fhir_user: str | None = None  # and the FHIR resource that is them: Practitioner/<id>
     event_id: str | None = None  # "<batch>-<index>" once stored
 
 
@@ -91,7 +94,7 @@ def _decode(text: str) -> str:
     return unquote(text.replace("+", " "), errors="replace")
 
 
-FIELDS = AuditRecord._fields[:9]
+FIELDS = AuditRecord._fields[:-1]
 
 
 class Batch(NamedTuple):
@@ -106,24 +109,31 @@ class Batch(NamedTuple):
 def encode_batch(records: Sequence[AuditRecord]) -> Batch:
     times = [r.recorded for r in records]
     clients = sorted({r.client_id for r in records if r.client_id is not None})
-    payload = orjson.dumps([r[:9] for r in records]).decode()
+    stored = len(FIELDS)
+    payload = orjson.dumps([r[:stored] for r in records]).decode()
     return Batch(min(times), max(times), "\n".join(clients), payload)
 
 
 def decode_batch(seq: int, records: str | bytes) -> list[AuditRecord]:
+    missing = [None] * len(FIELDS)  # what older batches did not store: None
     return [
-        AuditRecord._make([*fields, f"{seq}-{index}"])
+        AuditRecord._make([*fields, *missing[len(fields) :], f"{seq}-{index}"])
         for index, fields in enumerate(orjson.loads(records))
     ]
 
 
 def select(
-    batches: Iterable[tuple[int, str | bytes]], client_id: str | None, since: int | None
+    batches: Iterable[tuple[int, str | bytes]],
+    client_id: str | None,
+    since: int | None,
+    user: str | None = None,
 ) -> Iterator[AuditRecord]:
     """The records of stored batches that match, in the order they were stored."""
     for seq, payload in batches:
         for record in decode_batch(seq, payload):
             if client_id is not None and record.client_id != client_id:
+                continue
+            if user is not None and record.user != user:
                 continue
             if since is not None and record.recorded < since:
                 continue
@@ -142,10 +152,13 @@ def text_line(record: AuditRecord) -> str:
         target = f"Task/{record.resource_id}"
         if record.version_id is not None:
             target += f"/_history/{record.version_id}"
+    who = record.client_id or "-"
+    if record.user is not None:  # a person, in the app: "caretask-board alice Practitioner/1"
+        who = f"{who} {record.user} {record.fhir_user or '-'}"
     return "\t".join(
         [
             format_instant(record.recorded),
-            record.client_id or "-",
+            who,
             record.address or "-",
             record.method,
             record.interaction,
@@ -209,8 +222,15 @@ def audit_event(record: AuditRecord) -> dict[str, Any]:
         }
     else:
         agent["name"] = "unauthenticated"
+    agents = [agent]
+    if record.user is not None:  # the person is the requestor, through the app
+        person: dict[str, Any] = {"altId": record.user, "requestor": True}
+        if record.fhir_user is not None:
+            person["who"] = {"reference": record.fhir_user}
+        agent["requestor"] = False
+        agents = [person, agent]
     if record.address:
-        agent["network"] = {"address": record.address, "type": "2"}
+        agents[0]["network"] = {"address": record.address, "type": "2"}
     event: dict[str, Any] = {"resourceType": "AuditEvent"}
     if record.event_id is not None:
         event["id"] = record.event_id
@@ -220,7 +240,7 @@ def audit_event(record: AuditRecord) -> dict[str, Any]:
         "recorded": format_instant(record.recorded),
         "outcome": _outcome(record.status),
         "outcomeDesc": f"{record.method} answered HTTP {record.status}",
-        "agent": [agent],
+        "agent": agents,
         "source": _SOURCE,
     }
     if login:

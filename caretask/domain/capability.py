@@ -92,10 +92,16 @@ def capability_statement(
                     "extension": [
                         {
                             "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                            "extension": [{"url": "token", "valueUri": f"{base}/auth/token/"}],
+                            "extension": [
+                                {"url": "token", "valueUri": f"{base}/auth/token/"},
+                                {"url": "authorize", "valueUri": f"{base}/auth/authorize"},
+                            ],
                         }
                     ],
-                    "description": "OAuth 2.0 client credentials; SMART system scopes on Task",
+                    "description": (
+                        "OAuth 2.0 client credentials (SMART system scopes), and people's "
+                        "sign-in: authorization code with PKCE (SMART user scopes)"
+                    ),
                 },
                 "resource": [
                     {
@@ -171,23 +177,46 @@ def _system_interactions(served: set[str]) -> dict[str, Any]:
     return {"interaction": codes} if codes else {}
 
 
+_PERMISSIONS = ("read", "write", "*", "rs", "cu", "cruds")
+
+
 def smart_configuration(base: str) -> dict[str, Any]:
+    """SMART App Launch's discovery document (/.well-known/smart-configuration)."""
+    resource_scopes = [
+        f"{context}/{resource}.{permission}"
+        for context in ("system", "user")
+        for resource in ("Task", "Subscription")
+        for permission in _PERMISSIONS
+    ]
     return {
+        "issuer": base,
+        "authorization_endpoint": f"{base}/auth/authorize",
         "token_endpoint": f"{base}/auth/token/",
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
-        "scopes_supported": [
-            "system/Task.read",
-            "system/Task.write",
-            "system/Task.*",
-            "system/*.*",
-            "system/Task.rs",
-            "system/Task.cu",
-            "system/Task.cruds",
-            "system/Subscription.read",
-            "system/Subscription.write",
-            "system/Subscription.*",
-            "system/Subscription.cruds",
+        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_post",
+            "client_secret_basic",
+            "none",
         ],
-        "capabilities": ["client-confidential-symmetric"],
+        "scopes_supported": [
+            *resource_scopes,
+            "system/*.*",
+            "user/*.*",
+            "openid",
+            "fhirUser",
+            "offline_access",
+            "online_access",
+        ],
+        "capabilities": [
+            "launch-standalone",
+            "client-public",
+            "client-confidential-symmetric",
+            "permission-offline",
+            "permission-online",
+            "permission-user",
+            "permission-v1",
+            "permission-v2",
+        ],
     }

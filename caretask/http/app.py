@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hmac
 import logging
 import os
 import re
@@ -26,7 +27,7 @@ from caretask.domain import audit
 from caretask.domain.errors import DomainError
 from caretask.http import errors, routes
 from caretask.http.audit import CLIENT_CLOSED, AuditTrail, AuditWriter, Namer
-from caretask.http.auth import ClientRows
+from caretask.http.auth import ClientRows, UserRows
 from caretask.http.cors import Cors
 from caretask.http.limits import RequestLimits
 from caretask.http.metrics import Sampler
@@ -210,8 +211,12 @@ def create_app(settings: Settings) -> Starlette:
             signing_key=signing_key,
             tokens=VerifiedTokens(signing_key),
             clients=ClientRows(storage, settings.client_cache_seconds),
+            users=UserRows(storage, settings.client_cache_seconds),
             failed_pairs=Budget(settings.token_failures_per_client, window),
             address_checks=Budget(settings.token_failures_per_address, window),
+            failed_sign_ins=Budget(settings.token_failures_per_client, window),
+            # derived, so that every server on the database checks every other's forms
+            csrf_key=hmac.digest(signing_key, b"caretask sign-in form", "sha256"),
             hash_pool=BoundedPool(settings.token_hash_threads, settings.token_hash_queue),
             audit=AuditWriter(storage, settings.audit_flush_seconds),
             tasks=tasks,
@@ -264,7 +269,12 @@ def create_app(settings: Settings) -> Starlette:
         hosts=AllowedHosts(hosts) if (hosts := settings.accepted_hosts()) is not None else None,
     )
     # outside the limits: refused requests are recorded too
-    app.add_middleware(AuditTrail, name=routes.audit_name, unaudited=routes.UNAUDITED)
+    app.add_middleware(
+        AuditTrail,
+        name=routes.audit_name,
+        unaudited=routes.UNAUDITED,
+        unaudited_prefixes=(routes.BOARD_PREFIX,),
+    )
     app.add_middleware(PrettyJson)  # over every answer but the last-resort 500
     if settings.cors_origins:
         # outside the limits and the routes, so that a browser app can read their refusals;

@@ -119,13 +119,25 @@ class AuditTrail:
     handler renames the request (`audit_interaction`: batch, transaction) and adds a record of
     each entry (`audit_entries`)."""
 
-    def __init__(self, app: ASGIApp, name: Namer, unaudited: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        name: Namer,
+        unaudited: frozenset[str],
+        unaudited_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.name = name
         self.unaudited = unaudited
+        # the board's pages: no FHIR interaction, nothing read or written
+        self.unaudited_prefixes = unaudited_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.unaudited:
+        if (
+            scope["type"] != "http"
+            or scope["path"] in self.unaudited
+            or scope["path"].startswith(self.unaudited_prefixes)
+        ):
             await self.app(scope, receive, send)
             return
         start: Message = {"status": 500}
@@ -165,6 +177,7 @@ def _record(scope: Scope, start: Message, name: AuditName) -> AuditRecord:
         query = audit.redact_query(scope["query_string"].decode("latin-1"))
     client = scope.get("client")
     client_id = state.get("client_id")
+    user, fhir_user = state.get("audit_user") or (None, None)
     return AuditRecord(
         time.time_ns() // 1000,
         audit.clean(client_id[:200]) if client_id else None,
@@ -175,6 +188,8 @@ def _record(scope: Scope, start: Message, name: AuditName) -> AuditRecord:
         query,
         client[0][:64] if client else None,
         status,
+        user,
+        fhir_user,
     )
 
 

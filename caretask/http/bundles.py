@@ -7,6 +7,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from caretask.http.auth import person_of
 from caretask.http.endpoint import endpoint
 from caretask.http.negotiation import prefer, read_json_body
 from caretask.http.responses import fhir_response
@@ -24,6 +25,7 @@ async def process(request: Request) -> Response:
         base=base,
         link_path=link_path(base),
         prefer_return=prefer(request).get("return"),
+        person=person_of(request),
     )
     request.state.audit_interaction = processed.kind
     request.state.audit_entries = processed.records

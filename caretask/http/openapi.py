@@ -630,13 +630,23 @@ def _other_schemas() -> dict[str, Schema]:
         "TokenRequest": {
             "type": "object",
             "properties": {
-                "grant_type": {"const": "client_credentials"},
+                "grant_type": {
+                    "enum": ["client_credentials", "authorization_code", "refresh_token"]
+                },
                 "client_id": {"type": "string"},
                 "client_secret": {"type": "string"},
                 "scope": {"type": "string", "description": "SMART system scopes on Task"},
+                "code": {"type": "string"},
+                "redirect_uri": {"type": "string"},
+                "code_verifier": {"type": "string"},
+                "refresh_token": {"type": "string"},
             },
             "required": ["grant_type"],
-            "description": "client_id and client_secret here or as HTTP Basic credentials",
+            "description": (
+                "client_credentials: client_id and client_secret here or as HTTP Basic "
+                "credentials; authorization_code: code, redirect_uri, client_id, "
+                "code_verifier (PKCE); refresh_token: refresh_token, client_id"
+            ),
         },
         "TokenResponse": {
             "type": "object",
@@ -645,6 +655,11 @@ def _other_schemas() -> dict[str, Schema]:
                 "token_type": {"const": "Bearer"},
                 "expires_in": {"type": "integer", "minimum": 1},
                 "scope": {"type": "string"},
+                # a person's (authorization code and refresh token grants)
+                "refresh_token": {"type": "string"},
+                "fhirUser": {"type": "string"},
+                "username": {"type": "string"},
+                "teams": {"type": "array", "items": {"type": "string"}},
             },
             "required": ["access_token", "token_type", "expires_in", "scope"],
             "additionalProperties": False,
@@ -657,6 +672,7 @@ def _other_schemas() -> dict[str, Schema]:
                     "enum": [
                         "invalid_request",
                         "invalid_client",
+                        "invalid_grant",
                         "unsupported_grant_type",
                         "invalid_scope",
                         "temporarily_unavailable",
@@ -716,8 +732,12 @@ def _other_schemas() -> dict[str, Schema]:
         "SmartConfiguration": {
             "type": "object",
             "properties": {
+                "issuer": {"type": "string"},
+                "authorization_endpoint": {"type": "string"},
                 "token_endpoint": {"type": "string"},
                 "grant_types_supported": {"type": "array", "items": {"type": "string"}},
+                "code_challenge_methods_supported": {"type": "array", "items": {"type": "string"}},
+                "capabilities": {"type": "array", "items": {"type": "string"}},
                 "scopes_supported": {"type": "array", "items": {"type": "string"}},
             },
             "required": ["token_endpoint", "grant_types_supported", "scopes_supported"],
@@ -1106,6 +1126,44 @@ def search_responses() -> dict[str, Schema]:
             "the search ran past the search timeout (CARETASK_SEARCH_TIMEOUT) and was stopped",
             {"Retry-After": RETRY_AFTER},
         ),
+    }
+
+
+HTML = "text/html"
+
+
+def html(description: str, headers: dict[str, Schema] | None = None) -> Schema:
+    out: Schema = {"description": description, "content": {HTML: {"schema": {"type": "string"}}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def authorize_responses(post: bool, max_form_bytes: int) -> dict[str, Schema]:
+    """The sign-in endpoint's answers: pages, and redirects back to the app."""
+    location = {"Location": _header({"type": "string"}, "the app's redirect URI")}
+    responses: dict[str, Schema] = {
+        "302": {
+            "description": "an error sent back to the app (error=, state=)",
+            "headers": location,
+        },
+        "400": html("unknown client, or a redirect URI it did not register: never redirected"),
+        **errors(414, 431),
+    }
+    responses["400"]["content"].update(errors(400)["400"]["content"])
+    if not post:
+        return {"200": html("the sign-in form"), **responses}
+    return {
+        "303": {
+            "description": "signed in: back to the app with code and state",
+            "headers": location,
+        },
+        **responses,
+        "401": html("wrong username or password: the form again"),
+        "413": outcome(f"the form is larger than {byte_size(max_form_bytes)}"),
+        "415": outcome("the form is in a Content-Encoding other than identity"),
+        "429": html("too many attempts; see Retry-After", {"Retry-After": RETRY_AFTER}),
+        "503": html("too many password checks at once; see Retry-After"),
     }
 
 

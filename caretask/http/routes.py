@@ -26,10 +26,12 @@ from caretask.domain.profiles import DEFAULT as DEFAULT_PROFILE
 from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, VERSION_FORM, version_number
 from caretask.http import (
+    board,
     bundles,
     claims,
     metadata,
     metrics,
+    sign_in,
     subscriptions,
     tasks,
     token_endpoint,
@@ -51,6 +53,7 @@ from caretask.http.openapi import (
     VERSION_HEADERS,
     Operation,
     Schema,
+    authorize_responses,
     bundle_too_large,
     condition_query,
     errors,
@@ -271,6 +274,35 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         _TOKEN,
         interaction="login",
         claims="/auth/token*",
+    ),
+    Endpoint(
+        "GET",
+        "/auth/authorize",
+        sign_in.authorize_get,
+        Operation(
+            "authorize",
+            "OAuth 2.0 authorization code with PKCE (SMART App Launch): the sign-in page",
+            authorize_responses(False, sign_in.MAX_FORM_BYTES),
+            tuple(
+                {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+                for name in sign_in.PARAMETERS
+            ),
+        ),
+        interaction="login",
+        claims="/auth/authorize*",
+    ),
+    Endpoint(
+        "POST",
+        "/auth/authorize",
+        sign_in.authorize_post,
+        Operation(
+            "signIn",
+            "The sign-in form: the authorization request's parameters, csrf, username, password",
+            authorize_responses(True, sign_in.MAX_FORM_BYTES),
+            body=form_body({"type": "object", "additionalProperties": {"type": "string"}}),
+        ),
+        interaction="login",
+        claims="/auth/authorize*",
     ),
     Endpoint(
         "POST",
@@ -930,6 +962,31 @@ class _OtherMethods:
 WEBSOCKET_PATH = "/ws"
 
 
+@dataclass(frozen=True)
+class Page:
+    """A page of the task board (or one of its static files): for people's browsers, not
+    FHIR, so not in the CapabilityStatement, the OpenAPI document (not an API: HTML and
+    scripts, that no API client calls) or the audit trail (it reads and writes nothing; the
+    API calls its scripts make are audited as any other). No token: the board signs in in
+    the browser, and no page carries data."""
+
+    method: str
+    path: str
+    handler: Handler
+
+
+BOARD_PREFIX = "/app/"
+PAGES: tuple[Page, ...] = (
+    Page("GET", "/app/", board.board),
+    Page("GET", "/app/callback", board.callback),
+    Page("GET", "/app/new", board.new_task),
+    Page("GET", "/app/tasks/{id}", board.task_page),
+    Page("GET", "/app/static/{version}/{path:path}", board.static),
+    # every other path under /app/: the board's own not-found page
+    Page("GET", "/app/{rest:path}", board.not_found),
+)
+
+
 def routes() -> list[BaseRoute]:
     """The application's routes: the table's, in its order (Starlette tries them in turn),
     then one per path for the methods that path does not serve (tried only when no served
@@ -938,8 +995,18 @@ def routes() -> list[BaseRoute]:
     served = [Route(e.path, e.handler, methods=[e.method]) for e in SERVED if e.handler]
     paths = dict.fromkeys(e.path for e in SERVED)
     other = [Route(path, _OtherMethods(path)) for path in paths]
+    pages = [Route(p.path, p.handler, methods=[p.method]) for p in PAGES]
+    page_other = [Route(p.path, _OtherPageMethods(p.method)) for p in PAGES]
     # the websocket channel of subscriptions (its own protocol: not in the table)
-    return [*served, *other, WebSocketRoute(WEBSOCKET_PATH, subscriptions.websocket)]
+    socket = WebSocketRoute(WEBSOCKET_PATH, subscriptions.websocket)
+    return [*served, *other, *pages, *page_other, socket]
+
+
+class _OtherPageMethods(_OtherMethods):
+    """A board page's other methods: OPTIONS answered, any other a 405."""
+
+    def __init__(self, method: str) -> None:
+        self.allow = ", ".join((method, "HEAD", "OPTIONS") if method == "GET" else (method,))
 
 
 def _openapi_paths() -> dict[str, Schema]:
@@ -996,6 +1063,8 @@ def audit_name(scope: Scope) -> AuditName:
     """The name of a request from the route it reached; one that reached none (refused
     before routing, or not found) by its method and path."""
     method: str = scope["method"]
+    if scope["path"].startswith(BOARD_PREFIX):
+        return "board", None, None  # the board's pages (metrics and logs name them so)
     route = scope.get("route")
     endpoint = _BY_ROUTE.get((route.path, method)) if isinstance(route, Route) else None
     if endpoint is None:  # not routed, or not by its method (a 405)

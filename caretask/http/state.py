@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # the modules below read their state through this one
     from caretask.auth.tokens import VerifiedTokens
     from caretask.config import Settings
     from caretask.http.audit import AuditWriter
-    from caretask.http.auth import ClientRows
+    from caretask.http.auth import ClientRows, UserRows
     from caretask.service import BundleService, TaskService
     from caretask.service.delivery import Dispatcher, WebsocketHub
     from caretask.service.subscriptions import SubscriptionService
@@ -27,8 +27,11 @@ class Opened:
     signing_key: bytes
     tokens: VerifiedTokens
     clients: ClientRows
+    users: UserRows  # people's rows, for their tokens (cached as clients' are)
     failed_pairs: Budget  # token failures per (address, client id)
-    address_checks: Budget  # secret checks per address
+    address_checks: Budget  # secret checks per address (token requests and sign-ins)
+    failed_sign_ins: Budget  # sign-in failures per (address, username)
+    csrf_key: bytes  # the sign-in form's CSRF tokens are HMACs under it (http.sign_in)
     hash_pool: BoundedPool
     audit: AuditWriter
     tasks: TaskService  # every task read and write goes through it

@@ -23,7 +23,7 @@ from caretask.domain.etag import etag, etag_matches
 from caretask.domain.outcome import operation_outcome
 from caretask.domain.references import ID_PATTERN
 from caretask.http.audit import CLIENT_CLOSED
-from caretask.http.auth import require
+from caretask.http.auth import person_of, require
 from caretask.http.endpoint import endpoint
 from caretask.http.errors import HttpProblem
 from caretask.http.negotiation import (
@@ -101,12 +101,15 @@ async def create(request: Request) -> Response:
     service = _service(request)
     condition = _create_condition(request)
     if condition is None:
-        return _written(request, await service.create(await _body(request)), 201)
+        task = await service.create(await _body(request), person=person_of(request))
+        return _written(request, task, 201)
     # a conditional create searches, and its answer may be a task that exists: the search
     # scope to run it, the read scope to see that task
     require(request, scopes.SEARCH)
     request.state.audit_query = audit.redact_query(condition)  # the header's names too
-    task, created = await service.create_if_none_exist(await _body(request), condition)
+    task, created = await service.create_if_none_exist(
+        await _body(request), condition, person=person_of(request)
+    )
     return _written(request, task, 201 if created else 200, shows=created or _reads(request))
 
 
@@ -157,6 +160,7 @@ async def update(request: Request) -> Response:
         request.headers.get("if-match"),
         partial(_body, request),
         request.headers.get("if-unmodified-since"),
+        person=person_of(request),
     )
     return _written(request, task, 200)
 
@@ -171,19 +175,24 @@ async def update_by_search(request: Request) -> Response:
         partial(_body, request),
         request.headers.get("if-unmodified-since"),
         may_create=scopes.CREATE in request.state.granted,
+        person=person_of(request),
     )
     return _written(request, task, 201 if created else 200)
 
 
 @endpoint(scopes.UPDATE)
 async def patch(request: Request) -> Response:
-    task = await _service(request).patch(request.path_params["id"], *_patching(request))
+    task = await _service(request).patch(
+        request.path_params["id"], *_patching(request), person=person_of(request)
+    )
     return _written(request, task, 200)
 
 
 @endpoint(scopes.UPDATE + scopes.SEARCH)
 async def patch_by_search(request: Request) -> Response:
-    task = await _service(request).patch_by_search(_query(request), *_patching(request))
+    task = await _service(request).patch_by_search(
+        _query(request), *_patching(request), person=person_of(request)
+    )
     return _written(request, task, 200)
 
 

@@ -1,4 +1,6 @@
-"""POST /auth/token/: OAuth 2.0 client credentials with RFC 6749 section 5.2 errors.
+"""POST /auth/token/: OAuth 2.0 client credentials, and a person's authorization code
+(PKCE) and refresh token grants (http.sign_in issues the codes), with RFC 6749 section 5.2
+errors.
 
 A secret check costs tens of milliseconds of scrypt, so checks are bounded (auth.throttle),
 each refusal a 429 or 503 with Retry-After, answered before any hashing:
@@ -17,7 +19,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
+import logging
 import math
+import re
+import secrets as py_secrets
 import time
 from urllib.parse import parse_qsl, unquote
 
@@ -26,9 +32,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from caretask.auth import scopes, secrets, tokens
+from caretask.auth.clients import BOARD_CLIENT_ID
 from caretask.auth.throttle import Busy
+from caretask.http import sign_in
 from caretask.http.negotiation import FORM, media_type, read_body
 from caretask.http.state import opened, settings
+from caretask.http.urls import base_url
+from caretask.storage.base import Grant
+
+log = logging.getLogger("caretask.auth")
 
 # a token request is a few short fields: anything larger is refused before it is parsed
 MAX_FORM_BYTES = 64 * 1024
@@ -86,8 +98,16 @@ async def token(request: Request) -> Response:
     grant = form.get("grant_type")
     if not grant:
         return _error(400, "invalid_request", "grant_type is required")
+    if grant == "authorization_code":
+        return await _code_grant(request, form)
+    if grant == "refresh_token":
+        return await _refresh_grant(request, form)
     if grant != "client_credentials":
-        return _error(400, "unsupported_grant_type", "only client_credentials is supported")
+        return _error(
+            400,
+            "unsupported_grant_type",
+            "supported: client_credentials, authorization_code, refresh_token",
+        )
     basic = _basic_credentials(request)
     client_id, secret = (
         basic if basic else (form.get("client_id", ""), form.get("client_secret", ""))
@@ -136,3 +156,109 @@ async def token(request: Request) -> Response:
     return _oauth(
         200, {"access_token": access, "token_type": "Bearer", "expires_in": ttl, "scope": scope}
     )
+
+
+# --- a person's grants ----------------------------------------------------------------------
+
+_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")  # RFC 7636 4.1
+_BAD_CODE = "the code is invalid, expired, used, or not this client's and redirect URI's"
+_BAD_REFRESH = "the refresh token is invalid, expired, revoked or used"
+
+
+def _fields(form: dict[str, str], *names: str) -> list[str] | Response:
+    values = [form.get(name, "") for name in names]
+    for name, value in zip(names, values, strict=True):
+        if not value:
+            return _error(400, "invalid_request", f"{name} is required")
+        if len(value) > 2048 or not value.isprintable():
+            return _error(400, "invalid_request", f"{name} is malformed")
+    return values
+
+
+async def _code_grant(request: Request, form: dict[str, str]) -> Response:
+    """authorization_code: the code sign_in gave, by the app it gave it to, with the PKCE
+    verifier of its challenge. A code is taken once, whatever follows: a code used twice
+    revokes the refresh tokens the first use gave (RFC 6749 10.5)."""
+    fields = _fields(form, "code", "redirect_uri", "client_id", "code_verifier")
+    if isinstance(fields, Response):
+        return fields
+    code, redirect_uri, client_id, verifier = fields
+    request.state.client_id = client_id  # claimed: the audit trail's "who"
+    state = opened(request)
+    redeemed = await state.storage.redeem_code(sign_in.digest(code), int(time.time()))
+    grant = redeemed.grant
+    if redeemed.reused:
+        log.warning("an authorization code was used twice: its refresh tokens are revoked")
+    if (
+        grant is None
+        or grant.client_id != client_id
+        or grant.redirect_uri != redirect_uri
+        or not _VERIFIER.fullmatch(verifier)
+        or not hmac.compare_digest(sign_in.s256(verifier), grant.code_challenge)
+    ):
+        return _error(400, "invalid_grant", _BAD_CODE)
+    return await _person_tokens(request, grant)
+
+
+async def _refresh_grant(request: Request, form: dict[str, str]) -> Response:
+    """refresh_token: each use gives a new refresh token and ends the old one; an old one
+    used again revokes its whole family (it was copied: RFC 9700 4.14.2)."""
+    fields = _fields(form, "refresh_token", "client_id")
+    if isinstance(fields, Response):
+        return fields
+    token, client_id = fields
+    request.state.client_id = client_id
+    state = opened(request)
+    now = int(time.time())
+    fresh = py_secrets.token_urlsafe(32)
+    ttl = settings(request).refresh_token_ttl
+    redeemed = await state.storage.rotate_refresh(
+        sign_in.digest(token), sign_in.digest(fresh), now, now + ttl
+    )
+    if redeemed.reused:
+        log.warning("a refresh token was used twice: its family is revoked")
+    grant = redeemed.grant
+    if grant is None or grant.client_id != client_id:
+        return _error(400, "invalid_grant", _BAD_REFRESH)
+    return await _person_tokens(request, grant, fresh)
+
+
+async def _person_tokens(request: Request, grant: Grant, refresh: str | None = None) -> Response:
+    """The token response for a person's grant, once its user and client are still good:
+    an access token naming them, and a refresh token (`refresh`, a rotated one's successor
+    already stored; else a new family's first, if the grant asks for one)."""
+    state = opened(request)
+    user = await state.storage.get_user(grant.username)
+    client = await sign_in.find_client(state, grant.client_id, base_url(request))
+    if user is None or user.disabled or client is None:
+        return _error(400, "invalid_grant", "the user or the app may no longer sign in")
+    request.state.audit_user = (user.username, user.fhir_user)
+    config = settings(request)
+    access = tokens.issue_person(
+        state.signing_key,
+        grant.client_id,
+        grant.scope,
+        config.token_ttl,
+        user.username,
+        user.fhir_user,
+        user.teams,
+    )
+    body: dict[str, object] = {
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": config.token_ttl,
+        "scope": grant.scope,
+        "fhirUser": user.fhir_user,
+        "username": user.username,
+        "teams": list(user.teams),
+    }
+    wants_refresh = client.client_id == BOARD_CLIENT_ID or bool(
+        scopes.REFRESH_SCOPES & set(grant.scope.split())
+    )
+    if refresh is None and wants_refresh:
+        refresh = py_secrets.token_urlsafe(32)
+        expires = int(time.time()) + config.refresh_token_ttl
+        await state.storage.save_refresh(sign_in.digest(refresh), grant, expires)
+    if refresh is not None:
+        body["refresh_token"] = refresh
+    return _oauth(200, body)

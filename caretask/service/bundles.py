@@ -36,6 +36,7 @@ from caretask.domain.errors import (
 )
 from caretask.domain.etag import etag, etag_matches
 from caretask.domain.patch import JSON_PATCH, Patch, read_patch
+from caretask.domain.people import Person
 from caretask.domain.references import version_number
 from caretask.domain.task_rules import is_deleted
 from caretask.domain.transaction import Entry, Refused
@@ -147,12 +148,14 @@ class BundleService:
         base: str,
         link_path: str,
         prefer_return: str | None,
+        person: Person | None = None,
     ) -> Processed:
         """The answer to a Bundle's JSON text from a caller granted `granted` (scope
-        letters). A Bundle that cannot be read at all raises its DomainError."""
+        letters), `person` if a person sent it (their writes record them, as each entry's
+        own request would). A Bundle that cannot be read at all raises its DomainError."""
         parsed = read_json(raw, replace(self.tasks.limits, max_bytes=self.max_bytes), "Bundle")
         request = transaction.read_bundle(parsed, self.max_entries, base)
-        run = _Run(self, granted, base, link_path, prefer_return)
+        run = _Run(self, granted, base, link_path, prefer_return, person)
         if request.kind == transaction.TRANSACTION:
             return await run.transaction(request.entries)
         return await run.batch(request.entries)
@@ -168,7 +171,11 @@ class _Run:
         base: str,
         link_path: str,
         prefer_return: str | None,
+        person: Person | None = None,
     ) -> None:
+        self.person = person
+        # refusals name the scopes of the caller's kind (user/ for a person)
+        self.needs = scopes.USER_NEEDS if person is not None else scopes.NEEDS
         self.tasks = service.tasks
         self.granted = granted
         self.base = base
@@ -182,11 +189,11 @@ class _Run:
         """The entry checked as its own request would be: scope, then URL, then body."""
         needed = _NEEDS[entry.interaction]
         if needed not in self.granted:
-            raise Forbidden.scope(scopes.NEEDS[needed])
+            raise Forbidden.scope(self.needs[needed])
         prepared = _Prepared(entry)
         if entry.condition is not None:
             if scopes.SEARCH not in self.granted:  # a conditional entry searches, as GET
-                raise Forbidden.scope(scopes.NEEDS[scopes.SEARCH])
+                raise Forbidden.scope(self.needs[scopes.SEARCH])
             prepared.condition = Condition.parse(entry.condition)
         if entry.interaction == "search-type":
             prepared.pairs = query_pairs(entry.search or "")
@@ -207,9 +214,13 @@ class _Run:
             transaction.unresolvable(prepared.urns, self.placeholders, where)
             resource = transaction.resolve(entry.resource, self.placeholders)
             update = entry.method == "PUT"
-            prepared.body = validated(resource, self.tasks.limits, update=update)
+            prepared.body = validated(
+                resource, self.tasks.limits, update=update, person=self.person
+            )
             if update:
-                prepared.change = self.tasks.change(prepared.body, entry.if_match, None)
+                prepared.change = self.tasks.change(
+                    prepared.body, entry.if_match, None, self.person
+                )
             if entry.full_url is not None:
                 prepared.task_id = self.placeholders.get(entry.full_url)
         return prepared
@@ -419,7 +430,7 @@ class _Run:
             case "create":  # (`found`: If-None-Exist's match, if it has one)
                 body = self.body(prepared, ids)
                 stored, created = yield from self.tasks.insert_unless(
-                    body, found, task_id=prepared.task_id, now=now
+                    body, found, task_id=prepared.task_id, now=now, person=self.person
                 )
                 return _Done(201 if created else 200, stored)
             case "update":
@@ -438,7 +449,9 @@ class _Run:
                 return _Done(201 if created else 200, stored)
             case "patch":
                 assert prepared.patch is not None
-                build = self.tasks.patch_build(prepared.patch, None, self.base, now)
+                build = self.tasks.patch_build(
+                    prepared.patch, None, self.base, now, person=self.person
+                )
                 patched = patch_found(task_id, prepared.condition, prepared.wanted, build)
                 return _Done(200, (yield from patched))
             case _:  # delete
@@ -451,7 +464,8 @@ class _Run:
         if ids is None or all(ids[u] == self.placeholders[u] for u in prepared.urns):
             return prepared.body
         resource = transaction.resolve(prepared.entry.resource, ids)
-        return validated(resource, self.tasks.limits, update=prepared.entry.method == "PUT")
+        update = prepared.entry.method == "PUT"
+        return validated(resource, self.tasks.limits, update=update, person=self.person)
 
     def check_read(self, prepared: _Prepared) -> WriteProgram[_Done]:
         """Inside a transaction: the task a read or vread names exists (as the transaction

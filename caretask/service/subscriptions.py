@@ -202,7 +202,9 @@ class SubscriptionService:
         """$status at the type level: the named Subscriptions (none named: every one), of
         the given statuses (none: any)."""
         if ids:
-            found = [await self.storage.read_subscription(i) for i in dict.fromkeys(ids)]
+            # an id that is not one names none (and a NUL in it was PostgreSQL's 500)
+            named = [i for i in dict.fromkeys(ids) if ID_PATTERN.fullmatch(i)]
+            found = [await self.storage.read_subscription(i) for i in named]
             chosen = [s for s in found if s is not None]
         else:
             _, chosen = await self.storage.search_subscriptions(None, (), 1000, 0)

@@ -57,6 +57,7 @@ from caretask.domain.etag import etag, parse_etag
 from caretask.domain.http_dates import parse_http_date
 from caretask.domain.json_keys import has_duplicate_keys
 from caretask.domain.patch import Patch, apply_patch, read_patch
+from caretask.domain.people import Person, with_note_authors, with_requester
 from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, version_number
 from caretask.domain.task_rules import MAX_DEPTH, is_deleted
@@ -104,10 +105,12 @@ class Page:
 # --- the write pipeline, as pure functions (an import runs them in worker processes) -----
 
 
-def parse(raw: bytes, limits: BodyLimits, *, update: bool = False) -> dict[str, Any]:
+def parse(
+    raw: bytes, limits: BodyLimits, *, update: bool = False, person: Person | None = None
+) -> dict[str, Any]:
     """The JSON text of a Task (`update`: the replacement of a stored one) to the validated
     Task: read_json, then validated."""
-    return validated(read_json(raw, limits, "Task"), limits, update=update)
+    return validated(read_json(raw, limits, "Task"), limits, update=update, person=person)
 
 
 def read_json(raw: bytes, limits: BodyLimits, expression: str | None = None) -> Any:
@@ -129,11 +132,16 @@ def read_json(raw: bytes, limits: BodyLimits, expression: str | None = None) -> 
     return parsed
 
 
-def validated(parsed: Any, limits: BodyLimits, *, update: bool = False) -> dict[str, Any]:
+def validated(
+    parsed: Any, limits: BodyLimits, *, update: bool = False, person: Person | None = None
+) -> dict[str, Any]:
     """A parsed body as the validated Task (task_rules.validate, then the profile's rules),
     whoever sent it: a create's or an update's body, a patch's result. Raises
     InvalidResource for what is not an acceptable Task, BusinessRule for an acceptable one
-    the profile does not take."""
+    the profile does not take. A new Task (not `update`) that a `person` sends without a
+    requester gets them as requester, before the rules that require one."""
+    if not update:
+        parsed = with_requester(parsed, person)
     description = profiles.description_required(limits.profile, update)
     task = task_rules.validate(parsed, limits.max_depth, description)
     issue = profiles.status_issue(task, limits.profile)
@@ -152,11 +160,14 @@ def build_version(
     previous: dict[str, Any] | None = None,
     profile: Profile = profiles.DEFAULT,
     whole: bool = False,
+    person: Person | None = None,
 ) -> NewVersion:
     """A validated body as the version to store: stamped (over `previous`, the current
     version, when there is one, keeping what the profile keeps of it unless the body is
     `whole`: a patch's result, the whole new state) and indexed. `now` is the instant as
-    FHIR writes it, `last_updated` the same in microseconds since the epoch."""
+    FHIR writes it, `last_updated` the same in microseconds since the epoch. The notes a
+    `person` adds without an author get them as author (people.with_note_authors)."""
+    body = with_note_authors(body, previous, person)
     if previous is not None and not whole:
         body = profiles.carry_over(body, previous, profile)
     resource = task_rules.stamp(
@@ -269,6 +280,7 @@ class Change:
     body: dict[str, Any]
     wanted: int | None = None
     since: int | None = None
+    person: Person | None = None  # who sends it, if a person (domain.people)
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,8 +527,10 @@ class TaskService:
     def profile(self) -> Profile:
         return self.limits.profile
 
-    def parse(self, raw: bytes, *, update: bool = False) -> dict[str, Any]:
-        return parse(raw, self.limits, update=update)
+    def parse(
+        self, raw: bytes, *, update: bool = False, person: Person | None = None
+    ) -> dict[str, Any]:
+        return parse(raw, self.limits, update=update, person=person)
 
     def shown_as_asked(self, task: StoredTask, base: str, query: str) -> dict[str, Any]:
         """A read's (or vread's) Task as its query's _summary and _elements ask."""
@@ -538,9 +552,9 @@ class TaskService:
             return prefer_return == "representation"
         return self.profile == profiles.FHIR
 
-    async def create(self, raw: bytes) -> StoredTask:
+    async def create(self, raw: bytes, *, person: Person | None = None) -> StoredTask:
         """A new task from the JSON text of a Task: version 1, under a new id."""
-        body = self.parse(raw)
+        body = with_note_authors(self.parse(raw, person=person), None, person)
         task_id = task_rules.new_id()
 
         now, now_us = now_instant()
@@ -561,14 +575,17 @@ class TaskService:
 
         return await self.storage.create_task(task_id, build)
 
-    async def create_if_none_exist(self, raw: bytes, if_none_exist: str) -> tuple[StoredTask, bool]:
+    async def create_if_none_exist(
+        self, raw: bytes, if_none_exist: str, *, person: Person | None = None
+    ) -> tuple[StoredTask, bool]:
         """A conditional create: the task the If-None-Exist search finds (and False), or a
         new one from the JSON text (and True); MultipleMatches when it finds several."""
         condition = Condition.parse(if_none_exist)
-        body = self.parse(raw)
+        body = self.parse(raw, person=person)
 
         def program() -> WriteProgram[tuple[StoredTask, bool]]:
-            return (yield from self.insert_unless(body, (yield from one_match(condition))))
+            found = yield from one_match(condition)
+            return (yield from self.insert_unless(body, found, person=person))
 
         return await self.storage.transact(program)
 
@@ -579,22 +596,30 @@ class TaskService:
         *,
         task_id: str | None = None,
         now: Instant | None = None,
+        person: Person | None = None,
     ) -> WriteProgram[tuple[StoredTask, bool]]:
         """The program step of a conditional create once its search found `found` (or
         nothing): that task, nothing written (and False), or a new one (and True)."""
         if found is not None:
             return found, False
-        return (yield from self.insert(body, task_id=task_id, now=now)), True
+        return (yield from self.insert(body, task_id=task_id, now=now, person=person)), True
 
     def insert(
-        self, body: dict[str, Any], *, task_id: str | None = None, now: Instant | None = None
+        self,
+        body: dict[str, Any],
+        *,
+        task_id: str | None = None,
+        now: Instant | None = None,
+        person: Person | None = None,
     ) -> WriteProgram[StoredTask]:
         """The program step that stores a validated body as a new task: version 1 under
         `task_id` (a Bundle entry's, chosen before its program) or a new id, stamped inside
         the transaction (or at `now`, a transaction's single instant)."""
         task_id = task_id or task_rules.new_id()
         stamp, stamp_us = now or now_instant()
-        new = build_version(body, task_id=task_id, version_id=1, now=stamp, last_updated=stamp_us)
+        new = build_version(
+            body, task_id=task_id, version_id=1, now=stamp, last_updated=stamp_us, person=person
+        )
         stored: StoredTask = yield Insert(task_id, new)
         return stored
 
@@ -621,11 +646,16 @@ class TaskService:
         return task
 
     def change(
-        self, body: dict[str, Any], if_match: str | None, if_unmodified_since: str | None
+        self,
+        body: dict[str, Any],
+        if_match: str | None,
+        if_unmodified_since: str | None,
+        person: Person | None = None,
     ) -> Change:
         """An update's validated body with its preconditions read from their headers (a
         malformed one is a 400)."""
-        return Change(body, if_match_version(if_match), _if_unmodified_since(if_unmodified_since))
+        wanted, since = if_match_version(if_match), _if_unmodified_since(if_unmodified_since)
+        return Change(body, wanted, since, person)
 
     def revised(
         self, current: StoredTask, change: Change, now: Instant | None = None
@@ -653,6 +683,7 @@ class TaskService:
             last_updated=stamp_us,
             previous=None if deleted else current.resource,
             profile=self.profile,
+            person=change.person,
         )
 
     async def update(
@@ -661,6 +692,8 @@ class TaskService:
         if_match: str | None,
         read_body: Callable[[], Awaitable[bytes]],
         if_unmodified_since: str | None = None,
+        *,
+        person: Person | None = None,
     ) -> StoredTask:
         """The task's next version from the JSON text `read_body` gives, if the version
         `if_match` names (an ETag; None: whichever) is current and the task has not changed
@@ -671,7 +704,7 @@ class TaskService:
         wanted, since = if_match_version(if_match), _if_unmodified_since(if_unmodified_since)
         body = self.parse(await read_body(), update=True)
         _check_body_id(body, task_id)
-        change = Change(body, wanted, since)
+        change = Change(body, wanted, since, person)
         try:
             # the one-statement path (no program): `revised` runs under the task's lock
             return await self.storage.update_task(task_id, partial(self.revised, change=change))
@@ -720,9 +753,11 @@ class TaskService:
             text = f"If-Match {etag(change.wanted)}: no Task matches the condition"
             raise VersionConflict.single("conflict", text)
         if not may_create:
-            raise Forbidden.scope(scopes.NEEDS[scopes.CREATE])
-        body = validated(change.body, self.limits)  # held to what a create needs
-        return (yield from self.insert(body, task_id=task_id, now=now)), True
+            needs = scopes.USER_NEEDS if change.person is not None else scopes.NEEDS
+            raise Forbidden.scope(needs[scopes.CREATE])
+        # held to what a create needs
+        body = validated(change.body, self.limits, person=change.person)
+        return (yield from self.insert(body, task_id=task_id, now=now, person=change.person)), True
 
     async def update_by_search(
         self,
@@ -732,13 +767,14 @@ class TaskService:
         if_unmodified_since: str | None = None,
         *,
         may_create: bool,
+        person: Person | None = None,
     ) -> tuple[StoredTask, bool]:
         """A conditional update (`PUT /Task?<search>`): `upsert` of what the search finds,
         in one program serialized on the search (one_match), so that identical conditional
         updates racing each other make one task. MultipleMatches for several matches."""
         condition = Condition.parse(search)
         wanted, since = if_match_version(if_match), _if_unmodified_since(if_unmodified_since)
-        change = Change(self.parse(await read_body(), update=True), wanted, since)
+        change = Change(self.parse(await read_body(), update=True), wanted, since, person)
 
         def program() -> WriteProgram[tuple[StoredTask, bool]]:
             found = yield from one_match(condition)
@@ -754,6 +790,8 @@ class TaskService:
         read_body: Callable[[], Awaitable[bytes]],
         media_type: str,
         base: str,
+        *,
+        person: Person | None = None,
     ) -> StoredTask:
         """The task's next version: the JSON Patch or FHIRPath Patch (domain.patch, by
         `media_type`) that `read_body` gives, applied to the current version as clients
@@ -765,7 +803,7 @@ class TaskService:
         FHIR asks of a patch."""
         task_id = _checked_id(task_id)
         wanted = if_match_version(if_match)
-        build = await self._patcher(if_unmodified_since, read_body, media_type, base)
+        build = await self._patcher(if_unmodified_since, read_body, media_type, base, person)
         return await self._rewrite(task_id, build, wanted)
 
     async def patch_by_search(
@@ -776,12 +814,14 @@ class TaskService:
         read_body: Callable[[], Awaitable[bytes]],
         media_type: str,
         base: str,
+        *,
+        person: Person | None = None,
     ) -> StoredTask:
         """A conditional patch (PATCH /Task?search): patch's, on the one task the search
         finds; none is a 404, several a 412 (MultipleMatches)."""
         condition = Condition.parse(search)
         wanted = if_match_version(if_match)
-        build = await self._patcher(if_unmodified_since, read_body, media_type, base)
+        build = await self._patcher(if_unmodified_since, read_body, media_type, base, person)
 
         def program() -> WriteProgram[StoredTask]:
             found = yield from one_match(condition)
@@ -795,16 +835,23 @@ class TaskService:
         read_body: Callable[[], Awaitable[bytes]],
         media_type: str,
         base: str,
+        person: Person | None = None,
     ) -> BuildVersion:
         """The patch's build, from the request's conditions and body."""
         since = _if_unmodified_since(if_unmodified_since)
         parsed = read_json(await read_body(), self.limits)
         # off the event loop: parsing 200 FHIRPath paths takes some 0.4 s
         document = await asyncio.to_thread(read_patch, parsed, media_type, self.limits.max_depth)
-        return self.patch_build(document, since, base)
+        return self.patch_build(document, since, base, person=person)
 
     def patch_build(
-        self, document: Patch, since: int | None, base: str, now: Instant | None = None
+        self,
+        document: Patch,
+        since: int | None,
+        base: str,
+        now: Instant | None = None,
+        *,
+        person: Person | None = None,
     ) -> BuildVersion:
         """A patch's build: the next version from the current one, run under the task's
         lock so that the patch applies to the version it replaces (no lost update). `now`:
@@ -839,6 +886,7 @@ class TaskService:
                 previous=current.resource,
                 profile=self.profile,
                 whole=True,
+                person=person,
             )
 
         return build

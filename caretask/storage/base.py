@@ -25,6 +25,42 @@ class ClientRecord:
     secret_hash: str
     scope: str
     revoked: bool
+    # a public client (a browser app: it has no secret, secret_hash is ""), and the
+    # redirect URIs its authorization requests may name, compared as exact strings
+    public: bool = False
+    redirect_uris: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A person who signs in (`caretask users create`)."""
+
+    username: str
+    fhir_user: str  # "Practitioner/<id>"
+    teams: tuple[str, ...]  # "Group/<id>" references
+    password_hash: str  # scrypt (auth.secrets)
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What an authorization code or a refresh token stands for: who signed in, in which
+    app, with what scope. `family` names the refresh tokens one code started."""
+
+    client_id: str
+    username: str
+    scope: str
+    family: str
+    redirect_uri: str = ""  # a code's: the token request must name it again
+    code_challenge: str = ""  # a code's: PKCE S256
+
+
+class Redeemed(NamedTuple):
+    """A code or refresh token taken: its grant, or None (unknown, expired, revoked or used
+    already); `reused` when it had been used before (its family is then revoked)."""
+
+    grant: Grant | None
+    reused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +391,41 @@ class Storage(Protocol):
     async def get_client(self, client_id: str) -> ClientRecord | None: ...
 
     async def revoke_client(self, client_id: str) -> bool: ...
+
+    # --- people and their grants (storage.people_sql) ---------------------------------------
+
+    async def create_user(self, record: UserRecord) -> bool:
+        """False if the username is taken."""
+        ...
+
+    async def get_user(self, username: str) -> UserRecord | None: ...
+
+    async def list_users(self) -> list[UserRecord]:
+        """Every user, by username."""
+        ...
+
+    async def disable_user(self, username: str) -> bool:
+        """Whether an enabled user of that name was disabled."""
+        ...
+
+    async def set_password(self, username: str, password_hash: str) -> bool: ...
+
+    async def save_code(self, code_hash: str, grant: Grant, expires_at: int) -> None:
+        """Store an authorization code's digest (`expires_at`: s since the epoch)."""
+        ...
+
+    async def redeem_code(self, code_hash: str, now: int) -> Redeemed:
+        """Take a code once: its grant; a code taken before revokes its refresh family."""
+        ...
+
+    async def save_refresh(self, token_hash: str, grant: Grant, expires_at: int) -> None: ...
+
+    async def rotate_refresh(
+        self, token_hash: str, new_hash: str, now: int, expires_at: int
+    ) -> Redeemed:
+        """Take a refresh token once and store its successor (`new_hash`, same family) in
+        the same transaction; one taken before revokes its whole family."""
+        ...
 
     async def record_audit(self, records: Sequence[AuditRecord]) -> None:
         """Store a batch of audit records as one row (domain.audit.encode_batch)."""

@@ -32,7 +32,7 @@ from caretask.config import DEFAULT_POOL_SIZE
 from caretask.domain.audit import AuditRecord, encode_batch
 from caretask.domain.indexing import TaskIndex
 from caretask.domain.search_params import SearchQuery
-from caretask.storage import audit_sql, sql_search
+from caretask.storage import audit_sql, people_sql, sql_search
 from caretask.storage.base import (
     BuildFirst,
     BuildVersion,
@@ -42,9 +42,11 @@ from caretask.storage.base import (
     DeliveryOutcome,
     FeedPosition,
     Find,
+    Grant,
     Insert,
     NewVersion,
     PoolStats,
+    Redeemed,
     SearchResult,
     SearchTimedOut,
     Serialize,
@@ -55,11 +57,20 @@ from caretask.storage.base import (
     SubscriptionDraft,
     SubscriptionEvent,
     TaskNotFound,
+    UserRecord,
     WriteOp,
     WriteProgram,
 )
 from caretask.storage.columns import index_values, side_rows
 from caretask.storage.dialect import POSTGRESQL
+from caretask.storage.people_sql import (
+    Program,
+    client_params,
+    client_row,
+    people_statements,
+    user_params,
+    user_row,
+)
 from caretask.storage.search_cache import SearchCache
 from caretask.storage.sql_search import stored_task
 from caretask.storage.statements import (
@@ -85,6 +96,7 @@ from caretask.storage.subscriptions_sql import statements as subscription_statem
 T = TypeVar("T")
 _SQL = statements(POSTGRESQL)
 _SUBS = subscription_statements(POSTGRESQL)
+_PEOPLE = people_statements(POSTGRESQL)
 _NO_END = 2**62  # an event number past any
 # the channel on which a transaction that recorded subscription events tells every server
 _CHANNEL = "caretask_events"
@@ -625,20 +637,74 @@ class PostgreSQLStorage:
     # --- clients, keys, audit --------------------------------------------------------------
 
     async def create_client(self, record: ClientRecord) -> None:
-        await self._execute(
-            _SQL.insert_client,
-            (record.client_id, record.name, record.secret_hash, record.scope, int(time.time())),
-        )
+        await self._execute(_PEOPLE.insert_client, client_params(record, int(time.time())))
 
     async def get_client(self, client_id: str) -> ClientRecord | None:
-        row = await self._one(_SQL.get_client, (client_id,))
-        if row is None:
-            return None
-        return ClientRecord(row[0], row[1], row[2], row[3], revoked=row[4] is not None)
+        row = await self._one(_PEOPLE.get_client, (client_id,))
+        return None if row is None else client_row(row)
 
     async def revoke_client(self, client_id: str) -> bool:
         changed = await self._execute(_SQL.revoke_client, (int(time.time()), client_id))
         return changed > 0
+
+    # --- people and their grants -----------------------------------------------------------
+
+    async def _people(self, program: Callable[[], Program[T]]) -> T:
+        """A people_sql program in one transaction (run again from the start on a new
+        connection if the first broke before it committed)."""
+
+        async def run(conn: AsyncConnection) -> T:
+            steps = program()
+            try:
+                step = next(steps)
+                while True:
+                    cur = await conn.execute(step.sql, step.params)
+                    rows = await cur.fetchall() if cur.description is not None else []
+                    step = steps.send((rows, cur.rowcount))
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+        return await self._run(run, transaction=True)
+
+    async def create_user(self, record: UserRecord) -> bool:
+        return await self._execute(_PEOPLE.insert_user, user_params(record, int(time.time()))) > 0
+
+    async def get_user(self, username: str) -> UserRecord | None:
+        row = await self._one(_PEOPLE.get_user, (username,))
+        return None if row is None else user_row(row)
+
+    async def list_users(self) -> list[UserRecord]:
+        async def run(conn: AsyncConnection) -> list[UserRecord]:
+            cur = await conn.execute(_PEOPLE.list_users)
+            return [user_row(r) for r in await cur.fetchall()]
+
+        return await self._run(run)
+
+    async def disable_user(self, username: str) -> bool:
+        return await self._execute(_PEOPLE.disable_user, (int(time.time()), username)) > 0
+
+    async def set_password(self, username: str, password_hash: str) -> bool:
+        return await self._execute(_PEOPLE.set_password, (password_hash, username)) > 0
+
+    async def save_code(self, code_hash: str, grant: Grant, expires_at: int) -> None:
+        now = int(time.time())
+        await self._people(lambda: people_sql.save_code(_PEOPLE, code_hash, grant, expires_at, now))
+
+    async def redeem_code(self, code_hash: str, now: int) -> Redeemed:
+        return await self._people(lambda: people_sql.redeem_code(_PEOPLE, code_hash, now))
+
+    async def save_refresh(self, token_hash: str, grant: Grant, expires_at: int) -> None:
+        now = int(time.time())
+        await self._people(
+            lambda: people_sql.save_refresh(_PEOPLE, token_hash, grant, expires_at, now)
+        )
+
+    async def rotate_refresh(
+        self, token_hash: str, new_hash: str, now: int, expires_at: int
+    ) -> Redeemed:
+        return await self._people(
+            lambda: people_sql.rotate_refresh(_PEOPLE, token_hash, new_hash, now, expires_at)
+        )
 
     async def record_audit(self, records: Sequence[AuditRecord]) -> None:
         await self._execute(_AUDIT_INSERT, encode_batch(records))

@@ -40,8 +40,6 @@ class Statements:
     vread: str
     history_head: str  # pk and current version of the task with this id
     history: str  # the versions of a task_pk, newest first, from an offset
-    insert_client: str
-    get_client: str
     revoke_client: str
     insert_key: str  # the signing key, unless one exists
     select_key: str
@@ -82,14 +80,6 @@ def statements(d: Dialect) -> Statements:
         history=q(
             f"SELECT {body('?')}, version_id, {body('resource')} FROM task_versions "
             "WHERE task_pk = ? ORDER BY version_id DESC LIMIT ? OFFSET ?"
-        ),
-        insert_client=q(
-            "INSERT INTO clients (client_id, name, secret_hash, scope, created_at) "
-            "VALUES (?, ?, ?, ?, ?)"
-        ),
-        get_client=q(
-            "SELECT client_id, name, secret_hash, scope, revoked_at FROM clients "
-            "WHERE client_id = ?"
         ),
         revoke_client=q(
             "UPDATE clients SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL"

@@ -621,6 +621,56 @@ def auth() -> Iterator[Entry]:
     )
 
 
+def sign_in() -> Iterator[Entry]:
+    """The sign-in endpoint (GET and POST /auth/authorize) and a person's token grants: a
+    request it cannot trust is an error page (never a redirect), a bad grant an OAuth error."""
+    xss = quote("<script>alert(1)</script>", safe="")
+    pages = {
+        "sql-client-id": f"client_id={quote(chr(39) + ' OR 1=1 --', safe='')}&redirect_uri=x",
+        "nul-client-id": "client_id=a%00b&redirect_uri=https://a.example/cb",
+        "script-client-id": f"client_id={xss}&redirect_uri=https://a.example/cb",
+        "javascript-redirect": "client_id=caretask-board&redirect_uri=javascript:alert(1)",
+        "foreign-redirect": "client_id=caretask-board&redirect_uri=https://evil.example/app/callback",
+        "repeated-client-id": "client_id=caretask-board&client_id=other&redirect_uri=x",
+        "no-parameters": "",
+        "huge-client-id": "client_id=" + "a" * 6000 + "&redirect_uri=x",
+    }
+    for label, query in pages.items():
+        path = "/auth/authorize" + (f"?{query}" if query else "")
+        yield Entry(f"sign-in/{label}", "GET", path, 400, authenticated=False)
+    forms = {
+        "no-csrf": b"client_id=caretask-board&redirect_uri=https://evil.example/cb"
+        b"&username=admin&password=admin",
+        "script-username": b"client_id=caretask-board&redirect_uri=x&username=%3Cscript%3E",
+        "empty": b"",
+    }
+    for label, body in forms.items():
+        yield Entry(
+            f"sign-in/post-{label}", "POST", "/auth/authorize", 400, body, FORM,
+            authenticated=False,
+        )  # fmt: skip
+    yield Entry(
+        "sign-in/post-json", "POST", "/auth/authorize", 400, b'{"username": "admin"}', JSON,
+        authenticated=False,
+    )  # fmt: skip
+    grants = {
+        "code-missing-verifier": b"grant_type=authorization_code&code=x&redirect_uri=x"
+        b"&client_id=caretask-board",
+        "code-nul": b"grant_type=authorization_code&code=a%00b&redirect_uri=x"
+        b"&client_id=caretask-board&code_verifier=" + b"a" * 43,
+        "code-sql": b"grant_type=authorization_code&code=%27%20OR%201%3D1%20--&redirect_uri=x"
+        b"&client_id=caretask-board&code_verifier=" + b"a" * 43,
+        "refresh-sql": b"grant_type=refresh_token&refresh_token=%27%20OR%201%3D1%20--"
+        b"&client_id=caretask-board",
+        "refresh-missing-client": b"grant_type=refresh_token&refresh_token=x",
+    }
+    for label, body in grants.items():
+        yield Entry(
+            f"sign-in/token-{label}", "POST", "/auth/token/", 400, body, FORM,
+            authenticated=False,
+        )  # fmt: skip
+
+
 def methods_and_media() -> Iterator[Entry]:
     yield Entry("method/delete-unknown-task", "DELETE", f"/Task/{UNKNOWN_ID}", 404)
     # DELETE and PATCH /Task are conditional: without a search they have nothing to change
@@ -1509,6 +1559,7 @@ def build() -> list[Entry]:
         *head_sizes(),
         *chunk_framing(),
         *auth(),
+        *sign_in(),
         *methods_and_media(),
         *huge_searches(),
         *odd_search_values(),

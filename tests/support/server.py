@@ -28,12 +28,17 @@ def free_port() -> int:
 
 
 def run_cli(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [CARETASK, *args],
         capture_output=True,
         text=True,
+        input=input,
         cwd=cwd,
         timeout=120,
         env={**os.environ, **(env or {})},

@@ -28,7 +28,7 @@ from caretask.domain.audit import AuditRecord, encode_batch
 from caretask.domain.dates import now_instant
 from caretask.domain.indexing import TaskIndex
 from caretask.domain.search_params import SearchQuery
-from caretask.storage import audit_sql, sql_search
+from caretask.storage import audit_sql, people_sql, sql_search
 from caretask.storage.base import (
     BuildFirst,
     BuildVersion,
@@ -38,9 +38,11 @@ from caretask.storage.base import (
     DeliveryOutcome,
     FeedPosition,
     Find,
+    Grant,
     Insert,
     NewVersion,
     PoolStats,
+    Redeemed,
     SearchResult,
     SearchTimedOut,
     Serialize,
@@ -51,11 +53,20 @@ from caretask.storage.base import (
     SubscriptionDraft,
     SubscriptionEvent,
     TaskNotFound,
+    UserRecord,
     WriteOp,
     WriteProgram,
 )
 from caretask.storage.columns import INDEX_COLUMNS, NORM, index_values, side_rows
 from caretask.storage.dialect import SQLITE
+from caretask.storage.people_sql import (
+    Program,
+    client_params,
+    client_row,
+    people_statements,
+    user_params,
+    user_row,
+)
 from caretask.storage.search_cache import SearchCache
 from caretask.storage.sql_search import stored_task
 from caretask.storage.sqlite.checkpoint import Checkpointer
@@ -86,6 +97,7 @@ from caretask.storage.subscriptions_sql import statements as subscription_statem
 T = TypeVar("T")
 _SQL = statements(SQLITE)
 _SUBS = subscription_statements(SQLITE)
+_PEOPLE = people_statements(SQLITE)
 _NO_END = 2**62  # an event number past any
 # the errors that are the database's state, not the request's (primary result codes)
 _UNAVAILABLE = {
@@ -539,20 +551,13 @@ class SQLiteStorage:
     # --- clients and keys ------------------------------------------------------------------
 
     async def create_client(self, record: ClientRecord) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                _SQL.insert_client,
-                (record.client_id, record.name, record.secret_hash, record.scope, int(time.time())),
-            )
-
-        await self._write(run)
+        params = client_params(record, int(time.time()))
+        await self._write(lambda conn: conn.execute(_PEOPLE.insert_client, params))
 
     async def get_client(self, client_id: str) -> ClientRecord | None:
         def run(conn: sqlite3.Connection) -> ClientRecord | None:
-            row = conn.execute(_SQL.get_client, (client_id,)).fetchone()
-            if row is None:
-                return None
-            return ClientRecord(row[0], row[1], row[2], row[3], revoked=row[4] is not None)
+            row = conn.execute(_PEOPLE.get_client, (client_id,)).fetchone()
+            return None if row is None else client_row(row)
 
         return self._lookup(run)
 
@@ -561,6 +566,67 @@ class SQLiteStorage:
             return conn.execute(_SQL.revoke_client, (int(time.time()), client_id)).rowcount > 0
 
         return await self._write(run)
+
+    # --- people and their grants -----------------------------------------------------------
+
+    async def _people(self, program: Callable[[], Program[T]]) -> T:
+        """A people_sql program in one write transaction."""
+
+        def run(conn: sqlite3.Connection) -> T:
+            steps = program()
+            try:
+                step = next(steps)
+                while True:
+                    cur = conn.execute(step.sql, step.params)
+                    step = steps.send((cur.fetchall(), cur.rowcount))
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+        return await self._write(run)
+
+    async def create_user(self, record: UserRecord) -> bool:
+        params = user_params(record, int(time.time()))
+        return await self._write(lambda c: c.execute(_PEOPLE.insert_user, params).rowcount > 0)
+
+    async def get_user(self, username: str) -> UserRecord | None:
+        def run(conn: sqlite3.Connection) -> UserRecord | None:
+            row = conn.execute(_PEOPLE.get_user, (username,)).fetchone()
+            return None if row is None else user_row(row)
+
+        return self._lookup(run)
+
+    async def list_users(self) -> list[UserRecord]:
+        return await self._read(
+            lambda conn: [user_row(r) for r in conn.execute(_PEOPLE.list_users)]
+        )
+
+    async def disable_user(self, username: str) -> bool:
+        params = (int(time.time()), username)
+        return await self._write(lambda c: c.execute(_PEOPLE.disable_user, params).rowcount > 0)
+
+    async def set_password(self, username: str, password_hash: str) -> bool:
+        params = (password_hash, username)
+        return await self._write(lambda c: c.execute(_PEOPLE.set_password, params).rowcount > 0)
+
+    async def save_code(self, code_hash: str, grant: Grant, expires_at: int) -> None:
+        now = int(time.time())
+        await self._people(lambda: people_sql.save_code(_PEOPLE, code_hash, grant, expires_at, now))
+
+    async def redeem_code(self, code_hash: str, now: int) -> Redeemed:
+        return await self._people(lambda: people_sql.redeem_code(_PEOPLE, code_hash, now))
+
+    async def save_refresh(self, token_hash: str, grant: Grant, expires_at: int) -> None:
+        now = int(time.time())
+        await self._people(
+            lambda: people_sql.save_refresh(_PEOPLE, token_hash, grant, expires_at, now)
+        )
+
+    async def rotate_refresh(
+        self, token_hash: str, new_hash: str, now: int, expires_at: int
+    ) -> Redeemed:
+        return await self._people(
+            lambda: people_sql.rotate_refresh(_PEOPLE, token_hash, new_hash, now, expires_at)
+        )
 
     # --- audit trail -----------------------------------------------------------------------
 
