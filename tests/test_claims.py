@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.people import create_user, person_token
 from tests.support.seed import new_patient, seed_task
 from tests.support.server import Server
 
@@ -215,3 +216,57 @@ def test_the_capability_statement_lists_the_claim_operations(api: httpx.Client) 
     assert names["claim"] == "http://caretask.dev/fhir/OperationDefinition/Task-claim"
     assert names["claim-next"] == "http://caretask.dev/fhir/OperationDefinition/Task-claim-next"
     assert names["release"] == "http://caretask.dev/fhir/OperationDefinition/Task-release"
+
+
+# --- a person's claims: their token says who they are --------------------------------------
+
+
+def person(server: Server) -> tuple[httpx.Client, str]:
+    """A signed-in person's client, and their Practitioner reference."""
+    user = create_user(server)
+    token = person_token(server, user["username"])["access_token"]
+    return server.client(token), user["fhirUser"]
+
+
+def test_a_person_claims_a_task_for_themself_without_a_body(
+    api: httpx.Client, server: Server
+) -> None:
+    task = make_task(api)
+    client, me = person(server)
+    with client:
+        response = client.post(f"/Task/{task['id']}/$claim")
+    assert response.status_code == 200, response.text
+    assert response.json()["owner"]["reference"] == me
+
+
+def test_a_person_cannot_claim_for_someone_else(api: httpx.Client, server: Server) -> None:
+    task = make_task(api)
+    client, _ = person(server)
+    with client:
+        response = client.post(f"/Task/{task['id']}/$claim", json=parameters(owner(BOB)))
+    assert response.status_code == 403, response.text
+    assert "for themself" in response.json()["issue"][0]["diagnostics"]
+
+
+def test_a_person_claims_the_next_task_for_themself(api: httpx.Client, server: Server) -> None:
+    patient = new_patient()
+    made = make_task(api, **{"for": {"reference": f"Patient/{patient}"}})
+    client, me = person(server)
+    with client:
+        response = client.post("/Task/$claim-next", json=parameters(criteria(f"patient={patient}")))
+    assert response.status_code == 200, response.text
+    assert (response.json()["id"], response.json()["owner"]["reference"]) == (made["id"], me)
+
+
+def test_a_person_releases_their_own_task_and_not_anothers(
+    api: httpx.Client, server: Server
+) -> None:
+    client, me = person(server)
+    mine, theirs = make_task(api, owner={"reference": me}), make_task(api, owner={"reference": BOB})
+    with client:
+        released = client.post(f"/Task/{mine['id']}/$release")
+        refused = client.post(f"/Task/{theirs['id']}/$release")
+    assert released.status_code == 200, released.text
+    assert "owner" not in released.json()
+    assert refused.status_code == 403, refused.text
+    assert BOB in refused.json()["issue"][0]["diagnostics"]

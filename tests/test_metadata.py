@@ -38,15 +38,19 @@ def test_capability_lists_the_task_interactions_that_work(server: Server) -> Non
     assert resource["conditionalDelete"] == "single"
 
 
-def test_capability_lists_the_patch_formats_and_the_validate_operation(server: Server) -> None:
+def test_capability_lists_the_patch_formats_and_the_task_operations(server: Server) -> None:
     statement = httpx.get(f"{server.url}/metadata").json()
     assert statement["patchFormat"] == ["application/json-patch+json", "application/fhir+json"]
     resource = statement["rest"][0]["resource"][0]
+    ours = "http://caretask.dev/fhir/OperationDefinition/Task-"
     assert resource["operation"] == [
         {
             "name": "validate",
             "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
-        }
+        },
+        {"name": "claim-next", "definition": ours + "claim-next"},
+        {"name": "claim", "definition": ours + "claim"},
+        {"name": "release", "definition": ours + "release"},
     ]
 
 

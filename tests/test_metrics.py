@@ -7,7 +7,8 @@ counts both workers' requests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -46,6 +47,21 @@ def scrape(srv: Server, token: str | None = None) -> Samples:
     return parsed(response.text)
 
 
+def settled(srv: Server, check: Callable[[Samples], None]) -> Samples:
+    """A scrape that passes `check`, within 10 s: a request is counted after its answer
+    has gone (the client may scrape first), a notification after the receiver's 2xx."""
+    deadline = time.monotonic() + 10
+    while True:
+        samples = scrape(srv)
+        try:
+            check(samples)
+            return samples
+        except (AssertionError, KeyError):
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("metrics-open")
@@ -68,27 +84,30 @@ def test_requests_are_counted_by_interaction_and_status(open_server: Server) -> 
         task = created.headers["location"].rsplit("/", 1)[1]
         assert api.get(f"/Task/{task}").status_code == 200
         assert api.get("/Task/nosuchtask").status_code == 404
-    after = scrape(open_server)
 
-    def grew(interaction: str, status: str) -> float:
+    def grew(after: Samples, interaction: str, status: str) -> float:
         key = ("caretask_requests_total", (("interaction", interaction), ("status", status)))
         return after[key] - before.get(key, 0.0)
 
-    assert grew("create", "201") == 1
-    assert grew("read", "200") == 1
-    assert grew("read", "404") == 1
+    def counted(after: Samples) -> None:
+        assert grew(after, "create", "201") == 1
+        assert grew(after, "read", "200") == 1
+        assert grew(after, "read", "404") == 1
+
+    settled(open_server, counted)
 
 
 def test_latency_is_a_histogram_by_interaction(open_server: Server) -> None:
     with open_server.client(open_server.token()) as api:
         api.get("/Task", params={"status": "requested"})
-    samples = scrape(open_server)
-    count = value(samples, "caretask_request_duration_seconds_count", interaction="search-type")
-    infinite = value(
-        samples, "caretask_request_duration_seconds_bucket", interaction="search-type", le="+Inf"
-    )
-    assert count >= 1
-    assert infinite == count
+
+    def observed(samples: Samples) -> None:
+        name = "caretask_request_duration_seconds"
+        count = value(samples, f"{name}_count", interaction="search-type")
+        assert count >= 1
+        assert value(samples, f"{name}_bucket", interaction="search-type", le="+Inf") == count
+
+    settled(open_server, observed)
 
 
 def test_database_connections_audit_queue_and_backlog_are_gauges(open_server: Server) -> None:
@@ -143,15 +162,19 @@ def test_a_short_metrics_token_is_refused_at_start_without_repeating_it(tmp_path
 def test_a_scrape_of_either_worker_counts_every_workers_requests(make_server) -> None:  # type: ignore[no-untyped-def]
     srv: Server = make_server("--workers", "2", env={"CARETASK_METRICS": "open"})
 
-    def served() -> float:
-        return value(
-            scrape(srv), "caretask_requests_total", interaction="capabilities", status="200"
-        )
+    def served(samples: Samples) -> float:
+        return value(samples, "caretask_requests_total", interaction="capabilities", status="200")
 
-    before, sent = served(), 40
+    before, sent = served(scrape(srv)), 40
     for _ in range(sent):  # a new connection each: the workers share them out
         assert httpx.get(f"{srv.url}/metadata").status_code == 200
-    assert {served() - before for _ in range(6)} == {sent}
+
+    def all_counted(samples: Samples) -> None:
+        assert served(samples) - before == sent
+
+    settled(srv, all_counted)
+    # every scrape, whichever worker answers it, sums both workers' counts
+    assert {served(scrape(srv)) - before for _ in range(6)} == {sent}
 
 
 @pytest.mark.skipif(not POSTGRES_URL, reason="CARETASK_TEST_POSTGRES_URL is not set")
@@ -174,12 +197,14 @@ def test_notifications_and_their_lag_are_counted(open_server: Server) -> None:
         receiver.wait_for(
             lambda got: any(notification_type(r) == "event-notification" for r in got)
         )
-    samples = scrape(open_server)
-    kinds = {
-        kind: value(
-            samples, "caretask_subscription_notifications_total", kind=kind, outcome="delivered"
-        )
-        for kind in ("handshake", "event-notification")
-    }
-    assert kinds == {"handshake": 1, "event-notification": 1}
-    assert value(samples, "caretask_subscription_delivery_lag_seconds_count") == 1
+
+    def counted(samples: Samples) -> None:
+        name = "caretask_subscription_notifications_total"
+        kinds = {
+            kind: value(samples, name, kind=kind, outcome="delivered")
+            for kind in ("handshake", "event-notification")
+        }
+        assert kinds == {"handshake": 1, "event-notification": 1}
+        assert value(samples, "caretask_subscription_delivery_lag_seconds_count") == 1
+
+    settled(open_server, counted)

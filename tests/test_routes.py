@@ -10,7 +10,15 @@ from starlette.routing import Route
 from caretask.config import Settings
 from caretask.domain.capability import SYSTEM_INTERACTIONS, capability_statement
 from caretask.http.app import create_app
-from caretask.http.routes import INTERACTIONS, SERVED, TASK_OPERATIONS, classify, openapi_json
+from caretask.http.routes import (
+    INTERACTIONS,
+    PAGES,
+    SERVED,
+    TASK_OPERATIONS,
+    audit_name,
+    classify,
+    openapi_json,
+)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +62,8 @@ def test_every_served_entry_is_a_route_of_the_app_and_no_other() -> None:
         for method in route.methods or ()
         if method != "HEAD"
     ]
-    assert routed == [(e.path, e.method) for e in SERVED]
+    # the task board's pages after the table's (not FHIR: not in the table)
+    assert routed == [(e.path, e.method) for e in SERVED] + [(p.path, p.method) for p in PAGES]
 
 
 def test_every_served_entry_is_an_openapi_operation_and_no_other() -> None:
@@ -105,3 +114,8 @@ def test_the_capability_statement_lists_each_served_system_interaction_once() ->
     statement = capability_statement("http://127.0.0.1", "2024-01-01", INTERACTIONS)
     codes = [i["code"] for i in statement["rest"][0]["interaction"]]
     assert codes == ["transaction", "batch", "history-system"]
+
+
+def test_the_boards_pages_are_named_board_in_metrics_and_logs() -> None:
+    for path in ("/app/", "/app/tasks/abc", "/app/static/v/js/main.js", "/app/nowhere"):
+        assert audit_name({"type": "http", "method": "GET", "path": path}) == ("board", None, None)

@@ -269,7 +269,12 @@ def create_app(settings: Settings) -> Starlette:
         hosts=AllowedHosts(hosts) if (hosts := settings.accepted_hosts()) is not None else None,
     )
     # outside the limits: refused requests are recorded too
-    app.add_middleware(AuditTrail, name=routes.audit_name, unaudited=routes.UNAUDITED)
+    app.add_middleware(
+        AuditTrail,
+        name=routes.audit_name,
+        unaudited=routes.UNAUDITED,
+        unaudited_prefixes=(routes.BOARD_PREFIX,),
+    )
     app.add_middleware(PrettyJson)  # over every answer but the last-resort 500
     if settings.cors_origins:
         # outside the limits and the routes, so that a browser app can read their refusals;

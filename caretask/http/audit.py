@@ -119,13 +119,25 @@ class AuditTrail:
     handler renames the request (`audit_interaction`: batch, transaction) and adds a record of
     each entry (`audit_entries`)."""
 
-    def __init__(self, app: ASGIApp, name: Namer, unaudited: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        name: Namer,
+        unaudited: frozenset[str],
+        unaudited_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.name = name
         self.unaudited = unaudited
+        # the board's pages: no FHIR interaction, nothing read or written
+        self.unaudited_prefixes = unaudited_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.unaudited:
+        if (
+            scope["type"] != "http"
+            or scope["path"] in self.unaudited
+            or scope["path"].startswith(self.unaudited_prefixes)
+        ):
             await self.app(scope, receive, send)
             return
         start: Message = {"status": 500}

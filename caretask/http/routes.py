@@ -26,6 +26,7 @@ from caretask.domain.profiles import DEFAULT as DEFAULT_PROFILE
 from caretask.domain.profiles import Profile
 from caretask.domain.references import ID_PATTERN, VERSION_FORM, version_number
 from caretask.http import (
+    board,
     bundles,
     claims,
     metadata,
@@ -961,6 +962,31 @@ class _OtherMethods:
 WEBSOCKET_PATH = "/ws"
 
 
+@dataclass(frozen=True)
+class Page:
+    """A page of the task board (or one of its static files): for people's browsers, not
+    FHIR, so not in the CapabilityStatement, the OpenAPI document (not an API: HTML and
+    scripts, that no API client calls) or the audit trail (it reads and writes nothing; the
+    API calls its scripts make are audited as any other). No token: the board signs in in
+    the browser, and no page carries data."""
+
+    method: str
+    path: str
+    handler: Handler
+
+
+BOARD_PREFIX = "/app/"
+PAGES: tuple[Page, ...] = (
+    Page("GET", "/app/", board.board),
+    Page("GET", "/app/callback", board.callback),
+    Page("GET", "/app/new", board.new_task),
+    Page("GET", "/app/tasks/{id}", board.task_page),
+    Page("GET", "/app/static/{version}/{path:path}", board.static),
+    # every other path under /app/: the board's own not-found page
+    Page("GET", "/app/{rest:path}", board.not_found),
+)
+
+
 def routes() -> list[BaseRoute]:
     """The application's routes: the table's, in its order (Starlette tries them in turn),
     then one per path for the methods that path does not serve (tried only when no served
@@ -969,8 +995,18 @@ def routes() -> list[BaseRoute]:
     served = [Route(e.path, e.handler, methods=[e.method]) for e in SERVED if e.handler]
     paths = dict.fromkeys(e.path for e in SERVED)
     other = [Route(path, _OtherMethods(path)) for path in paths]
+    pages = [Route(p.path, p.handler, methods=[p.method]) for p in PAGES]
+    page_other = [Route(p.path, _OtherPageMethods(p.method)) for p in PAGES]
     # the websocket channel of subscriptions (its own protocol: not in the table)
-    return [*served, *other, WebSocketRoute(WEBSOCKET_PATH, subscriptions.websocket)]
+    socket = WebSocketRoute(WEBSOCKET_PATH, subscriptions.websocket)
+    return [*served, *other, *pages, *page_other, socket]
+
+
+class _OtherPageMethods(_OtherMethods):
+    """A board page's other methods: OPTIONS answered, any other a 405."""
+
+    def __init__(self, method: str) -> None:
+        self.allow = ", ".join((method, "HEAD", "OPTIONS") if method == "GET" else (method,))
 
 
 def _openapi_paths() -> dict[str, Schema]:
@@ -1027,6 +1063,8 @@ def audit_name(scope: Scope) -> AuditName:
     """The name of a request from the route it reached; one that reached none (refused
     before routing, or not found) by its method and path."""
     method: str = scope["method"]
+    if scope["path"].startswith(BOARD_PREFIX):
+        return "board", None, None  # the board's pages (metrics and logs name them so)
     route = scope.get("route")
     endpoint = _BY_ROUTE.get((route.path, method)) if isinstance(route, Route) else None
     if endpoint is None:  # not routed, or not by its method (a 405)
