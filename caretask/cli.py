@@ -16,7 +16,9 @@ import socket
 import sqlite3
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 DEFAULT_SCOPE = "system/Task.read system/Task.write"
+DEFAULT_GRACE = 86_400  # a day: time to give every deployment of a client its new secret
+MAX_GRACE = 30 * 86_400
 PUBLIC_SCOPE = "user/Task.*"
 MIN_PASSWORD = 8  # characters of a password given on standard input
 # what a database can raise, wrapped (SQLAlchemy, in migrations) or not (the storage engines)
@@ -142,6 +146,19 @@ def _parser() -> argparse.ArgumentParser:
     revoke = csub.add_parser("revoke", help="revoke a client and every token it holds")
     revoke.add_argument("client_id")
     _database_arg(revoke)
+    listing = csub.add_parser("list", help="every client as JSON lines (never its secret)")
+    _database_arg(listing)
+    rotate = csub.add_parser(
+        "rotate", help="give a client a new secret; the old one works for --grace seconds"
+    )
+    rotate.add_argument("client_id")
+    rotate.add_argument(
+        "--grace",
+        type=int,
+        default=DEFAULT_GRACE,
+        help=f"seconds the previous secret is still taken (default {DEFAULT_GRACE}; 0: none)",
+    )
+    _database_arg(rotate)
 
     users = sub.add_parser("users", help="manage the people who sign in")
     usub = users.add_subparsers(dest="users_command", required=True)
@@ -355,6 +372,48 @@ def _clients_create(args: argparse.Namespace, url: DatabaseURL) -> int:
             f"cannot print the new client's secret ({_describe(error)}): "
             f"revoke {out['client_id']} and create another"
         ) from None
+    return 0
+
+
+def _client_json(record: ClientRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "client_id": record.client_id,
+        "name": record.name,
+        "scope": record.scope,
+        "public": record.public,
+        "revoked": record.revoked,
+        "created": _iso(record.created_at),
+    }
+    if record.public:
+        out["redirect_uris"] = list(record.redirect_uris)
+    if record.previous_secret_until is not None and record.previous_secret_hash:
+        out["previous_secret_until"] = _iso(record.previous_secret_until)
+    return out
+
+
+def _iso(seconds: int | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
+def _clients_rotate(args: argparse.Namespace, url: DatabaseURL) -> int:
+    if not 0 <= args.grace <= MAX_GRACE:
+        return _fail(f"--grace must be from 0 to {MAX_GRACE} seconds")
+    secret = secrets.new_secret()
+    until = int(time.time()) + args.grace
+    hashed = secrets.hash_secret(secret)
+    rotated = asyncio.run(
+        _with_storage(url, lambda s: s.rotate_client_secret(args.client_id, hashed, until))
+    )
+    if not rotated:
+        return _fail(f"no active confidential client {args.client_id}", 1)
+    out = {
+        "client_id": args.client_id,
+        "client_secret": secret,
+        "previous_secret_until": _iso(until),
+    }
+    _print_json(out, "the new secret")  # shown once: only its hash is stored
     return 0
 
 
@@ -724,6 +783,12 @@ def _run(args: argparse.Namespace, url: DatabaseURL) -> int:
         return _users(args, url)
     if args.clients_command == "create":
         return _clients_create(args, url)
+    if args.clients_command == "list":
+        for record in asyncio.run(_with_storage(url, lambda s: s.list_clients())):
+            sys.stdout.write(orjson.dumps(_client_json(record)).decode() + "\n")
+        return 0
+    if args.clients_command == "rotate":
+        return _clients_rotate(args, url)
     if not asyncio.run(_revoke_client(url, args.client_id)):
         return _fail(f"no active client {args.client_id}")
     print(f"revoked {args.client_id}", file=sys.stderr)

@@ -7,6 +7,10 @@ import hashlib
 import hmac
 import os
 import secrets
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from caretask.storage.base import ClientRecord
 
 # scrypt cost: slow enough per check to make offline guessing expensive, and still cheap
 # enough for token issuance, which is rare (a token is reused until it expires).
@@ -33,6 +37,20 @@ def hash_secret(secret: str) -> str:
     digest = _derive(secret, salt, _N, _R, _P)
     b64 = base64.b64encode
     return f"scrypt${_N}${_R}${_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_client_secret(secret: str, client: ClientRecord | None, now: int) -> bool:
+    """A client's secret checked against its current secret, and while the grace period of
+    a rotation lasts (`caretask clients rotate`) its previous one. An unknown, revoked or
+    public client costs one check, as a wrong secret does."""
+    usable = client is not None and not client.revoked and not client.public
+    if verify_secret(secret, client.secret_hash if usable and client else None):
+        return True
+    previous = client.previous_secret_hash if usable and client else None
+    until = client.previous_secret_until if client else None
+    if previous and until is not None and now < until:
+        return verify_secret(secret, previous)
+    return False
 
 
 def verify_secret(secret: str, stored: str | None) -> bool:

@@ -54,6 +54,18 @@ def _shown(stored: StoredSubscription) -> dict[str, Any]:
     return subscriptions.shown(stored.resource, stored.status, stored.error)
 
 
+def _owner(request: Request) -> str:
+    """Who the caller is, as a Subscription's creator is recorded."""
+    person = request.state.person
+    return f"user:{person.username}" if person is not None else f"client:{request.state.client_id}"
+
+
+def _only(request: Request) -> str | None:
+    """A person reaches only the Subscriptions they created (their headers and endpoints
+    are another's, as are their notifications); a client acting for itself, every one."""
+    return _owner(request) if request.state.person is not None else None
+
+
 def _target(request: Request, stored: StoredSubscription) -> None:
     request.state.audit_target = (f"Subscription/{stored.id}", stored.version_id)
 
@@ -61,7 +73,7 @@ def _target(request: Request, stored: StoredSubscription) -> None:
 @endpoint(scopes.CREATE, SUBSCRIPTION)
 async def create(request: Request) -> Response:
     raw = await read_json_body(request, settings(request).max_body_bytes)
-    stored, secret = await _service(request).create(raw)
+    stored, secret = await _service(request).create(raw, _owner(request))
     _target(request, stored)
     headers = _headers(request, stored)
     headers["Location"] = headers["Location"].rsplit("/_history/", 1)[0]
@@ -70,7 +82,7 @@ async def create(request: Request) -> Response:
 
 @endpoint(scopes.READ, SUBSCRIPTION)
 async def read(request: Request) -> Response:
-    stored = await _service(request).read(request.path_params["id"])
+    stored = await _service(request).read(request.path_params["id"], _only(request))
     return fhir_response(_shown(stored), 200, {"ETag": etag(stored.version_id)})
 
 
@@ -78,14 +90,14 @@ async def read(request: Request) -> Response:
 async def update(request: Request) -> Response:
     raw = await read_json_body(request, settings(request).max_body_bytes)
     wanted = if_match_version(request.headers.get("if-match"))
-    stored = await _service(request).update(request.path_params["id"], raw, wanted)
+    stored = await _service(request).update(request.path_params["id"], raw, wanted, _only(request))
     _target(request, stored)
     return fhir_response(_shown(stored), 200, _headers(request, stored))
 
 
 @endpoint(scopes.DELETE, SUBSCRIPTION)
 async def delete(request: Request) -> Response:
-    await _service(request).delete(request.path_params["id"])
+    await _service(request).delete(request.path_params["id"], _only(request))
     return empty_response(204)
 
 
@@ -93,7 +105,7 @@ async def delete(request: Request) -> Response:
 async def search(request: Request) -> Response:
     query = request.scope.get("query_string", b"").decode("latin-1")
     wanted = subscriptions.parse_search(query_pairs(query))
-    total, found = await _service(request).search(wanted)
+    total, found = await _service(request).search(wanted, _only(request))
     base = _seen(request)
     self_link = f"{base}/Subscription" + (f"?{query}" if query else "")
     links = [{"relation": "self", "url": self_link}]
@@ -138,7 +150,7 @@ async def _operation_pairs(request: Request) -> list[tuple[str, str]]:
 @endpoint(scopes.READ, SUBSCRIPTION)
 async def instance_status(request: Request) -> Response:
     await _operation_pairs(request)  # at the instance level, id and status are ignored
-    stored = await _service(request).read(request.path_params["id"])
+    stored = await _service(request).read(request.path_params["id"], _only(request))
     status = _service(request).status_of(stored)
     return fhir_response(notifications.status_searchset(_seen(request), [status]))
 
@@ -153,14 +165,16 @@ async def type_status(request: Request) -> Response:
         raise InvalidRequest.single(
             "not-supported", f"$status has no parameter '{unknown[0][:40]}'"
         )
-    found = await _service(request).statuses(ids, statuses)
+    found = await _service(request).statuses(ids, statuses, _only(request))
     return fhir_response(notifications.status_searchset(_seen(request), found))
 
 
 @endpoint(scopes.READ, SUBSCRIPTION)
 async def events(request: Request) -> Response:
     wanted = subscriptions.parse_events(await _operation_pairs(request))
-    bundle = await _service(request).events(request.path_params["id"], wanted, _seen(request))
+    bundle = await _service(request).events(
+        request.path_params["id"], wanted, _seen(request), _only(request)
+    )
     return fhir_response(bundle)
 
 
@@ -170,7 +184,7 @@ async def binding_token(request: Request) -> Response:
     ids = [v for n, v in pairs if n == "id"]
     if "id" in request.path_params:
         ids = [request.path_params["id"]]
-    chosen = await _service(request).websocket_subscriptions(ids)
+    chosen = await _service(request).websocket_subscriptions(ids, _only(request))
     state = opened(request)
     token = tokens.issue_binding(
         state.signing_key, request.state.client_id, [s.id for s in chosen], BINDING_TTL

@@ -132,8 +132,9 @@ async def token(request: Request) -> Response:
     verified: bool | None = None  # None: the secret was never checked
     try:
         client = await storage.get_client(client_id)
-        stored = client.secret_hash if client and not client.revoked else None
-        verified = await state.hash_pool.run(secrets.verify_secret, secret[:1000], stored)
+        verified = await state.hash_pool.run(
+            secrets.verify_client_secret, secret[:1000], client, int(time.time())
+        )
     except Busy:
         return _retry_later(503, "too many token requests at once; retry later", 1)
     finally:

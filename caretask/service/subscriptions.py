@@ -95,7 +95,11 @@ class SubscriptionService:
 
     @staticmethod
     def _draft(
-        checked: Checked, subscription_id: str, version_id: int, status: str
+        checked: Checked,
+        subscription_id: str,
+        version_id: int,
+        status: str,
+        owner: str | None = None,
     ) -> SubscriptionDraft:
         now, _ = now_instant()
         resource = subscriptions.stamp(checked.resource, subscription_id, version_id, now)
@@ -108,10 +112,12 @@ class SubscriptionService:
             channel=channel.type,
             endpoint=channel.endpoint,
             heartbeat_period=channel.heartbeat,
+            owner=owner,
         )
 
-    async def create(self, raw: bytes) -> tuple[StoredSubscription, str]:
-        """The new Subscription, and its signing secret (shown to the client once)."""
+    async def create(self, raw: bytes, owner: str | None = None) -> tuple[StoredSubscription, str]:
+        """The new Subscription, and its signing secret (shown to the client once); `owner`:
+        who creates it (Caller.owner)."""
         checked = await self._checked(raw)
         subscription_id = new_id()
         status = subscriptions.status_after_write(
@@ -120,21 +126,23 @@ class SubscriptionService:
         secret = checked.secret or subscriptions.new_secret()
         _, now = now_instant()
         stored = await self.storage.create_subscription(
-            subscription_id, self._draft(checked, subscription_id, 1, status), secret, now
+            subscription_id, self._draft(checked, subscription_id, 1, status, owner), secret, now
         )
         self.wake()
         return stored, secret
 
-    async def read(self, subscription_id: str) -> StoredSubscription:
+    async def read(self, subscription_id: str, only: str | None = None) -> StoredSubscription:
+        """The Subscription; `only`: a person's owner key, who reaches only the
+        Subscriptions they created (another's is not found, as if it did not exist)."""
         if not ID_PATTERN.fullmatch(subscription_id):
             raise not_found(subscription_id)
         stored = await self.storage.read_subscription(subscription_id)
-        if stored is None:
+        if stored is None or (only is not None and stored.owner != only):
             raise not_found(subscription_id)
         return stored
 
     async def update(
-        self, subscription_id: str, raw: bytes, if_match: int | None
+        self, subscription_id: str, raw: bytes, if_match: int | None, only: str | None = None
     ) -> StoredSubscription:
         checked = await self._checked(raw)
         given = checked.resource.get("id")
@@ -143,7 +151,7 @@ class SubscriptionService:
                 "invalid", "the body's id must be the URL's", "Subscription.id"
             )
         for _ in range(5):  # another write came between the read and this one: again
-            current = await self.read(subscription_id)
+            current = await self.read(subscription_id, only)
             if if_match is not None and if_match != current.version_id:
                 raise VersionConflict.single(
                     "conflict",
@@ -173,7 +181,9 @@ class SubscriptionService:
             return stored
         raise VersionConflict.single("conflict", "the Subscription is changing: try again")
 
-    async def delete(self, subscription_id: str) -> None:
+    async def delete(self, subscription_id: str, only: str | None = None) -> None:
+        if only is not None:
+            await self.read(subscription_id, only)
         if not ID_PATTERN.fullmatch(subscription_id):
             raise not_found(subscription_id)
         if not await self.storage.delete_subscription(subscription_id):
@@ -181,9 +191,11 @@ class SubscriptionService:
 
     # --- reads ----------------------------------------------------------------------------
 
-    async def search(self, search: SubscriptionSearch) -> tuple[int, list[StoredSubscription]]:
+    async def search(
+        self, search: SubscriptionSearch, only: str | None = None
+    ) -> tuple[int, list[StoredSubscription]]:
         return await self.storage.search_subscriptions(
-            search.url, search.statuses, search.count, search.offset
+            search.url, search.statuses, search.count, search.offset, only
         )
 
     def status_of(self, stored: StoredSubscription) -> dict[str, Any]:
@@ -198,22 +210,26 @@ class SubscriptionService:
             stored.error if stored.status == "error" else None,
         )
 
-    async def statuses(self, ids: Sequence[str], statuses: Sequence[str]) -> list[dict[str, Any]]:
+    async def statuses(
+        self, ids: Sequence[str], statuses: Sequence[str], only: str | None = None
+    ) -> list[dict[str, Any]]:
         """$status at the type level: the named Subscriptions (none named: every one), of
         the given statuses (none: any)."""
         if ids:
             # an id that is not one names none (and a NUL in it was PostgreSQL's 500)
             named = [i for i in dict.fromkeys(ids) if ID_PATTERN.fullmatch(i)]
             found = [await self.storage.read_subscription(i) for i in named]
-            chosen = [s for s in found if s is not None]
+            chosen = [s for s in found if s is not None and (only is None or s.owner == only)]
         else:
-            _, chosen = await self.storage.search_subscriptions(None, (), 1000, 0)
+            _, chosen = await self.storage.search_subscriptions(None, (), 1000, 0, only)
         return [self.status_of(s) for s in chosen if not statuses or s.status in statuses]
 
-    async def events(self, subscription_id: str, wanted: EventRange, base: str) -> dict[str, Any]:
+    async def events(
+        self, subscription_id: str, wanted: EventRange, base: str, only: str | None = None
+    ) -> dict[str, Any]:
         """$events: the kept events numbered from `since` through `until`, as a query-event
         notification Bundle (at most MAX_REPLAY of them)."""
-        stored = await self.read(subscription_id)
+        stored = await self.read(subscription_id, only)
         content = wanted.content or subscriptions.channel_of(stored.resource).content
         found = await self.storage.subscription_events(
             subscription_id,
@@ -234,14 +250,16 @@ class SubscriptionService:
             now,
         )
 
-    async def websocket_subscriptions(self, ids: Sequence[str]) -> list[StoredSubscription]:
+    async def websocket_subscriptions(
+        self, ids: Sequence[str], only: str | None = None
+    ) -> list[StoredSubscription]:
         """$get-ws-binding-token: the named websocket Subscriptions (each must exist and be
         one)."""
         if not ids:
             raise InvalidRequest.single("required", "name the Subscription ids to bind (id)")
         chosen = []
         for subscription_id in dict.fromkeys(ids):
-            stored = await self.read(subscription_id)
+            stored = await self.read(subscription_id, only)
             if stored.channel != "websocket":
                 raise InvalidRequest.single(
                     "invalid", f"Subscription/{subscription_id} is not a websocket subscription"

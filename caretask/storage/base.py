@@ -29,6 +29,10 @@ class ClientRecord:
     # redirect URIs its authorization requests may name, compared as exact strings
     public: bool = False
     redirect_uris: tuple[str, ...] = ()
+    # `caretask clients rotate`: the secret before the current one, taken until then (s)
+    previous_secret_hash: str | None = None
+    previous_secret_until: int | None = None
+    created_at: int | None = None  # s since the epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,8 @@ class SubscriptionDraft:
     channel: str  # "rest-hook" | "websocket"
     endpoint: str  # channel.endpoint ("" for websocket): search by url
     heartbeat_period: int | None  # seconds, None for no heartbeats
+    # who created it ("user:<username>", "client:<client_id>"): stored at creation only
+    owner: str | None = None
     # a new status of "requested" (a create, or an update that changed the channel) starts
     # delivery over: handshake first, failures forgotten
 
@@ -141,6 +147,7 @@ class StoredSubscription:
     last_sent: int | None  # us since the epoch: the last notification or heartbeat sent
     error: str | None  # the last delivery failure, in words (SubscriptionStatus.error)
     created: int  # us since the epoch
+    owner: str | None = None  # who created it (SubscriptionDraft.owner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,10 +347,15 @@ class Storage(Protocol):
         ...
 
     async def search_subscriptions(
-        self, endpoint: str | None, statuses: Sequence[str], count: int, offset: int
+        self,
+        endpoint: str | None,
+        statuses: Sequence[str],
+        count: int,
+        offset: int,
+        owner: str | None = None,
     ) -> tuple[int, list[StoredSubscription]]:
-        """(total, page): by channel endpoint (exact) and any of `statuses` (none: any),
-        oldest first."""
+        """(total, page): by channel endpoint (exact), any of `statuses` (none: any) and
+        who created them (None: anyone), oldest first."""
         ...
 
     async def subscription_events(
@@ -391,6 +403,15 @@ class Storage(Protocol):
     async def get_client(self, client_id: str) -> ClientRecord | None: ...
 
     async def revoke_client(self, client_id: str) -> bool: ...
+
+    async def list_clients(self) -> list[ClientRecord]:
+        """Every client, revoked ones too, oldest first."""
+        ...
+
+    async def rotate_client_secret(self, client_id: str, new_hash: str, until: int) -> bool:
+        """Make `new_hash` the client's secret, keeping the current one as the previous
+        until `until` (s); False for an unknown, revoked or public client."""
+        ...
 
     # --- people and their grants (storage.people_sql) ---------------------------------------
 

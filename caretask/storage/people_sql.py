@@ -46,6 +46,8 @@ class PeopleStatements:
     set_password: str
     insert_client: str
     get_client: str
+    list_clients: str
+    rotate_secret: str
     insert_code: str
     purge_codes: str
     code: str
@@ -59,6 +61,10 @@ class PeopleStatements:
 
 _USER = "username, fhir_user, teams, password_hash, disabled_at"
 _GRANT = "client_id, username, scope, family"
+_CLIENT = (
+    "client_id, name, secret_hash, scope, revoked_at, public, redirect_uris, "
+    "previous_secret_hash, previous_secret_until, created_at"
+)
 
 
 @cache
@@ -79,9 +85,11 @@ def people_statements(d: Dialect) -> PeopleStatements:
             "INSERT INTO clients (client_id, name, secret_hash, scope, created_at, public, "
             "redirect_uris) VALUES (?, ?, ?, ?, ?, ?, ?)"
         ),
-        get_client=q(
-            "SELECT client_id, name, secret_hash, scope, revoked_at, public, redirect_uris "
-            "FROM clients WHERE client_id = ?"
+        get_client=q(f"SELECT {_CLIENT} FROM clients WHERE client_id = ?"),
+        list_clients=f"SELECT {_CLIENT} FROM clients ORDER BY created_at, client_id",
+        rotate_secret=q(
+            "UPDATE clients SET previous_secret_hash = secret_hash, previous_secret_until = ?, "
+            "secret_hash = ? WHERE client_id = ? AND revoked_at IS NULL AND NOT public"
         ),
         insert_code=q(
             f"INSERT INTO auth_codes (code_hash, {_GRANT}, redirect_uri, code_challenge, "
@@ -122,7 +130,8 @@ def client_row(row: Sequence[Any]) -> ClientRecord:
     uris = tuple(u for u in (row[6] or "").split("\n") if u)
     return ClientRecord(
         row[0], row[1], row[2], row[3], revoked=row[4] is not None, public=bool(row[5]),
-        redirect_uris=uris,
+        redirect_uris=uris, previous_secret_hash=row[7], previous_secret_until=row[8],
+        created_at=row[9],
     )  # fmt: skip
 
 

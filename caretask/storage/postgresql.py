@@ -588,9 +588,14 @@ class PostgreSQLStorage:
         return await self._run(run, transaction=True)
 
     async def search_subscriptions(
-        self, endpoint: str | None, statuses: Sequence[str], count: int, offset: int
+        self,
+        endpoint: str | None,
+        statuses: Sequence[str],
+        count: int,
+        offset: int,
+        owner: str | None = None,
     ) -> tuple[int, list[StoredSubscription]]:
-        clause, params = _SUBS.search(endpoint, statuses)
+        clause, params = _SUBS.search(endpoint, statuses, owner)
         count_sql = POSTGRESQL.sql(_SUBS.count + clause)
         page_sql = POSTGRESQL.sql(f"{_SUBS.page}{clause} ORDER BY pk LIMIT ? OFFSET ?")
 
@@ -646,6 +651,17 @@ class PostgreSQLStorage:
     async def revoke_client(self, client_id: str) -> bool:
         changed = await self._execute(_SQL.revoke_client, (int(time.time()), client_id))
         return changed > 0
+
+    async def list_clients(self) -> list[ClientRecord]:
+        async def run(conn: AsyncConnection) -> list[ClientRecord]:
+            cur = await conn.execute(_PEOPLE.list_clients)
+            return [client_row(r) for r in await cur.fetchall()]
+
+        return await self._run(run)
+
+    async def rotate_client_secret(self, client_id: str, new_hash: str, until: int) -> bool:
+        params = (until, new_hash, client_id)
+        return await self._execute(_PEOPLE.rotate_secret, params) > 0
 
     # --- people and their grants -----------------------------------------------------------
 

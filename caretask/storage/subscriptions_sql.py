@@ -39,7 +39,7 @@ LISTENING = ("requested", "active", "error")
 _COLUMNS = (
     "id, version_id, {resource}, status, filter, channel, endpoint, heartbeat_period, secret, "
     "events_since_start, delivered_through, failing_since, next_attempt, last_sent, error, "
-    "created"
+    "created, created_by"
 )
 _US = 1_000_000
 
@@ -64,6 +64,7 @@ def subscription_row(row: Sequence[Any]) -> StoredSubscription:
         last_sent=row[13],
         error=row[14],
         created=row[15],
+        owner=row[16],
     )
 
 
@@ -101,9 +102,15 @@ class Statements:
     bump_all: str | None
     insert_events: str | None
 
-    def search(self, endpoint: str | None, statuses: Sequence[str]) -> tuple[str, list[Any]]:
-        """The WHERE clause (with its parameters) of a search by endpoint and statuses."""
+    def search(
+        self, endpoint: str | None, statuses: Sequence[str], owner: str | None = None
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause (with its parameters) of a search by endpoint, statuses and
+        creator."""
         clauses, params = [], []
+        if owner is not None:
+            clauses.append("created_by = ?")
+            params.append(owner)
         if endpoint is not None:
             clauses.append("endpoint = ?")
             params.append(endpoint)
@@ -135,8 +142,9 @@ def statements(d: Dialect) -> Statements:
         insert=q(
             "INSERT INTO subscriptions (id, version_id, resource, status, filter, channel, "
             "endpoint, heartbeat_period, secret, events_since_start, delivered_through, "
-            "failing_since, next_attempt, last_sent, error, created, lease_owner, lease_until) "
-            f"VALUES (?, 1, ?{cast}, ?, ?, ?, ?, ?, ?, 0, 0, NULL, 0, NULL, NULL, ?, NULL, 0) "
+            "failing_since, next_attempt, last_sent, error, created, lease_owner, lease_until, "
+            "created_by) "
+            f"VALUES (?, 1, ?{cast}, ?, ?, ?, ?, ?, ?, 0, 0, NULL, 0, NULL, NULL, ?, NULL, 0, ?) "
             f"RETURNING {columns}"
         ),
         read=q(f"SELECT {columns} FROM subscriptions WHERE id = ?"),
@@ -233,6 +241,7 @@ def insert_params(
         draft.heartbeat_period,
         secret,
         now,
+        draft.owner,
     )
 
 

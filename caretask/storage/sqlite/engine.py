@@ -507,9 +507,14 @@ class SQLiteStorage:
         return await self._write(run)
 
     async def search_subscriptions(
-        self, endpoint: str | None, statuses: Sequence[str], count: int, offset: int
+        self,
+        endpoint: str | None,
+        statuses: Sequence[str],
+        count: int,
+        offset: int,
+        owner: str | None = None,
     ) -> tuple[int, list[StoredSubscription]]:
-        clause, params = _SUBS.search(endpoint, statuses)
+        clause, params = _SUBS.search(endpoint, statuses, owner)
 
         def run(conn: sqlite3.Connection) -> tuple[int, list[StoredSubscription]]:
             (total,) = conn.execute(_SUBS.count + clause, params).fetchone()
@@ -566,6 +571,15 @@ class SQLiteStorage:
             return conn.execute(_SQL.revoke_client, (int(time.time()), client_id)).rowcount > 0
 
         return await self._write(run)
+
+    async def list_clients(self) -> list[ClientRecord]:
+        return await self._read(
+            lambda conn: [client_row(r) for r in conn.execute(_PEOPLE.list_clients)]
+        )
+
+    async def rotate_client_secret(self, client_id: str, new_hash: str, until: int) -> bool:
+        params = (until, new_hash, client_id)
+        return await self._write(lambda c: c.execute(_PEOPLE.rotate_secret, params).rowcount > 0)
 
     # --- people and their grants -----------------------------------------------------------
 
