@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -440,6 +442,28 @@ def test_sign_in_failures_are_throttled_with_429(make_server, fresh_database: st
     refused = f.sign_in(user["username"])  # the right password waits too
     assert refused.status_code == 429
     assert int(refused.headers["retry-after"]) >= 1
+
+
+def test_guesses_sent_at_once_are_checked_no_more_than_the_limit(
+    make_server,  # type: ignore[no-untyped-def]
+    fresh_database: str,
+) -> None:
+    """The budget is spent before each (slow) password check: ten wrong passwords posted
+    at once for one user from one address get at most the limit of checks (401), the rest
+    a 429 (or a 503 when the hashing threads are full)."""
+    env = {"CARETASK_TOKEN_FAILURES_PER_CLIENT": "3"}
+    server = make_server(database=fresh_database, env=env)
+    user = create_user(server)
+    flows = [flow(server) for _ in range(10)]
+    forms = [hidden_fields(f.form().text) for f in flows]
+
+    def guess(index: int) -> httpx.Response:
+        return flows[index].post(user["username"], "wrong!", forms[index])
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = Counter(answer.status_code for answer in pool.map(guess, range(10)))
+    assert statuses[401] <= 3, statuses
+    assert set(statuses) <= {401, 429, 503}, statuses
 
 
 # --- discovery ---------------------------------------------------------------------------------

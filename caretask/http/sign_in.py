@@ -358,10 +358,14 @@ async def _sign_in(request: Request, auth: AuthRequest, username: str, password:
     address = request.client.host if request.client else "unknown"
     pair = f"{address} {username}"
     now = time.monotonic()
-    wait = state.failed_sign_ins.retry_after(pair, now)
+    # both spent before the (slow) password check, so that guesses sent at once cannot all
+    # be checked before the first failure is counted; given back on success
+    wait = state.failed_sign_ins.spend(pair, now)
     if wait is None:
         wait = state.address_checks.spend(address, now)
-    if wait is not None:  # refused before the (slow) password check
+        if wait is not None:
+            state.failed_sign_ins.refund(pair, now)
+    if wait is not None:
         return _too_many(wait)
     user = None
     verified: bool | None = None
@@ -379,9 +383,9 @@ async def _sign_in(request: Request, auth: AuthRequest, username: str, password:
     finally:
         if verified is None:  # never checked: nothing guessed
             state.address_checks.refund(address, time.monotonic())
+            state.failed_sign_ins.refund(pair, time.monotonic())
     now = time.monotonic()
-    if not verified or user is None:
-        state.failed_sign_ins.record(pair, now)
+    if not verified or user is None:  # its spending stands
         return _form(request, auth, 401, username if USERNAME.fullmatch(username) else "", WRONG)
     state.address_checks.refund(address, now)
     state.failed_sign_ins.clear(pair)
