@@ -15,6 +15,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.support.clients import within_client_cache_time
+from tests.support.log_scan import remember
 from tests.support.people import (
     BOARD,
     PASSWORD,
@@ -428,6 +429,24 @@ def test_a_revoked_public_client_can_no_longer_sign_people_in(server: Server) ->
     run_cli("clients", "revoke", app["client_id"], "--database", server.database)
     answer = flow(server, client_id=app["client_id"], redirect_uri="https://app.example.org/cb")
     assert answer.form().status_code == 400
+
+
+def test_a_new_password_ends_the_persons_sessions(server: Server) -> None:
+    user = create_user(server)
+    signed_in = person_token(server, user["username"])
+    run_cli(
+        "users",
+        "set-password",
+        user["username"],
+        "--password-stdin",
+        "--database",
+        server.database,
+        input="a brand new password\n",
+    )
+    remember("a brand new password")
+    refused = _refresh(server, signed_in["refresh_token"])
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_grant"
 
 
 # --- throttling ---------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ class PeopleStatements:
     list_users: str
     disable_user: str
     set_password: str
+    revoke_sessions: str
     insert_client: str
     get_client: str
     list_clients: str
@@ -81,6 +82,9 @@ def people_statements(d: Dialect) -> PeopleStatements:
             "UPDATE users SET disabled_at = ? WHERE username = ? AND disabled_at IS NULL"
         ),
         set_password=q("UPDATE users SET password_hash = ? WHERE username = ?"),
+        revoke_sessions=q(
+            "UPDATE refresh_tokens SET revoked_at = ? WHERE username = ? AND revoked_at IS NULL"
+        ),
         insert_client=q(
             "INSERT INTO clients (client_id, name, secret_hash, scope, created_at, public, "
             "redirect_uris) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -145,6 +149,16 @@ def client_params(record: ClientRecord, now: int) -> tuple[Any, ...]:
         record.public,
         "\n".join(record.redirect_uris),
     )
+
+
+def new_password(s: PeopleStatements, username: str, password_hash: str, now: int) -> Program[bool]:
+    """A user's new password; every session signed in with the old one ends (its refresh
+    tokens revoked: the password may have been changed because it leaked). Whether the
+    user exists."""
+    _, changed = yield Run(s.set_password, (password_hash, username))
+    if changed:
+        yield Run(s.revoke_sessions, (now, username))
+    return changed > 0
 
 
 def save_code(

@@ -700,7 +700,10 @@ class PostgreSQLStorage:
         return await self._execute(_PEOPLE.disable_user, (int(time.time()), username)) > 0
 
     async def set_password(self, username: str, password_hash: str) -> bool:
-        return await self._execute(_PEOPLE.set_password, (password_hash, username)) > 0
+        now = int(time.time())
+        return await self._people(
+            lambda: people_sql.new_password(_PEOPLE, username, password_hash, now)
+        )
 
     async def save_code(self, code_hash: str, grant: Grant, expires_at: int) -> None:
         now = int(time.time())

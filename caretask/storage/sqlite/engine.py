@@ -619,8 +619,10 @@ class SQLiteStorage:
         return await self._write(lambda c: c.execute(_PEOPLE.disable_user, params).rowcount > 0)
 
     async def set_password(self, username: str, password_hash: str) -> bool:
-        params = (password_hash, username)
-        return await self._write(lambda c: c.execute(_PEOPLE.set_password, params).rowcount > 0)
+        now = int(time.time())
+        return await self._people(
+            lambda: people_sql.new_password(_PEOPLE, username, password_hash, now)
+        )
 
     async def save_code(self, code_hash: str, grant: Grant, expires_at: int) -> None:
         now = int(time.time())
