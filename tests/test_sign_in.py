@@ -365,6 +365,8 @@ def test_a_refresh_token_of_another_client_is_refused(server: Server) -> None:
     user = create_user(server)
     refresh = person_token(server, user["username"])["refresh_token"]
     assert _refresh(server, refresh, client_id="someone-else").json()["error"] == "invalid_grant"
+    # and it is not used up: its own app's next refresh still works (no reuse detected)
+    assert _refresh(server, refresh).status_code == 200
 
 
 def test_a_public_app_gets_a_refresh_token_only_with_offline_access(server: Server) -> None:

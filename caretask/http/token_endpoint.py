@@ -214,7 +214,7 @@ async def _refresh_grant(request: Request, form: dict[str, str]) -> Response:
     fresh = py_secrets.token_urlsafe(32)
     ttl = settings(request).refresh_token_ttl
     redeemed = await state.storage.rotate_refresh(
-        sign_in.digest(token), sign_in.digest(fresh), now, now + ttl
+        sign_in.digest(token), sign_in.digest(fresh), now, now + ttl, client_id
     )
     if redeemed.reused:
         log.warning("a refresh token was used twice: its family is revoked")

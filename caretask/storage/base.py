@@ -442,10 +442,11 @@ class Storage(Protocol):
     async def save_refresh(self, token_hash: str, grant: Grant, expires_at: int) -> None: ...
 
     async def rotate_refresh(
-        self, token_hash: str, new_hash: str, now: int, expires_at: int
+        self, token_hash: str, new_hash: str, now: int, expires_at: int, client_id: str
     ) -> Redeemed:
         """Take a refresh token once and store its successor (`new_hash`, same family) in
-        the same transaction; one taken before revokes its whole family."""
+        the same transaction; one taken before revokes its whole family. One presented by
+        another client than its own is refused and left as it was (not used up)."""
         ...
 
     async def record_audit(self, records: Sequence[AuditRecord]) -> None:

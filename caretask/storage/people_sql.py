@@ -206,12 +206,19 @@ def _refresh_params(token_hash: str, grant: Grant, expires_at: int) -> tuple[Any
 
 
 def rotate_refresh(
-    s: PeopleStatements, token_hash: str, new_hash: str, now: int, expires_at: int
+    s: PeopleStatements,
+    token_hash: str,
+    new_hash: str,
+    now: int,
+    expires_at: int,
+    presented_by: str,
 ) -> Program[Redeemed]:
     rows, _ = yield Run(s.refresh, (token_hash,))
     if not rows:
         return Redeemed(None)
     client_id, username, scope, family, old_expiry, used_at, revoked_at = rows[0]
+    if client_id != presented_by:  # not this client's to use (nor to use up)
+        return Redeemed(None)
     if revoked_at is not None:
         return Redeemed(None)
     if used_at is not None:  # a rotated token again: stolen, or the app's copy was; either way

@@ -719,10 +719,12 @@ class PostgreSQLStorage:
         )
 
     async def rotate_refresh(
-        self, token_hash: str, new_hash: str, now: int, expires_at: int
+        self, token_hash: str, new_hash: str, now: int, expires_at: int, client_id: str
     ) -> Redeemed:
         return await self._people(
-            lambda: people_sql.rotate_refresh(_PEOPLE, token_hash, new_hash, now, expires_at)
+            lambda: people_sql.rotate_refresh(
+                _PEOPLE, token_hash, new_hash, now, expires_at, client_id
+            )
         )
 
     async def record_audit(self, records: Sequence[AuditRecord]) -> None:

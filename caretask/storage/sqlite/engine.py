@@ -638,10 +638,12 @@ class SQLiteStorage:
         )
 
     async def rotate_refresh(
-        self, token_hash: str, new_hash: str, now: int, expires_at: int
+        self, token_hash: str, new_hash: str, now: int, expires_at: int, client_id: str
     ) -> Redeemed:
         return await self._people(
-            lambda: people_sql.rotate_refresh(_PEOPLE, token_hash, new_hash, now, expires_at)
+            lambda: people_sql.rotate_refresh(
+                _PEOPLE, token_hash, new_hash, now, expires_at, client_id
+            )
         )
 
     # --- audit trail -----------------------------------------------------------------------
