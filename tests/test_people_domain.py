@@ -18,9 +18,9 @@ KEY = b"k" * 32
         ("user/Task.*", "user/Task.rs", "user/Task.rs"),
         ("user/Task.write", "user/Task.rs", ""),
         ("user/*.*", "user/Task.* user/Subscription.rs", "user/Task.cruds user/Subscription.rs"),
-        ("openid fhirUser offline_access", "user/Task.*", "openid fhirUser offline_access"),
+        ("openid fhirUser offline_access", "user/Task.*", "offline_access"),
         (None, "user/Task.* user/Subscription.*", "user/Task.* user/Subscription.*"),
-        ("launch/patient user/Task.read", "user/Task.*", "launch/patient user/Task.read"),
+        ("launch/patient user/Task.read", "user/Task.*", "user/Task.read"),
     ],
 )
 def test_a_persons_scope_is_what_the_app_asked_as_far_as_the_client_holds_it(

@@ -8,7 +8,7 @@ permission letters from SMART v2's `cruds`. Anything malformed grants nothing:
 `system/Ta*.read` is not a wildcard. Scopes that ask for no resource (`openid`,
 `fhirUser`, `offline_access`, `online_access`, `launch/patient`...) are accepted in a
 person's authorization request and grant nothing here (`offline_access` and
-`online_access` ask for a refresh token).
+`online_access` ask for a refresh token, and only they are granted: no id token is issued).
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ def intersect(requested: str | None, allowed: str) -> str | None:
     """The scope of a person's token: what the app asked for (`requested`; none: all the
     client may have) as far as the client may have it (`allowed`). A resource scope the
     client holds only in part becomes the v2 scope of the part it holds; one it holds
-    none of is left out; non-resource scopes are kept. None if a scope is malformed or not
+    none of is left out; of the non-resource scopes, those asking for a refresh token are
+    kept. None if a scope is malformed or not
     a person's (`system/`, `patient/`): the request is refused (invalid_scope)."""
     if not requested:
         requested = allowed
@@ -103,7 +104,10 @@ def intersect(requested: str | None, allowed: str) -> str | None:
     for scope in dict.fromkeys(requested.split()):
         match = _SCOPE.fullmatch(scope)
         if match is None:
-            out.append(scope)  # non-resource
+            # non-resource: granted only if honoured (no id token is issued, so `openid`
+            # and `fhirUser` are not granted, and an OpenID client sees it in the scope)
+            if scope in REFRESH_SCOPES:
+                out.append(scope)
             continue
         resources = RESOURCES if match["resource"] == "*" else (match["resource"],)
         asked = set(_V1.get(match["perm"], match["perm"]))

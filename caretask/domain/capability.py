@@ -204,8 +204,6 @@ def smart_configuration(base: str) -> dict[str, Any]:
             *resource_scopes,
             "system/*.*",
             "user/*.*",
-            "openid",
-            "fhirUser",
             "offline_access",
             "online_access",
         ],
