@@ -421,6 +421,9 @@ def test_claim_and_complete_with_the_keyboard_alone(
     page.keyboard.press("Space")
     expect(page.locator("#t-status")).to_have_text("Completed")
     assert read_task(system, task_id)["status"] == "completed"
+    # Complete is hidden now: the focus went on (to the notice), not back to the page
+    assert page.evaluate("document.activeElement !== document.body")
+    assert page.evaluate("document.activeElement.offsetParent !== null")
 
 
 def test_a_phone_sized_window_needs_no_sideways_scrolling(

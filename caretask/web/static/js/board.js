@@ -6,7 +6,7 @@ import { isOwn, markOwn, startLive } from './live.js';
 import { markCurrentView, taskUrl } from './shell.js';
 import {
   $, clearError, dueOf, el, endOfDay, errorMessage, formatDate, labelsOf, normalizeReference,
-  notify, referenceText, showError, startOfDay, statusName,
+  keepFocus, notify, referenceText, showError, startOfDay, statusName,
 } from './ui.js';
 
 const VIEWS = {
@@ -217,6 +217,7 @@ async function claim(task) {
     }
   }
   await load({ quiet: true });
+  keepFocus('main');
 }
 
 async function claimNext() {

@@ -7,7 +7,7 @@ import { isOwn, markOwn, startLive } from './live.js';
 import { markCurrentView } from './shell.js';
 import {
   $, clearError, dateInputValue, dueOf, el, endOfDay, errorMessage, formatDate, formatDateTime,
-  groupOf, labelsOf, normalizeReference, notify, referenceText, showError, statusName,
+  groupOf, keepFocus, labelsOf, normalizeReference, notify, referenceText, showError, statusName,
 } from './ui.js';
 
 let session = null;
@@ -152,6 +152,7 @@ function took(answer, message) {
   markOwn(task);
   render();
   notify(message);
+  keepFocus('task-title');
   loadHistory();
 }
 
@@ -164,6 +165,7 @@ async function change(operations, message) {
     if (error.kind === 'session') return false;
     showError(errorMessage(error));
     if (error.kind === 'changed' || error.kind === 'not-found' || error.kind === 'conflict') await load();
+    keepFocus('task-title');
     return false;
   }
 }
@@ -180,6 +182,7 @@ async function runOperation(name, message) {
       showError(errorMessage(error));
     }
     await load();
+    keepFocus('task-title');
   }
 }
 

@@ -34,6 +34,19 @@ export function notify(text, { action } = {}) {
   );
 }
 
+// After an action: if the control that had focus is gone or hidden (a claimed row's
+// button, Complete once the task is complete, a removed label's ×), focus moves to the
+// notice's action, else to `fallback`, so that a keyboard user keeps their place.
+export function keepFocus(fallback) {
+  const active = document.activeElement;
+  const lost = !active || active === document.body || !active.isConnected
+    || active.offsetParent === null;
+  if (!lost) return;
+  const target = document.querySelector('#notices button.link')
+    || (typeof fallback === 'string' ? $(fallback) : fallback) || $('main');
+  target?.focus();
+}
+
 // A failure: what happened and how to recover, with a button that does it when there is one.
 export function showError(text, { action } = {}) {
   const region = $('alerts');
