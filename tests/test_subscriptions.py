@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -41,6 +42,7 @@ from tests.support.subscriptions import (
     SCOPE,
     SECRET_URL,
     TOPIC,
+    events_since_start,
     focus_of,
     secret_of,
     subscription_body,
@@ -465,3 +467,21 @@ def test_claims_and_releases_are_notified_as_updates_entering_and_leaving_a_filt
     ]
     methods = [e["request"]["method"] for r in got for e in r.json()["entry"][1:]]
     assert methods == ["POST", "PUT", "PUT"]
+
+
+def test_a_subscription_is_turned_off_when_its_end_has_passed(
+    client: httpx.Client, receiver: Receiver
+) -> None:
+    patient = f"Patient/subs-{time.monotonic_ns()}"
+    body = subscription_body(receiver.url, f"patient={patient}")
+    body["end"] = (datetime.now(UTC) + timedelta(seconds=3)).isoformat(timespec="milliseconds")
+    created = active(client, receiver, body)
+    new_task(client, **{"for": {"reference": patient}})
+    assert len(events(receiver, 1)) == 1  # before its end: notified
+    deadline = time.monotonic() + 15
+    while client.get(f"/Subscription/{created['id']}").json()["status"] != "off":
+        assert time.monotonic() < deadline, "still on after its end"
+        time.sleep(0.2)
+    new_task(client, **{"for": {"reference": patient}})  # after its end: no event
+    time.sleep(1)
+    assert events_since_start(client, created["id"]) == 1

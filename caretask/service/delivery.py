@@ -140,6 +140,7 @@ class Dispatcher(Background):
         return int((self.settings.timeout + 10) * _US)
 
     async def _round(self) -> None:
+        await self.storage.expire_subscriptions(_now_us())  # an `end` passed: off
         if time.monotonic() - self._last_purge > PURGE_EVERY:
             self._last_purge = time.monotonic()
             await self.storage.purge_events(_now_us() - self.settings.retention * _US)

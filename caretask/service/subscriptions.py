@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from caretask.domain import notifications, subscriptions
-from caretask.domain.dates import instant, now_instant
+from caretask.domain.dates import instant, now_instant, parse_range
 from caretask.domain.errors import InvalidRequest, NotFound, VersionConflict
 from caretask.domain.etag import etag
 from caretask.domain.notifications import Event
@@ -33,6 +33,14 @@ MAX_REPLAY = 1000
 
 def not_found(subscription_id: str) -> NotFound:
     return NotFound.single("not-found", f"Unknown Subscription resource '{subscription_id[:64]}'")
+
+
+def _end_at(end: object) -> int | None:
+    """A Subscription's `end` (an instant, validated with the resource) in us."""
+    if not isinstance(end, str):
+        return None
+    found = parse_range(end)
+    return found[0] if found else None
 
 
 def event_view(event: SubscriptionEvent) -> Event:
@@ -113,6 +121,7 @@ class SubscriptionService:
             endpoint=channel.endpoint,
             heartbeat_period=channel.heartbeat,
             owner=owner,
+            end_at=_end_at(resource.get("end")),
         )
 
     async def create(self, raw: bytes, owner: str | None = None) -> tuple[StoredSubscription, str]:

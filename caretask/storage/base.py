@@ -125,6 +125,7 @@ class SubscriptionDraft:
     heartbeat_period: int | None  # seconds, None for no heartbeats
     # who created it ("user:<username>", "client:<client_id>"): stored at creation only
     owner: str | None = None
+    end_at: int | None = None  # its `end`, us since the epoch: then it is turned off
     # a new status of "requested" (a create, or an update that changed the channel) starts
     # delivery over: handshake first, failures forgotten
 
@@ -148,6 +149,7 @@ class StoredSubscription:
     error: str | None  # the last delivery failure, in words (SubscriptionStatus.error)
     created: int  # us since the epoch
     owner: str | None = None  # who created it (SubscriptionDraft.owner)
+    end_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +387,11 @@ class Storage(Protocol):
     def on_events(self, callback: Callable[[], None]) -> None:
         """`callback` runs on the event loop after each write of this process that recorded
         subscription events has committed (delivery need not wait for its next poll)."""
+        ...
+
+    async def expire_subscriptions(self, now: int) -> int:
+        """Turn off the Subscriptions whose end (end_at) is at or before `now` (us); how
+        many. A read first: a call that finds none writes nothing."""
         ...
 
     async def subscription_backlog(self) -> int:

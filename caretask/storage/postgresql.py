@@ -532,6 +532,11 @@ class PostgreSQLStorage:
             except psycopg.Error:
                 await asyncio.sleep(RECONNECT_PAUSE)
 
+    async def expire_subscriptions(self, now: int) -> int:
+        if await self._one(_SUBS.expiring, (now,)) is None:
+            return 0
+        return await self._execute(_SUBS.expire, (now,))
+
     async def subscription_backlog(self) -> int:
         row = await self._one(_SUBS.backlog, ())
         return int(row[0])

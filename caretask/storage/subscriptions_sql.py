@@ -39,7 +39,7 @@ LISTENING = ("requested", "active", "error")
 _COLUMNS = (
     "id, version_id, {resource}, status, filter, channel, endpoint, heartbeat_period, secret, "
     "events_since_start, delivered_through, failing_since, next_attempt, last_sent, error, "
-    "created, created_by"
+    "created, created_by, end_at"
 )
 _US = 1_000_000
 
@@ -65,6 +65,7 @@ def subscription_row(row: Sequence[Any]) -> StoredSubscription:
         error=row[14],
         created=row[15],
         owner=row[16],
+        end_at=row[17],
     )
 
 
@@ -95,6 +96,8 @@ class Statements:
     finish: str
     purge: str
     due: str  # whether any claim could succeed now (a cheap read before the write)
+    expiring: str  # whether any Subscription's end has passed and it is not off yet
+    expire: str
     backlog: str
     # PostgreSQL: every subscription's numbers taken, and all events inserted, in one
     # statement each (arrays), so that a write holds the subscriptions' row locks for two
@@ -129,6 +132,9 @@ _DUE = (
 )
 
 
+_ENDED = "end_at IS NOT NULL AND end_at <= ? AND status <> 'off'"
+
+
 @cache
 def statements(d: Dialect) -> Statements:
     q, cast = d.sql, d.json_cast
@@ -143,9 +149,9 @@ def statements(d: Dialect) -> Statements:
             "INSERT INTO subscriptions (id, version_id, resource, status, filter, channel, "
             "endpoint, heartbeat_period, secret, events_since_start, delivered_through, "
             "failing_since, next_attempt, last_sent, error, created, lease_owner, lease_until, "
-            "created_by) "
-            f"VALUES (?, 1, ?{cast}, ?, ?, ?, ?, ?, ?, 0, 0, NULL, 0, NULL, NULL, ?, NULL, 0, ?) "
-            f"RETURNING {columns}"
+            "created_by, end_at) "
+            f"VALUES (?, 1, ?{cast}, ?, ?, ?, ?, ?, ?, 0, 0, NULL, 0, NULL, NULL, ?, NULL, 0, "
+            f"?, ?) RETURNING {columns}"
         ),
         read=q(f"SELECT {columns} FROM subscriptions WHERE id = ?"),
         current=q("SELECT pk, version_id FROM subscriptions WHERE id = ?") + d.lock_row,
@@ -153,7 +159,7 @@ def statements(d: Dialect) -> Statements:
         update=q(
             f"UPDATE subscriptions SET version_id = version_id + 1, resource = ?{cast}, "
             "status = ?, filter = ?, channel = ?, endpoint = ?, heartbeat_period = ?, "
-            "failing_since = CASE WHEN ? THEN NULL ELSE failing_since END, "
+            "end_at = ?, failing_since = CASE WHEN ? THEN NULL ELSE failing_since END, "
             "error = CASE WHEN ? THEN NULL ELSE error END, "
             "next_attempt = CASE WHEN ? THEN 0 ELSE next_attempt END "
             f"WHERE pk = ? RETURNING {columns}"
@@ -206,6 +212,8 @@ def statements(d: Dialect) -> Statements:
             f"WHERE channel = 'rest-hook' AND status IN ({listening})"
         ),
         due=q(f"SELECT 1 FROM subscriptions WHERE {_DUE} LIMIT 1"),
+        expiring=q(f"SELECT 1 FROM subscriptions WHERE {_ENDED} LIMIT 1"),
+        expire=q(f"UPDATE subscriptions SET status = 'off' WHERE {_ENDED}"),
         # the rows are locked in pk order (the sorted, locking sub-select), as writers
         # that lock the same subscriptions in different orders could deadlock
         bump_all=(
@@ -242,6 +250,7 @@ def insert_params(
         secret,
         now,
         draft.owner,
+        draft.end_at,
     )
 
 
@@ -255,6 +264,7 @@ def update_params(draft: SubscriptionDraft, pk: int) -> tuple[Any, ...]:
         draft.channel,
         draft.endpoint,
         draft.heartbeat_period,
+        draft.end_at,
         restart,
         restart,
         restart,

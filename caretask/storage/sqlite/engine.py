@@ -216,6 +216,11 @@ class SQLiteStorage:
         busy = min(self._reading, self._reader_count)
         return PoolStats(self._reader_count, busy, self._writer.queued())
 
+    async def expire_subscriptions(self, now: int) -> int:
+        if not await self._read(lambda conn: conn.execute(_SUBS.expiring, (now,)).fetchone()):
+            return 0
+        return await self._write(lambda conn: conn.execute(_SUBS.expire, (now,)).rowcount)
+
     async def subscription_backlog(self) -> int:
         return int(self._lookup(lambda conn: conn.execute(_SUBS.backlog).fetchone()[0]))
 

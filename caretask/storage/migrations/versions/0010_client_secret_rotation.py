@@ -1,5 +1,5 @@
 """A client's previous secret, kept for a grace period after `caretask clients rotate`;
-and who created each Subscription.
+who created each Subscription, and when it ends.
 
 Revision ID: 0010
 Revises: 0009
@@ -10,7 +10,8 @@ the new one. The previous secret is kept only as its scrypt hash, as the current
 
 A Subscription's creator ("user:<username>" for a person, "client:<client_id>" for a
 client acting for itself; none for those made before): a person's token reaches only the
-Subscriptions that person created.
+Subscriptions that person created. `end_at` is the Subscription's `end` (us since the
+epoch): once it has passed, its status is set to off (no more events, nor notifications).
 """
 
 import sqlalchemy as sa
@@ -26,10 +27,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("previous_secret_until", sa.BigInteger))  # s since epoch
     with op.batch_alter_table("subscriptions") as batch:
         batch.add_column(sa.Column("created_by", sa.Text))
+        batch.add_column(sa.Column("end_at", sa.BigInteger))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("subscriptions") as batch:
+        batch.drop_column("end_at")
         batch.drop_column("created_by")
     with op.batch_alter_table("clients") as batch:
         batch.drop_column("previous_secret_until")

@@ -6,9 +6,13 @@ import { api } from './api.js';
 import { IG, TOPIC } from './config.js';
 import { currentSession, updateSession } from './session.js';
 
-// the Subscription's `end`: not enforced by the server, it tells an operator that a
-// Subscription left behind by a tab closed without signing out may be deleted
-const LIFETIME_HOURS = 12;
+// The server turns a Subscription off once its `end` has passed (no more events are kept
+// for it), so that one left behind by a tab closed without signing out costs nothing after
+// LIFETIME_HOURS. A tab makes itself a new one every ROTATE_MS (deleting the old one), long
+// before its end: on its next page, or by reconnecting when it stays on one page.
+const LIFETIME_HOURS = 2;
+const ROTATE_MS = 3600_000;
+let rotation = null;
 const own = new Set(); // "id/version" written by this tab
 let socket = null;
 let stopped = false;
@@ -41,9 +45,14 @@ function subscriptionBody(session) {
 
 async function subscriptionId() {
   const session = currentSession();
-  if (session?.subscriptionId) return session.subscriptionId;
+  const since = session?.subscriptionSince || 0;
+  if (session?.subscriptionId && Date.now() - since < ROTATE_MS) return session.subscriptionId;
+  if (session?.subscriptionId) {
+    // its end is near: replaced; the old one goes (and is turned off at its end anyway)
+    api('DELETE', `/Subscription/${session.subscriptionId}`).catch(() => {});
+  }
   const created = await api('POST', '/Subscription', { body: subscriptionBody(session) });
-  updateSession({ subscriptionId: created.body.id });
+  updateSession({ subscriptionId: created.body.id, subscriptionSince: Date.now() });
   return created.body.id;
 }
 
@@ -105,6 +114,8 @@ export async function startLive(onChange, onTrouble) {
   socket.addEventListener('open', () => {
     retryDelay = 1000;
     socket.send(`bind-with-token: ${token}`);
+    clearTimeout(rotation);
+    rotation = setTimeout(() => socket?.close(), ROTATE_MS); // reconnects on a new one
   });
   socket.addEventListener('message', (message) => {
     let bundle = null;
@@ -136,6 +147,7 @@ function retryLater(onChange, onTrouble) {
 // Sign-out: close the socket and delete the Subscription (its events go with it).
 export async function stopLive({ deleteSubscription = false } = {}) {
   stopped = true;
+  clearTimeout(rotation);
   if (socket) socket.close();
   socket = null;
   const id = currentSession()?.subscriptionId;

@@ -58,5 +58,6 @@ export function sessionFromToken(answer, previous = null) {
     username: answer.username || previous?.username || null,
     teams: answer.teams || previous?.teams || [],
     subscriptionId: previous?.subscriptionId || null,
+    subscriptionSince: previous?.subscriptionSince || 0,
   };
 }
