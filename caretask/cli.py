@@ -28,7 +28,7 @@ import sqlalchemy
 
 from caretask.auth import scopes, secrets
 from caretask.config import METRICS_OFF, SETTINGS, BadSetting, Setting, Settings, env_value
-from caretask.domain.people import reference_problem, username_problem
+from caretask.domain.people import redirect_origin, reference_problem, username_problem
 from caretask.storage import SchemaNotCurrent, open_storage, schema
 from caretask.storage.base import ClientRecord, SchemaTooNew, Storage, UserRecord
 from caretask.storage.urls import BadDatabaseURL, DatabaseURL
@@ -343,6 +343,8 @@ def _redirect_problem(uri: str) -> str | None:
     parts = urlsplit(uri)
     if parts.scheme not in ("https", "http") or not parts.netloc or parts.fragment or "#" in uri:
         return f"--redirect-uri: '{_shown(uri)}' is not an absolute http(s) URL without a fragment"
+    if redirect_origin(uri) is None:
+        return f"--redirect-uri: '{_shown(uri)}' has no plain host[:port]"
     if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
         return f"--redirect-uri: '{_shown(uri)}': plain http only to localhost; use https"
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from caretask.auth import scopes, tokens
+from caretask.domain import people
 from caretask.domain.people import Person, with_note_authors, with_requester
 
 ANN = Person("ann", "Practitioner/ann")
@@ -99,3 +100,21 @@ def test_a_note_resent_after_it_was_given_its_author_gets_the_same_author() -> N
     previous = {"note": [{"text": "mine", "authorReference": {"reference": "Practitioner/ann"}}]}
     notes = with_note_authors({"note": [{"text": "mine"}]}, previous, ANN)["note"]
     assert notes == previous["note"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "origin"),
+    [
+        ("https://app.example.org/cb", "https://app.example.org"),
+        ("http://localhost:8080/cb?x=1", "http://localhost:8080"),
+        ("http://[::1]:9000/cb", "http://[::1]:9000"),
+        ("https://app.example.org;script-src */cb", None),
+        ("https://user@app.example.org/cb", None),
+        ("https://app.example.org 'unsafe-inline'/cb", None),
+        ("ftp://app.example.org/cb", None),
+    ],
+)
+def test_a_redirect_uris_origin_is_only_ever_a_plain_host(uri: str, origin: str | None) -> None:
+    """It goes in the sign-in page's Content-Security-Policy (form-action): nothing there
+    may end the directive."""
+    assert people.redirect_origin(uri) == origin

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from caretask.domain.references import ID_PATTERN
 
@@ -45,6 +46,20 @@ def reference_problem(reference: str, resource: str) -> str | None:
     if kind == resource and ID_PATTERN.fullmatch(ident):
         return None
     return f"'{reference[:80]}' is not a reference {resource}/<id> (an id: A-Z a-z 0-9 - ., 1-64)"
+
+
+# a redirect URI's host and port as an origin may show them: a name, an IPv4 or a
+# bracketed IPv6 address, no user info, and nothing that could end a header's directive
+_NETLOC = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def redirect_origin(uri: str) -> str | None:
+    """`scheme://host[:port]` of an http(s) redirect URI, or None when its host part is not
+    plainly a host (it then goes in no Content-Security-Policy)."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("https", "http") or not _NETLOC.fullmatch(parts.netloc):
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def with_requester(parsed: Any, person: Person | None) -> Any:

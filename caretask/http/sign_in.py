@@ -39,7 +39,7 @@ from caretask.auth import scopes
 from caretask.auth import secrets as client_secrets
 from caretask.auth.clients import BOARD_CLIENT_ID, board_client
 from caretask.auth.throttle import Busy
-from caretask.domain.people import USERNAME
+from caretask.domain.people import USERNAME, redirect_origin
 from caretask.http.negotiation import FORM, media_type, read_body
 from caretask.http.state import Opened, app_state, opened
 from caretask.http.urls import base_url, link_path
@@ -242,9 +242,8 @@ def _redirect(uri: str, query: dict[str, str], status: int) -> Response:
     )
 
 
-def _origin(uri: str) -> str:
-    parts = urlsplit(uri)
-    return f"{parts.scheme}://{parts.netloc}"
+def _origin(uri: str) -> str | None:
+    return redirect_origin(uri)
 
 
 def _mac(key: bytes, nonce: str, params: dict[str, str]) -> str:

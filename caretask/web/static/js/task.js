@@ -74,7 +74,10 @@ function render() {
 
 // what changed from one version to the next, in words
 function differences(before, after) {
-  if (!before) return ['Created'];
+  if (!before) {
+    // the oldest version shown: the first, or the oldest of a long history's last page
+    return after.meta?.versionId === '1' ? ['Created'] : ['Earlier changes are not shown'];
+  }
   const out = [];
   if (before.status !== after.status) out.push(`Status ${statusName(before.status)} → ${statusName(after.status)}`);
   const owner = (t) => t.owner?.reference || '';
