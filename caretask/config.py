@@ -268,6 +268,11 @@ class Settings:
     token_failure_window: float = _setting(
         60.0, FLOAT, "the token throttle's window, s", check=positive
     )
+    # a password is no 256-bit secret: guesses at one person's from any number of addresses
+    # are bounded too (a budget that refills over the hour: a slowdown, not a lockout)
+    sign_in_failures_per_user: int = _setting(
+        30, INT, "failed sign-ins per username per hour, from any address", check=positive
+    )
     token_hash_threads: int = _setting(
         _CPUS,
         INT,

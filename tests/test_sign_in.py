@@ -537,3 +537,22 @@ def test_a_board_token_binds_a_websocket_subscription_and_hears_a_change(
             assert api.post("/Task", json=task).status_code == 201
             notification = orjson.loads(socket.recv(timeout=5))
     assert b"event-notification" in orjson.dumps(notification)
+
+
+def test_guesses_at_one_person_from_many_addresses_are_bounded_too(
+    make_server,  # type: ignore[no-untyped-def]
+    fresh_database: str,
+) -> None:
+    """Passwords are not 256-bit secrets: besides the budget per address, one username has
+    CARETASK_SIGN_IN_FAILURES_PER_USER failures an hour from any address (loopback has
+    many: 127.0.0.0/8), then 429, the right password included."""
+    env = {"CARETASK_SIGN_IN_FAILURES_PER_USER": "3"}
+    server = make_server(database=fresh_database, env=env)
+    user = create_user(server)
+    statuses = []
+    for last in range(2, 7):  # a new peer address each time
+        transport = httpx.HTTPTransport(local_address=f"127.0.0.{last}")
+        f = flow(server)
+        f.browser = httpx.Client(base_url=server.url, timeout=30, transport=transport)
+        statuses.append(f.sign_in(user["username"], "wrong guess").status_code)
+    assert statuses == [401, 401, 401, 429, 429]

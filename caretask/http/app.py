@@ -215,6 +215,7 @@ def create_app(settings: Settings) -> Starlette:
             failed_pairs=Budget(settings.token_failures_per_client, window),
             address_checks=Budget(settings.token_failures_per_address, window),
             failed_sign_ins=Budget(settings.token_failures_per_client, window),
+            user_sign_ins=Budget(settings.sign_in_failures_per_user, 3600.0),
             # derived, so that every server on the database checks every other's forms
             csrf_key=hmac.digest(signing_key, b"caretask sign-in form", "sha256"),
             hash_pool=BoundedPool(settings.token_hash_threads, settings.token_hash_queue),

@@ -38,7 +38,7 @@ from starlette.responses import Response
 from caretask.auth import scopes
 from caretask.auth import secrets as client_secrets
 from caretask.auth.clients import BOARD_CLIENT_ID, board_client
-from caretask.auth.throttle import Busy
+from caretask.auth.throttle import Budget, Busy
 from caretask.domain.people import USERNAME, redirect_origin
 from caretask.http.negotiation import FORM, media_type, read_body
 from caretask.http.state import Opened, app_state, opened
@@ -359,13 +359,19 @@ async def _sign_in(request: Request, auth: AuthRequest, username: str, password:
     now = time.monotonic()
     # both spent before the (slow) password check, so that guesses sent at once cannot all
     # be checked before the first failure is counted; given back on success
-    wait = state.failed_sign_ins.spend(pair, now)
-    if wait is None:
-        wait = state.address_checks.spend(address, now)
+    budgets = (
+        (state.failed_sign_ins, pair),
+        (state.user_sign_ins, username),
+        (state.address_checks, address),
+    )
+    spent: list[tuple[Budget, str]] = []
+    for budget, key in budgets:
+        wait = budget.spend(key, now)
         if wait is not None:
-            state.failed_sign_ins.refund(pair, now)
-    if wait is not None:
-        return _too_many(wait)
+            for taken, taken_key in spent:
+                taken.refund(taken_key, now)
+            return _too_many(wait)
+        spent.append((budget, key))
     user = None
     verified: bool | None = None
     try:
@@ -381,12 +387,13 @@ async def _sign_in(request: Request, auth: AuthRequest, username: str, password:
         return response
     finally:
         if verified is None:  # never checked: nothing guessed
-            state.address_checks.refund(address, time.monotonic())
-            state.failed_sign_ins.refund(pair, time.monotonic())
+            for budget, key in budgets:
+                budget.refund(key, time.monotonic())
     now = time.monotonic()
     if not verified or user is None:  # its spending stands
         return _form(request, auth, 401, username if USERNAME.fullmatch(username) else "", WRONG)
     state.address_checks.refund(address, now)
+    state.user_sign_ins.refund(username, now)
     state.failed_sign_ins.clear(pair)
     request.state.audit_user = (user.username, user.fhir_user)
     code = secrets.token_urlsafe(32)

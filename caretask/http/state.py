@@ -31,6 +31,7 @@ class Opened:
     failed_pairs: Budget  # token failures per (address, client id)
     address_checks: Budget  # secret checks per address (token requests and sign-ins)
     failed_sign_ins: Budget  # sign-in failures per (address, username)
+    user_sign_ins: Budget  # sign-in failures per username, from any address
     csrf_key: bytes  # the sign-in form's CSRF tokens are HMACs under it (http.sign_in)
     hash_pool: BoundedPool
     audit: AuditWriter
