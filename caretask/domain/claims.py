@@ -10,25 +10,21 @@ see.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fhir.resources.R4B.parameters import Parameters as ParametersModel
-
-from caretask.domain import search_params
+from caretask.domain import parameters, search_params
 from caretask.domain.errors import (
     Conflict,
     Forbidden,
     InvalidRequest,
-    InvalidResource,
     InvalidSearch,
-    Issue,
 )
 from caretask.domain.patch import JSON_PATCH, Patch, read_patch
 from caretask.domain.references import split_reference
 from caretask.domain.search_params import SearchQuery
-from caretask.domain.task_rules import MAX_DEPTH, structure_issues
+from caretask.domain.task_rules import MAX_DEPTH
 
 # the operations' canonical URLs (the CapabilityStatement's definitions)
 DEFINITION = "http://caretask.dev/fhir/OperationDefinition/Task-{}"
@@ -58,16 +54,7 @@ def read_arguments(operation: str, body: Any, max_depth: int = MAX_DEPTH) -> Arg
     another type, an owner that is not a Practitioner."""
     if body is None:
         return Arguments()
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise InvalidRequest.single("structure", "the body must be a Parameters resource")
-    issues = structure_issues(body, ParametersModel, max_depth)
-    if issues:
-        raise InvalidResource(
-            [
-                Issue(i.code, i.text, (i.expression or "").replace("Task", "Parameters", 1))
-                for i in issues
-            ]
-        )
+    body = parameters.checked(body, max_depth)
     allowed = PARAMETERS[operation]
     values: dict[str, Any] = {}
     for index, parameter in enumerate(body.get("parameter", ())):
@@ -177,15 +164,6 @@ def claim_query(criteria: str | None) -> tuple[SearchQuery, str]:
         raise InvalidSearch.single("invalid", "the criteria is not valid UTF-8") from None
     pairs = [(n, v) for n, v in pairs if n not in ("_format", "_pretty")]
     parsed = search_params.parse([*pairs, ("owner:missing", "true")], lenient=False)
-    query = replace(
-        parsed,
-        count=CANDIDATES,
-        offset=0,
-        total="none",
-        summary="false",
-        elements=None,
-        includes=[],
-        revincludes=[],
-    )
+    query = search_params.matches_only(parsed, CANDIDATES)
     key = "Task/$claim-next?" + "&".join(sorted(repr(c) for c in parsed.conditions))
     return query, key

@@ -8,7 +8,7 @@ tasks, so unknown parameters are errors unless the client asked for lenient hand
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 from urllib.parse import parse_qsl
 
@@ -425,6 +425,21 @@ def parse(pairs: list[tuple[str, str]], *, lenient: bool = False) -> SearchQuery
             query.applied.append((name, raw))
     check_combination(query.summary, query.elements)
     return query
+
+
+def matches_only(query: SearchQuery, count: int) -> SearchQuery:
+    """The query as a write's search runs it (a conditional interaction's, $claim-next's):
+    its first `count` matches in its order, nothing else (no total, includes, subsetting)."""
+    return replace(
+        query,
+        count=count,
+        offset=0,
+        total="none",
+        summary="false",
+        elements=None,
+        includes=[],
+        revincludes=[],
+    )
 
 
 def parse_filter(text: str) -> SearchQuery:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from fhir.resources.R4B.parameters import Parameters as ParametersModel
 from fhir.resources.R4B.subscription import Subscription as SubscriptionModel
 
+from caretask.domain import parameters
 from caretask.domain.errors import (
     BusinessRule,
     InvalidRequest,
@@ -422,16 +422,7 @@ def _number_parameter(name: str, raw: str) -> int:
 def operation_pairs(body: Any, max_depth: int = MAX_DEPTH) -> list[tuple[str, str]]:
     """A POSTed Parameters body's (name, value) pairs, values of primitive types as text;
     400 for a body that is no FHIR Parameters resource."""
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise InvalidRequest.single("structure", "the body must be a Parameters resource")
-    issues = structure_issues(body, ParametersModel, max_depth)
-    if issues:
-        raise InvalidResource(
-            [
-                Issue(i.code, i.text, (i.expression or "").replace("Task", "Parameters", 1))
-                for i in issues
-            ]
-        )
+    body = parameters.checked(body, max_depth)
     pairs = []
     for parameter in body.get("parameter", ()):
         for key, value in parameter.items():

@@ -313,17 +313,7 @@ class Condition:
                 "invalid", "a conditional interaction needs a search parameter that selects tasks"
             )
         # two matches are enough to tell none, one and many apart
-        query = replace(
-            parsed,
-            count=2,
-            offset=0,
-            total="none",
-            summary="false",
-            elements=None,
-            includes=[],
-            revincludes=[],
-            sort=[],
-        )
+        query = replace(search_params.matches_only(parsed, 2), sort=[])
         # from the conditions as parsed, not the text: searches that select the same tasks
         # however written (other result parameters, order, encoding) take the same lock
         key = "Task?" + "&".join(sorted(repr(c) for c in parsed.conditions))
