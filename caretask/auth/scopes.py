@@ -45,6 +45,11 @@ NEEDS = {letter: needed(letter) for letter in _V1_OF}
 USER_NEEDS = {letter: needed(letter, context=USER) for letter in _V1_OF}
 
 
+def needs_for(person: object | None) -> dict[str, str]:
+    """The refusals' words for a caller: user/ scopes for a person, else system/ ones."""
+    return USER_NEEDS if person is not None else NEEDS
+
+
 def is_valid_scope(scope: str, context: str = SYSTEM) -> bool:
     match = _SCOPE.fullmatch(scope)
     return bool(match and match["perm"] and match["context"] == context)

@@ -88,7 +88,6 @@ async def authorize(
             "the access token is invalid or expired", _INVALID
         ) from None
     request.state.client_id = claims.client_id  # signed by us: who, even if refused below
-    request.state.claims = claims
     request.state.person = None
     if claims.user is not None:
         assert claims.fhir_user is not None  # tokens.verify: a person's token names both

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from caretask.auth import scopes
 from caretask.domain import claims
 from caretask.domain.errors import InvalidRequest
+from caretask.http.auth import person_of
 from caretask.http.endpoint import endpoint
 from caretask.http.negotiation import read_optional_json_body
 from caretask.http.responses import fhir_response
@@ -48,8 +49,9 @@ def _answer(request: Request, task: StoredTask) -> Response:
 
 
 def _person(request: Request) -> str | None:
-    fhir_user: str | None = request.state.claims.fhir_user
-    return fhir_user
+    """The fhirUser of the person the request acts for (None: a client for itself)."""
+    person = person_of(request)
+    return person.fhir_user if person is not None else None
 
 
 @endpoint(scopes.UPDATE)

@@ -175,7 +175,7 @@ class _Run:
     ) -> None:
         self.person = person
         # refusals name the scopes of the caller's kind (user/ for a person)
-        self.needs = scopes.USER_NEEDS if person is not None else scopes.NEEDS
+        self.needs = scopes.needs_for(person)
         self.tasks = service.tasks
         self.granted = granted
         self.base = base

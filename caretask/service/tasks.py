@@ -743,8 +743,7 @@ class TaskService:
             text = f"If-Match {etag(change.wanted)}: no Task matches the condition"
             raise VersionConflict.single("conflict", text)
         if not may_create:
-            needs = scopes.USER_NEEDS if change.person is not None else scopes.NEEDS
-            raise Forbidden.scope(needs[scopes.CREATE])
+            raise Forbidden.scope(scopes.needs_for(change.person)[scopes.CREATE])
         # held to what a create needs
         body = validated(change.body, self.limits, person=change.person)
         return (yield from self.insert(body, task_id=task_id, now=now, person=change.person)), True
