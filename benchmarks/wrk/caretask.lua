@@ -2,7 +2,8 @@
 -- The driver writes the data file (token, ids, query values, bodies) and sets:
 --   CARETASK_WRK_DATA      path of that Lua file
 --   CARETASK_WRK_SCENARIO  read | create | update | by-patient | owner-status | mix
---                          | ceiling-get | ceiling-post
+--                          | patch | conditional-create | transaction | claim-next
+--                          | create-subscribed | ceiling-get | ceiling-post
 --   CARETASK_WRK_THREADS   wrk's -t, to share the update ids between threads
 --   CARETASK_WRK_RATE      optional: requests per second in all (benchmarks.soak); wrk
 --                          itself has no rate option, so delay() paces the requests
@@ -95,6 +96,35 @@ local function update()
   return wrk.format("PUT", "/Task/" .. id, headers, string.format(data.update_body, id))
 end
 
+local function patch()
+  counter = counter + 1
+  local id = mine[(counter % #mine) + 1]
+  local headers = {}
+  for k, v in pairs(post_headers) do headers[k] = v end
+  headers["Content-Type"] = "application/json-patch+json"
+  headers["If-Match"] = 'W/"' .. versions[id] .. '"'
+  return wrk.format("PATCH", "/Task/" .. id, headers, string.format(data.patch_body, counter))
+end
+
+-- each request a new identifier: the condition's search runs and finds nothing, so every
+-- request creates (what a retrying client's first attempt costs)
+local function conditional_create()
+  counter = counter + 1
+  local value = string.format("%d-%d", tid or 0, counter)
+  local headers = {}
+  for k, v in pairs(post_headers) do headers[k] = v end
+  headers["If-None-Exist"] = "identifier=" .. data.identifier_system .. "|" .. value
+  return wrk.format("POST", "/Task", headers, string.format(data.conditional_body, value))
+end
+
+local function transaction()
+  return wrk.format("POST", "/", post_headers, data.transaction_body)
+end
+
+local function claim_next()
+  return wrk.format("POST", "/Task/$claim-next", post_headers, data.claim_next_body)
+end
+
 local function mix()
   local r = math.random(100)
   if r <= 40 then return read() end
@@ -111,6 +141,11 @@ local scenarios = {
   ["by-patient"] = by_patient,
   ["owner-status"] = owner_status,
   ["mix"] = mix,
+  ["patch"] = patch,
+  ["conditional-create"] = conditional_create,
+  ["transaction"] = transaction,
+  ["claim-next"] = claim_next,
+  ["create-subscribed"] = create,
   ["ceiling-get"] = function() return wrk.format("GET", "/Task/x", get_headers) end,
   ["ceiling-post"] = function() return wrk.format("POST", "/Task", post_headers, data.ceiling_body) end,
 }
