@@ -511,10 +511,21 @@ def _log_config(log_format: str = "text") -> dict[str, Any]:
     format asked (caretask.logs)."""
     from uvicorn.config import LOGGING_CONFIG
 
-    from caretask.logs import formatter_config
+    from caretask.logs import access_formatter_config, formatter_config
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["caretask"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config["formatters"]["access_lines"] = access_formatter_config(log_format)
+    config["handlers"]["access_batched"] = {
+        **config["handlers"]["default"],
+        "class": "caretask.logs.LoopBatchedHandler",
+        "formatter": "access_lines",
+    }
+    config["loggers"]["caretask.access"] = {
+        "handlers": ["access_batched"],
+        "level": "INFO",
+        "propagate": False,
+    }
     formatter = formatter_config(log_format)
     if formatter is not None:
         config["formatters"] = {name: formatter for name in config["formatters"]}

@@ -14,6 +14,7 @@ person's authorization request and grant nothing here (`offline_access` and
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 RESOURCES = ("Task", "Subscription")
 _SCOPE = re.compile(
@@ -55,6 +56,7 @@ def is_valid_scope(scope: str, context: str = SYSTEM) -> bool:
     return bool(match and match["perm"] and match["context"] == context)
 
 
+@lru_cache(maxsize=1024)  # a token's scopes are read on every request it makes
 def granted(scopes: str, resource: str = "Task") -> frozenset[str]:
     """The permission letters on `resource` a space-separated scope string grants."""
     letters: set[str] = set()

@@ -47,9 +47,9 @@ def _query_string(pairs: list[tuple[str, str]]) -> str:
     return "&".join(f"{quote(k, safe=':-_')}={quote(v, safe=':/,|-._')}" for k, v in pairs)
 
 
-def _link(path: str, applied: list[tuple[str, str]], count: int, offset: int) -> str:
-    pairs = [*applied, ("_count", str(count)), ("_offset", str(offset))]
-    return f"{path}?{_query_string(pairs)}"
+def _link(path: str, applied: str, count: int, offset: int) -> str:
+    """A paging link; `applied` the search's own parameters, _query_string'd."""
+    return f"{path}?{applied}{'&' if applied else ''}_count={count}&_offset={offset}"
 
 
 def searchset(
@@ -75,25 +75,26 @@ def searchset(
     # host-relative)
     if profile == profiles.FHIR:
         link_path = f"{base}/Task"
-    links = [{"relation": "self", "url": _link(link_path, query.applied, count, offset)}]
+    applied = _query_string(query.applied)  # once for every link
+    links = [{"relation": "self", "url": _link(link_path, applied, count, offset)}]
     empty = total == 0 or (total is None and not resources and offset == 0)
     if empty and profile == profiles.CANVAS:
         links = []
     elif count > 0:
-        links.append({"relation": "first", "url": _link(link_path, query.applied, count, 0)})
+        links.append({"relation": "first", "url": _link(link_path, applied, count, 0)})
         if offset > 0:
             previous = max(offset - count, 0)
             links.append(
-                {"relation": "previous", "url": _link(link_path, query.applied, count, previous)}
+                {"relation": "previous", "url": _link(link_path, applied, count, previous)}
             )
         more = has_more if total is None else offset + count < total
         if more:
             links.append(
-                {"relation": "next", "url": _link(link_path, query.applied, count, offset + count)}
+                {"relation": "next", "url": _link(link_path, applied, count, offset + count)}
             )
         if total is not None:
             last = max(total - 1, 0) // count * count
-            links.append({"relation": "last", "url": _link(link_path, query.applied, count, last)})
+            links.append({"relation": "last", "url": _link(link_path, applied, count, last)})
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if total is not None:
         bundle["total"] = total

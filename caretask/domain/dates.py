@@ -11,6 +11,8 @@ from __future__ import annotations
 import calendar
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from email.utils import formatdate
+from functools import lru_cache
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # FHIR R4's dateTime and instant forms as the specification's regexes write them (a year 0001
@@ -96,3 +98,22 @@ def instant(micros: int) -> str:
     """Microseconds since the epoch as a FHIR instant (now_instant's form): parse_range
     reads it back to the same microsecond."""
     return (_EPOCH + timedelta(microseconds=micros)).isoformat()
+
+
+@lru_cache(maxsize=1024)
+def _http_date_of_second(second: str) -> str:
+    moment = datetime.fromisoformat(second).replace(tzinfo=UTC)
+    return formatdate(moment.timestamp(), usegmt=True)
+
+
+def http_date(instant_text: str) -> str | None:
+    """A FHIR instant as an HTTP date (Last-Modified), None if it is not one. Versions
+    written in one second share the answer: instants in now_instant's form (UTC) are
+    looked up by their second, others parsed."""
+    if instant_text.endswith("+00:00") and _PATTERN.fullmatch(instant_text):
+        try:
+            return _http_date_of_second(instant_text[:19])
+        except ValueError:  # a leap second, say: parsed below
+            pass
+    parsed = parse_range(instant_text)
+    return formatdate(parsed[0] / 1e6, usegmt=True) if parsed else None

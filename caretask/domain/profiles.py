@@ -5,6 +5,7 @@ follows the same one."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Literal
 
 from caretask.domain.errors import Issue
@@ -104,10 +105,14 @@ def _typed(reference: Any) -> Any:
     if not isinstance(reference, dict) or "type" in reference:
         return reference
     ref = reference.get("reference")
-    parsed = split_reference(ref) if isinstance(ref, str) else None
-    if parsed is None or parsed[0] not in ("Patient", "Practitioner", "Group"):
-        return reference
-    return {**reference, "type": parsed[0]}
+    kind = _canvas_type(ref) if isinstance(ref, str) else None
+    return reference if kind is None else {**reference, "type": kind}
+
+
+@lru_cache(maxsize=4096)  # every Task shown reads its references' types again
+def _canvas_type(reference: str) -> str | None:
+    parsed = split_reference(reference)
+    return parsed[0] if parsed and parsed[0] in ("Patient", "Practitioner", "Group") else None
 
 
 def shown(resource: dict[str, Any], profile: Profile) -> dict[str, Any]:

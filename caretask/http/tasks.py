@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from email.utils import formatdate
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -17,7 +16,7 @@ from starlette.types import Receive
 
 from caretask.auth import scopes
 from caretask.domain import audit, bundle
-from caretask.domain.dates import parse_range
+from caretask.domain.dates import http_date
 from caretask.domain.errors import InvalidRequest, InvalidSearch, NotFound
 from caretask.domain.etag import etag, etag_matches
 from caretask.domain.outcome import operation_outcome
@@ -55,9 +54,9 @@ def _service(request: Request) -> TaskService:
 
 def version_headers(task: StoredTask) -> dict[str, str]:
     headers = {"ETag": etag(task.version_id)}
-    updated = parse_range(task.resource["meta"]["lastUpdated"])
+    updated = http_date(task.resource["meta"]["lastUpdated"])
     if updated:
-        headers["Last-Modified"] = formatdate(updated[0] / 1e6, usegmt=True)
+        headers["Last-Modified"] = updated
     return headers
 
 

@@ -3,6 +3,7 @@ Host names a request may show."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -10,10 +11,29 @@ from starlette.requests import Request
 from caretask.config import split_host
 from caretask.http.state import settings
 
+_SEEN_BASES: dict[tuple[Any, ...], str] = {}
+_SEEN_MAX = 256
+
 
 def base_url(request: Request) -> str:
     configured = settings(request).base_url
-    return configured or str(request.base_url).rstrip("/")
+    if configured:
+        return configured
+    # what Starlette's Request.base_url reads, as the key of what it made of it: building
+    # the URL anew was a twentieth of a read's CPU
+    scope = request.scope
+    key = (
+        scope.get("scheme"),
+        scope.get("server"),
+        scope.get("app_root_path", scope.get("root_path", "")),
+        *(value for name, value in scope["headers"] if name == b"host"),
+    )
+    found = _SEEN_BASES.get(key)
+    if found is None:
+        if len(_SEEN_BASES) >= _SEEN_MAX:  # Host values are the client's: keep it bounded
+            _SEEN_BASES.clear()
+        found = _SEEN_BASES[key] = str(request.base_url).rstrip("/")
+    return found
 
 
 def link_path(base: str) -> str:

@@ -187,6 +187,7 @@ class SQLiteStorage:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # storage.sqlite.checkpoint does it
             conn.execute("PRAGMA journal_size_limit=0")  # the WAL file's size is its content
+            conn.execute("PRAGMA mmap_size=1073741824")
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
