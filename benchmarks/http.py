@@ -19,7 +19,7 @@ warm-up and then --runs measured runs of --duration seconds, quoting the median 
     conditional-create
                    POST /Task with If-None-Exist on a new identifier (search, then create)
     transaction    POST / with a transaction Bundle of 100 creates (quoted in tasks/s)
-    claim-next     POST /Task/$claim-next for a practitioner, criteria status=requested
+    claim-next     POST /Task/$claim-next for a practitioner, criteria _sort=_lastUpdated
                    (half the loaded tasks have no owner)
     create-subscribed
                    POST /Task with 100 active rest-hook subscriptions none of whose filters
@@ -176,15 +176,18 @@ def write_lua_data(path: Path, values: dict[str, Any], token: str, update_ids: l
     lines.append(f"  ceiling_body = {_lua_string(json.dumps(SEED_CREATE))},")
     patch = [{"op": "replace", "path": "/description", "value": "Patched @N@"}]
     lines.append(f"  patch_body = {_lua_string(fmt(patch, '@N@').replace('%s', '%d'))},")
-    identified = {**SEED_CREATE, "identifier": [{"system": IDENTIFIER_SYSTEM, "value": "@V@"}]}
-    lines.append(f"  identifier_system = {_lua_string(IDENTIFIER_SYSTEM)},")
+    # a new system per run: every run's identifiers are new, so each request creates
+    system = f"{IDENTIFIER_SYSTEM}:{uuid.uuid4().hex}"
+    lines.append(f"  identifier_system = {_lua_string(system)},")
+    identified = {**SEED_CREATE, "identifier": [{"system": system, "value": "@V@"}]}
     lines.append(f"  conditional_body = {_lua_string(fmt(identified, '@V@'))},")
     lines.append(f"  transaction_body = {_lua_string(json.dumps(transaction_bundle()))},")
     claim = {
         "resourceType": "Parameters",
         "parameter": [
             {"name": "owner", "valueReference": {"reference": CLAIMANT}},
-            {"name": "criteria", "valueString": "status=requested"},
+            # the oldest first: a claimed task is rewritten, so it moves to the end
+            {"name": "criteria", "valueString": "_sort=_lastUpdated"},
         ],
     }
     lines.append(f"  claim_next_body = {_lua_string(json.dumps(claim))},")

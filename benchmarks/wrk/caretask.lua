@@ -155,8 +155,8 @@ if not string.find(scenario, "^ceiling") then
   -- counts every non-2xx (wrk itself counts only >= 400) and follows versions: an
   -- update's Location ends in /_history/<version>
   response = function(status, headers, body)
-    if status < 200 or status > 299 then
-      non2xx = non2xx + 1
+    if status < 200 or status > 299 or (scenario == "conditional-create" and status ~= 201) then
+      non2xx = non2xx + 1  -- a conditional create that found a match did not create
       return
     end
     local location = headers["location"] or headers["Location"]

@@ -5,9 +5,12 @@ group of writers in a few hundred waited for megabytes to be copied back into th
 database file, and the slowest updates waited that long (benchmarks.http). Here the
 writer turns auto-checkpoint off, and this thread runs checkpoints on its own connection:
 
-- after a commit that leaves the WAL past `pages` (10,000 pages, 40 MB): PASSIVE, so
+- after a commit that leaves the WAL past `pages` (1,000 pages, 4 MB): PASSIVE, so
   readers and writers go on meanwhile, and a page rewritten many times between
-  checkpoints is copied back once;
+  checkpoints is copied back once. Kept small because every read looks up each page it
+  needs in the WAL's index first and reads the pages it finds there from the WAL file,
+  not the memory-mapped database: with 40 MB of WAL, reads and searches mixed with writes
+  ran at half their rate alone (benchmarks.http, the mix);
 - after a write that failed as a group (a full disk, an I/O error): a WAL can only start
   over from its beginning, reusing its space instead of growing, once a checkpoint has
   copied it back, so waiting for 40 MB would leave a full disk full;
@@ -36,7 +39,7 @@ class Checkpointer:
         self,
         path: str,
         connect: Callable[[], sqlite3.Connection],
-        pages: int = 10_000,
+        pages: int = 1_000,
         quiet: float = 2.0,
     ) -> None:
         self._wal = f"{path}-wal"
