@@ -19,8 +19,8 @@ warm-up and then --runs measured runs of --duration seconds, quoting the median 
     conditional-create
                    POST /Task with If-None-Exist on a new identifier (search, then create)
     transaction    POST / with a transaction Bundle of 100 creates (quoted in tasks/s)
-    claim-next     POST /Task/$claim-next for a practitioner, criteria _sort=_lastUpdated
-                   (half the loaded tasks have no owner)
+    claim-next     POST /Task/$claim-next for a practitioner, criteria status=requested
+                   (the loaded tasks of that status have no owner)
     create-subscribed
                    POST /Task with 100 active rest-hook subscriptions none of whose filters
                    match (owner=Practitioner/nobody-<n>): quoted also as a share of create
@@ -105,8 +105,8 @@ def write_data(size: int, workdir: Path, profile: str) -> tuple[Path, dict[str, 
     ids, patients, pairs = [], set(), set()
     with open(source, "wb") as out:
         statuses = profiles.statuses(profiles.profile(profile))
-        for n, task in enumerate(generate(size, seed=1, statuses=statuses)):
-            if n % 2:  # half the queue unassigned, for $claim-next
+        for task in generate(size, seed=1, statuses=statuses):
+            if task["status"] == "requested":  # the queue is unassigned, for $claim-next
                 del task["owner"]
             out.write(json.dumps(task, separators=(",", ":")).encode() + b"\n")
             ids.append(task["id"])
@@ -186,8 +186,7 @@ def write_lua_data(path: Path, values: dict[str, Any], token: str, update_ids: l
         "resourceType": "Parameters",
         "parameter": [
             {"name": "owner", "valueReference": {"reference": CLAIMANT}},
-            # the oldest first: a claimed task is rewritten, so it moves to the end
-            {"name": "criteria", "valueString": "_sort=_lastUpdated"},
+            {"name": "criteria", "valueString": "status=requested"},
         ],
     }
     lines.append(f"  claim_next_body = {_lua_string(json.dumps(claim))},")

@@ -203,15 +203,19 @@ class PostgreSQLStorage:
     # --- connections -----------------------------------------------------------------------
 
     async def _run(
-        self, work: Callable[[AsyncConnection], Awaitable[T]], transaction: bool = False
+        self,
+        work: Callable[[AsyncConnection], Awaitable[T]],
+        transaction: bool = False,
+        pipelined: bool = False,
     ) -> T:
         """`work` on a pooled connection (in one transaction if `transaction`), run again
-        on a new connection if the pooled one turns out broken before anything committed."""
+        on a new connection if the pooled one turns out broken before anything committed.
+        `pipelined`: in psycopg's pipeline mode (attempt)."""
         pool = await self._open()
         if not self._down or pool.get_stats().get("pool_available", 0):
             try:
                 async with pool.connection() as conn:
-                    result = await _attempt(conn, work, transaction)
+                    result = await _attempt(conn, work, transaction, pipelined)
                 self._down = False
                 return result
             except _Broken:
@@ -237,7 +241,7 @@ class PostgreSQLStorage:
                 if self._down:  # it is back: let the pool reconnect now, not after its backoff
                     await pool.check()
                 try:
-                    result = await _attempt(conn, work, transaction)
+                    result = await _attempt(conn, work, transaction, pipelined)
                 except _Broken:
                     raise StorageUnavailable(_UNREACHABLE) from None
                 self._down = False
@@ -307,7 +311,7 @@ class PostgreSQLStorage:
 
     async def _write_tasks(self, fn: Callable[[AsyncConnection, Outbox], Awaitable[T]]) -> T:
         recorded = [False]
-        result = await self._run(self._tasks_work(fn, recorded), transaction=True)
+        result = await self._run(self._tasks_work(fn, recorded), transaction=True, pipelined=True)
         self._heard(recorded)
         return result
 
@@ -816,14 +820,26 @@ def _unavailable(sqlstate: str | None) -> str | None:
 
 
 async def _attempt(
-    conn: AsyncConnection, work: Callable[[AsyncConnection], Awaitable[T]], transaction: bool
+    conn: AsyncConnection,
+    work: Callable[[AsyncConnection], Awaitable[T]],
+    transaction: bool,
+    pipelined: bool = False,
 ) -> T:
     """Run `work`; _Broken if the connection broke before a COMMIT was sent, and
-    StorageUnavailable if it broke during one (the write may or may not be stored)."""
+    StorageUnavailable if it broke during one (the write may or may not be stored).
+
+    Pipelined, statements are sent without waiting for their answers until `work` reads a
+    result (or the transaction ends): a task write waits for the database at the reads it
+    needs and once at the COMMIT, not after each of its statements."""
     committing = False
     try:
         if not transaction:
             return await work(conn)
+        if pipelined:
+            async with conn.pipeline(), conn.transaction():
+                result = await work(conn)
+                committing = True
+            return result
         async with conn.transaction():
             result = await work(conn)
             committing = True
