@@ -97,7 +97,9 @@ def require_tool(tool: str, hint: str) -> str:
 # --- data ----------------------------------------------------------------------------------
 
 
-def write_data(size: int, workdir: Path, profile: str) -> tuple[Path, dict[str, Any]]:
+def write_data(
+    size: int, workdir: Path, profile: str = profiles.DEFAULT
+) -> tuple[Path, dict[str, Any]]:
     """The demo tasks as NDJSON (statuses the profile takes), and values drawn from them
     for the requests."""
     rng = random.Random(5)
@@ -128,7 +130,7 @@ def write_data(size: int, workdir: Path, profile: str) -> tuple[Path, dict[str, 
 
 
 def load_demo_data(
-    size: int, workdir: Path, url: str, profile: str
+    size: int, workdir: Path, url: str, profile: str = profiles.DEFAULT
 ) -> tuple[dict[str, Any], float]:
     """Import `size` demo tasks with `caretask import`: the values for the requests, and
     the seconds the import took."""
@@ -339,11 +341,12 @@ class Driver:
     def sampled(self, pid: int, scenario: str, first: bool) -> Iterator[None]:
         """With --py-spy DIR, the first measured run of a scenario is sampled by py-spy
         (collapsed stacks, DIR/<engine>-<scenario>.txt); it slows that run somewhat."""
-        if not (self.args.py_spy and first):
+        spy_dir: Path | None = getattr(self.args, "py_spy", None)  # benchmarks.soak's: none
+        if not (spy_dir and first):
             yield
             return
-        self.args.py_spy.mkdir(parents=True, exist_ok=True)
-        target = self.args.py_spy / f"{self.args.engine}-{scenario}.txt"
+        spy_dir.mkdir(parents=True, exist_ok=True)
+        target = spy_dir / f"{self.args.engine}-{scenario}.txt"
         command = [
             require_tool("py-spy", "pip install py-spy"), "record", "--pid", str(pid),
             "--subprocesses", "--gil", "--format", "raw", "--rate", "250",
