@@ -83,6 +83,7 @@ from caretask.storage.statements import (
 )
 from caretask.storage.subscriptions_sql import (
     Outbox,
+    Watch,
     event_row,
     finish_params,
     insert_params,
@@ -290,8 +291,7 @@ class PostgreSQLStorage:
         subscriptions (the outbox) in its transaction; `recorded[0]`: whether it did."""
 
         async def run(conn: AsyncConnection) -> T:
-            cur = await conn.execute(_SUBS.listening)
-            box = Outbox(watch(tuple(await cur.fetchall()), POSTGRESQL))
+            box = Outbox(None, unread=await conn.execute(_SUBS.listening))
             result = await fn(conn, box)
             # last, in subscription order, after every task lock (subscriptions_sql)
             if box.pending:
@@ -320,6 +320,15 @@ class PostgreSQLStorage:
             self._on_events()
 
     @staticmethod
+    async def _watch(box: Outbox) -> Watch | None:
+        """The box's watch, read from its `listening` cursor the first time (in pipeline
+        mode, by then answered with an earlier read of the write)."""
+        if box.unread is not None:
+            cursor, box.unread = box.unread, None
+            box.watch = watch(tuple(await cursor.fetchall()), POSTGRESQL)
+        return box.watch
+
+    @staticmethod
     async def _matches(conn: AsyncConnection, box: Outbox, pk: int) -> tuple[int, ...]:
         assert box.watch is not None
         cur = await conn.execute(box.watch.sql, (*box.watch.params, pk))
@@ -335,7 +344,7 @@ class PostgreSQLStorage:
         pk: int = (await cur.fetchone())[0]  # type: ignore[index]
         await conn.execute(_SQL.insert_version, (pk, 1, new.last_updated, body))
         await self._insert_side_rows(conn, pk, new.index)
-        if box.watch is not None:
+        if await self._watch(box) is not None:
             after = await self._matches(conn, box, pk)
             box.record(None, after, task_id, 1, kind(1, new.index.status), new.last_updated)
         return pk
@@ -370,7 +379,8 @@ class PostgreSQLStorage:
         body: str,
     ) -> None:
         """Write `new` as version `version_id` of the task whose pk is `pk` (locked)."""
-        before = await self._matches(conn, box, pk) if box.watch is not None else None
+        watching = await self._watch(box) is not None
+        before = await self._matches(conn, box, pk) if watching else None
         values = (version_id, new.last_updated, *index_values(new.index), body, pk)
         await conn.execute(_SQL.update_task, values)
         await conn.execute(_SQL.insert_version, (pk, version_id, new.last_updated, body))

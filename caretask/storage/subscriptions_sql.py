@@ -337,6 +337,10 @@ class Outbox:
     watch: Watch | None
     # subscription pk -> its events in this transaction: (task_id, version_id, kind, occurred)
     pending: dict[int, list[tuple[str, int, str, int]]] = field(default_factory=dict)
+    # PostgreSQL: the cursor of the `listening` query, sent and not yet read; `watch` is
+    # made from it where a write first needs it, so that its answer comes back with the
+    # write's own first read instead of in a round trip of its own
+    unread: Any = None
 
     def matches(self, row: Sequence[Any] | None) -> tuple[int, ...]:
         """What one row of watch.sql says, as 0/1 per subscription (no row: all 0)."""
